@@ -1,0 +1,146 @@
+//! Configuration every service shares: where it listens, how it authenticates callers,
+//! its request limits and where its dependencies are. Typed, with named defaults, and
+//! overridable by flags or environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Default request timeout, in milliseconds.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default limit on requests served at once before new ones are shed.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1_024;
+/// Default time unary calls get to finish after shutdown begins, in milliseconds.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Default interval between dependency health checks, in milliseconds.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 2_000;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for production log pipelines.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Settings of the gRPC server every service runs.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Bearer token callers must send in `authorization: Bearer <token>`.
+    #[arg(long, env = "FANFARE_SERVICE_TOKEN", hide_env_values = true)]
+    pub service_token: Option<String>,
+
+    /// Accept calls without a service token. For local development only; logged as a warning.
+    #[arg(long, env = "FANFARE_ALLOW_UNAUTHENTICATED", default_value_t = false)]
+    pub allow_unauthenticated: bool,
+
+    /// How long one unary call may take before it fails with DEADLINE_EXCEEDED.
+    #[arg(long, env = "FANFARE_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+
+    /// Requests served at once; beyond it new requests are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FANFARE_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+
+    /// How long unary calls get to finish once shutdown begins.
+    #[arg(long, env = "FANFARE_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+
+    /// How often Postgres and Redis reachability is checked for gRPC health.
+    #[arg(long, env = "FANFARE_HEALTH_CHECK_INTERVAL_MS", default_value_t = DEFAULT_HEALTH_CHECK_INTERVAL_MS)]
+    pub health_check_interval_ms: u64,
+}
+
+impl ServerConfig {
+    /// Settings for tests and the one-process dev mode: no token required.
+    pub fn for_dev() -> Self {
+        Self {
+            service_token: None,
+            allow_unauthenticated: true,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            health_check_interval_ms: 200,
+        }
+    }
+
+    /// The unary request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The drain period after shutdown begins.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The dependency health check interval.
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_millis(self.health_check_interval_ms)
+    }
+
+    /// Refuses a configuration that would run with no authentication by accident.
+    pub fn check(&self) -> Result<(), String> {
+        match (&self.service_token, self.allow_unauthenticated) {
+            (Some(token), _) if token.trim().is_empty() => {
+                Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned())
+            }
+            (None, false) => Err(
+                "no service token: set FANFARE_SERVICE_TOKEN, or FANFARE_ALLOW_UNAUTHENTICATED=true for local development"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Settings of process-wide telemetry.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Log format: json in production, pretty in a terminal.
+    #[arg(long, env = "FANFARE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `RUST_LOG` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Address of the Prometheus metrics endpoint; unset to turn it off.
+    #[arg(long, env = "FANFARE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Where the shared dependencies are. Unset means in-memory storage and bus.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DependencyConfig {
+    /// PostgreSQL URL; unset for in-memory storage.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL; unset for the in-process bus.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Postgres connections per service.
+    #[arg(long, env = "FANFARE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_run_unauthenticated_by_accident() {
+        let mut config = ServerConfig::for_dev();
+        assert!(config.check().is_ok());
+        config.allow_unauthenticated = false;
+        assert!(config.check().is_err());
+        config.service_token = Some("  ".to_owned());
+        assert!(config.check().is_err());
+        config.service_token = Some("secret".to_owned());
+        assert!(config.check().is_ok());
+    }
+}

@@ -1,0 +1,86 @@
+//! Who is acting: the user id that callers pass in request metadata.
+
+use tonic::metadata::MetadataMap;
+
+use crate::ids::UserId;
+
+/// Metadata key carrying the acting user (a positive int64, in decimal).
+pub const USER_ID_HEADER: &str = "x-fanfare-user-id";
+
+/// Why the acting user could not be read from a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The metadata entry is absent.
+    #[error("missing `{USER_ID_HEADER}` metadata: every call must say which user is acting")]
+    Missing,
+    /// The metadata entry is present but not a positive int64.
+    #[error("`{USER_ID_HEADER}` metadata must be a positive int64 user id (got {0:?})")]
+    Malformed(String),
+}
+
+impl From<IdentityError> for tonic::Status {
+    fn from(error: IdentityError) -> Self {
+        match error {
+            IdentityError::Missing => tonic::Status::unauthenticated(error.to_string()),
+            IdentityError::Malformed(_) => tonic::Status::invalid_argument(error.to_string()),
+        }
+    }
+}
+
+/// Reads the acting user from request metadata.
+pub fn acting_user(metadata: &MetadataMap) -> Result<UserId, IdentityError> {
+    let Some(value) = metadata.get(USER_ID_HEADER) else {
+        return Err(IdentityError::Missing);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| IdentityError::Malformed("<non-ASCII>".to_owned()))?;
+    let raw: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| IdentityError::Malformed(text.to_owned()))?;
+    UserId::parse(USER_ID_HEADER, raw).map_err(|_| IdentityError::Malformed(text.to_owned()))
+}
+
+/// Puts the acting user into outgoing metadata, for calls from one service to another.
+pub fn set_acting_user(metadata: &mut MetadataMap, user: UserId) {
+    let value = user
+        .get()
+        .to_string()
+        .parse()
+        .expect("a decimal integer is valid ASCII metadata");
+    metadata.insert(USER_ID_HEADER, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata_with(value: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert(USER_ID_HEADER, value.parse().unwrap());
+        metadata
+    }
+
+    #[test]
+    fn reads_a_positive_user_id() {
+        assert_eq!(acting_user(&metadata_with("42")).unwrap().get(), 42);
+    }
+
+    #[test]
+    fn missing_is_unauthenticated_and_malformed_is_invalid() {
+        let missing = tonic::Status::from(acting_user(&MetadataMap::new()).unwrap_err());
+        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        for bad in ["", "abc", "0", "-3", "99999999999999999999"] {
+            let status = tonic::Status::from(acting_user(&metadata_with(bad)).unwrap_err());
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn round_trips_through_outgoing_metadata() {
+        let mut metadata = MetadataMap::new();
+        set_acting_user(&mut metadata, UserId::from_trusted(9));
+        assert_eq!(acting_user(&metadata).unwrap().get(), 9);
+    }
+}

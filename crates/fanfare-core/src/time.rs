@@ -1,0 +1,69 @@
+//! Conversions between protobuf timestamps and `chrono` times, checked at the edge.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use crate::validation::FieldViolation;
+
+/// A point in time as the wire carries it.
+pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// An optional point in time as the wire carries it.
+pub fn to_optional_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
+    time.map(to_timestamp)
+}
+
+/// Parses a wire timestamp; out-of-range values name the field.
+pub fn parse_timestamp(field: &str, timestamp: &Timestamp) -> Result<DateTime<Utc>, FieldViolation> {
+    let nanos = u32::try_from(timestamp.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000);
+    nanos
+        .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
+        .ok_or_else(|| FieldViolation::new(field, "must be a valid timestamp"))
+}
+
+/// Parses a required timestamp that must lie after `now`.
+pub fn parse_future(
+    field: &str,
+    timestamp: Option<&Timestamp>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, FieldViolation> {
+    let Some(timestamp) = timestamp else {
+        return Err(FieldViolation::new(field, "is required"));
+    };
+    let time = parse_timestamp(field, timestamp)?;
+    if time <= now {
+        return Err(FieldViolation::new(field, "must be in the future"));
+    }
+    Ok(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_bad_nanos() {
+        let now = Utc::now();
+        let back = parse_timestamp("t", &to_timestamp(now)).unwrap();
+        assert_eq!(back, now);
+        let bad = Timestamp { seconds: 1, nanos: -1 };
+        assert!(parse_timestamp("t", &bad).is_err());
+    }
+
+    #[test]
+    fn future_times_only() {
+        let now = Utc::now();
+        let past = to_timestamp(now - chrono::Duration::seconds(1));
+        assert!(parse_future("until", Some(&past), now).is_err());
+        assert!(parse_future("until", None, now).is_err());
+        let future = to_timestamp(now + chrono::Duration::seconds(60));
+        assert!(parse_future("until", Some(&future), now).is_ok());
+    }
+}

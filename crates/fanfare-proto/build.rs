@@ -1,0 +1,29 @@
+//! Compiles `proto/` into Rust modules and a descriptor set for server reflection.
+
+use std::path::PathBuf;
+
+/// Every proto file of the workspace, relative to `proto/`.
+const PROTO_FILES: &[&str] = &[
+    "fanfare/common/v1/group.proto",
+    "fanfare/common/v1/events.proto",
+    "fanfare/groups/v1/groups.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let paths: Vec<PathBuf> = PROTO_FILES.iter().map(|file| proto_root.join(file)).collect();
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    println!("cargo:rerun-if-env-changed=PROTOC");
+
+    let mut config = tonic_prost_build::Config::new();
+    // A fresh clone builds with cargo alone: the vendored protoc unless PROTOC names another.
+    match std::env::var_os("PROTOC") {
+        Some(protoc) => config.protoc_executable(protoc),
+        None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
+    };
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("fanfare_descriptor.bin"))
+        .compile_with_config(config, &paths, &[proto_root])?;
+    Ok(())
+}
