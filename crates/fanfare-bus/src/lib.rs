@@ -1,1 +1,116 @@
-//! The update bus (in progress).
+//! The update bus: services publish each committed update of a group to that group's channel,
+//! and fanout pods subscribe to the channels of the groups that have local listeners.
+//!
+//! Delivery is fire-and-forget; the per-group update log is what keeps the delivery promise.
+//! The bus's one duty beyond carrying bytes is to *say* when it may have lost some: a
+//! [`BusEvent::Gap`] tells the subscriber to repair every channel it holds from the log.
+//!
+//! Two implementations sit behind [`UpdateBus`]: [`RedisBus`] (Redis pub/sub, production) and
+//! [`MemoryBus`] (in process, for `fanfare dev` and fast tests). The `testing` feature exposes
+//! the conformance suite both of them pass.
+
+mod error;
+mod memory;
+mod queue;
+mod redis;
+mod subscriber;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use crate::error::BusError;
+pub use crate::memory::{DEFAULT_MEMORY_QUEUE_CAPACITY, MemoryBus};
+pub use crate::redis::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_RECONNECT_MAX_DELAY, DEFAULT_RECONNECT_MIN_DELAY,
+    DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, RedisBus, RedisBusConfig,
+};
+pub use crate::subscriber::{Subscriber, SubscriberHandle};
+
+/// Prefix of every group channel; [`group_channel`] and [`group_id_from_channel`] are the only
+/// places that build or read it.
+const GROUP_CHANNEL_PREFIX: &str = "fanfare:group:";
+
+/// The channel a group's updates are published to, e.g. `fanfare:group:42`.
+pub fn group_channel(group_id: i64) -> String {
+    format!("{GROUP_CHANNEL_PREFIX}{group_id}")
+}
+
+/// The group a channel built by [`group_channel`] belongs to, or `None` for any other channel.
+pub fn group_id_from_channel(channel: &str) -> Option<i64> {
+    channel.strip_prefix(GROUP_CHANNEL_PREFIX)?.parse().ok()
+}
+
+/// Publishes payloads to channels and hands out subscribers.
+///
+/// Payloads are opaque bytes (encoded protobuf). Delivery is at most once and may silently
+/// fail between publish and subscriber; subscribers are told through [`BusEvent::Gap`]
+/// whenever that may have happened on their side.
+#[async_trait]
+pub trait UpdateBus: Send + Sync + 'static {
+    /// Publishes `payload` to every current subscriber of `channel`.
+    ///
+    /// An error means the payload was not published: the caller keeps the update (in its
+    /// outbox) and retries. [`BusError::Unavailable`] is what a Redis outage returns.
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError>;
+
+    /// Opens a subscriber, subscribed to no channel yet.
+    ///
+    /// A pod is meant to hold one for its lifetime and add and remove channels on it.
+    async fn subscriber(&self) -> Result<Subscriber, BusError>;
+
+    /// Checks that the bus can publish right now, for health reporting.
+    async fn ping(&self) -> Result<(), BusError>;
+}
+
+/// What a [`Subscriber`] receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A payload published to a channel this subscriber is subscribed to.
+    Message {
+        /// The channel it was published to.
+        channel: String,
+        /// The payload, as published.
+        payload: Bytes,
+    },
+    /// Messages may have been lost (the connection dropped, or this subscriber fell behind):
+    /// every subscribed channel must be repaired from the log.
+    ///
+    /// After a [`GapReason::Disconnected`] gap, live delivery is suspended until
+    /// [`BusEvent::Resumed`]; repair after that event so nothing slips between the repair and
+    /// the resubscription. A [`GapReason::Lagged`] gap is not followed by `Resumed`: the
+    /// subscription never stopped, so repair at once.
+    Gap {
+        /// Why messages may have been lost.
+        reason: GapReason,
+    },
+    /// The subscription is live again after a [`GapReason::Disconnected`] gap: every channel
+    /// currently subscribed has been resubscribed.
+    Resumed,
+}
+
+/// Why a [`BusEvent::Gap`] was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GapReason {
+    /// The connection to the bus was lost; messages published until [`BusEvent::Resumed`]
+    /// are not delivered.
+    Disconnected,
+    /// This subscriber's queue was full and messages were dropped rather than stall the bus.
+    Lagged,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_channels_round_trip_and_other_channels_are_not_groups() {
+        assert_eq!(group_channel(42), "fanfare:group:42");
+        assert_eq!(group_id_from_channel(&group_channel(42)), Some(42));
+        assert_eq!(group_id_from_channel("fanfare:group:"), None);
+        assert_eq!(group_id_from_channel("fanfare:group:4x"), None);
+        assert_eq!(group_id_from_channel("other:42"), None);
+    }
+}

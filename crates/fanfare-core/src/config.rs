@@ -126,6 +126,11 @@ pub struct DependencyConfig {
     /// Postgres connections per service.
     #[arg(long, env = "FANFARE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+
+    /// Run this service's migrations at start. Production runs `fanfare migrate` as a Job
+    /// instead; `fanfare dev` turns this on.
+    #[arg(long, env = "FANFARE_MIGRATE_ON_START", default_value_t = false)]
+    pub migrate_on_start: bool,
 }
 
 #[cfg(test)]

@@ -32,23 +32,14 @@ pub fn acting_user(metadata: &MetadataMap) -> Result<UserId, IdentityError> {
     let Some(value) = metadata.get(USER_ID_HEADER) else {
         return Err(IdentityError::Missing);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| IdentityError::Malformed("<non-ASCII>".to_owned()))?;
-    let raw: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| IdentityError::Malformed(text.to_owned()))?;
+    let text = value.to_str().map_err(|_| IdentityError::Malformed("<non-ASCII>".to_owned()))?;
+    let raw: i64 = text.trim().parse().map_err(|_| IdentityError::Malformed(text.to_owned()))?;
     UserId::parse(USER_ID_HEADER, raw).map_err(|_| IdentityError::Malformed(text.to_owned()))
 }
 
 /// Puts the acting user into outgoing metadata, for calls from one service to another.
 pub fn set_acting_user(metadata: &mut MetadataMap, user: UserId) {
-    let value = user
-        .get()
-        .to_string()
-        .parse()
-        .expect("a decimal integer is valid ASCII metadata");
+    let value = user.get().to_string().parse().expect("a decimal integer is valid ASCII metadata");
     metadata.insert(USER_ID_HEADER, value);
 }
 

@@ -2,10 +2,17 @@
 //! config, error→`Status` helpers, telemetry, shutdown and the gRPC server builder.
 
 pub mod config;
+pub mod health;
 pub mod identity;
 pub mod ids;
+pub mod layers;
+pub mod metrics;
 pub mod paging;
+pub mod rate_limit;
+pub mod server;
+pub mod shutdown;
 pub mod status;
+pub mod telemetry;
 pub mod time;
 pub mod validation;
 

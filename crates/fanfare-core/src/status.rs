@@ -34,11 +34,7 @@ pub fn resource_exhausted(
 
 /// `FAILED_PRECONDITION` naming the violated precondition (`kind` is a short
 /// upper-case tag such as `ARCHIVED`, `subject` what it is about).
-pub fn failed_precondition(
-    message: impl Into<String>,
-    kind: impl Into<String>,
-    subject: impl Into<String>,
-) -> Status {
+pub fn failed_precondition(message: impl Into<String>, kind: impl Into<String>, subject: impl Into<String>) -> Status {
     let message = message.into();
     let mut details = ErrorDetails::new();
     details.add_precondition_failure_violation(kind, subject, message.clone());

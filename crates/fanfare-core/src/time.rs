@@ -7,10 +7,7 @@ use crate::validation::FieldViolation;
 
 /// A point in time as the wire carries it.
 pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
 /// An optional point in time as the wire carries it.
@@ -20,9 +17,7 @@ pub fn to_optional_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
 
 /// Parses a wire timestamp; out-of-range values name the field.
 pub fn parse_timestamp(field: &str, timestamp: &Timestamp) -> Result<DateTime<Utc>, FieldViolation> {
-    let nanos = u32::try_from(timestamp.nanos)
-        .ok()
-        .filter(|nanos| *nanos < 1_000_000_000);
+    let nanos = u32::try_from(timestamp.nanos).ok().filter(|nanos| *nanos < 1_000_000_000);
     nanos
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
         .ok_or_else(|| FieldViolation::new(field, "must be a valid timestamp"))

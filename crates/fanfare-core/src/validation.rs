@@ -14,10 +14,7 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -69,13 +66,18 @@ impl Violations {
         self.0.push(violation);
     }
 
+    /// The parsed request when nothing was recorded. `parsed` is `None` exactly when some
+    /// field failed (its violation is then recorded), so the fields combine with `?`:
+    /// `violations.finish_with((|| Some((group?, user?)))())`.
+    pub fn finish_with<T>(self, parsed: Option<T>) -> Result<T, InvalidRequest> {
+        self.finish()?;
+        debug_assert!(parsed.is_some(), "a field failed to parse without a violation");
+        parsed.ok_or_else(|| InvalidRequest(vec![FieldViolation::new("request", "is incomplete")]))
+    }
+
     /// `Ok(())` when nothing was recorded.
     pub fn finish(self) -> Result<(), InvalidRequest> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(InvalidRequest(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(InvalidRequest(self.0)) }
     }
 }
 
@@ -84,27 +86,15 @@ impl Violations {
 pub fn text(field: &str, value: &str, min: usize, max: usize) -> Result<String, FieldViolation> {
     let length = value.chars().count();
     if length < min {
-        let description = if min == 1 {
-            "must not be empty".to_owned()
-        } else {
-            format!("must be at least {min} characters")
-        };
+        let description =
+            if min == 1 { "must not be empty".to_owned() } else { format!("must be at least {min} characters") };
         return Err(FieldViolation::new(field, description));
     }
     if length > max {
-        return Err(FieldViolation::new(
-            field,
-            format!("must be at most {max} characters (got {length})"),
-        ));
+        return Err(FieldViolation::new(field, format!("must be at most {max} characters (got {length})")));
     }
-    if value
-        .chars()
-        .any(|character| character.is_control() && character != '\n' && character != '\t')
-    {
-        return Err(FieldViolation::new(
-            field,
-            "must not contain control characters",
-        ));
+    if value.chars().any(|character| character.is_control() && character != '\n' && character != '\t') {
+        return Err(FieldViolation::new(field, "must not contain control characters"));
     }
     Ok(value.to_owned())
 }

@@ -8,8 +8,7 @@ pub use prost_types;
 pub use tonic;
 
 /// The encoded `FileDescriptorSet` of every Fanfare proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/fanfare_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fanfare_descriptor.bin"));
 
 /// Types shared by every service (`fanfare.common.v1`).
 pub mod common {

@@ -1,0 +1,258 @@
+//! The gRPC server every Fanfare service runs: its routes plus health, reflection, the tower
+//! layers of [`crate::layers`], HTTP/2 keepalive and graceful shutdown, in one builder.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::ServerConfig;
+pub use crate::health::DependencyProbe;
+use crate::health::{HealthState, run_probe_loop};
+use crate::layers::{AuthLayer, LoadShedLayer, MetricsLayer, RequestIdLayer, TimeoutLayer};
+
+/// How often an idle connection is pinged to detect dead peers and keep proxies from
+/// closing it.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive on accepted connections.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Names of the services every server runs besides the application's.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1_SERVICE: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA_SERVICE: &str = "grpc.reflection.v1alpha.ServerReflection";
+const BUILT_IN_SERVICES: [&str; 3] = [HEALTH_SERVICE, REFLECTION_V1_SERVICE, REFLECTION_V1ALPHA_SERVICE];
+
+/// Descriptor sets served by reflection: every Fanfare proto, health, reflection itself, and
+/// `google.rpc` (status and error details, shipped by tonic-types) so `grpcurl` can decode
+/// rich error details.
+const DESCRIPTOR_SETS: [&[u8]; 5] = [
+    fanfare_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_types::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Builds and runs one service's gRPC server.
+///
+/// ```no_run
+/// # async fn example(
+/// #     config: fanfare_core::config::ServerConfig,
+/// #     listener: tokio::net::TcpListener,
+/// # ) -> anyhow::Result<()> {
+/// use fanfare_core::server::GrpcServer;
+/// use fanfare_core::shutdown::shutdown_on_signals;
+///
+/// GrpcServer::new("fanfare.groups.v1.GroupService", config)
+///     // .add_service(GroupServiceServer::new(adapter))
+///     // .probe(Arc::new(PostgresProbe::new(pool)))
+///     .serve(listener, shutdown_on_signals())
+///     .await
+/// # }
+/// ```
+///
+/// # Shutdown
+///
+/// When the token is cancelled, health turns NOT_SERVING, the listener closes, connections
+/// are told to go away (HTTP/2 GOAWAY) and in-flight calls get [`ServerConfig::shutdown_grace`]
+/// to finish. Server-streaming handlers must watch the same token themselves and end their
+/// streams with UNAVAILABLE ([`shutdown_status`]) so clients reconnect to another instance; a stream still open at
+/// the end of the grace period is abandoned when `serve` returns.
+pub struct GrpcServer {
+    service_name: &'static str,
+    config: ServerConfig,
+    routes: Routes,
+    service_names: Vec<&'static str>,
+    duplicate_services: Vec<&'static str>,
+    probes: Vec<Arc<dyn DependencyProbe>>,
+    streaming_methods: Vec<&'static str>,
+}
+
+impl GrpcServer {
+    /// `service_name` is the fully-qualified gRPC service (e.g.
+    /// `"fanfare.groups.v1.GroupService"`), reported by health next to `""`.
+    pub fn new(service_name: &'static str, config: ServerConfig) -> Self {
+        Self {
+            service_name,
+            config,
+            routes: Routes::default(),
+            service_names: Vec::new(),
+            duplicate_services: Vec::new(),
+            probes: Vec::new(),
+            streaming_methods: Vec::new(),
+        }
+    }
+
+    /// Adds a tonic service (a generated `XxxServer<T>`), like tonic's `Router::add_service`.
+    /// Adding a service twice, or one of the built-in health and reflection services, makes
+    /// [`serve`](Self::serve) fail.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: NamedService
+            + tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let name = S::NAME;
+        // The router panics on a duplicate route; report it from `serve` instead.
+        if self.service_names.contains(&name) || BUILT_IN_SERVICES.contains(&name) {
+            self.duplicate_services.push(name);
+            return self;
+        }
+        self.service_names.push(name);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Adds a dependency whose reachability decides health (Postgres, Redis).
+    pub fn probe(mut self, probe: Arc<dyn DependencyProbe>) -> Self {
+        self.probes.push(probe);
+        self
+    }
+
+    /// Exempts a streaming method (full path, `/package.Service/Method`) from the request
+    /// timeout, which would otherwise end long-lived streams.
+    pub fn streaming_method(mut self, path: &'static str) -> Self {
+        self.streaming_methods.push(path);
+        self
+    }
+
+    /// Serves on an already-bound listener until `shutdown` is cancelled, then drains (see
+    /// [the type's docs](Self#shutdown)). Fails at once if the configuration is invalid.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.check()?;
+        let local_addr = listener.local_addr().context("cannot read the listener's address")?;
+        let config = self.config;
+
+        let initial_status = if self.probes.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let health = HealthState::new(self.service_name, initial_status).await;
+
+        let mut advertised: Vec<&str> = self.service_names.clone();
+        advertised.extend(BUILT_IN_SERVICES);
+        let reflection_v1 = reflection_builder(&advertised).build_v1().context("cannot build reflection v1")?;
+        let reflection_v1alpha =
+            reflection_builder(&advertised).build_v1alpha().context("cannot build reflection v1alpha")?;
+        let routes = self
+            .routes
+            .add_service(health.service(shutdown.clone()))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(RequestIdLayer)
+            .layer(MetricsLayer::new(advertised.iter().copied()))
+            .layer(AuthLayer::from_config(&config))
+            .layer(LoadShedLayer::new(config.max_concurrent_requests))
+            .layer(TimeoutLayer::new(config.request_timeout(), self.streaming_methods.iter().copied()));
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .layer(layers)
+            .add_routes(routes);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE));
+
+        let probe_loop =
+            tokio::spawn(run_probe_loop(health.clone(), self.probes, config.health_check_interval(), shutdown.clone()));
+        let stop_accepting = {
+            let health = health.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                health.set(ServingStatus::NotServing).await;
+                tracing::info!(
+                    grace_ms = config.shutdown_grace_ms,
+                    "shutting down: health is not serving, draining calls"
+                );
+            }
+        };
+        tracing::info!(service = self.service_name, addr = %local_addr, "grpc server listening");
+
+        let serving = router.serve_with_incoming_shutdown(incoming, stop_accepting);
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.shutdown_grace()).await;
+        };
+        let result = tokio::select! {
+            result = serving => result.context("grpc server failed"),
+            () = grace_over => {
+                tracing::warn!(
+                    grace_ms = config.shutdown_grace_ms,
+                    "grace period over; abandoning the calls still open"
+                );
+                Ok(())
+            }
+        };
+        // Also stops the probe loop when the server failed before shutdown.
+        probe_loop.abort();
+        if result.is_ok() {
+            tracing::info!(service = self.service_name, "grpc server stopped");
+        }
+        result
+    }
+
+    /// Refuses configurations and builds that must not run.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Err(reason) = self.config.check() {
+            anyhow::bail!("invalid server configuration: {reason}");
+        }
+        if self.config.max_concurrent_requests == 0 {
+            anyhow::bail!("invalid server configuration: max_concurrent_requests must be at least 1");
+        }
+        if self.config.request_timeout_ms == 0 || self.config.health_check_interval_ms == 0 {
+            anyhow::bail!(
+                "invalid server configuration: request_timeout_ms and health_check_interval_ms must be at least 1"
+            );
+        }
+        if !self.duplicate_services.is_empty() {
+            anyhow::bail!(
+                "services added twice or clashing with built-in ones: {}",
+                self.duplicate_services.join(", ")
+            );
+        }
+        if self.config.allow_unauthenticated {
+            if self.config.service_token.is_some() {
+                tracing::warn!(
+                    "allow_unauthenticated is set but a service token is configured: the token is still required"
+                );
+            } else {
+                tracing::warn!("accepting unauthenticated calls: for local development only, never in production");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The status a server-streaming handler ends its stream with once the shutdown token is
+/// cancelled, so the client reconnects to another instance.
+pub fn shutdown_status() -> tonic::Status {
+    tonic::Status::unavailable("server is shutting down; reconnect to another instance")
+}
+
+/// A reflection builder with every descriptor set, advertising `services`.
+fn reflection_builder(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure();
+    for descriptor_set in DESCRIPTOR_SETS {
+        builder = builder.register_encoded_file_descriptor_set(descriptor_set);
+    }
+    for service in services {
+        builder = builder.with_service_name(*service);
+    }
+    builder
+}

@@ -1,0 +1,78 @@
+//! The Prometheus exporter and the metrics layer together: calls to a real server show up,
+//! with help text and histogram buckets, on the metrics endpoint. Its own test binary,
+//! because the metrics recorder is process-wide.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fanfare_core::config::ServerConfig;
+use fanfare_core::metrics::install_metrics_exporter;
+use fanfare_core::server::GrpcServer;
+use fanfare_core::telemetry::init_test_tracing;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A port free a moment ago (the exporter binds by address, not by listener).
+fn free_port_addr() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    probe.local_addr().expect("bound address")
+}
+
+/// GETs `/metrics` and returns the body.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("metrics port open");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request sent");
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("metrics answer")
+        .expect("readable response");
+    response
+}
+
+#[tokio::test]
+async fn calls_are_counted_and_timed_on_the_metrics_endpoint() {
+    init_test_tracing();
+    let metrics_addr = free_port_addr();
+    install_metrics_exporter(metrics_addr).expect("exporter installs");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let grpc_addr = listener.local_addr().expect("bound address");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(
+        GrpcServer::new("fanfare.test.v1.Metrics", ServerConfig::for_dev()).serve(listener, shutdown.clone()),
+    );
+
+    let channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("server accepts connections");
+    let mut health = HealthClient::new(channel);
+    health.check(HealthCheckRequest::default()).await.expect("health answers");
+    let unknown =
+        health.check(HealthCheckRequest { service: "no.such.Service".to_owned() }).await.expect_err("unknown service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let body = scrape(metrics_addr).await;
+    for expected in [
+        "# HELP fanfare_grpc_requests_total",
+        "# HELP fanfare_grpc_request_duration_seconds",
+        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"} 1"#,
+        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="NOT_FOUND"} 1"#,
+        r#"fanfare_grpc_request_duration_seconds_bucket{service="grpc.health.v1.Health",method="Check",le="0.0005"}"#,
+        r#"fanfare_grpc_request_duration_seconds_bucket{service="grpc.health.v1.Health",method="Check",le="10"}"#,
+    ] {
+        assert!(body.contains(expected), "{expected} missing from:\n{body}");
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, server).await.expect("serve returns").expect("no panic").expect("clean shutdown");
+}

@@ -1,0 +1,134 @@
+//! Who may do what, and which settings fit which kind of group. Pure functions: the
+//! service asks them before it asks the store to change anything.
+
+use super::{GroupKind, JoinPolicy, PostPolicy, Role, Settings};
+
+/// The settings a new group of `kind` gets when the request leaves them unset.
+pub fn default_settings(kind: GroupKind) -> Settings {
+    match kind {
+        GroupKind::Chat => Settings {
+            join_policy: JoinPolicy::InviteOnly,
+            slow_mode_seconds: 0,
+            history_visible_to_new_members: true,
+            post_policy: PostPolicy::AllMembers,
+        },
+        GroupKind::Community => Settings {
+            join_policy: JoinPolicy::Open,
+            slow_mode_seconds: 0,
+            history_visible_to_new_members: true,
+            post_policy: PostPolicy::AllMembers,
+        },
+        GroupKind::Broadcast => Settings {
+            join_policy: JoinPolicy::Open,
+            slow_mode_seconds: 0,
+            history_visible_to_new_members: true,
+            post_policy: PostPolicy::AdminsOnly,
+        },
+    }
+}
+
+/// The join policies a kind supports: friends' chats grow only by adding and invites;
+/// approval queues exist for communities, where moderators are at hand.
+pub fn allowed_join_policies(kind: GroupKind) -> &'static [JoinPolicy] {
+    match kind {
+        GroupKind::Chat => &[JoinPolicy::InviteOnly],
+        GroupKind::Community => {
+            &[JoinPolicy::Open, JoinPolicy::FollowersOnly, JoinPolicy::InviteOnly, JoinPolicy::Approval]
+        }
+        GroupKind::Broadcast => &[JoinPolicy::Open, JoinPolicy::FollowersOnly, JoinPolicy::InviteOnly],
+    }
+}
+
+/// Why settings do not fit a kind: (field, description).
+pub fn check_settings(kind: GroupKind, settings: &Settings) -> Result<(), (&'static str, String)> {
+    let allowed = allowed_join_policies(kind);
+    if !allowed.contains(&settings.join_policy) {
+        let names: Vec<&str> = allowed.iter().map(|policy| policy.to_proto().as_str_name()).collect();
+        return Err((
+            "join_policy",
+            format!("{} groups support only {}", kind.to_proto().as_str_name(), names.join(", ")),
+        ));
+    }
+    if kind == GroupKind::Broadcast && settings.post_policy != PostPolicy::AdminsOnly {
+        return Err(("post_policy", "GROUP_KIND_BROADCAST groups are always POST_POLICY_ADMINS_ONLY".to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether a role moderates: owners and admins.
+pub fn is_moderator(role: Role) -> bool {
+    matches!(role, Role::Owner | Role::Admin)
+}
+
+/// Whether `actor` outranks `target`, as acting on another member requires
+/// (an admin cannot remove, ban or mute another admin or the owner).
+pub fn outranks(actor: Role, target: Role) -> bool {
+    rank(actor) > rank(target)
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 3,
+        Role::Admin => 2,
+        Role::Member => 1,
+    }
+}
+
+/// Whether a member with `role` may add others or create invites: anyone in a friends'
+/// chat, moderators elsewhere.
+pub fn may_invite(kind: GroupKind, role: Role) -> bool {
+    kind == GroupKind::Chat || is_moderator(role)
+}
+
+/// The member limit of a kind under the configured limits; `None` is unlimited.
+pub fn member_limit(kind: GroupKind, chat: u64, community: u64, broadcast: u64) -> Option<u64> {
+    let configured = match kind {
+        GroupKind::Chat => chat,
+        GroupKind::Community => community,
+        GroupKind::Broadcast => broadcast,
+    };
+    (configured > 0).then_some(configured)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fit_their_kind() {
+        for kind in [GroupKind::Chat, GroupKind::Community, GroupKind::Broadcast] {
+            assert!(check_settings(kind, &default_settings(kind)).is_ok(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn broadcast_is_admins_only_and_has_no_approval_queue() {
+        let mut settings = default_settings(GroupKind::Broadcast);
+        settings.post_policy = PostPolicy::AllMembers;
+        assert_eq!(check_settings(GroupKind::Broadcast, &settings).unwrap_err().0, "post_policy");
+        let mut approval = default_settings(GroupKind::Broadcast);
+        approval.join_policy = JoinPolicy::Approval;
+        assert_eq!(check_settings(GroupKind::Broadcast, &approval).unwrap_err().0, "join_policy");
+    }
+
+    #[test]
+    fn ranks_order_owner_admin_member() {
+        assert!(outranks(Role::Owner, Role::Admin));
+        assert!(outranks(Role::Admin, Role::Member));
+        assert!(!outranks(Role::Admin, Role::Admin));
+        assert!(!outranks(Role::Member, Role::Owner));
+    }
+
+    #[test]
+    fn chat_members_may_invite_but_community_members_may_not() {
+        assert!(may_invite(GroupKind::Chat, Role::Member));
+        assert!(!may_invite(GroupKind::Community, Role::Member));
+        assert!(may_invite(GroupKind::Broadcast, Role::Admin));
+    }
+
+    #[test]
+    fn zero_configured_limit_means_unlimited() {
+        assert_eq!(member_limit(GroupKind::Chat, 32, 1_000, 0), Some(32));
+        assert_eq!(member_limit(GroupKind::Broadcast, 32, 1_000, 0), None);
+    }
+}

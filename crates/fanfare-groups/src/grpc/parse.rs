@@ -1,0 +1,297 @@
+//! Wire requests to validated domain values. Every bad field is reported at once, by its
+//! proto name, as a field violation.
+
+use chrono::{DateTime, Utc};
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::paging::{Cursor, PageSize};
+use fanfare_core::time::parse_future;
+use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations};
+use fanfare_proto::groups::v1 as pb;
+
+use crate::config::{DEFAULT_INVITE_TTL_SECONDS, MAX_INVITE_TTL_SECONDS, MAX_INVITE_USES, MIN_INVITE_TTL_SECONDS};
+use crate::domain::{
+    AvatarRef, BanReason, Description, GroupKind, InviteCode, JoinPolicy, PostPolicy, Role, Settings, SettingsUpdate,
+    Title, parse_slow_mode,
+};
+use crate::service::{BanTerms, CreateGroup, JoinRequestKey, UserGroupsKey};
+
+/// `group_id` alone.
+pub fn group_id(raw: i64) -> Result<GroupId, InvalidRequest> {
+    Ok(GroupId::parse("group_id", raw)?)
+}
+
+/// `group_id` and `user_id`, both required.
+pub fn group_and_user(group_raw: i64, user_raw: i64) -> Result<(GroupId, UserId), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", group_raw));
+    let user = violations.check(UserId::parse("user_id", user_raw));
+    violations.finish_with((|| Some((group?, user?)))())
+}
+
+/// A page size and a token holding a cursor of `parts` keys.
+fn page(
+    size: i32,
+    token: &str,
+    parts: usize,
+    violations: &mut Violations,
+) -> (Option<PageSize>, Option<Option<Cursor>>) {
+    let size = violations.check(PageSize::parse_default("page_size", size));
+    let cursor = violations.check(Cursor::decode("page_token", token, parts));
+    (size, cursor)
+}
+
+fn cursor_user(value: i64) -> Result<UserId, FieldViolation> {
+    UserId::parse("page_token", value)
+}
+
+fn cursor_time(micros: i64) -> Result<DateTime<Utc>, FieldViolation> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| FieldViolation::new("page_token", "is not a token returned by this method"))
+}
+
+/// A paged listing keyed by user id (members, bans).
+pub fn user_keyed_page(
+    group_raw: i64,
+    size: i32,
+    token: &str,
+) -> Result<(GroupId, PageSize, Option<UserId>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", group_raw));
+    let (size, cursor) = page(size, token, 1, &mut violations);
+    let after = match cursor.flatten() {
+        Some(cursor) => violations.check(cursor_user(cursor.0[0])).map(Some),
+        None => Some(None),
+    };
+    violations.finish_with((|| Some((group?, size?, after?)))())
+}
+
+/// ListMembers: the user-keyed page plus an optional role filter.
+pub fn list_members(
+    request: &pb::ListMembersRequest,
+) -> Result<(GroupId, Option<Role>, PageSize, Option<UserId>), InvalidRequest> {
+    let role = if request.role == 0 { None } else { Some(Role::parse("role", request.role)?) };
+    let (group, size, after) = user_keyed_page(request.group_id, request.page_size, &request.page_token)?;
+    Ok((group, role, size, after))
+}
+
+/// ListUserGroups: keyed by (joined_at, group id), newest first.
+pub fn list_user_groups(
+    request: &pb::ListUserGroupsRequest,
+) -> Result<(PageSize, Option<UserGroupsKey>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let (size, cursor) = page(request.page_size, &request.page_token, 2, &mut violations);
+    let before = match cursor.flatten() {
+        Some(cursor) => {
+            let time = violations.check(cursor_time(cursor.0[0]));
+            let group = violations.check(GroupId::parse("page_token", cursor.0[1]));
+            time.zip(group).map(Some)
+        }
+        None => Some(None),
+    };
+    violations.finish_with((|| Some((size?, before?)))())
+}
+
+/// ListJoinRequests: keyed by (requested_at, user id), oldest first.
+pub fn list_join_requests(
+    request: &pb::ListJoinRequestsRequest,
+) -> Result<(GroupId, PageSize, Option<JoinRequestKey>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let (size, cursor) = page(request.page_size, &request.page_token, 2, &mut violations);
+    let after = match cursor.flatten() {
+        Some(cursor) => {
+            let time = violations.check(cursor_time(cursor.0[0]));
+            let user = violations.check(cursor_user(cursor.0[1]));
+            time.zip(user).map(Some)
+        }
+        None => Some(None),
+    };
+    violations.finish_with((|| Some((group?, size?, after?)))())
+}
+
+/// A list of ids: 1 to `max` entries, each positive; repeats are dropped, order kept.
+fn id_batch<T: Copy + PartialEq>(
+    field: &str,
+    raw: &[i64],
+    max: usize,
+    parse: impl Fn(&str, i64) -> Result<T, FieldViolation>,
+    violations: &mut Violations,
+) -> Vec<T> {
+    if raw.is_empty() {
+        violations.push(FieldViolation::new(field, "must list at least one id"));
+    }
+    if raw.len() > max {
+        violations.push(FieldViolation::new(field, format!("must list at most {max} ids (got {})", raw.len())));
+    }
+    let mut ids: Vec<T> = Vec::with_capacity(raw.len());
+    for (index, value) in raw.iter().enumerate() {
+        let parsed = violations.check(parse(&format!("{field}[{index}]"), *value));
+        if let Some(id) = parsed.filter(|id| !ids.contains(id)) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// BatchGetGroups.
+pub fn batch_get_groups(request: &pb::BatchGetGroupsRequest, max: usize) -> Result<Vec<GroupId>, InvalidRequest> {
+    let mut violations = Violations::new();
+    let ids = id_batch("group_ids", &request.group_ids, max, GroupId::parse, &mut violations);
+    violations.finish()?;
+    Ok(ids)
+}
+
+/// AddMembers.
+pub fn add_members(request: &pb::AddMembersRequest, max: usize) -> Result<(GroupId, Vec<UserId>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let users = id_batch("user_ids", &request.user_ids, max, UserId::parse, &mut violations);
+    violations.finish_with(group.map(|group| (group, users)))
+}
+
+fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> Option<Settings> {
+    let join_policy = violations.check(JoinPolicy::parse("settings.join_policy", settings.join_policy));
+    let slow_mode = violations.check(parse_slow_mode("settings.slow_mode_seconds", settings.slow_mode_seconds));
+    let post_policy = violations.check(PostPolicy::parse("settings.post_policy", settings.post_policy));
+    Some(Settings {
+        join_policy: join_policy?,
+        slow_mode_seconds: slow_mode?,
+        history_visible_to_new_members: settings.history_visible_to_new_members,
+        post_policy: post_policy?,
+    })
+}
+
+/// CreateGroup.
+pub fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGroup, InvalidRequest> {
+    let mut violations = Violations::new();
+    let kind = violations.check(GroupKind::parse("kind", request.kind));
+    let title = violations.check(Title::parse_title("title", &request.title));
+    let description = violations.check(Description::parse("description", &request.description));
+    let avatar_ref = violations.check(AvatarRef::parse("avatar_ref", &request.avatar_ref));
+    let settings = match &request.settings {
+        Some(settings) => parse_settings(settings, &mut violations).map(Some),
+        None => Some(None),
+    };
+    let parsed = (|| Some((kind?, title?, description?, avatar_ref?, settings?)))();
+    let (kind, title, description, avatar_ref, settings) = violations.finish_with(parsed)?;
+    Ok(CreateGroup { kind, title, description, avatar_ref, settings })
+}
+
+/// UpdateGroupSettings: only the fields present are parsed and changed.
+pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(GroupId, SettingsUpdate), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let update = SettingsUpdate {
+        title: request.title.as_deref().and_then(|title| violations.check(Title::parse_title("title", title))),
+        description: request
+            .description
+            .as_deref()
+            .and_then(|text| violations.check(Description::parse("description", text))),
+        avatar_ref: request
+            .avatar_ref
+            .as_deref()
+            .and_then(|text| violations.check(AvatarRef::parse("avatar_ref", text))),
+        join_policy: request.join_policy.and_then(|raw| violations.check(JoinPolicy::parse("join_policy", raw))),
+        slow_mode_seconds: request
+            .slow_mode_seconds
+            .and_then(|raw| violations.check(parse_slow_mode("slow_mode_seconds", raw))),
+        history_visible_to_new_members: request.history_visible_to_new_members,
+        post_policy: request.post_policy.and_then(|raw| violations.check(PostPolicy::parse("post_policy", raw))),
+    };
+    violations.finish_with(group.map(|group| (group, update)))
+}
+
+/// SetMemberRole.
+pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<(GroupId, UserId, Role), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let user = violations.check(UserId::parse("user_id", request.user_id));
+    let role = violations.check(Role::parse("role", request.role));
+    violations.finish_with((|| Some((group?, user?, role?)))())
+}
+
+/// BanMember.
+pub fn ban_member(
+    request: &pb::BanMemberRequest,
+    now: DateTime<Utc>,
+) -> Result<(GroupId, UserId, BanTerms), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let user = violations.check(UserId::parse("user_id", request.user_id));
+    let reason = violations.check(BanReason::parse("reason", &request.reason));
+    let until = match &request.until {
+        Some(timestamp) => violations.check(parse_future("until", Some(timestamp), now)).map(Some),
+        None => Some(None),
+    };
+    let terms = (|| Some(BanTerms { reason: reason?, until: until? }))();
+    violations.finish_with((|| Some((group?, user?, terms?)))())
+}
+
+/// MuteMember.
+pub fn mute_member(
+    request: &pb::MuteMemberRequest,
+    now: DateTime<Utc>,
+) -> Result<(GroupId, UserId, DateTime<Utc>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let user = violations.check(UserId::parse("user_id", request.user_id));
+    let until = violations.check(parse_future("until", request.until.as_ref(), now));
+    violations.finish_with((|| Some((group?, user?, until?)))())
+}
+
+/// GetMembership: `user_id` 0 means the caller.
+pub fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Option<UserId>), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let user = if request.user_id == 0 {
+        Some(None)
+    } else {
+        violations.check(UserId::parse("user_id", request.user_id)).map(Some)
+    };
+    violations.finish_with((|| Some((group?, user?)))())
+}
+
+/// CreateInvite: ttl 0 means the default; max_uses 0 means unlimited.
+pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<(GroupId, chrono::Duration, u32), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let ttl_seconds = match request.ttl_seconds {
+        0 => Some(DEFAULT_INVITE_TTL_SECONDS),
+        seconds if (MIN_INVITE_TTL_SECONDS..=MAX_INVITE_TTL_SECONDS).contains(&seconds) => Some(seconds),
+        seconds => {
+            violations.push(FieldViolation::new(
+                "ttl_seconds",
+                format!(
+                    "must be between {MIN_INVITE_TTL_SECONDS} and {MAX_INVITE_TTL_SECONDS}, or 0 for {DEFAULT_INVITE_TTL_SECONDS} (got {seconds})"
+                ),
+            ));
+            None
+        }
+    };
+    let max_uses = match u32::try_from(request.max_uses) {
+        Ok(uses) if request.max_uses <= MAX_INVITE_USES => Some(uses),
+        _ => {
+            violations.push(FieldViolation::new(
+                "max_uses",
+                format!("must be between 0 (unlimited) and {MAX_INVITE_USES} (got {})", request.max_uses),
+            ));
+            None
+        }
+    };
+    let parsed = (|| Some((group?, ttl_seconds?, max_uses?)))();
+    let (group, ttl_seconds, max_uses) = violations.finish_with(parsed)?;
+    Ok((group, chrono::Duration::seconds(ttl_seconds), max_uses))
+}
+
+/// An invite code.
+pub fn invite_code(raw: &str) -> Result<InviteCode, InvalidRequest> {
+    Ok(InviteCode::parse("code", raw)?)
+}
+
+/// TransferOwnership.
+pub fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<(GroupId, UserId), InvalidRequest> {
+    let mut violations = Violations::new();
+    let group = violations.check(GroupId::parse("group_id", request.group_id));
+    let user = violations.check(UserId::parse("new_owner_user_id", request.new_owner_user_id));
+    violations.finish_with((|| Some((group?, user?)))())
+}

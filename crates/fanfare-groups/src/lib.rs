@@ -1,0 +1,88 @@
+//! The groups service: groups, members, roles, invites, bans, mutes, join requests and
+//! settings, over gRPC (`fanfare.groups.v1.GroupService`).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use fanfare_core::server::{DependencyProbe, GrpcServer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::GroupsConfig;
+
+use crate::grpc::GroupsGrpc;
+use crate::service::GroupsService;
+use crate::store::{GroupStore, MemoryGroupStore, PostgresGroupStore};
+
+/// The fully-qualified gRPC name of this service.
+pub const SERVICE_NAME: &str = "fanfare.groups.v1.GroupService";
+
+/// Opens the store `config` names: Postgres when `DATABASE_URL` is set (migrating first
+/// when asked), in memory otherwise.
+pub async fn open_store(config: &GroupsConfig) -> anyhow::Result<Arc<dyn GroupStore>> {
+    let dependencies = &config.dependencies;
+    let Some(url) = &dependencies.database_url else {
+        tracing::info!("groups store: in memory (no DATABASE_URL)");
+        return Ok(Arc::new(MemoryGroupStore::new()));
+    };
+    let store = PostgresGroupStore::connect(url, dependencies.database_max_connections)
+        .await
+        .context("connecting the groups store to postgres")?;
+    if dependencies.migrate_on_start {
+        PostgresGroupStore::migrate(store.pool()).await.context("migrating the groups schema")?;
+    }
+    tracing::info!("groups store: postgres");
+    Ok(Arc::new(store))
+}
+
+/// Runs the groups service on `listener` until `shutdown` is cancelled.
+pub async fn run(config: GroupsConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    serve(config, store, listener, shutdown).await
+}
+
+/// Serves the groups service over an already-opened store (tests pass their own).
+pub async fn serve(
+    config: GroupsConfig,
+    store: Arc<dyn GroupStore>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&store)));
+    let service = Arc::new(GroupsService::new(store, config.limits.clone()));
+    GrpcServer::new(SERVICE_NAME, config.server.clone())
+        .add_service(GroupsGrpc::new(service).into_server())
+        .probe(probe)
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Health follows the store's reachability.
+struct StoreProbe(Arc<dyn GroupStore>);
+
+#[async_trait::async_trait]
+impl DependencyProbe for StoreProbe {
+    fn name(&self) -> &'static str {
+        "groups store"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await.context("pinging the groups store")
+    }
+}
+
+/// Applies the groups schema migrations to the database at `database_url`; safe to run
+/// from several processes at once.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = PostgresGroupStore::connect(database_url, 2)
+        .await
+        .context("connecting to postgres to migrate the groups schema")?;
+    PostgresGroupStore::migrate(store.pool()).await.context("migrating the groups schema")
+}

