@@ -3,8 +3,13 @@
 use std::path::PathBuf;
 
 /// Every proto file of the workspace, relative to `proto/`.
-const PROTO_FILES: &[&str] =
-    &["fanfare/common/v1/group.proto", "fanfare/common/v1/events.proto", "fanfare/groups/v1/groups.proto"];
+const PROTO_FILES: &[&str] = &[
+    "fanfare/common/v1/group.proto",
+    "fanfare/common/v1/events.proto",
+    "fanfare/common/v1/update.proto",
+    "fanfare/groups/v1/groups.proto",
+    "fanfare/messages/v1/messages.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

@@ -56,6 +56,9 @@ macro_rules! on_every_storage {
     };
 }
 
+pub mod messages;
+pub mod outage;
+
 /// Helpers for the groups service tests: spawning, common calls and outbox reading.
 pub mod groups {
     use std::time::{SystemTime, UNIX_EPOCH};

@@ -101,6 +101,15 @@ pub enum GapReason {
     Lagged,
 }
 
+/// Opens the bus a deployment names: Redis at `redis_url`, or a fresh in-process bus when
+/// unset (one process only: `fanfare dev` shares one between its services).
+pub async fn open_bus(redis_url: Option<&str>) -> Result<std::sync::Arc<dyn UpdateBus>, BusError> {
+    match redis_url {
+        Some(url) => Ok(std::sync::Arc::new(RedisBus::open(RedisBusConfig::new(url)).await?)),
+        None => Ok(std::sync::Arc::new(MemoryBus::new())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
-//! Configuration of the groups service: the shared server settings plus the limits on
-//! group sizes, batches, invites and request rates, each with a named default.
+//! Configuration of the groups service: the shared server settings, the limits on group
+//! sizes, batches, invites and request rates, each with a named default, and where the
+//! messages service is.
 
 use clap::Args;
 use fanfare_core::config::{DependencyConfig, ServerConfig};
@@ -87,11 +88,18 @@ pub struct GroupsConfig {
     /// Limits.
     #[command(flatten)]
     pub limits: GroupLimits,
+
+    /// Where the messages service answers, e.g. `http://messages:50052`. The outbox relay
+    /// appends every membership and settings change to the group's update log there; unset,
+    /// changes stay in the outbox and no update log hears of them (logged as a warning).
+    #[arg(long, env = "FANFARE_MESSAGES_URL")]
+    pub messages_url: Option<String>,
 }
 
 impl GroupsConfig {
-    /// The configuration for tests and `fanfare dev`: no token, default limits.
+    /// The configuration for tests and `fanfare dev`: no token, default limits, no messages
+    /// service (callers that run one set `messages_url`).
     pub fn for_dev(dependencies: DependencyConfig) -> Self {
-        Self { server: ServerConfig::for_dev(), dependencies, limits: GroupLimits::default() }
+        Self { server: ServerConfig::for_dev(), dependencies, limits: GroupLimits::default(), messages_url: None }
     }
 }

@@ -1,10 +1,12 @@
 //! The groups service: groups, members, roles, invites, bans, mutes, join requests and
-//! settings, over gRPC (`fanfare.groups.v1.GroupService`).
+//! settings, over gRPC (`fanfare.groups.v1.GroupService`). Its outbox reaches the groups'
+//! update logs in the messages service through the [`relay`].
 
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod relay;
 pub mod service;
 pub mod store;
 
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::GroupsConfig;
 
 use crate::grpc::GroupsGrpc;
+use crate::relay::OutboxRelay;
 use crate::service::GroupsService;
 use crate::store::{GroupStore, MemoryGroupStore, PostgresGroupStore};
 
@@ -48,20 +51,48 @@ pub async fn run(config: GroupsConfig, listener: TcpListener, shutdown: Cancella
     serve(config, store, listener, shutdown).await
 }
 
-/// Serves the groups service over an already-opened store (tests pass their own).
+/// Serves the groups service over an already-opened store (tests pass their own), with the
+/// outbox relay to the messages service when `config.messages_url` is set.
 pub async fn serve(
     config: GroupsConfig,
     store: Arc<dyn GroupStore>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The relay stops after the server, so it keeps relaying while calls drain; what is left
+    // in a Postgres outbox is relayed by the other pods or the next start.
+    let relay_shutdown = CancellationToken::new();
+    let relay = match &config.messages_url {
+        Some(messages_url) => {
+            let relay = OutboxRelay::connect(Arc::clone(&store), messages_url, config.server.service_token.as_deref())
+                .with_context(|| format!("configuring the outbox relay to the messages service at {messages_url}"))?;
+            tracing::info!(%messages_url, "relaying the groups outbox to the messages service");
+            Some(tokio::spawn(relay.run(relay_shutdown.clone())))
+        }
+        None => {
+            tracing::warn!(
+                "no messages service configured (FANFARE_MESSAGES_URL): membership and settings changes stay in \
+                 the outbox and will not reach the groups' update logs"
+            );
+            None
+        }
+    };
+
     let probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&store)));
     let service = Arc::new(GroupsService::new(store, config.limits.clone()));
-    GrpcServer::new(SERVICE_NAME, config.server.clone())
+    let served = GrpcServer::new(SERVICE_NAME, config.server.clone())
         .add_service(GroupsGrpc::new(service).into_server())
         .probe(probe)
         .serve(listener, shutdown)
-        .await
+        .await;
+
+    relay_shutdown.cancel();
+    if let Some(relay) = relay
+        && let Err(error) = relay.await
+    {
+        tracing::error!(error = %error, "the outbox relay task failed");
+    }
+    served
 }
 
 /// Health follows the store's reachability.

@@ -8,6 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_core::validation::FieldViolation;
 
 use crate::config::GroupLimits;
 use crate::domain::rules::{self, is_moderator, may_invite, outranks};
@@ -16,7 +17,7 @@ use crate::domain::{
     Membership, MembershipLimits, NewGroup, Role, Settings, SettingsUpdate, Title,
 };
 use crate::error::{GroupsError, GroupsResult};
-use crate::store::{AddedMembers, Departure, GroupStore, Redemption};
+use crate::store::{AddedMembers, Departure, GroupStore, Redemption, StoreError};
 
 /// A validated CreateGroup request.
 #[derive(Debug, Clone)]
@@ -117,14 +118,14 @@ impl GroupsService {
 
     /// Reads a group, or `GroupNotFound`.
     async fn group(&self, group_id: GroupId) -> GroupsResult<Group> {
-        self.store.get_group(group_id).await?.ok_or_else(|| crate::store::StoreError::GroupNotFound(group_id).into())
+        self.store.get_group(group_id).await?.ok_or_else(|| StoreError::GroupNotFound(group_id).into())
     }
 
     /// Reads a group that must accept changes.
     async fn open_group(&self, group_id: GroupId) -> GroupsResult<Group> {
         let group = self.group(group_id).await?;
         if group.is_archived() {
-            return Err(crate::store::StoreError::Archived(group_id).into());
+            return Err(StoreError::Archived(group_id).into());
         }
         Ok(group)
     }
@@ -171,7 +172,7 @@ impl GroupsService {
     async fn visible_group(&self, group_id: GroupId, actor: UserId) -> GroupsResult<Group> {
         let group = self.group(group_id).await?;
         if !self.may_see(&group, actor).await? {
-            return Err(crate::store::StoreError::GroupNotFound(group_id).into());
+            return Err(StoreError::GroupNotFound(group_id).into());
         }
         Ok(group)
     }
@@ -194,7 +195,7 @@ impl GroupsService {
         self.take_change_budget(actor)?;
         let settings = request.settings.unwrap_or_else(|| rules::default_settings(request.kind));
         if let Err((field, description)) = rules::check_settings(request.kind, &settings) {
-            let violation = fanfare_core::validation::FieldViolation::new(format!("settings.{field}"), description);
+            let violation = FieldViolation::new(format!("settings.{field}"), description);
             return Err(GroupsError::InvalidRequest(violation.into()));
         }
         let new_group = NewGroup {
@@ -247,7 +248,7 @@ impl GroupsService {
         }
         let settings = update.apply_to(group.settings);
         if let Err((field, description)) = rules::check_settings(group.kind, &settings) {
-            let violation = fanfare_core::validation::FieldViolation::new(field, description);
+            let violation = FieldViolation::new(field, description);
             return Err(GroupsError::InvalidRequest(violation.into()));
         }
         Ok(self.store.update_settings(group_id, &update, actor, now()).await?)
@@ -269,10 +270,10 @@ impl GroupsService {
             return Ok(JoinResult::AlreadyMember(membership));
         }
         if group.is_archived() {
-            return Err(crate::store::StoreError::Archived(group_id).into());
+            return Err(StoreError::Archived(group_id).into());
         }
         if self.store.get_active_ban(group_id, actor, now()).await?.is_some() {
-            return Err(crate::store::StoreError::Banned { group: group_id, user: actor }.into());
+            return Err(StoreError::Banned { group: group_id, user: actor }.into());
         }
         match group.settings.join_policy {
             JoinPolicy::Open => self.add_joining_user(&group, actor, JoinMethod::Direct).await,
@@ -401,7 +402,7 @@ impl GroupsService {
         self.take_change_budget(actor)?;
         if role == Role::Owner {
             return Err(GroupsError::InvalidRequest(
-                fanfare_core::validation::FieldViolation::new(
+                FieldViolation::new(
                     "role",
                     "must be ROLE_ADMIN or ROLE_MEMBER; use TransferOwnership to change the owner",
                 )
@@ -572,7 +573,7 @@ impl GroupsService {
     /// Revokes an invite (its creator, or an owner or admin of its group).
     pub async fn revoke_invite(&self, actor: UserId, code: &InviteCode) -> GroupsResult<()> {
         self.take_change_budget(actor)?;
-        let invite = self.store.get_invite(code).await?.ok_or(crate::store::StoreError::InviteNotFound)?;
+        let invite = self.store.get_invite(code).await?.ok_or(StoreError::InviteNotFound)?;
         // An archived group refuses every change, revoking its invites included.
         let group = self.open_group(invite.group_id).await?;
         if invite.created_by != actor {
@@ -585,7 +586,7 @@ impl GroupsService {
     /// Joins through an invite code, whatever the group's join policy.
     pub async fn join_with_invite(&self, actor: UserId, code: &InviteCode) -> GroupsResult<Redemption> {
         self.take_change_budget(actor)?;
-        let invite = self.store.get_invite(code).await?.ok_or(crate::store::StoreError::InviteNotFound)?;
+        let invite = self.store.get_invite(code).await?.ok_or(StoreError::InviteNotFound)?;
         let group = self.group(invite.group_id).await?;
         let limits = self.membership_limits(group.kind);
         Ok(self.store.redeem_invite(code, actor, limits, now()).await?)
@@ -595,7 +596,7 @@ impl GroupsService {
 /// Acting on another member needs a higher role (an admin cannot act on an admin).
 fn require_outranks(actor: &Membership, target: &Membership) -> GroupsResult<()> {
     if target.role == Role::Owner {
-        return Err(crate::store::StoreError::OwnerImmovable(target.group_id).into());
+        return Err(StoreError::OwnerImmovable(target.group_id).into());
     }
     if !outranks(actor.role, target.role) {
         return Err(GroupsError::PermissionDenied(format!(
@@ -613,7 +614,7 @@ fn single_join_result(outcome: AddedMembers) -> GroupsResult<JoinResult> {
     }
     match outcome.already_members.into_iter().next() {
         Some(membership) => Ok(JoinResult::AlreadyMember(membership)),
-        None => Err(crate::store::StoreError::Internal(anyhow::anyhow!(
+        None => Err(StoreError::Internal(anyhow::anyhow!(
             "add_members of one user reported neither added nor already a member"
         ))
         .into()),

@@ -18,6 +18,9 @@ mod postgres {
     fanfare_groups::conformance_tests!(super::PostgresFixture::new());
 }
 
+/// Migrations in `crates/fanfare-groups/migrations`.
+const MIGRATIONS: i64 = 2;
+
 /// Connections per test pool: enough for the concurrency tests to overlap for real.
 const TEST_POOL_CONNECTIONS: u32 = 8;
 
@@ -59,7 +62,7 @@ async fn migrating_twice_applies_each_migration_once_inside_the_groups_schema() 
     let store = PostgresGroupStore::connect(&database.url(), 2).await.expect("connect");
     PostgresGroupStore::migrate(store.pool()).await.expect("first migration");
     PostgresGroupStore::migrate(store.pool()).await.expect("second migration");
-    assert_eq!(applied_migrations(&store).await, 1);
+    assert_eq!(applied_migrations(&store).await, MIGRATIONS);
 
     let public_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
         .fetch_one(store.pool())
@@ -78,7 +81,7 @@ async fn concurrent_migrations_from_two_pools_succeed() {
         tokio::join!(PostgresGroupStore::migrate(first.pool()), PostgresGroupStore::migrate(second.pool()),);
     first_outcome.expect("the first pod migrates");
     second_outcome.expect("the second pod migrates");
-    assert_eq!(applied_migrations(&first).await, 1);
+    assert_eq!(applied_migrations(&first).await, MIGRATIONS);
     first.pool().close().await;
     second.pool().close().await;
 }

@@ -19,6 +19,15 @@ pub mod common {
     }
 }
 
+/// The messages service (`fanfare.messages.v1`).
+pub mod messages {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/fanfare.messages.v1.rs"));
+    }
+}
+
 /// The groups service (`fanfare.groups.v1`).
 pub mod groups {
     /// Version 1.

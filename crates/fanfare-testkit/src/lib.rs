@@ -2,9 +2,11 @@
 //! spawned on port 0 over memory or Postgres, and clients that act as a given user.
 
 pub mod groups;
+pub mod stack;
 
 pub use fanfare_testdb::TestDatabase;
 pub use groups::{Storage, TestGroups};
+pub use stack::TestStack;
 
 use fanfare_core::identity::USER_ID_HEADER;
 

@@ -1,5 +1,6 @@
 //! `fanfare dev`: every service in one process, each on its own default port and talking
-//! gRPC like in production, on in-memory storage unless DATABASE_URL / REDIS_URL are set.
+//! gRPC to the others like in production, on in-memory storage and an in-process bus
+//! unless DATABASE_URL / REDIS_URL are set.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,8 +9,9 @@ use clap::Args;
 use fanfare_core::config::{DependencyConfig, LogFormat, TelemetryConfig};
 use fanfare_core::{metrics, shutdown, telemetry};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
-use crate::{GROUPS_METRICS_PORT, GROUPS_PORT};
+use crate::{GROUPS_METRICS_PORT, GROUPS_PORT, MESSAGES_PORT};
 
 /// Options of `fanfare dev`.
 #[derive(Debug, Args)]
@@ -21,6 +23,10 @@ pub struct DevArgs {
     /// Port of the groups service.
     #[arg(long, env = "FANFARE_DEV_GROUPS_PORT", default_value_t = GROUPS_PORT)]
     groups_port: u16,
+
+    /// Port of the messages service.
+    #[arg(long, env = "FANFARE_DEV_MESSAGES_PORT", default_value_t = MESSAGES_PORT)]
+    messages_port: u16,
 
     /// Port of the Prometheus metrics of the whole process (0 turns it off).
     #[arg(long, env = "FANFARE_DEV_METRICS_PORT", default_value_t = GROUPS_METRICS_PORT)]
@@ -35,7 +41,13 @@ pub struct DevArgs {
     log_filter: String,
 }
 
-/// Runs every service until Ctrl-C.
+async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {name} service to {addr} (is another `fanfare dev` running?)"))
+}
+
+/// Runs every service until Ctrl-C, or until one of them fails (then the others stop too).
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     telemetry::init_tracing(&TelemetryConfig {
         log_format: LogFormat::Pretty,
@@ -51,21 +63,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(_) => "postgres (DATABASE_URL)",
         None => "in memory",
     };
+    let bus_kind = match &dependencies.redis_url {
+        Some(_) => "redis (REDIS_URL)",
+        None => "in process",
+    };
 
     let groups_addr = SocketAddr::new(args.host, args.groups_port);
-    let groups_listener = TcpListener::bind(groups_addr)
-        .await
-        .with_context(|| format!("binding the groups service to {groups_addr} (is another `fanfare dev` running?)"))?;
+    let messages_addr = SocketAddr::new(args.host, args.messages_port);
+    let groups_listener = bind("groups", groups_addr).await?;
+    let messages_listener = bind("messages", messages_addr).await?;
+    // One bus for the whole process: with no REDIS_URL it is in process, shared by every service.
+    let bus = fanfare_bus::open_bus(dependencies.redis_url.as_deref()).await.context("opening the bus")?;
+
+    let mut groups_config = fanfare_groups::GroupsConfig::for_dev(dependencies.clone());
+    groups_config.messages_url = Some(format!("http://{messages_addr}"));
+    let messages_config =
+        fanfare_messages::MessagesConfig::for_dev(dependencies.clone(), format!("http://{groups_addr}"));
+    let messages_store = fanfare_messages::open_store(&messages_config).await?;
 
     let shutdown = shutdown::shutdown_on_signals();
-    let groups = tokio::spawn(fanfare_groups::run(
-        fanfare_groups::GroupsConfig::for_dev(dependencies.clone()),
-        groups_listener,
-        shutdown.clone(),
-    ));
+    let mut services = JoinSet::new();
+    services.spawn(fanfare_groups::run(groups_config, groups_listener, shutdown.clone()));
+    services.spawn(fanfare_messages::serve(messages_config, messages_store, bus, messages_listener, shutdown.clone()));
 
-    println!("fanfare dev: storage {storage}, no service token required");
+    println!("fanfare dev: storage {storage}, bus {bus_kind}, no service token required");
     println!("  groups    {groups_addr}  (fanfare.groups.v1.GroupService)");
+    println!("  messages  {messages_addr}  (fanfare.messages.v1.MessageService)");
     if args.metrics_port != 0 {
         println!("  metrics   http://{}/metrics", SocketAddr::new(args.host, args.metrics_port));
     }
@@ -75,6 +98,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  grpcurl -plaintext -H 'x-fanfare-user-id: 1' -d '{{\"kind\":\"GROUP_KIND_CHAT\",\"title\":\"Friends\"}}' {groups_addr} fanfare.groups.v1.GroupService/CreateGroup"
     );
 
-    groups.await.context("the groups service task panicked")??;
-    Ok(())
+    let mut outcome = Ok(());
+    while let Some(finished) = services.join_next().await {
+        let result = finished.context("a service task panicked").and_then(|served| served);
+        if let Err(error) = result {
+            tracing::error!(error = ?error, "a service stopped; stopping the others");
+            shutdown.cancel();
+            if outcome.is_ok() {
+                outcome = Err(error);
+            }
+        }
+    }
+    outcome
 }

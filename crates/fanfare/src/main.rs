@@ -4,6 +4,7 @@
 
 mod dev;
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -11,11 +12,16 @@ use clap::{Parser, Subcommand};
 use fanfare_core::config::TelemetryConfig;
 use fanfare_core::{metrics, shutdown, telemetry};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Default gRPC port of the groups service.
 pub const GROUPS_PORT: u16 = 50051;
+/// Default gRPC port of the messages service.
+pub const MESSAGES_PORT: u16 = 50052;
 /// Default metrics port of the groups service.
 pub const GROUPS_METRICS_PORT: u16 = 9091;
+/// Default metrics port of the messages service.
+pub const MESSAGES_METRICS_PORT: u16 = 9092;
 
 #[derive(Debug, Parser)]
 #[command(name = "fanfare", version, about = "Fanfare group messaging: groups, messages and fanout services")]
@@ -29,7 +35,7 @@ enum Command {
     /// Run one service.
     Serve {
         #[command(subcommand)]
-        service: ServeCommand,
+        service: Box<ServeCommand>,
     },
     /// Apply every service's schema migrations to DATABASE_URL (safe from several pods).
     Migrate {
@@ -41,10 +47,11 @@ enum Command {
     },
     /// Run every service in one process on the default ports, in memory unless
     /// DATABASE_URL / REDIS_URL are set.
-    Dev(dev::DevArgs),
+    Dev(Box<dev::DevArgs>),
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once at start; the configs differ in size by nature")]
 enum ServeCommand {
     /// The groups service (`fanfare.groups.v1.GroupService`).
     Groups {
@@ -56,29 +63,70 @@ enum ServeCommand {
         #[command(flatten)]
         config: fanfare_groups::GroupsConfig,
     },
+    /// The messages service (`fanfare.messages.v1.MessageService`).
+    Messages {
+        /// Address to listen on for gRPC.
+        #[arg(long, env = "FANFARE_LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], MESSAGES_PORT)))]
+        listen_addr: SocketAddr,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+        #[command(flatten)]
+        config: fanfare_messages::MessagesConfig,
+    },
+}
+
+/// Sets up telemetry and the listener of one service, then runs it until a signal.
+async fn serve_one<F, Fut>(
+    name: &str,
+    listen_addr: SocketAddr,
+    telemetry_config: &TelemetryConfig,
+    default_metrics_port: u16,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    telemetry::init_tracing(telemetry_config);
+    let metrics_addr =
+        telemetry_config.metrics_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_metrics_port)));
+    metrics::install_metrics_exporter(metrics_addr)?;
+    let listener =
+        TcpListener::bind(listen_addr).await.with_context(|| format!("binding the {name} service to {listen_addr}"))?;
+    tracing::info!(service = name, %listen_addr, %metrics_addr, "listening");
+    run(listener, shutdown::shutdown_on_signals()).await
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { service: ServeCommand::Groups { listen_addr, telemetry: telemetry_config, config } } => {
-            telemetry::init_tracing(&telemetry_config);
-            let metrics_addr =
-                telemetry_config.metrics_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], GROUPS_METRICS_PORT)));
-            metrics::install_metrics_exporter(metrics_addr)?;
-            let listener = TcpListener::bind(listen_addr)
-                .await
-                .with_context(|| format!("binding the groups service to {listen_addr}"))?;
-            tracing::info!(%listen_addr, %metrics_addr, "groups service listening");
-            fanfare_groups::run(config, listener, shutdown::shutdown_on_signals()).await
-        }
+        Command::Serve { service } => serve(*service).await,
         Command::Migrate { database_url, telemetry: telemetry_config } => {
             telemetry::init_tracing(&telemetry_config);
             fanfare_groups::migrate(&database_url).await?;
-            tracing::info!("migrations applied: groups");
+            fanfare_messages::migrate(&database_url).await?;
+            tracing::info!("migrations applied: groups, messages");
             Ok(())
         }
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(*args).await,
+    }
+}
+
+/// Runs the one service named on the command line.
+async fn serve(service: ServeCommand) -> anyhow::Result<()> {
+    match service {
+        ServeCommand::Groups { listen_addr, telemetry, config } => {
+            serve_one("groups", listen_addr, &telemetry, GROUPS_METRICS_PORT, |listener, shutdown| {
+                fanfare_groups::run(config, listener, shutdown)
+            })
+            .await
+        }
+        ServeCommand::Messages { listen_addr, telemetry, config } => {
+            serve_one("messages", listen_addr, &telemetry, MESSAGES_METRICS_PORT, |listener, shutdown| {
+                fanfare_messages::run(config, listener, shutdown)
+            })
+            .await
+        }
     }
 }

@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 
-use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult};
+use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult, claim_expiry, claim_window};
 use crate::domain::{
     Ban, BanReason, Group, GroupChange, Invite, InviteCode, JoinMethod, JoinRequest, Membership, MembershipLimits,
     NewGroup, OutboxEntry, Role, SettingsUpdate,
@@ -58,8 +59,23 @@ struct State {
     bans: BTreeMap<MemberKey, Ban>,
     join_requests: BTreeMap<MemberKey, JoinRequest>,
     invites: HashMap<InviteCode, Invite>,
-    outbox: Vec<OutboxEntry>,
-    last_outbox_id: i64,
+    /// Every outbox row, published or not; the row with id `n` is at index `n - 1`.
+    outbox: Vec<OutboxRow>,
+    /// Ids of the rows not yet published (the others are), for the relay's claims.
+    unpublished: BTreeSet<i64>,
+}
+
+/// An outbox entry with the relay's bookkeeping, as in the `groups.outbox` table.
+#[derive(Debug)]
+struct OutboxRow {
+    entry: OutboxEntry,
+    created_at: DateTime<Utc>,
+    claimed_until: Option<DateTime<Utc>>,
+}
+
+/// Where the row with outbox id `id` sits in `State::outbox`.
+fn outbox_index(id: i64) -> Option<usize> {
+    usize::try_from(id).ok()?.checked_sub(1)
 }
 
 /// Users without repeats, first occurrence first.
@@ -101,12 +117,10 @@ impl State {
     }
 
     fn append(&mut self, group: GroupId, change: GroupChange, actor: UserId, now: DateTime<Utc>) {
-        self.last_outbox_id += 1;
-        self.outbox.push(OutboxEntry {
-            id: self.last_outbox_id,
-            group_id: group,
-            payload: change.encode(group, Some(actor), now),
-        });
+        let id = self.outbox.len() as i64 + 1;
+        let entry = OutboxEntry { id, group_id: group, payload: change.encode(group, Some(actor), now) };
+        self.outbox.push(OutboxRow { entry, created_at: now, claimed_until: None });
+        self.unpublished.insert(id);
     }
 
     /// Stores a new membership and counts it; the caller checked every limit.
@@ -615,11 +629,60 @@ impl GroupStore for MemoryGroupStore {
         Ok(Redemption::Joined(membership))
     }
 
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxEntry>> {
+        let now = stored_time(now);
+        let claimed_until = stored_time(claim_expiry(now, lease)?);
+        let mut state = self.lock()?;
+        let State { outbox, unpublished, .. } = &mut *state;
+        let row_of = |id: &i64| outbox_index(*id).and_then(|index| outbox.get(index));
+        let live = |row: &&OutboxRow| row.claimed_until.is_some_and(|until| until >= now);
+        // Groups with a row under a live claim: their rows must wait for it.
+        let blocked_groups: HashSet<GroupId> =
+            unpublished.iter().filter_map(row_of).filter(live).map(|row| row.entry.group_id).collect();
+        let window: Vec<i64> = unpublished
+            .iter()
+            .filter(|id| row_of(id).is_some_and(|row| !live(&row)))
+            .take(claim_window(limit) as usize)
+            .copied()
+            .collect();
+        let mut claimed = Vec::new();
+        for id in window {
+            if claimed.len() >= limit as usize {
+                break;
+            }
+            let Some(row) = outbox_index(id).and_then(|index| outbox.get_mut(index)) else {
+                continue;
+            };
+            if blocked_groups.contains(&row.entry.group_id) {
+                continue;
+            }
+            row.claimed_until = Some(claimed_until);
+            claimed.push(row.entry.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_published(&self, ids: &[i64], _now: DateTime<Utc>) -> StoreResult<()> {
+        // Nothing here reads when a row was published, only whether it was.
+        let mut state = self.lock()?;
+        for id in ids {
+            state.unpublished.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn oldest_unpublished(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let state = self.lock()?;
+        let oldest =
+            state.unpublished.first().and_then(|id| outbox_index(*id)).and_then(|index| state.outbox.get(index));
+        Ok(oldest.map(|row| row.created_at))
+    }
+
     async fn read_outbox(&self, after_id: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {
         let state = self.lock()?;
         // Ids increase along the vector, so a binary search finds the first one after `after_id`.
-        let start = state.outbox.partition_point(|entry| entry.id <= after_id);
-        Ok(state.outbox[start..].iter().take(limit as usize).cloned().collect())
+        let start = state.outbox.partition_point(|row| row.entry.id <= after_id);
+        Ok(state.outbox[start..].iter().take(limit as usize).map(|row| row.entry.clone()).collect())
     }
 
     async fn ping(&self) -> StoreResult<()> {

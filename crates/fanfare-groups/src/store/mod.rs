@@ -11,6 +11,8 @@ pub mod conformance;
 pub mod memory;
 pub mod postgres;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
@@ -76,6 +78,24 @@ pub enum StoreError {
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How far ahead of the oldest unpublished outbox entry a claim of `limit` entries looks:
+/// this many times `limit` entries.
+pub const CLAIM_WINDOW_FACTOR: u32 = 4;
+
+/// The claimable outbox entries a claim of `limit` looks at.
+fn claim_window(limit: u32) -> u32 {
+    limit.saturating_mul(CLAIM_WINDOW_FACTOR)
+}
+
+/// When an outbox claim taken at `now` for `lease` expires.
+fn claim_expiry(now: DateTime<Utc>, lease: Duration) -> StoreResult<DateTime<Utc>> {
+    chrono::Duration::from_std(lease).ok().and_then(|lease| now.checked_add_signed(lease)).ok_or_else(|| {
+        StoreError::Internal(
+            anyhow::Error::msg(format!("lease {lease:?} is out of range")).context("claiming the outbox"),
+        )
+    })
+}
 
 /// Result of adding users to a group.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -290,7 +310,27 @@ pub trait GroupStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Redemption>;
 
-    /// Reads outbox entries with id greater than `after_id`, in id order, at most `limit`.
+    /// Claims up to `limit` unpublished outbox entries for `lease` from `now`, oldest id
+    /// first, for the relay. An entry is claimable when it is unpublished and unclaimed, or
+    /// its claim expired before `now`. A group with an unpublished entry under a live claim
+    /// (another relay is delivering it, or a failed delivery waits out its lease) is skipped
+    /// entirely, so that a group's entries never overtake each other. Concurrent claimers
+    /// never receive the same entry while its claim is live. To bound the work while many
+    /// groups are skipped, a claim looks no further than the oldest `limit ×`
+    /// [`CLAIM_WINDOW_FACTOR`] claimable entries.
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxEntry>>;
+
+    /// Marks outbox entries as published at `now`: they are never claimed again. Unknown
+    /// and already published ids are ignored.
+    async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// When the oldest unpublished outbox entry was written, if any (the relay's lag).
+    async fn oldest_unpublished(&self) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Reads outbox entries with id greater than `after_id`, in id order, at most `limit`,
+    /// published or not. For inspection (tests, tools) only: a reader that pages with it can
+    /// skip an entry whose transaction commits after a later id became visible, so the
+    /// relay uses [`claim_outbox`](Self::claim_outbox) instead.
     async fn read_outbox(&self, after_id: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>>;
 
     /// Reports whether the store is reachable (for health).

@@ -24,7 +24,7 @@ use fanfare_core::paging::PageSize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult};
+use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult, claim_expiry, claim_window};
 use crate::domain::{
     AvatarRef, Ban, BanReason, Description, Group, GroupChange, GroupKind, Invite, InviteCode, JoinMethod, JoinPolicy,
     JoinRequest, Membership, MembershipLimits, NewGroup, OutboxEntry, PostPolicy, Role, Settings, SettingsUpdate,
@@ -33,6 +33,10 @@ use crate::domain::{
 
 /// The schema the groups service owns; its migrations table lives there too.
 pub const SCHEMA: &str = "groups";
+
+/// The transaction-scoped advisory lock outbox claims take turns on, so that each claim
+/// sees every claim committed before it (see `claim_outbox`).
+const OUTBOX_CLAIM_LOCK: i64 = i64::from_be_bytes(*b"grpoutbx");
 
 /// Member-count rows of a BROADCAST group: joins into one huge channel spread their
 /// counter updates over this many rows instead of queueing on one.
@@ -1367,6 +1371,81 @@ impl GroupStore for PostgresGroupStore {
             .during("using an invite")?;
         tx.commit().await.during("committing a redemption")?;
         Ok(Redemption::Joined(membership))
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxEntry>> {
+        let now = stored_time(now);
+        let claimed_until = claim_expiry(now, lease)?;
+        let mut tx = self.pool.begin().await.during("beginning an outbox claim")?;
+        // Claims take turns. Without this, a claim running beside another would not see its
+        // uncommitted claim on a group's row, skip that locked row, and take the group's next
+        // one: two relays would then deliver one group's rows concurrently, in either order.
+        // The turn lasts one short statement.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await
+            .during("waiting for the outbox claim lock")?;
+        // A fresh statement, so a fresh snapshot: it sees every claim committed before ours.
+        // Candidates: the oldest `window` claimable rows, but none of a group with a live
+        // claim (a hashed set of the few claimed groups). SKIP LOCKED passes over rows
+        // another relay is marking published right now.
+        let mut rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "WITH claimable AS ( \
+                 SELECT candidate.id FROM groups.outbox candidate \
+                 WHERE candidate.published_at IS NULL \
+                   AND candidate.id <= ( \
+                       SELECT max(scan_window.id) FROM ( \
+                           SELECT id FROM groups.outbox \
+                           WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < $1) \
+                           ORDER BY id LIMIT $4 \
+                       ) AS scan_window) \
+                   AND (candidate.claimed_until IS NULL OR candidate.claimed_until < $1) \
+                   AND candidate.group_id NOT IN ( \
+                       SELECT live.group_id FROM groups.outbox live \
+                       WHERE live.published_at IS NULL AND live.claimed_until >= $1) \
+                 ORDER BY candidate.id \
+                 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE groups.outbox claimed SET claimed_until = $3 \
+             FROM claimable WHERE claimed.id = claimable.id \
+             RETURNING claimed.id, claimed.group_id, claimed.payload",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(claimed_until)
+        .bind(i64::from(claim_window(limit)))
+        .fetch_all(&mut *tx)
+        .await
+        .during("claiming outbox rows")?;
+        tx.commit().await.during("committing an outbox claim")?;
+        // RETURNING follows no particular order.
+        rows.sort_unstable_by_key(|(id, _, _)| *id);
+        Ok(rows
+            .into_iter()
+            .map(|(id, group_id, payload)| OutboxEntry { id, group_id: GroupId::from_trusted(group_id), payload })
+            .collect())
+    }
+
+    async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE groups.outbox SET published_at = $2 WHERE id = ANY($1) AND published_at IS NULL")
+            .bind(ids)
+            .bind(stored_time(now))
+            .execute(&self.pool)
+            .await
+            .during("marking outbox rows published")?;
+        Ok(())
+    }
+
+    async fn oldest_unpublished(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        // By id rather than by time, so the partial index answers with one probe.
+        sqlx::query_scalar("SELECT created_at FROM groups.outbox WHERE published_at IS NULL ORDER BY id LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .during("reading the outbox lag")
     }
 
     async fn read_outbox(&self, after_id: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {

@@ -1,0 +1,106 @@
+//! Where the CPU went during a window, from `/proc`: this process (the service under test
+//! and the load generator), every `postgres` process, everything else, and idle, each as an
+//! average number of cores. "Everything else" is how busy the machine was with other work.
+
+use std::time::Instant;
+
+/// Cumulative CPU counters at one instant, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSnapshot {
+    at: Instant,
+    machine_total: u64,
+    machine_idle: u64,
+    process: u64,
+    postgres: u64,
+}
+
+/// Average cores used over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuUsage {
+    /// The benchmark process: service and load generator.
+    pub process: f64,
+    /// All `postgres` processes (including other databases on the same server).
+    pub postgres: f64,
+    /// Every other process on the machine.
+    pub other: f64,
+    /// Idle (and I/O wait).
+    pub idle: f64,
+}
+
+impl CpuSnapshot {
+    /// Reads the counters now; `None` where `/proc` is not available.
+    pub fn take() -> Option<Self> {
+        let at = Instant::now();
+        let (machine_total, machine_idle) = machine_ticks()?;
+        let process = process_ticks("self")?.own;
+        let postgres = postgres_ticks();
+        Some(Self { at, machine_total, machine_idle, process, postgres })
+    }
+
+    /// Usage between `self` and the later `end`, spread over `cores` cores.
+    pub fn until(&self, end: &CpuSnapshot, cores: usize) -> CpuUsage {
+        let total = end.machine_total.saturating_sub(self.machine_total).max(1) as f64;
+        let share = |ticks: u64| ticks as f64 / total * cores as f64;
+        let idle = share(end.machine_idle.saturating_sub(self.machine_idle));
+        let process = share(end.process.saturating_sub(self.process));
+        let postgres = share(end.postgres.saturating_sub(self.postgres));
+        let other = (cores as f64 - idle - process - postgres).max(0.0);
+        debug_assert!(end.at >= self.at, "snapshots in order");
+        CpuUsage { process, postgres, other, idle }
+    }
+}
+
+impl CpuUsage {
+    /// `bench 1.1 · pg 0.7 · other 0.1 · idle 0.1` (cores).
+    pub fn describe(&self) -> String {
+        format!("bench {:.2} · pg {:.2} · other {:.2} · idle {:.2}", self.process, self.postgres, self.other, self.idle)
+    }
+}
+
+/// Total and idle (idle + iowait) ticks of all CPUs, from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|field| field.parse().ok()).collect();
+    if fields.len() < 8 {
+        return None;
+    }
+    let idle = fields[3] + fields[4];
+    Some((fields.iter().sum(), idle))
+}
+
+/// A process's CPU ticks: its own, and those of its children it has reaped.
+struct ProcessTicks {
+    own: u64,
+    reaped_children: u64,
+}
+
+/// Ticks of `/proc/<pid>/stat`; the command name may hold spaces, so fields are counted
+/// from the last `)`.
+fn process_ticks(pid: &str) -> Option<ProcessTicks> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14..=17 of proc(5) (utime, stime, cutime, cstime) are at 11..=14 here,
+    // because the slice starts at field 3.
+    let field = |index: usize| fields.get(index)?.parse::<u64>().ok();
+    Some(ProcessTicks { own: field(11)? + field(12)?, reaped_children: field(13)? + field(14)? })
+}
+
+/// Ticks of every `postgres` process, including backends that have exited (counted in
+/// the postmaster's reaped-children ticks).
+fn postgres_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|byte| byte.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .filter_map(|pid| process_ticks(&pid))
+        .map(|ticks| ticks.own + ticks.reaped_children)
+        .sum()
+}

@@ -1,0 +1,306 @@
+//! Who may do what in a group, as the groups service says: group settings and the acting
+//! user's membership, fetched over gRPC and cached. Cache entries expire after a TTL and
+//! are dropped early by the membership and settings updates that pass through this
+//! service's log (see `invalidate_*`), so a removed or banned user is refused from the
+//! update that removed them on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fanfare_core::identity::set_acting_user;
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::time::parse_timestamp;
+use fanfare_proto::common::v1 as common;
+use fanfare_proto::groups::v1 as groups;
+use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Most groups read per ListUserGroups page.
+const USER_GROUPS_PAGE: i32 = 1_000;
+
+/// A group's settings that decide who may post and read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInfo {
+    /// The group.
+    pub id: GroupId,
+    /// Its kind.
+    pub kind: common::GroupKind,
+    /// Who may post.
+    pub post_policy: common::PostPolicy,
+    /// Slow mode interval; zero when off.
+    pub slow_mode: Duration,
+    /// Whether new members see earlier history.
+    pub history_visible_to_new_members: bool,
+    /// Whether the group is archived.
+    pub archived: bool,
+    /// Number of members.
+    pub member_count: i64,
+}
+
+/// A user's membership as far as messages care.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInfo {
+    /// Their role.
+    pub role: common::Role,
+    /// When they joined.
+    pub joined_at: DateTime<Utc>,
+    /// When their mute ends, if muted.
+    pub muted_until: Option<DateTime<Utc>>,
+}
+
+impl MemberInfo {
+    /// Whether the member is the owner or an admin.
+    pub fn moderates(&self) -> bool {
+        matches!(self.role, common::Role::Owner | common::Role::Admin)
+    }
+}
+
+/// A user's standing in a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// The group.
+    pub group: GroupInfo,
+    /// The user's membership; `None` when not a member.
+    pub membership: Option<MemberInfo>,
+}
+
+/// Why the directory could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The group does not exist (or is private to others).
+    #[error("group {0} does not exist")]
+    GroupNotFound(GroupId),
+    /// The groups service did not answer usefully.
+    #[error("groups service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Reads group settings and memberships.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The user's standing in the group.
+    async fn access(&self, group: GroupId, user: UserId) -> Result<Access, DirectoryError>;
+    /// Every group the user belongs to.
+    async fn user_groups(&self, user: UserId) -> Result<Vec<GroupId>, DirectoryError>;
+    /// Forgets one user's cached membership of a group.
+    fn invalidate_member(&self, group: GroupId, user: UserId);
+    /// Forgets a group's cached settings and every cached membership of it.
+    fn invalidate_group(&self, group: GroupId);
+    /// Forgets everything (after possibly missing invalidations).
+    fn clear(&self);
+}
+
+type GroupsClient = GroupServiceClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Adds the service token to every outgoing call.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    groups: HashMap<GroupId, (GroupInfo, Instant)>,
+    members: HashMap<(GroupId, UserId), (Option<MemberInfo>, Instant)>,
+}
+
+/// The directory over the groups service's gRPC API, with a TTL cache.
+pub struct GrpcDirectory {
+    client: GroupsClient,
+    ttl: Duration,
+    cache: Mutex<Cache>,
+}
+
+impl GrpcDirectory {
+    /// A directory calling the groups service at `url` (connected lazily, reconnecting as
+    /// needed) with `service_token`, trusting answers for `ttl`.
+    pub fn new(url: &str, service_token: Option<&str>, ttl: Duration) -> anyhow::Result<Arc<Self>> {
+        let channel = Channel::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        let authorization = service_token.map(|token| format!("Bearer {token}").parse()).transpose()?;
+        let client = GroupServiceClient::with_interceptor(channel, TokenInterceptor { authorization });
+        Ok(Arc::new(Self { client, ttl, cache: Mutex::new(Cache::default()) }))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A poisoned cache is still a valid cache: entries are replaced whole.
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached_group(&self, group: GroupId) -> Option<GroupInfo> {
+        let cache = self.cache();
+        cache.groups.get(&group).filter(|(_, at)| at.elapsed() < self.ttl).map(|(info, _)| info.clone())
+    }
+
+    fn cached_member(&self, group: GroupId, user: UserId) -> Option<Option<MemberInfo>> {
+        let cache = self.cache();
+        cache.members.get(&(group, user)).filter(|(_, at)| at.elapsed() < self.ttl).map(|(info, _)| info.clone())
+    }
+
+    async fn fetch_group(&self, group: GroupId, user: UserId) -> Result<GroupInfo, DirectoryError> {
+        let mut request = tonic::Request::new(groups::GetGroupRequest { group_id: group.get() });
+        set_acting_user(request.metadata_mut(), user);
+        let response = self.client.clone().get_group(request).await.map_err(|status| match status.code() {
+            Code::NotFound => DirectoryError::GroupNotFound(group),
+            _ => unavailable(&status),
+        })?;
+        let info = response
+            .into_inner()
+            .group
+            .map(group_info)
+            .ok_or_else(|| DirectoryError::Unavailable("GetGroup answered without a group".to_owned()))??;
+        self.cache().groups.insert(group, (info.clone(), Instant::now()));
+        Ok(info)
+    }
+
+    async fn fetch_member(&self, group: GroupId, user: UserId) -> Result<Option<MemberInfo>, DirectoryError> {
+        let mut request = tonic::Request::new(groups::GetMembershipRequest { group_id: group.get(), user_id: 0 });
+        set_acting_user(request.metadata_mut(), user);
+        let member = match self.client.clone().get_membership(request).await {
+            Ok(response) => response.into_inner().membership.map(member_info).transpose()?,
+            Err(status) if status.code() == Code::NotFound => None,
+            Err(status) => return Err(unavailable(&status)),
+        };
+        self.cache().members.insert((group, user), (member.clone(), Instant::now()));
+        Ok(member)
+    }
+}
+
+fn unavailable(status: &tonic::Status) -> DirectoryError {
+    DirectoryError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
+}
+
+fn group_info(group: groups::Group) -> Result<GroupInfo, DirectoryError> {
+    let settings = group.settings.unwrap_or_default();
+    Ok(GroupInfo {
+        id: GroupId::parse("group_id", group.group_id)
+            .map_err(|error| DirectoryError::Unavailable(error.to_string()))?,
+        kind: common::GroupKind::try_from(group.kind).unwrap_or(common::GroupKind::Unspecified),
+        post_policy: common::PostPolicy::try_from(settings.post_policy).unwrap_or(common::PostPolicy::AdminsOnly),
+        slow_mode: Duration::from_secs(u64::try_from(settings.slow_mode_seconds).unwrap_or(0)),
+        history_visible_to_new_members: settings.history_visible_to_new_members,
+        archived: group.archived_at.is_some(),
+        member_count: group.member_count,
+    })
+}
+
+fn member_info(membership: groups::Membership) -> Result<MemberInfo, DirectoryError> {
+    let bad = |error: fanfare_core::validation::FieldViolation| DirectoryError::Unavailable(error.to_string());
+    let joined_at = membership
+        .joined_at
+        .as_ref()
+        .map(|timestamp| parse_timestamp("joined_at", timestamp))
+        .transpose()
+        .map_err(bad)?
+        .unwrap_or_default();
+    let muted_until = membership
+        .muted_until
+        .as_ref()
+        .map(|timestamp| parse_timestamp("muted_until", timestamp))
+        .transpose()
+        .map_err(bad)?;
+    Ok(MemberInfo {
+        role: common::Role::try_from(membership.role).unwrap_or(common::Role::Member),
+        joined_at,
+        muted_until,
+    })
+}
+
+#[async_trait]
+impl Directory for GrpcDirectory {
+    async fn access(&self, group: GroupId, user: UserId) -> Result<Access, DirectoryError> {
+        let membership = match self.cached_member(group, user) {
+            Some(member) => member,
+            None => self.fetch_member(group, user).await?,
+        };
+        let info = match self.cached_group(group) {
+            Some(info) => info,
+            None => self.fetch_group(group, user).await?,
+        };
+        Ok(Access { group: info, membership })
+    }
+
+    async fn user_groups(&self, user: UserId) -> Result<Vec<GroupId>, DirectoryError> {
+        let mut groups_found = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let mut request =
+                tonic::Request::new(groups::ListUserGroupsRequest { page_size: USER_GROUPS_PAGE, page_token });
+            set_acting_user(request.metadata_mut(), user);
+            let page = self.client.clone().list_user_groups(request).await.map_err(|status| unavailable(&status))?;
+            let page = page.into_inner();
+            for entry in page.groups {
+                if let Some(group) = entry.group {
+                    groups_found.push(GroupId::from_trusted(group.group_id));
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(groups_found);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    fn invalidate_member(&self, group: GroupId, user: UserId) {
+        self.cache().members.remove(&(group, user));
+    }
+
+    fn invalidate_group(&self, group: GroupId) {
+        let mut cache = self.cache();
+        cache.groups.remove(&group);
+        cache.members.retain(|(cached_group, _), _| *cached_group != group);
+    }
+
+    fn clear(&self) {
+        let mut cache = self.cache();
+        cache.groups.clear();
+        cache.members.clear();
+    }
+}
+
+/// What a relayed groups event makes stale: one member, or the whole group.
+pub fn invalidate_for(directory: &dyn Directory, event: &common::GroupEvent) {
+    use fanfare_proto::common::v1::group_event::Change;
+    let Ok(group) = GroupId::parse("group_id", event.group_id) else { return };
+    let member = |user_id: i64| UserId::parse("user_id", user_id).ok();
+    let user = match &event.change {
+        Some(Change::MemberJoined(joined)) => member(joined.user_id),
+        Some(Change::MemberLeft(left)) => member(left.user_id),
+        Some(Change::MemberRemoved(removed)) => member(removed.user_id),
+        Some(Change::MemberBanned(banned)) => member(banned.user_id),
+        Some(Change::MemberUnbanned(unbanned)) => member(unbanned.user_id),
+        Some(Change::MemberMuted(muted)) => member(muted.user_id),
+        Some(Change::MemberUnmuted(unmuted)) => member(unmuted.user_id),
+        Some(Change::MemberRoleChanged(changed)) => member(changed.user_id),
+        Some(
+            Change::GroupCreated(_)
+            | Change::OwnershipTransferred(_)
+            | Change::GroupSettingsChanged(_)
+            | Change::GroupArchived(_),
+        )
+        | None => None,
+    };
+    match user {
+        // A join or leave also changes the member count, which decides reaction coalescing;
+        // that may lag by the TTL, which is harmless.
+        Some(user) => directory.invalidate_member(group, user),
+        None => directory.invalidate_group(group),
+    }
+}

@@ -1,0 +1,147 @@
+//! The messages domain: validated values, the records a timeline is made of, and how each
+//! change becomes an entry of the group's update log.
+
+pub mod updates;
+pub mod values;
+
+pub use values::*;
+
+use chrono::{DateTime, Utc};
+use fanfare_core::ids::{GroupId, UserId};
+use uuid::Uuid;
+
+/// A message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Time-ordered id (UUID v7).
+    pub id: Uuid,
+    /// The group.
+    pub group_id: GroupId,
+    /// Gapless position among the group's messages.
+    pub message_seq: i64,
+    /// The log entry that posted it.
+    pub event_seq: i64,
+    /// The sender.
+    pub sender: UserId,
+    /// The sender's idempotency key.
+    pub client_message_id: ClientMessageId,
+    /// The content (empty once deleted).
+    pub content: Content,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When it was last edited.
+    pub edited_at: Option<DateTime<Utc>>,
+    /// 1, bumped by each edit.
+    pub version: i32,
+    /// When it was deleted (a tombstone).
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Reaction totals, by emoji.
+    pub reactions: Vec<ReactionCount>,
+    /// Whether it is pinned.
+    pub pinned: bool,
+}
+
+/// What a message says: the part an idempotent retry must repeat exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Content {
+    /// Text (may be empty when there are attachments).
+    pub text: MessageText,
+    /// Media references.
+    pub attachments: Vec<Attachment>,
+    /// The message replied to.
+    pub reply_to_message_seq: Option<i64>,
+    /// Users mentioned (no repeats, in request order).
+    pub mentions: Vec<UserId>,
+    /// Whether everyone is mentioned.
+    pub mentions_all: bool,
+}
+
+impl Default for MessageText {
+    fn default() -> Self {
+        Self::from_trusted(String::new())
+    }
+}
+
+impl Content {
+    /// Whether the content mentions `user` (directly or through @all).
+    pub fn mentions(&self, user: UserId) -> bool {
+        self.mentions_all || self.mentions.contains(&user)
+    }
+}
+
+/// One emoji's total on a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionCount {
+    /// The emoji.
+    pub emoji: Emoji,
+    /// Users who reacted with it.
+    pub count: i64,
+}
+
+/// A message about to be posted; the store assigns seqs, id and time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// The group.
+    pub group_id: GroupId,
+    /// The sender.
+    pub sender: UserId,
+    /// The idempotency key.
+    pub client_message_id: ClientMessageId,
+    /// What it says.
+    pub content: Content,
+}
+
+/// An entry of a group's update log as stored: the encoded `fanfare.common.v1.Update`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredUpdate {
+    /// The group.
+    pub group_id: GroupId,
+    /// Its position.
+    pub event_seq: i64,
+    /// The encoded `Update`.
+    pub payload: bytes::Bytes,
+}
+
+/// Where a group's log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The group.
+    pub group_id: GroupId,
+    /// The latest event_seq (0 when the log is empty).
+    pub last_event_seq: i64,
+    /// The latest message_seq (0 when there is no message).
+    pub last_message_seq: i64,
+    /// The oldest event_seq still retained (1 until pruning starts).
+    pub oldest_retained_event_seq: i64,
+}
+
+impl LogPosition {
+    /// The position of a group that has no log yet.
+    pub fn empty(group_id: GroupId) -> Self {
+        Self { group_id, last_event_seq: 0, last_message_seq: 0, oldest_retained_event_seq: 1 }
+    }
+}
+
+/// One user's unread state in one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unread {
+    /// The group.
+    pub group_id: GroupId,
+    /// Messages after the read marker (tombstones included: they were delivered).
+    pub unread_messages: i64,
+    /// Messages after the read marker that mention the user or everyone.
+    pub unread_mentions: i64,
+    /// The group's latest message_seq.
+    pub last_message_seq: i64,
+    /// The user's read marker.
+    pub read_message_seq: i64,
+}
+
+/// An outbox entry claimed by a relay: a committed update to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Outbox row id (acknowledged after publishing).
+    pub id: i64,
+    /// The update.
+    pub update: StoredUpdate,
+}

@@ -1,0 +1,225 @@
+//! The gRPC adapter of `fanfare.messages.v1.MessageService`: per call, read the acting user,
+//! parse the request, call [`MessagesService`], map the result. No rules, no storage here.
+
+mod parse;
+
+use std::sync::Arc;
+
+use fanfare_core::identity::acting_user;
+use fanfare_core::ids::UserId;
+use fanfare_proto::common::v1 as common;
+use fanfare_proto::messages::v1 as pb;
+use fanfare_proto::messages::v1::message_service_server::MessageService;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use crate::domain::updates::{message_to_proto, reactions_to_proto};
+use crate::domain::{LogPosition, StoredUpdate};
+use crate::error::MessagesError;
+use crate::service::{MessagesService, UpdatesAnswer};
+
+/// The tonic service over a [`MessagesService`].
+#[derive(Clone)]
+pub struct MessagesGrpc {
+    service: Arc<MessagesService>,
+}
+
+impl MessagesGrpc {
+    /// Wraps the service.
+    pub fn new(service: Arc<MessagesService>) -> Self {
+        Self { service }
+    }
+
+    /// The generated tonic server for this adapter.
+    pub fn into_server(self) -> pb::message_service_server::MessageServiceServer<Self> {
+        pb::message_service_server::MessageServiceServer::new(self)
+    }
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+fn actor<T>(request: &Request<T>) -> Result<UserId, Status> {
+    Ok(acting_user(request.metadata())?)
+}
+
+fn invalid(error: fanfare_core::validation::InvalidRequest) -> Status {
+    MessagesError::from(error).into()
+}
+
+/// Decodes stored log entries; a corrupt one is an internal error, never skipped silently.
+fn decode_updates(updates: &[StoredUpdate]) -> Result<Vec<common::Update>, Status> {
+    updates
+        .iter()
+        .map(|stored| {
+            common::Update::decode(stored.payload.as_ref()).map_err(|error| {
+                tracing::error!(%error, group_id = %stored.group_id, event_seq = stored.event_seq, "corrupt update");
+                fanfare_core::status::internal()
+            })
+        })
+        .collect()
+}
+
+fn resync(position: &LogPosition) -> pb::ResyncRequired {
+    pb::ResyncRequired {
+        latest_event_seq: position.last_event_seq,
+        oldest_retained_event_seq: position.oldest_retained_event_seq,
+        instructions: "the requested position is older than the retained update log: reload the group's \
+                       history with ListMessages, then resume GetUpdates or Subscribe from latest_event_seq"
+            .to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl MessageService for MessagesGrpc {
+    async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> GrpcResult<pb::SendMessageResponse> {
+        let actor = actor(&request)?;
+        let send = parse::send_message(request.get_ref(), self.service.limits()).map_err(invalid)?;
+        let (message, duplicate) = self.service.send_message(actor, send).await?;
+        Ok(Response::new(pb::SendMessageResponse { message: Some(message_to_proto(&message)), duplicate }))
+    }
+
+    async fn edit_message(&self, request: Request<pb::EditMessageRequest>) -> GrpcResult<pb::EditMessageResponse> {
+        let actor = actor(&request)?;
+        let (group, seq, text) = parse::edit_message(request.get_ref(), self.service.limits()).map_err(invalid)?;
+        let message = self.service.edit_message(actor, group, seq, text).await?;
+        Ok(Response::new(pb::EditMessageResponse { message: Some(message_to_proto(&message)) }))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> GrpcResult<pb::DeleteMessageResponse> {
+        let actor = actor(&request)?;
+        let (group, seq) =
+            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        let message = self.service.delete_message(actor, group, seq).await?;
+        Ok(Response::new(pb::DeleteMessageResponse { message: Some(message_to_proto(&message)) }))
+    }
+
+    async fn purge_user_messages(
+        &self,
+        request: Request<pb::PurgeUserMessagesRequest>,
+    ) -> GrpcResult<pb::PurgeUserMessagesResponse> {
+        let actor = actor(&request)?;
+        let (group, user, since) = parse::purge(request.get_ref()).map_err(invalid)?;
+        let (purged_count, event_seq) = self.service.purge_user_messages(actor, group, user, since).await?;
+        Ok(Response::new(pb::PurgeUserMessagesResponse { purged_count, event_seq: event_seq.unwrap_or(0) }))
+    }
+
+    async fn add_reaction(&self, request: Request<pb::AddReactionRequest>) -> GrpcResult<pb::AddReactionResponse> {
+        let actor = actor(&request)?;
+        let body = request.get_ref();
+        let (group, seq, emoji) = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
+        let totals = self.service.react(actor, group, seq, emoji, true).await?;
+        Ok(Response::new(pb::AddReactionResponse { reactions: reactions_to_proto(&totals) }))
+    }
+
+    async fn remove_reaction(
+        &self,
+        request: Request<pb::RemoveReactionRequest>,
+    ) -> GrpcResult<pb::RemoveReactionResponse> {
+        let actor = actor(&request)?;
+        let body = request.get_ref();
+        let (group, seq, emoji) = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
+        let totals = self.service.react(actor, group, seq, emoji, false).await?;
+        Ok(Response::new(pb::RemoveReactionResponse { reactions: reactions_to_proto(&totals) }))
+    }
+
+    async fn pin_message(&self, request: Request<pb::PinMessageRequest>) -> GrpcResult<pb::PinMessageResponse> {
+        let actor = actor(&request)?;
+        let (group, seq) =
+            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        self.service.pin(actor, group, seq, true).await?;
+        Ok(Response::new(pb::PinMessageResponse {}))
+    }
+
+    async fn unpin_message(&self, request: Request<pb::UnpinMessageRequest>) -> GrpcResult<pb::UnpinMessageResponse> {
+        let actor = actor(&request)?;
+        let (group, seq) =
+            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        self.service.pin(actor, group, seq, false).await?;
+        Ok(Response::new(pb::UnpinMessageResponse {}))
+    }
+
+    async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> GrpcResult<pb::ListMessagesResponse> {
+        let actor = actor(&request)?;
+        let (group, direction, start, size) = parse::list_messages(request.get_ref()).map_err(invalid)?;
+        let page = self.service.list_messages(actor, group, direction, start, size).await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: page.items.iter().map(message_to_proto).collect(),
+            next_page_token: page.next_page_token(),
+        }))
+    }
+
+    async fn get_messages(&self, request: Request<pb::GetMessagesRequest>) -> GrpcResult<pb::GetMessagesResponse> {
+        let actor = actor(&request)?;
+        let (group, ids, seqs) = parse::get_messages(request.get_ref()).map_err(invalid)?;
+        let (found, missing_ids, missing_seqs) = self.service.get_messages(actor, group, &ids, &seqs).await?;
+        Ok(Response::new(pb::GetMessagesResponse {
+            messages: found.iter().map(message_to_proto).collect(),
+            missing_message_ids: missing_ids.iter().map(ToString::to_string).collect(),
+            missing_message_seqs: missing_seqs,
+        }))
+    }
+
+    async fn get_updates(&self, request: Request<pb::GetUpdatesRequest>) -> GrpcResult<pb::GetUpdatesResponse> {
+        let actor = actor(&request)?;
+        let (group, after, size) = parse::get_updates(request.get_ref()).map_err(invalid)?;
+        let result = match self.service.get_updates(actor, group, after, size).await? {
+            UpdatesAnswer::Page { updates, position, has_more } => {
+                pb::get_updates_response::Result::Page(pb::UpdatesPage {
+                    updates: decode_updates(&updates)?,
+                    latest_event_seq: position.last_event_seq,
+                    has_more,
+                })
+            }
+            UpdatesAnswer::ResyncRequired(position) => {
+                pb::get_updates_response::Result::ResyncRequired(resync(&position))
+            }
+        };
+        Ok(Response::new(pb::GetUpdatesResponse { result: Some(result) }))
+    }
+
+    async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> GrpcResult<pb::MarkReadResponse> {
+        let actor = actor(&request)?;
+        let (group, seq) =
+            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        let read_message_seq = self.service.mark_read(actor, group, seq).await?;
+        Ok(Response::new(pb::MarkReadResponse { read_message_seq }))
+    }
+
+    async fn get_unread_counts(
+        &self,
+        request: Request<pb::GetUnreadCountsRequest>,
+    ) -> GrpcResult<pb::GetUnreadCountsResponse> {
+        let actor = actor(&request)?;
+        let groups = parse::unread_groups(request.get_ref()).map_err(invalid)?;
+        let counts = self.service.unread_counts(actor, &groups).await?;
+        Ok(Response::new(pb::GetUnreadCountsResponse {
+            counts: counts
+                .iter()
+                .map(|unread| pb::UnreadCount {
+                    group_id: unread.group_id.get(),
+                    unread_messages: unread.unread_messages,
+                    unread_mentions: unread.unread_mentions,
+                    last_message_seq: unread.last_message_seq,
+                    read_message_seq: unread.read_message_seq,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn append_system_updates(
+        &self,
+        request: Request<pb::AppendSystemUpdatesRequest>,
+    ) -> GrpcResult<pb::AppendSystemUpdatesResponse> {
+        let events = parse::system_events(request.get_ref()).map_err(invalid)?;
+        let appended = self.service.append_system_updates(events).await?;
+        Ok(Response::new(pb::AppendSystemUpdatesResponse {
+            appended: appended
+                .into_iter()
+                .map(|(outbox_id, group, event_seq)| pb::AppendedEvent { outbox_id, group_id: group.get(), event_seq })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,138 @@
+//! The messages service: every group's timeline and update log, over gRPC
+//! (`fanfare.messages.v1.MessageService`). Writes go through the group committer; committed
+//! updates reach the bus through the outbox relay.
+
+pub mod coalescer;
+pub mod committer;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod invalidation;
+pub mod relay;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use fanfare_bus::UpdateBus;
+use fanfare_core::server::{DependencyProbe, GrpcServer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::MessagesConfig;
+
+use crate::coalescer::ReactionCoalescer;
+use crate::committer::Committer;
+use crate::directory::{Directory, GrpcDirectory};
+use crate::grpc::MessagesGrpc;
+use crate::relay::Relay;
+use crate::service::MessagesService;
+use crate::store::{MemoryMessageStore, MessageStore, PostgresMessageStore};
+
+/// The fully-qualified gRPC name of this service.
+pub const SERVICE_NAME: &str = "fanfare.messages.v1.MessageService";
+
+/// Opens the store `config` names: Postgres when `DATABASE_URL` is set (migrating first when
+/// asked), in memory otherwise.
+pub async fn open_store(config: &MessagesConfig) -> anyhow::Result<Arc<dyn MessageStore>> {
+    let dependencies = &config.dependencies;
+    let Some(url) = &dependencies.database_url else {
+        tracing::info!("messages store: in memory (no DATABASE_URL)");
+        return Ok(Arc::new(MemoryMessageStore::new()));
+    };
+    let store = PostgresMessageStore::connect(url, dependencies.database_max_connections)
+        .await
+        .context("connecting the messages store to postgres")?;
+    if dependencies.migrate_on_start {
+        PostgresMessageStore::migrate(store.pool()).await.context("migrating the messages schema")?;
+    }
+    tracing::info!("messages store: postgres");
+    Ok(Arc::new(store))
+}
+
+/// Applies the messages schema migrations; safe from several processes at once.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let store = PostgresMessageStore::connect(database_url, 2)
+        .await
+        .context("connecting to postgres to migrate the messages schema")?;
+    PostgresMessageStore::migrate(store.pool()).await.context("migrating the messages schema")
+}
+
+/// Runs the messages service on `listener` until `shutdown`, on the store and bus `config`
+/// names.
+pub async fn run(config: MessagesConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref()).await.context("opening the bus")?;
+    serve(config, store, bus, listener, shutdown).await
+}
+
+/// Serves the messages service over an opened store and bus (tests and `fanfare dev` pass
+/// their own).
+pub async fn serve(
+    config: MessagesConfig,
+    store: Arc<dyn MessageStore>,
+    bus: Arc<dyn UpdateBus>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let directory: Arc<dyn Directory> =
+        GrpcDirectory::new(&config.groups_url, config.server.service_token.as_deref(), config.membership_cache_ttl())
+            .context("configuring the groups client")?;
+    // Background work stops with the server, but after it: the committer drains accepted writes.
+    let background = CancellationToken::new();
+    let committed = Arc::new(Notify::new());
+    let committer = Committer::start(Arc::clone(&store), &config.commit, Arc::clone(&committed), background.clone());
+    let coalescer = ReactionCoalescer::new();
+    tokio::spawn(Arc::clone(&coalescer).run(
+        committer.clone(),
+        config.limits.reaction_coalesce_window(),
+        background.clone(),
+    ));
+    tokio::spawn(Relay::new(Arc::clone(&store), Arc::clone(&bus)).run(committed, background.clone()));
+    tokio::spawn(invalidation::listen(Arc::clone(&bus), Arc::clone(&directory), background.clone()));
+
+    let probes: [Arc<dyn DependencyProbe>; 2] =
+        [Arc::new(StoreProbe(Arc::clone(&store))), Arc::new(BusProbe(Arc::clone(&bus)))];
+    let service = Arc::new(MessagesService::new(store, committer, directory, coalescer, bus, config.limits.clone()));
+    let mut server =
+        GrpcServer::new(SERVICE_NAME, config.server.clone()).add_service(MessagesGrpc::new(service).into_server());
+    for probe in probes {
+        server = server.probe(probe);
+    }
+    let served = server.serve(listener, shutdown).await;
+    background.cancel();
+    served
+}
+
+/// Health follows the store's reachability.
+struct StoreProbe(Arc<dyn MessageStore>);
+
+#[async_trait::async_trait]
+impl DependencyProbe for StoreProbe {
+    fn name(&self) -> &'static str {
+        "messages store"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await.context("pinging the messages store")
+    }
+}
+
+/// Health follows the bus's reachability: sends still commit while it is down, but live
+/// delivery waits, which an operator must see.
+struct BusProbe(Arc<dyn UpdateBus>);
+
+#[async_trait::async_trait]
+impl DependencyProbe for BusProbe {
+    fn name(&self) -> &'static str {
+        "update bus"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await.context("pinging the update bus")
+    }
+}

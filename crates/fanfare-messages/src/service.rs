@@ -1,0 +1,390 @@
+//! The messages service's orchestration: who may do what (from the groups service, through
+//! the cached [`Directory`]), per-user rate limits, then one write through the group
+//! committer or one read from the store. Takes only validated values.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use fanfare_bus::UpdateBus;
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::paging::{Cursor, Page, PageSize};
+use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_proto::common::v1 as common;
+use uuid::Uuid;
+
+use crate::coalescer::ReactionCoalescer;
+use crate::committer::Committer;
+use crate::config::MessageLimits;
+use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
+use crate::domain::{
+    Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread,
+};
+use crate::error::{MessagesError, MessagesResult};
+use crate::invalidation::announce;
+use crate::store::{Applied, Direction, LogWrite, MessageStore};
+
+/// A validated SendMessage request.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    /// The group.
+    pub group: GroupId,
+    /// The idempotency key.
+    pub client_message_id: crate::domain::ClientMessageId,
+    /// What it says.
+    pub content: Content,
+}
+
+/// What GetUpdates answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdatesAnswer {
+    /// A page of the log.
+    Page {
+        /// Updates after the requested position.
+        updates: Vec<StoredUpdate>,
+        /// Where the log stands.
+        position: LogPosition,
+        /// Whether more follow.
+        has_more: bool,
+    },
+    /// The position is older than the retained log.
+    ResyncRequired(LogPosition),
+}
+
+/// A relayed groups event to append.
+#[derive(Debug, Clone)]
+pub struct SystemEvent {
+    /// The groups outbox row id.
+    pub outbox_id: i64,
+    /// The change (group id validated).
+    pub event: common::GroupEvent,
+}
+
+/// The messages service.
+pub struct MessagesService {
+    store: Arc<dyn MessageStore>,
+    committer: Committer,
+    directory: Arc<dyn Directory>,
+    coalescer: Arc<ReactionCoalescer>,
+    bus: Arc<dyn UpdateBus>,
+    limits: MessageLimits,
+    send_limiter: Option<UserRateLimiter>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl MessagesService {
+    /// A service over its parts.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        committer: Committer,
+        directory: Arc<dyn Directory>,
+        coalescer: Arc<ReactionCoalescer>,
+        bus: Arc<dyn UpdateBus>,
+        limits: MessageLimits,
+    ) -> Self {
+        let send_limiter = UserRateLimiter::new(limits.user_sends_per_second, limits.user_sends_burst);
+        Self { store, committer, directory, coalescer, bus, limits, send_limiter }
+    }
+
+    /// The limits in force (the adapter parses with them).
+    pub fn limits(&self) -> &MessageLimits {
+        &self.limits
+    }
+
+    /// The store (for health probes).
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.store
+    }
+
+    /// The caller's standing; a group that does not exist (or is private) is `NOT_FOUND`.
+    async fn access(&self, group: GroupId, user: UserId) -> MessagesResult<Access> {
+        Ok(self.directory.access(group, user).await?)
+    }
+
+    /// The caller's membership, which reading and writing need.
+    async fn member(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
+        let access = self.access(group, user).await?;
+        match access.membership.clone() {
+            Some(member) => Ok((access, member)),
+            // A private chat is answered as if it did not exist, even when its settings are
+            // cached from a member's call (the groups service itself hides it from strangers).
+            None if access.group.kind == common::GroupKind::Chat => Err(MessagesError::GroupNotFound(group)),
+            None => Err(MessagesError::PermissionDenied(format!("user {user} is not a member of group {group}"))),
+        }
+    }
+
+    /// A membership that may change the group's timeline: the group must not be archived.
+    async fn writer(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
+        let (access, member) = self.member(group, user).await?;
+        if access.group.archived {
+            return Err(MessagesError::FailedPrecondition {
+                kind: "ARCHIVED",
+                message: format!("group {group} is archived and accepts no changes"),
+            });
+        }
+        Ok((access, member))
+    }
+
+    /// A moderator's membership.
+    async fn moderator(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
+        let (access, member) = self.writer(group, user).await?;
+        if !member.moderates() {
+            return Err(MessagesError::PermissionDenied(format!(
+                "only the owner or an admin of group {group} may do this"
+            )));
+        }
+        Ok((access, member))
+    }
+
+    /// The earliest message time a member may read: their join time when the group hides
+    /// earlier history from new members (moderators always see everything).
+    fn visible_since(access: &Access, member: &MemberInfo) -> Option<DateTime<Utc>> {
+        let hidden = !access.group.history_visible_to_new_members && !member.moderates();
+        hidden.then_some(member.joined_at)
+    }
+
+    /// Posts a message.
+    pub async fn send_message(&self, actor: UserId, request: SendMessage) -> MessagesResult<(Message, bool)> {
+        if let Some(limiter) = &self.send_limiter {
+            limiter.check(actor).map_err(|retry_after| MessagesError::RateLimited { user: actor, retry_after })?;
+        }
+        let (access, member) = self.writer(request.group, actor).await?;
+        let now = now();
+        if let Some(until) = member.muted_until.filter(|until| *until > now) {
+            return Err(MessagesError::PermissionDenied(format!(
+                "user {actor} is muted in group {} until {}",
+                request.group,
+                until.to_rfc3339()
+            )));
+        }
+        let admins_only = access.group.post_policy == common::PostPolicy::AdminsOnly
+            || access.group.kind == common::GroupKind::Broadcast;
+        if admins_only && !member.moderates() {
+            return Err(MessagesError::PermissionDenied(format!(
+                "only the owner and admins post in group {}",
+                request.group
+            )));
+        }
+        if request.content.mentions_all && !member.moderates() {
+            return Err(MessagesError::PermissionDenied("only the owner and admins may mention @all".to_owned()));
+        }
+        let slow_mode = (!access.group.slow_mode.is_zero() && !member.moderates()).then_some(access.group.slow_mode);
+        let message = NewMessage {
+            group_id: request.group,
+            sender: actor,
+            client_message_id: request.client_message_id,
+            content: request.content,
+        };
+        match self.committer.submit(LogWrite::Post { message, slow_mode }).await? {
+            Applied::Posted { message, duplicate } => Ok((message, duplicate)),
+            other => Err(unexpected("Post", &other)),
+        }
+    }
+
+    /// Edits a message's text (its sender, within the edit window).
+    pub async fn edit_message(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        message_seq: i64,
+        text: MessageText,
+    ) -> MessagesResult<Message> {
+        self.writer(group, actor).await?;
+        let write = LogWrite::Edit { group, message_seq, editor: actor, text, edit_window: self.limits.edit_window() };
+        match self.committer.submit(write).await? {
+            Applied::Edited(message) => Ok(message),
+            other => Err(unexpected("Edit", &other)),
+        }
+    }
+
+    /// Deletes a message (its sender, or an owner or admin).
+    pub async fn delete_message(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<Message> {
+        let (_, member) = self.writer(group, actor).await?;
+        let write = LogWrite::Delete { group, message_seq, actor, actor_moderates: member.moderates() };
+        match self.committer.submit(write).await? {
+            Applied::Deleted(message) => Ok(message),
+            other => Err(unexpected("Delete", &other)),
+        }
+    }
+
+    /// Deletes every message of `user` (since a time) as one update (owner or admin).
+    pub async fn purge_user_messages(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        user: UserId,
+        since: Option<DateTime<Utc>>,
+    ) -> MessagesResult<(i64, Option<i64>)> {
+        self.moderator(group, actor).await?;
+        // Every message was sent after the epoch, so an earlier `since` means all of them;
+        // dropping it also keeps times PostgreSQL cannot store (before 4713 BC) out of the query.
+        let since = since.filter(|since| *since > DateTime::UNIX_EPOCH);
+        match self.committer.submit(LogWrite::Purge { group, user, since, actor }).await? {
+            Applied::Purged { message_seqs, event_seq } => {
+                Ok((i64::try_from(message_seqs.len()).unwrap_or(i64::MAX), event_seq))
+            }
+            other => Err(unexpected("Purge", &other)),
+        }
+    }
+
+    /// Adds or removes the caller's reaction; large groups coalesce the update.
+    pub async fn react(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        message_seq: i64,
+        emoji: Emoji,
+        add: bool,
+    ) -> MessagesResult<Vec<ReactionCount>> {
+        let (access, _) = self.writer(group, actor).await?;
+        let coalesce = access.group.member_count > self.limits.reaction_coalesce_above_members;
+        let write = LogWrite::React {
+            group,
+            message_seq,
+            user: actor,
+            emoji,
+            add,
+            max_distinct_emojis: self.limits.max_distinct_emojis,
+            emit_update: !coalesce,
+        };
+        match self.committer.submit(write).await? {
+            Applied::Reacted { totals, changed, .. } => {
+                if changed && coalesce {
+                    self.coalescer.mark(group, message_seq);
+                }
+                Ok(totals)
+            }
+            other => Err(unexpected("React", &other)),
+        }
+    }
+
+    /// Pins or unpins a message (owner or admin).
+    pub async fn pin(&self, actor: UserId, group: GroupId, message_seq: i64, pin: bool) -> MessagesResult<()> {
+        self.moderator(group, actor).await?;
+        let write = LogWrite::Pin { group, message_seq, actor, pin, max_pins: self.limits.max_pins };
+        match self.committer.submit(write).await? {
+            Applied::Pinned { .. } => Ok(()),
+            other => Err(unexpected("Pin", &other)),
+        }
+    }
+
+    /// Pages through history by message_seq.
+    pub async fn list_messages(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        direction: Direction,
+        anchor: Option<i64>,
+        size: PageSize,
+    ) -> MessagesResult<Page<Message>> {
+        let (access, member) = self.member(group, actor).await?;
+        let not_before = Self::visible_since(&access, &member);
+        let rows = self.store.list_messages(group, direction, anchor, not_before, size).await?;
+        Ok(Page::from_overfetch(rows, size, |message| Cursor(vec![message.message_seq])))
+    }
+
+    /// Reads messages by id and by seq; those not found or not visible are reported missing.
+    pub async fn get_messages(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        ids: &[Uuid],
+        seqs: &[i64],
+    ) -> MessagesResult<(Vec<Message>, Vec<Uuid>, Vec<i64>)> {
+        let (access, member) = self.member(group, actor).await?;
+        let not_before = Self::visible_since(&access, &member);
+        let visible = |message: &Message| not_before.is_none_or(|since| message.created_at >= since);
+        let mut found: Vec<Message> = self.store.get_messages_by_id(group, ids).await?;
+        for message in self.store.get_messages(group, seqs).await? {
+            if !found.iter().any(|existing| existing.message_seq == message.message_seq) {
+                found.push(message);
+            }
+        }
+        found.retain(visible);
+        found.sort_by_key(|message| message.message_seq);
+        let missing_ids = ids.iter().copied().filter(|id| !found.iter().any(|message| message.id == *id)).collect();
+        let missing_seqs =
+            seqs.iter().copied().filter(|seq| !found.iter().any(|message| message.message_seq == *seq)).collect();
+        Ok((found, missing_ids, missing_seqs))
+    }
+
+    /// Reads the update log after `after`, or says the caller must resync.
+    pub async fn get_updates(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        after: i64,
+        size: PageSize,
+    ) -> MessagesResult<UpdatesAnswer> {
+        self.member(group, actor).await?;
+        let read = self.store.get_updates(group, after, size).await?;
+        let position = read.position;
+        // Entries after `after` start at after + 1; if that one is gone, the caller has a hole
+        // it cannot fill from the log. (`after < last` first: any `after` is valid input, and
+        // `after + 1` must not overflow on i64::MAX.)
+        if after < position.last_event_seq && after + 1 < position.oldest_retained_event_seq {
+            return Ok(UpdatesAnswer::ResyncRequired(position));
+        }
+        let has_more = read.updates.last().is_some_and(|last| last.event_seq < position.last_event_seq);
+        Ok(UpdatesAnswer::Page { updates: read.updates, position, has_more })
+    }
+
+    /// Moves the caller's read marker forward.
+    pub async fn mark_read(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<i64> {
+        self.member(group, actor).await?;
+        Ok(self.store.mark_read(group, actor, message_seq).await?)
+    }
+
+    /// Unread counts for the given groups (each must be one of the caller's), or for all of
+    /// the caller's groups when none are given.
+    pub async fn unread_counts(&self, actor: UserId, groups: &[GroupId]) -> MessagesResult<Vec<Unread>> {
+        let groups = if groups.is_empty() {
+            self.directory.user_groups(actor).await?
+        } else {
+            for group in groups {
+                self.member(*group, actor).await?;
+            }
+            groups.to_vec()
+        };
+        Ok(self.store.unread_counts(actor, &groups).await?)
+    }
+
+    /// Appends relayed groups events, in order; returns each one's event_seq.
+    pub async fn append_system_updates(&self, events: Vec<SystemEvent>) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
+        let writes = events
+            .iter()
+            .map(|system| LogWrite::System { outbox_id: system.outbox_id, event: system.event.clone() })
+            .collect();
+        // Invalidate before the entries become visible too: the groups service committed these
+        // changes before relaying them, so whatever is fetched from here on already reflects
+        // them, and nobody reads the change in the log while this pod still trusts the old
+        // membership. (Invalidated again below, against fetches that were already in flight.)
+        for system in &events {
+            invalidate_for(self.directory.as_ref(), &system.event);
+        }
+        let results = self.committer.submit_all(writes).await;
+        let mut appended = Vec::with_capacity(events.len());
+        for (system, result) in events.iter().zip(results) {
+            // Invalidate before answering: from here on this pod refuses a removed member, and
+            // the other pods as soon as the announcement reaches them.
+            invalidate_for(self.directory.as_ref(), &system.event);
+            announce(self.bus.as_ref(), &system.event).await;
+            match result? {
+                Applied::SystemAppended { event_seq, .. } => {
+                    appended.push((system.outbox_id, GroupId::from_trusted(system.event.group_id), event_seq));
+                }
+                other => return Err(unexpected("System", &other)),
+            }
+        }
+        Ok(appended)
+    }
+}
+
+/// A store that answered a write with the outcome of another kind of write: a bug.
+fn unexpected(write: &str, applied: &Applied) -> MessagesError {
+    MessagesError::Store(crate::store::StoreError::Internal(anyhow::anyhow!(
+        "a {write} write was answered with {applied:?}"
+    )))
+}

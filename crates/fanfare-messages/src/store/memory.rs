@@ -1,0 +1,570 @@
+//! The in-memory [`MessageStore`], for `fanfare dev` and fast tests: plain maps behind one
+//! mutex, with the same semantics as PostgreSQL, update log and outbox included.
+//!
+//! `apply` takes the lock once for the whole batch and applies the writes in order; each
+//! write checks everything before changing anything, so a refused write changes nothing
+//! and consumes no sequence number. The lock is never held across an await. Times are kept
+//! at microsecond precision, as PostgreSQL keeps them, so both stores return equal values.
+//!
+//! The few pure rules both stores evaluate in Rust (slow mode, the edit window, leases)
+//! live at the bottom of this file and are used by the PostgreSQL store too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::paging::PageSize;
+use fanfare_proto::common::v1 as common;
+use uuid::Uuid;
+
+use super::{Applied, Direction, LogWrite, MessageStore, StoreError, StoreResult, UpdatesRead, WriteError};
+use crate::domain::updates::TimelineChange;
+use crate::domain::{
+    ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, OutboxItem, ReactionCount,
+    StoredUpdate, Unread,
+};
+
+/// A [`MessageStore`] in memory; clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryMessageStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryMessageStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> StoreResult<MutexGuard<'_, State>> {
+        // A panic while holding the lock may have left a batch half-applied.
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Internal(anyhow::Error::msg("a panic poisoned the lock").context("memory store")))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    logs: HashMap<GroupId, LogPosition>,
+    messages: BTreeMap<(GroupId, i64), StoredMessage>,
+    ids: HashMap<(GroupId, Uuid), i64>,
+    idempotency_keys: HashMap<(GroupId, UserId, ClientMessageId), i64>,
+    /// The log, with each entry's commit time (for pruning).
+    updates: BTreeMap<(GroupId, i64), (StoredUpdate, DateTime<Utc>)>,
+    read_markers: HashMap<(GroupId, UserId), i64>,
+    last_posted: HashMap<(GroupId, UserId), DateTime<Utc>>,
+    /// Groups outbox id → the event_seq its event was appended at.
+    system_events: HashMap<i64, i64>,
+    outbox: BTreeMap<i64, OutboxRow>,
+    last_outbox_id: i64,
+}
+
+#[derive(Debug)]
+struct StoredMessage {
+    /// The message, with `reactions` left empty (they are counted from `reactions`).
+    message: Message,
+    /// The content as first posted, which an idempotent retry must repeat.
+    original: Content,
+    /// Who reacted with each emoji; no empty sets.
+    reactions: BTreeMap<Emoji, BTreeSet<UserId>>,
+}
+
+impl StoredMessage {
+    fn totals(&self) -> Vec<ReactionCount> {
+        self.reactions
+            .iter()
+            .map(|(emoji, users)| ReactionCount { emoji: emoji.clone(), count: users.len() as i64 })
+            .collect()
+    }
+
+    /// The message as callers see it.
+    fn current(&self) -> Message {
+        Message { reactions: self.totals(), ..self.message.clone() }
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.message.deleted_at.is_some()
+    }
+
+    /// Clears content, pin and reactions.
+    fn make_tombstone(&mut self, now: DateTime<Utc>) {
+        self.message.content = Content::default();
+        self.message.deleted_at = Some(now);
+        self.message.pinned = false;
+        self.reactions.clear();
+    }
+}
+
+#[derive(Debug)]
+struct OutboxRow {
+    group_id: GroupId,
+    event_seq: i64,
+    claimed_until: Option<DateTime<Utc>>,
+}
+
+impl State {
+    fn position(&self, group: GroupId) -> LogPosition {
+        self.logs.get(&group).copied().unwrap_or_else(|| LogPosition::empty(group))
+    }
+
+    /// Appends an update (built for the group's next event_seq) and its outbox row.
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>, now: DateTime<Utc>) -> i64 {
+        let log = self.logs.entry(group).or_insert_with(|| LogPosition::empty(group));
+        log.last_event_seq += 1;
+        let event_seq = log.last_event_seq;
+        self.updates.insert((group, event_seq), (change.to_stored(group, event_seq, now), now));
+        self.last_outbox_id += 1;
+        self.outbox.insert(self.last_outbox_id, OutboxRow { group_id: group, event_seq, claimed_until: None });
+        event_seq
+    }
+
+    fn stored(&self, group: GroupId, message_seq: i64) -> Result<&StoredMessage, WriteError> {
+        self.messages.get(&(group, message_seq)).ok_or(WriteError::MessageNotFound { group, message_seq })
+    }
+
+    fn stored_mut(&mut self, group: GroupId, message_seq: i64) -> Result<&mut StoredMessage, WriteError> {
+        self.messages.get_mut(&(group, message_seq)).ok_or(WriteError::MessageNotFound { group, message_seq })
+    }
+
+    /// A message that exists and is not a tombstone.
+    fn live(&self, group: GroupId, message_seq: i64) -> Result<&StoredMessage, WriteError> {
+        let stored = self.stored(group, message_seq)?;
+        if stored.is_deleted() { Err(WriteError::Deleted(message_seq)) } else { Ok(stored) }
+    }
+
+    fn apply(&mut self, write: LogWrite, now: DateTime<Utc>) -> Result<Applied, WriteError> {
+        match write {
+            LogWrite::Post { message, slow_mode } => self.post(message, slow_mode, now),
+            LogWrite::Edit { group, message_seq, editor, text, edit_window } => {
+                self.edit(group, message_seq, editor, text, edit_window, now)
+            }
+            LogWrite::Delete { group, message_seq, actor, actor_moderates } => {
+                self.delete(group, message_seq, actor, actor_moderates, now)
+            }
+            LogWrite::Purge { group, user, since, actor } => Ok(self.purge(group, user, since, actor, now)),
+            LogWrite::React { group, message_seq, user, emoji, add, max_distinct_emojis, emit_update } => {
+                self.react(group, message_seq, user, emoji, add, max_distinct_emojis, emit_update, now)
+            }
+            LogWrite::EmitReactionTotals { group, message_seq } => {
+                let totals = self.stored(group, message_seq)?.totals();
+                let change = TimelineChange::ReactionsChanged { message_seq, totals: &totals };
+                Ok(Applied::ReactionTotalsEmitted { event_seq: self.append(group, &change, now) })
+            }
+            LogWrite::Pin { group, message_seq, actor, pin, max_pins } => {
+                self.pin(group, message_seq, actor, pin, max_pins, now)
+            }
+            LogWrite::System { outbox_id, event } => Ok(self.system(outbox_id, event, now)),
+        }
+    }
+
+    fn post(
+        &mut self,
+        new: NewMessage,
+        slow_mode: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let group = new.group_id;
+        let key = (group, new.sender, new.client_message_id.clone());
+        // A retry is answered before any other rule: slow mode must not refuse it.
+        if let Some(&original_seq) = self.idempotency_keys.get(&key) {
+            let original = self.stored(group, original_seq)?;
+            if original.original != new.content {
+                return Err(WriteError::IdempotencyConflict { key: key.2.as_str().to_owned(), original_seq });
+            }
+            return Ok(Applied::Posted { message: original.current(), duplicate: true });
+        }
+        let last_posted = self.last_posted.get(&(group, new.sender)).copied();
+        if let Some(retry_after) = slow_mode_wait(last_posted, slow_mode, now) {
+            return Err(WriteError::SlowMode { group, retry_after });
+        }
+        let position = self.position(group);
+        if let Some(target) = new.content.reply_to_message_seq
+            && !(1..=position.last_message_seq).contains(&target)
+        {
+            return Err(WriteError::ReplyTargetNotFound(target));
+        }
+
+        let message = Message {
+            id: Uuid::now_v7(),
+            group_id: group,
+            message_seq: position.last_message_seq + 1,
+            event_seq: position.last_event_seq + 1,
+            sender: new.sender,
+            client_message_id: new.client_message_id,
+            content: new.content.clone(),
+            created_at: now,
+            edited_at: None,
+            version: 1,
+            deleted_at: None,
+            reactions: Vec::new(),
+            pinned: false,
+        };
+        let event_seq = self.append(group, &TimelineChange::Posted(&message), now);
+        debug_assert_eq!(event_seq, message.event_seq);
+        let message_seq = message.message_seq;
+        if let Some(log) = self.logs.get_mut(&group) {
+            log.last_message_seq = message_seq;
+        }
+        self.idempotency_keys.insert(key, message_seq);
+        self.ids.insert((group, message.id), message_seq);
+        self.last_posted.insert((group, message.sender), now);
+        let marker = self.read_markers.entry((group, message.sender)).or_default();
+        *marker = (*marker).max(message_seq);
+        let stored = StoredMessage { message: message.clone(), original: new.content, reactions: BTreeMap::new() };
+        self.messages.insert((group, message_seq), stored);
+        Ok(Applied::Posted { message, duplicate: false })
+    }
+
+    fn edit(
+        &mut self,
+        group: GroupId,
+        message_seq: i64,
+        editor: UserId,
+        text: MessageText,
+        edit_window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let stored = self.stored(group, message_seq)?;
+        if stored.message.sender != editor {
+            return Err(WriteError::NotSender(message_seq));
+        }
+        if stored.is_deleted() {
+            return Err(WriteError::Deleted(message_seq));
+        }
+        if edit_window_closed(stored.message.created_at, edit_window, now) {
+            return Err(WriteError::EditWindowClosed { message_seq, window: edit_window });
+        }
+        let stored = self.stored_mut(group, message_seq)?;
+        stored.message.content.text = text;
+        stored.message.edited_at = Some(now);
+        stored.message.version += 1;
+        let edited = stored.current();
+        self.append(group, &TimelineChange::Edited(&edited), now);
+        Ok(Applied::Edited(edited))
+    }
+
+    fn delete(
+        &mut self,
+        group: GroupId,
+        message_seq: i64,
+        actor: UserId,
+        actor_moderates: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let stored = self.stored(group, message_seq)?;
+        if stored.message.sender != actor && !actor_moderates {
+            return Err(WriteError::NotSender(message_seq));
+        }
+        if stored.is_deleted() {
+            return Ok(Applied::Deleted(stored.current()));
+        }
+        let stored = self.stored_mut(group, message_seq)?;
+        stored.make_tombstone(now);
+        let tombstone = stored.current();
+        self.append(group, &TimelineChange::Deleted { message: &tombstone, by: actor }, now);
+        Ok(Applied::Deleted(tombstone))
+    }
+
+    fn purge(
+        &mut self,
+        group: GroupId,
+        user: UserId,
+        since: Option<DateTime<Utc>>,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Applied {
+        let since = since.map(stored_time);
+        let message_seqs: Vec<i64> = self
+            .messages
+            .range((group, 1)..=(group, i64::MAX))
+            .filter(|(_, stored)| {
+                stored.message.sender == user
+                    && !stored.is_deleted()
+                    && since.is_none_or(|since| stored.message.created_at >= since)
+            })
+            .map(|(_, stored)| stored.message.message_seq)
+            .collect();
+        if message_seqs.is_empty() {
+            return Applied::Purged { message_seqs, event_seq: None };
+        }
+        for message_seq in &message_seqs {
+            if let Some(stored) = self.messages.get_mut(&(group, *message_seq)) {
+                stored.make_tombstone(now);
+            }
+        }
+        let change = TimelineChange::Purged { user, message_seqs: &message_seqs, by: actor };
+        let event_seq = self.append(group, &change, now);
+        Applied::Purged { message_seqs, event_seq: Some(event_seq) }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of `LogWrite::React`
+    fn react(
+        &mut self,
+        group: GroupId,
+        message_seq: i64,
+        user: UserId,
+        emoji: Emoji,
+        add: bool,
+        max_distinct_emojis: usize,
+        emit_update: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let stored = self.live(group, message_seq)?;
+        let reacted = stored.reactions.get(&emoji).is_some_and(|users| users.contains(&user));
+        if add && !reacted && !stored.reactions.contains_key(&emoji) && stored.reactions.len() >= max_distinct_emojis {
+            return Err(WriteError::TooManyEmojis { message_seq, limit: max_distinct_emojis });
+        }
+        let changed = add != reacted;
+        let stored = self.stored_mut(group, message_seq)?;
+        if changed && add {
+            stored.reactions.entry(emoji).or_default().insert(user);
+        } else if changed && let Some(users) = stored.reactions.get_mut(&emoji) {
+            users.remove(&user);
+            if users.is_empty() {
+                stored.reactions.remove(&emoji);
+            }
+        }
+        let totals = stored.totals();
+        let event_seq = (changed && emit_update)
+            .then(|| self.append(group, &TimelineChange::ReactionsChanged { message_seq, totals: &totals }, now));
+        Ok(Applied::Reacted { totals, changed, event_seq })
+    }
+
+    fn pin(
+        &mut self,
+        group: GroupId,
+        message_seq: i64,
+        actor: UserId,
+        pin: bool,
+        max_pins: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let stored = self.live(group, message_seq)?;
+        if stored.message.pinned == pin {
+            return Ok(Applied::Pinned { event_seq: None });
+        }
+        if pin {
+            let pinned = self.messages.range((group, 1)..=(group, i64::MAX)).filter(|(_, m)| m.message.pinned).count();
+            if pinned >= max_pins {
+                return Err(WriteError::PinLimit { group, limit: max_pins });
+            }
+        }
+        self.stored_mut(group, message_seq)?.message.pinned = pin;
+        let change = if pin {
+            TimelineChange::Pinned { message_seq, by: actor }
+        } else {
+            TimelineChange::Unpinned { message_seq, by: actor }
+        };
+        Ok(Applied::Pinned { event_seq: Some(self.append(group, &change, now)) })
+    }
+
+    fn system(&mut self, outbox_id: i64, event: common::GroupEvent, now: DateTime<Utc>) -> Applied {
+        if let Some(&event_seq) = self.system_events.get(&outbox_id) {
+            return Applied::SystemAppended { event_seq, duplicate: true };
+        }
+        let group = GroupId::from_trusted(event.group_id);
+        let event_seq = self.append(group, &TimelineChange::System(&event), now);
+        self.system_events.insert(outbox_id, event_seq);
+        Applied::SystemAppended { event_seq, duplicate: false }
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryMessageStore {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+        let now = stored_time(now);
+        let mut state = self.lock()?;
+        Ok(writes.into_iter().map(|write| state.apply(write, now)).collect())
+    }
+
+    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
+        let state = self.lock()?;
+        let wanted: BTreeSet<i64> = message_seqs.iter().copied().collect();
+        Ok(wanted.into_iter().filter_map(|seq| state.messages.get(&(group, seq)).map(StoredMessage::current)).collect())
+    }
+
+    async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>> {
+        let state = self.lock()?;
+        let wanted: BTreeSet<i64> = ids.iter().filter_map(|id| state.ids.get(&(group, *id)).copied()).collect();
+        Ok(wanted.into_iter().filter_map(|seq| state.messages.get(&(group, seq)).map(StoredMessage::current)).collect())
+    }
+
+    async fn list_messages(
+        &self,
+        group: GroupId,
+        direction: Direction,
+        anchor: Option<i64>,
+        not_before: Option<DateTime<Utc>>,
+        limit: PageSize,
+    ) -> StoreResult<Vec<Message>> {
+        let state = self.lock()?;
+        let not_before = not_before.map(stored_time);
+        let visible = |stored: &&StoredMessage| not_before.is_none_or(|bound| stored.message.created_at >= bound);
+        let take = limit.get() as usize + 1;
+        let listed: Vec<Message> = match direction {
+            Direction::Forward => {
+                let start = anchor.map_or(i64::MIN, |anchor| anchor.saturating_add(1));
+                let messages = state.messages.range((group, start)..=(group, i64::MAX)).map(|(_, stored)| stored);
+                messages.filter(visible).take(take).map(StoredMessage::current).collect()
+            }
+            Direction::Backward => {
+                let end = anchor.unwrap_or(i64::MAX);
+                let messages = state.messages.range((group, i64::MIN)..(group, end)).rev().map(|(_, stored)| stored);
+                messages.filter(visible).take(take).map(StoredMessage::current).collect()
+            }
+        };
+        Ok(listed)
+    }
+
+    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
+        let state = self.lock()?;
+        let updates = state
+            .updates
+            .range((group, after.saturating_add(1))..=(group, i64::MAX))
+            .take(limit.get() as usize)
+            .map(|(_, (update, _))| update.clone())
+            .collect();
+        Ok(UpdatesRead { updates, position: state.position(group) })
+    }
+
+    async fn log_positions(&self, groups: &[GroupId]) -> StoreResult<Vec<LogPosition>> {
+        let state = self.lock()?;
+        Ok(groups.iter().map(|group| state.position(*group)).collect())
+    }
+
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
+        let mut state = self.lock()?;
+        let latest = state.position(group).last_message_seq;
+        let marker = state.read_markers.entry((group, user)).or_default();
+        *marker = (*marker).max(message_seq.clamp(0, latest));
+        Ok(*marker)
+    }
+
+    async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
+        let state = self.lock()?;
+        let unread = groups
+            .iter()
+            .map(|group| {
+                let last_message_seq = state.position(*group).last_message_seq;
+                let read_message_seq = state.read_markers.get(&(*group, user)).copied().unwrap_or(0);
+                let after_marker = (*group, read_message_seq.saturating_add(1))..=(*group, i64::MAX);
+                let unread_mentions =
+                    state.messages.range(after_marker).filter(|(_, m)| m.message.content.mentions(user)).count();
+                Unread {
+                    group_id: *group,
+                    unread_messages: (last_message_seq - read_message_seq).max(0),
+                    unread_mentions: unread_mentions as i64,
+                    last_message_seq,
+                    read_message_seq,
+                }
+            })
+            .collect();
+        Ok(unread)
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
+        let now = stored_time(now);
+        let claimed_until = lease_end(now, lease);
+        let mut state = self.lock()?;
+        let state = &mut *state;
+        let mut claimed = Vec::new();
+        let claimable = state.outbox.iter_mut().filter(|(_, row)| row.claimed_until.is_none_or(|until| until < now));
+        for (id, row) in claimable.take(limit as usize) {
+            row.claimed_until = Some(claimed_until);
+            if let Some((update, _)) = state.updates.get(&(row.group_id, row.event_seq)) {
+                claimed.push(OutboxItem { id: *id, update: update.clone() });
+            }
+        }
+        claimed.sort_by_key(|item| (item.update.group_id, item.update.event_seq));
+        Ok(claimed)
+    }
+
+    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        let mut state = self.lock()?;
+        for id in ids {
+            state.outbox.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let before = stored_time(before);
+        let mut state = self.lock()?;
+        // Per group: the last entry older than `before`, but never an entry still waiting
+        // in the outbox (nor any after it): pruning drops a prefix of each log.
+        let mut cutoffs: BTreeMap<GroupId, i64> = BTreeMap::new();
+        for ((group, event_seq), (_, created_at)) in &state.updates {
+            if *created_at < before {
+                cutoffs.insert(*group, *event_seq);
+            }
+        }
+        for row in state.outbox.values() {
+            if let Some(cutoff) = cutoffs.get_mut(&row.group_id) {
+                *cutoff = (*cutoff).min(row.event_seq - 1);
+            }
+        }
+        let mut dropped = 0;
+        for (group, cutoff) in cutoffs {
+            let doomed: Vec<(GroupId, i64)> =
+                state.updates.range((group, i64::MIN)..=(group, cutoff)).map(|(key, _)| *key).collect();
+            dropped += doomed.len() as u64;
+            for key in doomed {
+                state.updates.remove(&key);
+            }
+            if let Some(log) = state.logs.get_mut(&group) {
+                log.oldest_retained_event_seq = log.oldest_retained_event_seq.max(cutoff + 1);
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.lock().map(|_| ())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rules both stores evaluate in Rust, so they cannot drift
+
+/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
+/// later read returns.
+pub(super) fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// `time + duration`, saturating far in the future (but within PostgreSQL's range).
+pub(super) fn later(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    let far_future = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC); // 9999-12-31
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| time.checked_add_signed(delta))
+        .unwrap_or(far_future)
+        .min(far_future)
+}
+
+/// When a lease taken at `now` ends.
+pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    stored_time(later(now, lease))
+}
+
+/// How long a sender who last posted at `last_posted` must still wait under `slow_mode`
+/// (`None`: they may post now). A zero interval is slow mode off.
+pub(super) fn slow_mode_wait(
+    last_posted: Option<DateTime<Utc>>,
+    slow_mode: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let interval = slow_mode.filter(|interval| !interval.is_zero())?;
+    let next_allowed = later(last_posted?, interval);
+    (now < next_allowed).then(|| (next_allowed - now).to_std().unwrap_or_default())
+}
+
+/// Whether a message created at `created_at` is too old to edit: it may be edited while it
+/// is younger than `window`.
+pub(super) fn edit_window_closed(created_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
+    now >= later(created_at, window)
+}

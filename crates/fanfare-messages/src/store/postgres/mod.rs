@@ -1,0 +1,387 @@
+//! The production [`MessageStore`]: PostgreSQL through sqlx, in schema `messages`.
+//!
+//! Every name in the SQL is schema-qualified (`messages.updates`), so the store works on
+//! any pool whatever its `search_path`. Queries are checked at run time (`sqlx::query*`
+//! with binds), so building needs no database. Writes go through [`MessageStore::apply`]
+//! ([`batch`], [`queue`], [`timeline`]); this file holds the reads, read markers, the outbox and
+//! pruning.
+//!
+//! Locking, always in this order so that no two transactions wait on each other in a
+//! cycle: group log rows (ascending group id; `apply` and pruning), then rows of the
+//! tables those rows guard (messages, reactions, mentions, sender state, read markers).
+//! `mark_read` touches one read marker and nothing else.
+
+mod batch;
+mod queue;
+mod rows;
+mod timeline;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::paging::PageSize;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use self::rows::{During as _, EVERYONE, MessageRow, select_messages};
+use super::memory::{lease_end, stored_time};
+use super::{Applied, Direction, LogWrite, MessageStore, StoreResult, UpdatesRead, WriteError};
+use crate::domain::{LogPosition, Message, OutboxItem, StoredUpdate, Unread};
+
+/// The schema the messages service owns; its migrations table lives there too.
+pub const SCHEMA: &str = "messages";
+
+/// Groups whose logs one pruning transaction trims: enough to amortise the round trips,
+/// few enough that posting to them waits only briefly on the pruner's locks.
+const PRUNE_GROUPS_PER_TRANSACTION: usize = 100;
+
+/// A [`MessageStore`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresMessageStore {
+    pool: PgPool,
+}
+
+impl PostgresMessageStore {
+    /// Opens a pool of at most `max_connections` connections to `database_url`.
+    pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(database_url)
+            .context("parsing the messages database URL")?
+            .application_name("fanfare-messages");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("connecting to the messages database")?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for health checks and tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates schema `messages` and applies pending migrations, recording them in
+    /// `messages._sqlx_migrations` so other services' migrations in the same database stay
+    /// separate. Safe to run from several pods at once: sqlx holds a session advisory
+    /// lock from before the schema is created until the last migration is applied.
+    pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.dangerous_set_table_name("messages._sqlx_migrations");
+        migrator.create_schema(SCHEMA);
+        // A dedicated connection: if a migration fails, sqlx returns before releasing its
+        // session advisory lock, and a pooled connection would keep holding it.
+        let mut connection = pool.acquire().await.context("acquiring a connection to migrate the messages schema")?;
+        // `run_direct` is sqlx's documented way around "`Acquire` is not general enough"
+        // when the migrating future must be `Send`; it is `run` without the acquire.
+        let outcome = migrator.run_direct(None, &mut *connection, false).await;
+        if outcome.is_err() {
+            // Closing the session releases the lock; a failure to close is moot by now.
+            let _ = connection.close().await;
+        }
+        outcome.context("migrating the messages schema")
+    }
+
+    async fn position(&self, group: GroupId) -> StoreResult<LogPosition> {
+        Ok(self.log_positions(&[group]).await?.into_iter().next().unwrap_or_else(|| LogPosition::empty(group)))
+    }
+
+    /// Trims the logs of some groups, each up to its cutoff; returns the entries dropped.
+    async fn prune_groups(&self, group_ids: &[i64], cutoffs: &[i64]) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.during("starting to prune")?;
+        // The log rows first, in the order `apply` takes them: the position moves with
+        // the entries, and no batch deadlocks with the pruner.
+        sqlx::query("SELECT group_id FROM messages.group_logs WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE")
+            .bind(group_ids)
+            .execute(&mut *tx)
+            .await
+            .during("locking group logs to prune")?;
+        let dropped = sqlx::query(
+            "WITH cutoffs AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS c (group_id, cutoff)), \
+             raised AS ( \
+               UPDATE messages.group_logs l \
+               SET oldest_retained_event_seq = GREATEST(l.oldest_retained_event_seq, c.cutoff + 1) \
+               FROM cutoffs c WHERE l.group_id = c.group_id) \
+             DELETE FROM messages.updates u USING cutoffs c \
+             WHERE u.group_id = c.group_id AND u.event_seq <= c.cutoff",
+        )
+        .bind(group_ids)
+        .bind(cutoffs)
+        .execute(&mut *tx)
+        .await
+        .during("pruning updates")?
+        .rows_affected();
+        tx.commit().await.during("committing a prune")?;
+        Ok(dropped)
+    }
+}
+
+fn message_rows(rows: Vec<MessageRow>) -> StoreResult<Vec<Message>> {
+    rows.into_iter().map(MessageRow::into_message).collect()
+}
+
+#[async_trait]
+impl MessageStore for PostgresMessageStore {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+        batch::apply(&self.pool, writes, now).await
+    }
+
+    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
+        let mut connection = self.pool.acquire().await.during("acquiring a connection")?;
+        rows::messages_by_seq(&mut connection, group, message_seqs).await
+    }
+
+    async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<MessageRow> =
+            sqlx::query_as(select_messages!("WHERE m.group_id = $1 AND m.message_id = ANY($2) ORDER BY m.message_seq"))
+                .bind(group.get())
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .during("reading messages by id")?;
+        message_rows(rows)
+    }
+
+    async fn list_messages(
+        &self,
+        group: GroupId,
+        direction: Direction,
+        anchor: Option<i64>,
+        not_before: Option<DateTime<Utc>>,
+        limit: PageSize,
+    ) -> StoreResult<Vec<Message>> {
+        // Keyset paging on the primary key, in the direction of travel; the extra row
+        // proves there is more.
+        let (sql, anchor) = match direction {
+            Direction::Forward => (
+                select_messages!(
+                    "WHERE m.group_id = $1 AND m.message_seq > $2 \
+                     AND m.created_at >= COALESCE($3, '-infinity'::timestamptz) \
+                     ORDER BY m.message_seq LIMIT $4"
+                ),
+                anchor.unwrap_or(0),
+            ),
+            Direction::Backward => (
+                select_messages!(
+                    "WHERE m.group_id = $1 AND m.message_seq < $2 \
+                     AND m.created_at >= COALESCE($3, '-infinity'::timestamptz) \
+                     ORDER BY m.message_seq DESC LIMIT $4"
+                ),
+                anchor.unwrap_or(i64::MAX),
+            ),
+        };
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(group.get())
+            .bind(anchor)
+            .bind(not_before)
+            .bind(limit.as_limit() + 1)
+            .fetch_all(&self.pool)
+            .await
+            .during("listing messages")?;
+        message_rows(rows)
+    }
+
+    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT event_seq, payload FROM messages.updates \
+             WHERE group_id = $1 AND event_seq > $2 ORDER BY event_seq LIMIT $3",
+        )
+        .bind(group.get())
+        .bind(after)
+        .bind(limit.as_limit())
+        .fetch_all(&self.pool)
+        .await
+        .during("reading updates")?;
+        // Read after the entries, so the position is never behind them.
+        let position = self.position(group).await?;
+        let updates = rows
+            .into_iter()
+            .map(|(event_seq, payload)| StoredUpdate { group_id: group, event_seq, payload: payload.into() })
+            .collect();
+        Ok(UpdatesRead { updates, position })
+    }
+
+    async fn log_positions(&self, groups: &[GroupId]) -> StoreResult<Vec<LogPosition>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group_ids: Vec<i64> = groups.iter().map(|group| group.get()).collect();
+        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT group_id, last_event_seq, last_message_seq, oldest_retained_event_seq \
+             FROM messages.group_logs WHERE group_id = ANY($1)",
+        )
+        .bind(&group_ids)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading log positions")?;
+        let found: HashMap<i64, LogPosition> = rows
+            .into_iter()
+            .map(|(group, last_event_seq, last_message_seq, oldest_retained_event_seq)| {
+                let group_id = GroupId::from_trusted(group);
+                (group, LogPosition { group_id, last_event_seq, last_message_seq, oldest_retained_event_seq })
+            })
+            .collect();
+        Ok(groups
+            .iter()
+            .map(|group| found.get(&group.get()).copied().unwrap_or_else(|| LogPosition::empty(*group)))
+            .collect())
+    }
+
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO messages.read_markers AS r (group_id, user_id, read_message_seq) \
+             SELECT $1, $2, GREATEST(0, LEAST($3, COALESCE( \
+               (SELECT last_message_seq FROM messages.group_logs WHERE group_id = $1), 0))) \
+             ON CONFLICT (group_id, user_id) \
+             DO UPDATE SET read_message_seq = GREATEST(r.read_message_seq, EXCLUDED.read_message_seq) \
+             RETURNING read_message_seq",
+        )
+        .bind(group.get())
+        .bind(user.get())
+        .bind(message_seq)
+        .fetch_one(&self.pool)
+        .await
+        .during("marking messages read")
+    }
+
+    async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group_ids: Vec<i64> = groups.iter().map(|group| group.get()).collect();
+        // Counted on read: the unread messages are a difference of seqs, the mentions one
+        // index range per group (the user's own rows and the @all rows).
+        // Correlated subqueries rather than joins with unnest, so every lookup stays an
+        // index probe however large the tables grow.
+        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT s.group_id, s.last_message_seq, s.read_message_seq, \
+               (SELECT count(*) FROM messages.message_mentions mm \
+                WHERE mm.group_id = s.group_id AND mm.user_id IN ($1, $3) \
+                AND mm.message_seq > s.read_message_seq) \
+             FROM (SELECT g.group_id, \
+                     COALESCE((SELECT l.last_message_seq FROM messages.group_logs l \
+                               WHERE l.group_id = g.group_id), 0) AS last_message_seq, \
+                     COALESCE((SELECT r.read_message_seq FROM messages.read_markers r \
+                               WHERE r.group_id = g.group_id AND r.user_id = $1), 0) AS read_message_seq \
+                   FROM (SELECT DISTINCT group_id FROM unnest($2::bigint[]) AS group_id) AS g \
+                   OFFSET 0) AS s",
+        )
+        .bind(user.get())
+        .bind(&group_ids)
+        .bind(EVERYONE)
+        .fetch_all(&self.pool)
+        .await
+        .during("counting unread messages")?;
+        let found: HashMap<i64, Unread> = rows
+            .into_iter()
+            .map(|(group, last_message_seq, read_message_seq, unread_mentions)| {
+                let unread = Unread {
+                    group_id: GroupId::from_trusted(group),
+                    unread_messages: (last_message_seq - read_message_seq).max(0),
+                    unread_mentions,
+                    last_message_seq,
+                    read_message_seq,
+                };
+                (group, unread)
+            })
+            .collect();
+        groups
+            .iter()
+            .map(|group| {
+                found
+                    .get(&group.get())
+                    .copied()
+                    .ok_or_else(|| rows::corrupt(format!("no unread state for group {group}")))
+            })
+            .collect()
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
+        let now = stored_time(now);
+        // SKIP LOCKED: concurrent relays take disjoint rows instead of queueing on each
+        // other; a row whose lease ran out is claimable again.
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            "WITH claimed AS ( \
+               UPDATE messages.outbox SET claimed_until = $2 \
+               WHERE id IN (SELECT id FROM messages.outbox \
+                            WHERE claimed_until IS NULL OR claimed_until < $3 \
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+               RETURNING id, group_id, event_seq) \
+             SELECT c.id, c.group_id, c.event_seq, u.payload FROM claimed c \
+             CROSS JOIN LATERAL ( \
+               SELECT payload FROM messages.updates u \
+               WHERE u.group_id = c.group_id AND u.event_seq = c.event_seq OFFSET 0) AS u \
+             ORDER BY c.group_id, c.event_seq",
+        )
+        .bind(i64::from(limit))
+        .bind(lease_end(now, lease))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .during("claiming outbox entries")?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, group, event_seq, payload)| OutboxItem {
+                id,
+                update: StoredUpdate { group_id: GroupId::from_trusted(group), event_seq, payload: payload.into() },
+            })
+            .collect())
+    }
+
+    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM messages.outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .during("acknowledging outbox entries")?;
+        Ok(())
+    }
+
+    async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        // Per group, a prefix of the log: up to the last entry older than `before`, but
+        // never an entry still waiting in the outbox (nor any after it).
+        let cutoffs: Vec<(i64, i64)> = sqlx::query_as(
+            "WITH old AS ( \
+               SELECT group_id, max(event_seq) AS last_old FROM messages.updates \
+               WHERE created_at < $1 GROUP BY group_id), \
+             waiting AS ( \
+               SELECT group_id, min(event_seq) AS first_waiting FROM messages.outbox GROUP BY group_id) \
+             SELECT old.group_id, LEAST(old.last_old, COALESCE(waiting.first_waiting - 1, old.last_old)) \
+             FROM old LEFT JOIN waiting ON waiting.group_id = old.group_id \
+             ORDER BY old.group_id",
+        )
+        .bind(stored_time(before))
+        .fetch_all(&self.pool)
+        .await
+        .during("finding updates to prune")?;
+        let cutoffs: Vec<(i64, i64)> = cutoffs.into_iter().filter(|(_, cutoff)| *cutoff >= 1).collect();
+        let mut dropped = 0;
+        for chunk in cutoffs.chunks(PRUNE_GROUPS_PER_TRANSACTION) {
+            let (group_ids, group_cutoffs): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            dropped += self.prune_groups(&group_ids, &group_cutoffs).await?;
+        }
+        Ok(dropped)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging the database")?;
+        Ok(())
+    }
+}

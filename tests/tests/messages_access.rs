@@ -1,0 +1,227 @@
+//! Who may do what, as the groups service says and docs/messages.md "Who may do what"
+//! records: membership changes relayed into the log invalidate the cached membership (the
+//! next call is refused or allowed accordingly), strangers and unknown groups are refused,
+//! and history hidden from new members stays hidden.
+
+use fanfare_proto::common::v1::group_event::Change as GroupChange;
+use fanfare_proto::common::v1::{GroupKind, Role};
+use fanfare_proto::groups::v1 as groups_pb;
+use fanfare_proto::messages::v1 as pb;
+use fanfare_testkit::{Storage, as_user};
+use fanfare_tests::groups::{add, seconds_from_now, set_role};
+use fanfare_tests::messages::{
+    Client, get_by_seq, history, is_group_event, send, send_ok, start, unread, wait_for_update,
+};
+use fanfare_tests::{expect_code, on_every_storage};
+use tonic::Code;
+
+on_every_storage!(
+    a_banned_member_is_refused_from_the_ban_on,
+    a_removed_member_is_refused_until_added_again,
+    a_muted_member_is_refused_until_unmuted,
+    a_promotion_grants_moderation_at_once,
+    strangers_are_refused_and_private_chats_stay_hidden,
+    history_hidden_from_new_members_starts_at_their_join,
+);
+
+/// Waits until the log (read as the owner) holds, after `after`, a relayed change matching
+/// `wanted`; returns its event_seq.
+async fn wait_for_group_event(
+    client: &mut Client,
+    owner: i64,
+    group_id: i64,
+    after: i64,
+    wanted: fn(&GroupChange) -> bool,
+) -> i64 {
+    let found =
+        wait_for_update(client, owner, group_id, |update| update.event_seq > after && is_group_event(update, wanted));
+    found.await.event_seq
+}
+
+async fn a_banned_member_is_refused_from_the_ban_on(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2, 3]).await;
+    send_ok(&mut fixture.messages, 2, group_id, "k-1", "hi").await;
+
+    let ban = groups_pb::BanMemberRequest { group_id, user_id: 2, ..Default::default() };
+    fixture.groups.ban_member(as_user(1, ban)).await.expect("the owner bans");
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberBanned(ban) if ban.user_id == 2),
+    )
+    .await;
+
+    let refused = expect_code(send(client, 2, group_id, "k-2", "still here?").await, Code::PermissionDenied);
+    assert!(refused.message().contains("not a member"), "{}", refused.message());
+    let list = pb::ListMessagesRequest { group_id, direction: pb::Direction::Forward as i32, ..Default::default() };
+    expect_code(client.list_messages(as_user(2, list)).await, Code::PermissionDenied);
+    send_ok(client, 3, group_id, "k-3", "others still post").await;
+    assert_eq!(history(client, 1, group_id).await.len(), 2, "the refused send wrote nothing");
+}
+
+async fn a_removed_member_is_refused_until_added_again(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
+    send_ok(&mut fixture.messages, 2, group_id, "k-1", "hi").await;
+
+    let remove = groups_pb::RemoveMemberRequest { group_id, user_id: 2 };
+    fixture.groups.remove_member(as_user(1, remove)).await.expect("the owner removes");
+    let client = &mut fixture.messages;
+    let removed_at = wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberRemoved(removed) if removed.user_id == 2),
+    )
+    .await;
+    expect_code(send(client, 2, group_id, "k-2", "hello?").await, Code::PermissionDenied);
+
+    add(&mut fixture.groups, 1, group_id, &[2]).await;
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        removed_at,
+        |change| matches!(change, GroupChange::MemberJoined(joined) if joined.user_id == 2),
+    )
+    .await;
+    send_ok(client, 2, group_id, "k-2", "back again").await;
+}
+
+async fn a_muted_member_is_refused_until_unmuted(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
+    send_ok(&mut fixture.messages, 2, group_id, "k-1", "hi").await;
+
+    let mute = groups_pb::MuteMemberRequest { group_id, user_id: 2, until: Some(seconds_from_now(600)) };
+    fixture.groups.mute_member(as_user(1, mute)).await.expect("the owner mutes");
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberMuted(muted) if muted.user_id == 2),
+    )
+    .await;
+    let refused = expect_code(send(client, 2, group_id, "k-2", "can you hear me").await, Code::PermissionDenied);
+    assert!(refused.message().contains("muted"), "{}", refused.message());
+    // A muted member still reads and reacts; only posting is refused.
+    assert_eq!(history(client, 2, group_id).await.len(), 1);
+
+    let unmute = groups_pb::UnmuteMemberRequest { group_id, user_id: 2 };
+    fixture.groups.unmute_member(as_user(1, unmute)).await.expect("the owner unmutes");
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberUnmuted(unmuted) if unmuted.user_id == 2),
+    )
+    .await;
+    send_ok(client, 2, group_id, "k-2", "can you hear me").await;
+}
+
+async fn a_promotion_grants_moderation_at_once(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
+    let message = send_ok(&mut fixture.messages, 1, group_id, "k", "pin me").await;
+    let pin = pb::PinMessageRequest { group_id, message_seq: message.message_seq };
+    expect_code(fixture.messages.pin_message(as_user(2, pin)).await, Code::PermissionDenied);
+
+    set_role(&mut fixture.groups, 1, group_id, 2, Role::Admin).await;
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberRoleChanged(changed) if changed.user_id == 2),
+    )
+    .await;
+    client.pin_message(as_user(2, pin)).await.expect("an admin pins");
+}
+
+async fn strangers_are_refused_and_private_chats_stay_hidden(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let community = fixture.group(GroupKind::Community, 1, &[]).await;
+    let chat = fixture.group(GroupKind::Chat, 1, &[2]).await;
+    let client = &mut fixture.messages;
+    // Members use both groups first, so whatever the service caches about them is warm.
+    send_ok(client, 1, community, "k", "public").await;
+    send_ok(client, 2, chat, "k", "private").await;
+
+    expect_code(send(client, 9, community, "k", "let me in").await, Code::PermissionDenied);
+    let list = |group_id| pb::ListMessagesRequest {
+        group_id,
+        direction: pb::Direction::Backward as i32,
+        ..Default::default()
+    };
+    expect_code(client.list_messages(as_user(9, list(community))).await, Code::PermissionDenied);
+    let updates = pb::GetUpdatesRequest { group_id: community, ..Default::default() };
+    expect_code(client.get_updates(as_user(9, updates)).await, Code::PermissionDenied);
+    let mark = pb::MarkReadRequest { group_id: community, message_seq: 1 };
+    expect_code(client.mark_read(as_user(9, mark)).await, Code::PermissionDenied);
+    let counts = pb::GetUnreadCountsRequest { group_ids: vec![community] };
+    expect_code(client.get_unread_counts(as_user(9, counts)).await, Code::PermissionDenied);
+
+    // A private chat answers a stranger as if it did not exist, like an unknown id.
+    for group_id in [chat, 999_999] {
+        expect_code(send(client, 9, group_id, "k", "probe").await, Code::NotFound);
+        expect_code(client.list_messages(as_user(9, list(group_id))).await, Code::NotFound);
+        let updates = pb::GetUpdatesRequest { group_id, ..Default::default() };
+        expect_code(client.get_updates(as_user(9, updates)).await, Code::NotFound);
+        let get = pb::GetMessagesRequest { group_id, message_seqs: vec![1], ..Default::default() };
+        expect_code(client.get_messages(as_user(9, get)).await, Code::NotFound);
+    }
+    assert_eq!(history(client, 2, chat).await.len(), 1, "nothing was posted by the probes");
+}
+
+async fn history_hidden_from_new_members_starts_at_their_join(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
+    let hide = groups_pb::UpdateGroupSettingsRequest {
+        group_id,
+        history_visible_to_new_members: Some(false),
+        ..Default::default()
+    };
+    fixture.update_settings(1, hide).await;
+    let before_1 = send_ok(&mut fixture.messages, 1, group_id, "b1", "before you came").await;
+    let before_2 = send_ok(&mut fixture.messages, 2, group_id, "b2", "still before").await;
+    add(&mut fixture.groups, 1, group_id, &[7]).await;
+    fixture.settle().await;
+    let client = &mut fixture.messages;
+    let after = send_ok(client, 1, group_id, "a1", "welcome").await;
+
+    assert_eq!(history(client, 7, group_id).await, vec![after.clone()], "forward: only from the join on");
+    let backward =
+        pb::ListMessagesRequest { group_id, direction: pb::Direction::Backward as i32, ..Default::default() };
+    let listed = client.list_messages(as_user(7, backward.clone())).await.expect("listed").into_inner();
+    assert_eq!(listed.messages, vec![after.clone()], "backward too");
+    assert!(listed.next_page_token.is_empty());
+
+    let by_seq = get_by_seq(client, 7, group_id, &[1, 2, 3]).await;
+    assert_eq!(by_seq.messages, vec![after.clone()]);
+    assert_eq!(by_seq.missing_message_seqs, vec![1, 2], "earlier messages are reported missing");
+    let by_id = pb::GetMessagesRequest {
+        group_id,
+        message_ids: vec![before_1.message_id.clone(), after.message_id.clone()],
+        message_seqs: Vec::new(),
+    };
+    let by_id = client.get_messages(as_user(7, by_id)).await.expect("read by id").into_inner();
+    assert_eq!(by_id.messages, vec![after.clone()]);
+    assert_eq!(by_id.missing_message_ids, vec![before_1.message_id.clone()]);
+
+    // Members who were there, and moderators, see everything.
+    assert_eq!(history(client, 2, group_id).await, vec![before_1.clone(), before_2.clone(), after.clone()]);
+    let everything = client.list_messages(as_user(1, backward)).await.expect("listed").into_inner().messages;
+    assert_eq!(everything, vec![after, before_2, before_1]);
+    assert_eq!(unread(client, 7, group_id).await.last_message_seq, 3);
+}

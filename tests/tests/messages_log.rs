@@ -1,0 +1,159 @@
+//! The update log through GetUpdates (docs/messages.md "The update log"): paging by
+//! event_seq, relayed membership changes, retention answered with "resync required", and
+//! AppendSystemUpdates idempotent on the groups outbox id.
+
+use fanfare_proto::common::v1 as common;
+use fanfare_proto::common::v1::group_event::Change as GroupChange;
+use fanfare_proto::common::v1::update::Change;
+use fanfare_proto::messages::v1 as pb;
+use fanfare_testkit::Storage;
+use fanfare_tests::messages::{Client, all_updates, eventually, history, kind, page, send_ok, start, updates_page};
+use fanfare_tests::on_every_storage;
+
+on_every_storage!(
+    the_log_pages_by_event_seq_and_holds_membership_changes,
+    a_position_older_than_the_retained_log_answers_resync_required,
+    system_updates_are_appended_once_per_outbox_id,
+);
+
+async fn the_log_pages_by_event_seq_and_holds_membership_changes(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(common::GroupKind::Community, 1, &[2, 3]).await;
+    let client = &mut fixture.messages;
+    for key in ["a", "b", "c"] {
+        send_ok(client, 2, group_id, key, "hi").await;
+    }
+    let updates = all_updates(client, 3, group_id).await;
+    let kinds: Vec<&str> = updates.iter().map(kind).collect();
+    assert_eq!(kinds, ["group_event", "group_event", "group_event", "group_event", "posted", "posted", "posted"]);
+    let relayed: Vec<&GroupChange> = updates
+        .iter()
+        .filter_map(|update| match &update.change {
+            Some(Change::GroupEvent(event)) => event.change.as_ref(),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(relayed[0], GroupChange::GroupCreated(_)), "{relayed:?}");
+    let joined: Vec<i64> = relayed[1..]
+        .iter()
+        .map(|change| match change {
+            GroupChange::MemberJoined(joined) => joined.user_id,
+            other => panic!("a join: {other:?}"),
+        })
+        .collect();
+    assert_eq!(joined, vec![1, 2, 3], "the owner joins as the creator, then the members added");
+    assert!(updates.iter().all(|update| update.group_id == group_id && update.occurred_at.is_some()));
+
+    let first = page(updates_page(client, 3, group_id, 0, 2).await.expect("read"));
+    assert_eq!(first.updates.iter().map(|update| update.event_seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(first.has_more);
+    assert_eq!(first.latest_event_seq, 7);
+    let middle = page(updates_page(client, 3, group_id, 3, 2).await.expect("read"));
+    assert_eq!(middle.updates, updates[3..5].to_vec(), "a page starts right after the position");
+    assert!(middle.has_more);
+    let last = page(updates_page(client, 3, group_id, 4, 0).await.expect("read"));
+    assert_eq!(last.updates, updates[4..].to_vec(), "page_size 0 means the default");
+    assert!(!last.has_more);
+    for after in [7, 8, i64::MAX] {
+        let beyond = page(updates_page(client, 3, group_id, after, 1_000).await.expect("read past the end"));
+        assert!(beyond.updates.is_empty() && !beyond.has_more, "after {after}");
+        assert_eq!(beyond.latest_event_seq, 7);
+    }
+}
+
+/// Prunes every log entry the relay is done with, until the whole log of `group_id` is gone
+/// (entries still waiting to be published are kept by the store, so this may take a pass
+/// or two).
+async fn prune_everything(fixture: &mut fanfare_tests::messages::Fixture, group_id: i64, latest: i64) {
+    let store = std::sync::Arc::clone(&fixture.stack.messages_store);
+    let far_future = chrono::Utc::now() + chrono::TimeDelta::days(3_650);
+    let client = fixture.messages.clone();
+    eventually("the whole log is pruned", || {
+        let store = std::sync::Arc::clone(&store);
+        let mut client = client.clone();
+        async move {
+            store.prune_updates(far_future).await.expect("pruning works");
+            match updates_page(&mut client, 1, group_id, 0, 10).await.expect("read") {
+                pb::get_updates_response::Result::ResyncRequired(resync) => {
+                    resync.oldest_retained_event_seq == latest + 1
+                }
+                pb::get_updates_response::Result::Page(_) => false,
+            }
+        }
+    })
+    .await;
+}
+
+async fn a_position_older_than_the_retained_log_answers_resync_required(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(common::GroupKind::Community, 1, &[2]).await;
+    for key in ["a", "b", "c"] {
+        send_ok(&mut fixture.messages, 2, group_id, key, "soon pruned").await;
+    }
+    let latest = all_updates(&mut fixture.messages, 1, group_id).await.len() as i64;
+    prune_everything(&mut fixture, group_id, latest).await;
+    let client = &mut fixture.messages;
+
+    for after in [0, 1, latest - 1] {
+        let answer = updates_page(client, 1, group_id, after, 100).await.expect("read");
+        let pb::get_updates_response::Result::ResyncRequired(resync) = answer else {
+            panic!("after {after}: a hole must not be answered with a page: {answer:?}")
+        };
+        assert_eq!((resync.latest_event_seq, resync.oldest_retained_event_seq), (latest, latest + 1));
+        assert!(resync.instructions.contains("ListMessages"), "what to do: {}", resync.instructions);
+    }
+    let at_latest = page(updates_page(client, 1, group_id, latest, 100).await.expect("read at the latest"));
+    assert!(at_latest.updates.is_empty() && !at_latest.has_more);
+    assert_eq!(at_latest.latest_event_seq, latest);
+
+    let posted = send_ok(client, 2, group_id, "d", "after the prune").await;
+    let next = page(updates_page(client, 1, group_id, latest, 100).await.expect("read on"));
+    assert_eq!(next.updates.len(), 1);
+    assert_eq!(next.updates[0].event_seq, latest + 1);
+    assert_eq!(posted.event_seq, latest + 1, "sequences go on from where they were");
+    assert_eq!(history(client, 1, group_id).await.len(), 4, "messages themselves are not pruned");
+}
+
+fn unbanned(outbox_id: i64, group_id: i64, user_id: i64) -> pb::SystemEvent {
+    pb::SystemEvent {
+        outbox_id,
+        event: Some(common::GroupEvent {
+            group_id,
+            actor_user_id: 1,
+            occurred_at: None,
+            change: Some(GroupChange::MemberUnbanned(common::MemberUnbanned { user_id })),
+        }),
+    }
+}
+
+async fn append(client: &mut Client, events: Vec<pb::SystemEvent>) -> Vec<(i64, i64, i64)> {
+    let request = tonic::Request::new(pb::AppendSystemUpdatesRequest { events });
+    let response = client.append_system_updates(request).await.expect("AppendSystemUpdates succeeds");
+    response.into_inner().appended.iter().map(|done| (done.outbox_id, done.group_id, done.event_seq)).collect()
+}
+
+async fn system_updates_are_appended_once_per_outbox_id(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(common::GroupKind::Community, 1, &[2]).await;
+    let other_group = fixture.group(common::GroupKind::Community, 5, &[]).await;
+    let client = &mut fixture.messages;
+    let latest = all_updates(client, 1, group_id).await.len() as i64;
+    let other_latest = all_updates(client, 5, other_group).await.len() as i64;
+    // Outbox ids far above the groups service's own, which its relay appends meanwhile.
+    let (first, second, third) = (9_000_001, 9_000_002, 9_000_003);
+
+    let appended = append(client, vec![unbanned(first, group_id, 70), unbanned(second, other_group, 71)]).await;
+    assert_eq!(appended, vec![(first, group_id, latest + 1), (second, other_group, other_latest + 1)]);
+    let again = append(client, vec![unbanned(first, group_id, 70), unbanned(second, other_group, 71)]).await;
+    assert_eq!(again, appended, "a repeat answers the original event_seqs");
+    let mixed = append(client, vec![unbanned(third, group_id, 72), unbanned(first, group_id, 70)]).await;
+    assert_eq!(mixed, vec![(third, group_id, latest + 2), (first, group_id, latest + 1)]);
+
+    let updates = all_updates(client, 1, group_id).await;
+    assert_eq!(updates.len() as i64, latest + 2, "each outbox id is in the log once");
+    let Some(Change::GroupEvent(event)) = &updates[latest as usize].change else { panic!("a group event") };
+    assert_eq!(event, unbanned(first, group_id, 70).event.as_ref().expect("an event"), "logged as sent");
+    assert_eq!(all_updates(client, 5, other_group).await.len() as i64, other_latest + 1);
+    // Relayed changes are not messages.
+    assert!(history(client, 1, group_id).await.is_empty());
+}

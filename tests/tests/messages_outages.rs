@@ -1,0 +1,238 @@
+//! Outages (docs/messages.md "No hole, ever" and "From commit to the bus"): an unreachable
+//! database answers UNAVAILABLE with nothing half-written; sends commit while Redis is down
+//! and every update reaches a subscriber once, in event_seq order, when it is back; and
+//! updates committed by a service that stopped before publishing them are published by the
+//! next one.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_bus::{BusEvent, Subscriber, UpdateBus, group_channel};
+use fanfare_groups::store::{GroupStore, MemoryGroupStore};
+use fanfare_messages::store::{MemoryMessageStore, MessageStore};
+use fanfare_proto::common::v1 as common;
+use fanfare_proto::prost::Message as _;
+use fanfare_testkit::{Storage, as_user};
+use fanfare_tests::expect_code;
+use fanfare_tests::messages::{all_updates, history, send, send_ok, settle};
+use fanfare_tests::outage::{
+    CuttableProxy, RedisServer, Services, postgres_messages_store, postgres_messages_store_with, postgres_stores,
+};
+use tonic::Code;
+
+/// How long the relay may take to publish after an outage: a failed publish leaves its
+/// updates claimed for the 10-second lease.
+const REPUBLISH_WITHIN: Duration = Duration::from_secs(30);
+
+async fn create_group(services: &Services) -> i64 {
+    let mut groups = services.groups().await;
+    let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
+    fanfare_tests::groups::add(&mut groups, 1, group_id, &[2]).await;
+    settle(services.groups_store.as_ref()).await;
+    group_id
+}
+
+#[tokio::test]
+async fn an_unreachable_database_answers_unavailable() {
+    let groups_store: Arc<dyn GroupStore> = Arc::new(MemoryGroupStore::new());
+    let dead: Arc<dyn MessageStore> = Arc::new(postgres_messages_store("postgres://postgres@127.0.0.1:1/nowhere"));
+    let services = Services::start(groups_store, dead, fanfare_bus::open_bus(None).await.expect("a bus"), |_| {}).await;
+    let mut groups = services.groups().await;
+    let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
+    let mut client = services.messages().await;
+
+    let refused = expect_code(send(&mut client, 1, group_id, "k", "hello").await, Code::Unavailable);
+    assert!(refused.message().contains("nothing was changed"), "{}", refused.message());
+    let list = fanfare_proto::messages::v1::ListMessagesRequest {
+        group_id,
+        direction: fanfare_proto::messages::v1::Direction::Forward as i32,
+        ..Default::default()
+    };
+    expect_code(client.list_messages(as_user(1, list)).await, Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_database_outage_writes_nothing_and_the_retry_posts_once() {
+    let (database, groups_store, _) = postgres_stores().await;
+    let options = database.options();
+    let upstream: SocketAddr = (options.get_host(), options.get_port())
+        .to_socket_addrs()
+        .expect("the database address resolves")
+        .next()
+        .expect("an address");
+    let proxy = CuttableProxy::start(upstream).await;
+    let proxied = options.host("127.0.0.1").port(proxy.address().port());
+    let store: Arc<dyn MessageStore> = Arc::new(postgres_messages_store_with(proxied));
+    let bus = fanfare_bus::open_bus(None).await.expect("a bus");
+    let services = Services::start(groups_store, store, bus, |_| {}).await;
+    let group_id = create_group(&services).await;
+    let mut client = services.messages().await;
+    let first = send_ok(&mut client, 2, group_id, "k-1", "before").await;
+
+    proxy.cut();
+    let refused = expect_code(send(&mut client, 2, group_id, "k-2", "during").await, Code::Unavailable);
+    assert!(refused.message().contains("retry"), "{}", refused.message());
+    let updates = fanfare_proto::messages::v1::GetUpdatesRequest { group_id, ..Default::default() };
+    expect_code(client.get_updates(as_user(2, updates)).await, Code::Unavailable);
+
+    proxy.restore();
+    let retried = loop {
+        match send(&mut client, 2, group_id, "k-2", "during").await {
+            Ok(response) => break response,
+            Err(status) if status.code() == Code::Unavailable => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(status) => panic!("the retry after the outage failed: {status:?}"),
+        }
+    };
+    assert!(!retried.duplicate, "the refused send had written nothing, so the retry is new");
+    let second = retried.message.expect("the message");
+    assert_eq!(second.message_seq, first.message_seq + 1, "no message_seq was consumed");
+    assert_eq!(history(&mut client, 2, group_id).await, vec![first, second]);
+    let event_seqs: Vec<i64> = all_updates(&mut client, 1, group_id).await.iter().map(|u| u.event_seq).collect();
+    assert_eq!(event_seqs, (1..=event_seqs.len() as i64).collect::<Vec<i64>>(), "no hole in the log");
+}
+
+/// What a subscriber of one group's channel received.
+struct Received {
+    subscriber: Subscriber,
+    /// Each event_seq's payload; a repeat must be an exact copy (recognisable).
+    payloads: BTreeMap<i64, Vec<u8>>,
+    /// The event_seqs in arrival order, repeats included.
+    arrivals: Vec<i64>,
+    /// Whether the subscription came back after a Redis outage.
+    resumed: bool,
+}
+
+impl Received {
+    fn new(subscriber: Subscriber) -> Self {
+        Self { subscriber, payloads: BTreeMap::new(), arrivals: Vec::new(), resumed: false }
+    }
+
+    /// Receives until `done` holds, failing after [`REPUBLISH_WITHIN`].
+    async fn until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + REPUBLISH_WITHIN;
+        while !done(self) {
+            let event = tokio::time::timeout_at(deadline, self.subscriber.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting until {what}; arrivals {:?}", self.arrivals))
+                .expect("the subscriber lives");
+            match event {
+                BusEvent::Message { payload, .. } => {
+                    let update = common::Update::decode(payload.as_ref()).expect("an encoded Update");
+                    if let Some(earlier) = self.payloads.insert(update.event_seq, payload.to_vec()) {
+                        assert_eq!(earlier, payload.to_vec(), "a repeat of {} is an exact copy", update.event_seq);
+                    }
+                    self.arrivals.push(update.event_seq);
+                }
+                BusEvent::Resumed => self.resumed = true,
+                BusEvent::Gap { .. } => self.resumed = false,
+            }
+        }
+    }
+
+    /// Receives until `last_event_seq` has arrived.
+    async fn up_to(&mut self, last_event_seq: i64) {
+        let what = format!("update {last_event_seq} arrives");
+        self.until(&what, |received| received.payloads.contains_key(&last_event_seq)).await;
+    }
+}
+
+/// Asserts that, once repeats are dropped, `arrivals` is `first..=last` in order.
+#[track_caller]
+fn assert_in_order_once(arrivals: &[i64], first: i64, last: i64) {
+    let mut seen = Vec::new();
+    for event_seq in arrivals.iter().copied().filter(|event_seq| *event_seq >= first) {
+        if !seen.contains(&event_seq) {
+            seen.push(event_seq);
+        }
+    }
+    assert_eq!(seen, (first..=last).collect::<Vec<i64>>(), "in event_seq order, no hole (arrivals {arrivals:?})");
+}
+
+/// Subscribes to the group's channel and returns the event_seq of a post seen live, from
+/// which on every update must arrive.
+async fn subscribe_live(bus: &dyn UpdateBus, services: &Services, group_id: i64) -> (Received, i64) {
+    let subscriber = bus.subscriber().await.expect("a subscriber");
+    subscriber.subscribe(&group_channel(group_id)).await.expect("subscribed");
+    let mut received = Received::new(subscriber);
+    let mut client = services.messages().await;
+    let marker = send_ok(&mut client, 1, group_id, "live", "is anyone there").await;
+    received.up_to(marker.event_seq).await;
+    received.arrivals.clear();
+    (received, marker.event_seq)
+}
+
+async fn redis_stopped_and_restarted_during_sends(storage: Storage) {
+    let mut redis = RedisServer::start().await;
+    let (database, groups_store, messages_store): (_, Arc<dyn GroupStore>, Arc<dyn MessageStore>) = match storage {
+        Storage::Memory => (None, Arc::new(MemoryGroupStore::new()), Arc::new(MemoryMessageStore::new())),
+        Storage::Postgres => {
+            let (database, groups_store, messages_store) = postgres_stores().await;
+            (Some(database), groups_store, messages_store)
+        }
+    };
+    let services = Services::start(groups_store, messages_store, redis.bus().await, |config| {
+        config.limits.user_sends_per_second = 0;
+    })
+    .await;
+    let group_id = create_group(&services).await;
+    let listening_bus = redis.bus().await;
+    let (mut received, first) = subscribe_live(listening_bus.as_ref(), &services, group_id).await;
+    let mut client = services.messages().await;
+
+    send_ok(&mut client, 2, group_id, "before-1", "redis is up").await;
+    redis.kill().await;
+    for index in 0..3 {
+        send_ok(&mut client, 2, group_id, &format!("down-{index}"), "redis is down: still committed").await;
+    }
+    redis.start_again().await;
+    let mut last = 0;
+    for index in 0..3 {
+        last = send_ok(&mut client, 2, group_id, &format!("back-{index}"), "redis is back").await.event_seq;
+    }
+
+    received.up_to(last).await;
+    assert_in_order_once(&received.arrivals, first + 1, last);
+    assert_eq!(history(&mut client, 1, group_id).await.len(), 8, "every send was committed");
+    drop(database);
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_during_sends_on_memory() {
+    redis_stopped_and_restarted_during_sends(Storage::Memory).await;
+}
+
+#[tokio::test]
+async fn redis_stopped_and_restarted_during_sends_on_postgres() {
+    redis_stopped_and_restarted_during_sends(Storage::Postgres).await;
+}
+
+#[tokio::test]
+async fn updates_a_stopped_service_could_not_publish_are_published_by_the_next() {
+    let mut redis = RedisServer::start().await;
+    let (database, groups_store, messages_store) = postgres_stores().await;
+    let mut services = Services::start(groups_store, messages_store, redis.bus().await, |_| {}).await;
+    let group_id = create_group(&services).await;
+    let listening_bus = redis.bus().await;
+    let (mut received, first) = subscribe_live(listening_bus.as_ref(), &services, group_id).await;
+
+    redis.kill().await;
+    let mut client = services.messages().await;
+    let mut last = 0;
+    for index in 0..3 {
+        last = send_ok(&mut client, 2, group_id, &format!("k-{index}"), "committed, not published").await.event_seq;
+    }
+    services.stop_messages().await;
+    redis.start_again().await;
+    // Resubscribed before the new service starts, so nothing it publishes can be missed.
+    received.until("the subscription is back", |received| received.resumed).await;
+
+    let store: Arc<dyn MessageStore> = Arc::new(postgres_messages_store_with(database.options()));
+    services.start_messages(store, redis.bus().await).await;
+    received.up_to(last).await;
+    let expected: Vec<i64> = (first + 1..=last).collect();
+    assert_eq!(received.arrivals, expected, "each committed update exactly once, in order");
+    let mut client = services.messages().await;
+    assert_eq!(history(&mut client, 2, group_id).await.len(), 4, "the new service serves what the old committed");
+}
