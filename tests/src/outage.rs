@@ -6,16 +6,23 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use fanfare_bus::{RedisBus, RedisBusConfig, UpdateBus};
 use fanfare_core::config::DependencyConfig;
+use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::paging::PageSize;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::store::{GroupStore, PostgresGroupStore};
 use fanfare_messages::MessagesConfig;
-use fanfare_messages::store::{MessageStore, PostgresMessageStore};
+use fanfare_messages::domain::{LogPosition, Message, OutboxItem, Unread};
+use fanfare_messages::store::{
+    Applied, Direction, LogWrite, MessageStore, PostgresMessageStore, StoreError, StoreResult, UpdatesRead, WriteError,
+};
 use fanfare_testkit::TestDatabase;
 use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +31,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::messages::{Client, Groups};
 
@@ -218,6 +226,7 @@ pub struct Services {
     messages_config: MessagesConfig,
     groups: Option<Running>,
     messages: Option<Running>,
+    other_pods: Vec<Running>,
 }
 
 impl Services {
@@ -250,6 +259,7 @@ impl Services {
             messages_config,
             groups: Some(Running { shutdown, task }),
             messages: None,
+            other_pods: Vec::new(),
         };
         services.serve_messages(messages_listener, messages_store, bus);
         services
@@ -276,6 +286,22 @@ impl Services {
         self.serve_messages(listener, store, bus);
     }
 
+    /// Starts one more messages pod over `store` and `bus` (the groups relay keeps calling
+    /// the first one); returns where it listens.
+    pub async fn start_another_messages_pod(
+        &mut self,
+        store: Arc<dyn MessageStore>,
+        bus: Arc<dyn UpdateBus>,
+    ) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = listener.local_addr().expect("an address");
+        let shutdown = CancellationToken::new();
+        let config = self.messages_config.clone();
+        let task = tokio::spawn(fanfare_messages::serve(config, store, bus, listener, shutdown.clone()));
+        self.other_pods.push(Running { shutdown, task });
+        address
+    }
+
     /// A connected groups client.
     pub async fn groups(&self) -> Groups {
         let endpoint = format!("http://{}", self.groups_addr);
@@ -291,8 +317,109 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        for running in [&self.groups, &self.messages].into_iter().flatten() {
+        for running in [&self.groups, &self.messages].into_iter().flatten().chain(&self.other_pods) {
             running.shutdown.cancel();
         }
+    }
+}
+
+/// A [`MessageStore`] whose batch writes (`apply`) can be held at a gate or made to fail,
+/// delegating everything to an inner store: a database that is slow, or that fails a commit.
+pub struct GatedStore {
+    inner: Arc<dyn MessageStore>,
+    open: watch::Sender<bool>,
+    fail_next: AtomicBool,
+    applies_started: AtomicU64,
+}
+
+impl GatedStore {
+    /// A store over `inner` with the gate open.
+    pub fn new(inner: Arc<dyn MessageStore>) -> Arc<Self> {
+        let (open, _) = watch::channel(true);
+        Arc::new(Self { inner, open, fail_next: AtomicBool::new(false), applies_started: AtomicU64::new(0) })
+    }
+
+    /// Holds every batch write that starts from now on until [`open`](Self::open).
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets held and new batch writes through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Makes the next batch write fail as an unreachable database would, writing nothing.
+    pub fn fail_next_batch(&self) {
+        self.fail_next.store(true, Ordering::SeqCst);
+    }
+
+    /// How many batch writes have started (held ones included).
+    pub fn applies_started(&self) -> u64 {
+        self.applies_started.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl MessageStore for GatedStore {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+        self.applies_started.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        open.wait_for(|open| *open).await.expect("the gate lives as long as the store");
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(anyhow::anyhow!("the test failed this batch")));
+        }
+        self.inner.apply(writes, now).await
+    }
+
+    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
+        self.inner.get_messages(group, message_seqs).await
+    }
+
+    async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>> {
+        self.inner.get_messages_by_id(group, ids).await
+    }
+
+    async fn list_messages(
+        &self,
+        group: GroupId,
+        direction: Direction,
+        anchor: Option<i64>,
+        not_before: Option<DateTime<Utc>>,
+        limit: PageSize,
+    ) -> StoreResult<Vec<Message>> {
+        self.inner.list_messages(group, direction, anchor, not_before, limit).await
+    }
+
+    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
+        self.inner.get_updates(group, after, limit).await
+    }
+
+    async fn log_positions(&self, groups: &[GroupId]) -> StoreResult<Vec<LogPosition>> {
+        self.inner.log_positions(groups).await
+    }
+
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
+        self.inner.mark_read(group, user, message_seq).await
+    }
+
+    async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
+        self.inner.unread_counts(user, groups).await
+    }
+
+    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
+        self.inner.claim_outbox(limit, lease, now).await
+    }
+
+    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+        self.inner.ack_outbox(ids).await
+    }
+
+    async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.prune_updates(before).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
     }
 }

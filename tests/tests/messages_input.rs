@@ -41,7 +41,8 @@ async fn message_changes_name_each_bad_field(storage: Storage) {
     let before = snapshot(client, 1, group_id).await;
     let edit = |group_id, message_seq, text: &str| pb::EditMessageRequest { group_id, message_seq, text: text.into() };
     let delete = |group_id, message_seq| pb::DeleteMessageRequest { group_id, message_seq };
-    let add = |group_id, message_seq, emoji: &str| pb::AddReactionRequest { group_id, message_seq, emoji: emoji.into() };
+    let add =
+        |group_id, message_seq, emoji: &str| pb::AddReactionRequest { group_id, message_seq, emoji: emoji.into() };
     let remove =
         |group_id, message_seq, emoji: &str| pb::RemoveReactionRequest { group_id, message_seq, emoji: emoji.into() };
     let purge = |group_id, user_id, since| pb::PurgeUserMessagesRequest { group_id, user_id, since };
@@ -118,7 +119,11 @@ async fn reads_name_each_bad_field(storage: Storage) {
     ] {
         results.push((field, client.list_messages(as_user(2, request)).await.map(drop)));
     }
-    let get = |message_ids: Vec<String>, message_seqs: Vec<i64>| pb::GetMessagesRequest { group_id, message_ids, message_seqs };
+    let get = |message_ids: Vec<String>, message_seqs: Vec<i64>| pb::GetMessagesRequest {
+        group_id,
+        message_ids,
+        message_seqs,
+    };
     let uuid = "0190f3c2-0000-7000-8000-000000000000".to_owned();
     for (field, request) in [
         ("group_id", pb::GetMessagesRequest { group_id: -1, ..get(Vec::new(), vec![1]) }),
@@ -207,9 +212,13 @@ async fn extreme_values_are_answered_not_panicked_on(storage: Storage) {
     expect_code(client.add_reaction(as_user(2, react)).await, Code::NotFound);
     let pin = pb::PinMessageRequest { group_id, message_seq: max };
     expect_code(client.pin_message(as_user(1, pin)).await, Code::NotFound);
-    let reply = pb::SendMessageRequest { reply_to_message_seq: max, ..fanfare_tests::messages::text(group_id, "r", "re") };
+    let reply =
+        pb::SendMessageRequest { reply_to_message_seq: max, ..fanfare_tests::messages::text(group_id, "r", "re") };
     expect_code(client.send_message(as_user(2, reply)).await, Code::NotFound);
-    expect_code(client.get_updates(as_user(2, pb::GetUpdatesRequest { group_id: max, ..Default::default() })).await, Code::NotFound);
+    expect_code(
+        client.get_updates(as_user(2, pb::GetUpdatesRequest { group_id: max, ..Default::default() })).await,
+        Code::NotFound,
+    );
 
     let mark = pb::MarkReadRequest { group_id, message_seq: max };
     assert_eq!(client.mark_read(as_user(1, mark)).await.expect("marked").into_inner().read_message_seq, 1);

@@ -73,3 +73,67 @@ async fn grpcurl_lists_describes_creates_and_reads_back() {
     assert!(anonymous.contains("Unauthenticated"), "{anonymous}");
     assert!(anonymous.contains("x-fanfare-user-id"), "{anonymous}");
 }
+
+#[tokio::test]
+async fn grpcurl_sends_a_message_and_reads_the_history_back() {
+    let server = DevServer::start().await;
+    let groups = server.groups_addr();
+    let messages = server.messages_addr();
+
+    let listed = grpcurl(&["-plaintext", &messages, "list"]).expect_success();
+    assert!(listed.contains("fanfare.messages.v1.MessageService"), "{listed}");
+
+    let created = grpcurl(&[
+        "-plaintext",
+        "-H",
+        "x-fanfare-user-id: 1",
+        "-d",
+        r#"{"kind":"GROUP_KIND_CHAT","title":"Friends"}"#,
+        &groups,
+        "fanfare.groups.v1.GroupService/CreateGroup",
+    ])
+    .expect_success();
+    let created: serde_json::Value = serde_json::from_str(&created).expect("CreateGroup prints JSON");
+    let group_id = created["group"]["groupId"].as_str().expect("int64 ids print as JSON strings").to_owned();
+
+    let message = format!(r#"{{"group_id":{group_id},"client_message_id":"first","text":"hello from grpcurl"}}"#);
+    let send = |body: &str| {
+        grpcurl(&[
+            "-plaintext",
+            "-H",
+            "x-fanfare-user-id: 1",
+            "-d",
+            body,
+            &messages,
+            "fanfare.messages.v1.MessageService/SendMessage",
+        ])
+    };
+    let sent = send(&message).expect_success();
+    let sent: serde_json::Value = serde_json::from_str(&sent).expect("SendMessage prints JSON");
+    assert_eq!(sent["message"]["messageSeq"], "1", "{sent}");
+    assert_eq!(sent["message"]["senderUserId"], "1", "{sent}");
+    assert!(sent.get("duplicate").is_none(), "a first send is no duplicate: {sent}");
+    let retried = send(&message).expect_success();
+    let retried: serde_json::Value = serde_json::from_str(&retried).expect("SendMessage prints JSON");
+    assert_eq!(retried["duplicate"], true, "{retried}");
+    assert_eq!(retried["message"]["messageId"], sent["message"]["messageId"]);
+
+    let history = grpcurl(&[
+        "-plaintext",
+        "-H",
+        "x-fanfare-user-id: 1",
+        "-d",
+        &format!(r#"{{"group_id":{group_id},"direction":"DIRECTION_BACKWARD"}}"#),
+        &messages,
+        "fanfare.messages.v1.MessageService/ListMessages",
+    ])
+    .expect_success();
+    let history: serde_json::Value = serde_json::from_str(&history).expect("ListMessages prints JSON");
+    let listed = history["messages"].as_array().expect("a list of messages");
+    assert_eq!(listed.len(), 1, "{history}");
+    assert_eq!(listed[0]["text"], "hello from grpcurl");
+
+    let refused = send(&format!(r#"{{"group_id":{group_id},"client_message_id":"","text":"x"}}"#)).expect_failure();
+    assert!(refused.contains("InvalidArgument"), "{refused}");
+    assert!(refused.contains(r#""field":"client_message_id""#), "{refused}");
+}

@@ -1,6 +1,7 @@
 //! The messages domain: validated values, the records a timeline is made of, and how each
 //! change becomes an entry of the group's update log.
 
+pub mod rules;
 pub mod updates;
 pub mod values;
 

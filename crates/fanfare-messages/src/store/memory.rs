@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
 use super::{Applied, Direction, LogWrite, MessageStore, StoreError, StoreResult, UpdatesRead, WriteError};
+use crate::domain::rules::{edit_window_closed, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{
     ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, OutboxItem, ReactionCount,
@@ -525,46 +526,4 @@ impl MessageStore for MemoryMessageStore {
     async fn ping(&self) -> StoreResult<()> {
         self.lock().map(|_| ())
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Rules both stores evaluate in Rust, so they cannot drift
-
-/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
-/// later read returns.
-pub(super) fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
-}
-
-/// `time + duration`, saturating far in the future (but within PostgreSQL's range).
-pub(super) fn later(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    let far_future = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC); // 9999-12-31
-    TimeDelta::from_std(duration)
-        .ok()
-        .and_then(|delta| time.checked_add_signed(delta))
-        .unwrap_or(far_future)
-        .min(far_future)
-}
-
-/// When a lease taken at `now` ends.
-pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    stored_time(later(now, lease))
-}
-
-/// How long a sender who last posted at `last_posted` must still wait under `slow_mode`
-/// (`None`: they may post now). A zero interval is slow mode off.
-pub(super) fn slow_mode_wait(
-    last_posted: Option<DateTime<Utc>>,
-    slow_mode: Option<Duration>,
-    now: DateTime<Utc>,
-) -> Option<Duration> {
-    let interval = slow_mode.filter(|interval| !interval.is_zero())?;
-    let next_allowed = later(last_posted?, interval);
-    (now < next_allowed).then(|| (next_allowed - now).to_std().unwrap_or_default())
-}
-
-/// Whether a message created at `created_at` is too old to edit: it may be edited while it
-/// is younger than `window`.
-pub(super) fn edit_window_closed(created_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
-    now >= later(created_at, window)
 }

@@ -126,7 +126,7 @@ pub enum LogWrite {
         emit_update: bool,
     },
     /// Appends one `ReactionsChanged` update carrying a message's current totals (the
-    /// coalescer's flush).
+    /// coalescer's flush); a tombstone's totals are empty.
     EmitReactionTotals {
         /// The group.
         group: GroupId,
@@ -178,7 +178,8 @@ impl LogWrite {
 /// What an accepted write did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
-    /// Posted (or, when `duplicate`, found the original).
+    /// Posted (or, when `duplicate`, found the original — as it stands now, edited or a
+    /// tombstone).
     Posted {
         /// The message as stored.
         message: Message,
@@ -319,9 +320,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Reads messages of a group by id (unknown ones left out), ascending by message_seq.
     async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>>;
 
-    /// Lists messages strictly after (`Forward`) or before (`Backward`) `anchor` (None: from
-    /// the first or the latest), skipping those created before `not_before`, at most
-    /// `limit + 1` (the extra row proves there is more).
+    /// Lists messages strictly after (`Forward`, ascending) or before (`Backward`,
+    /// descending) `anchor` (None: from the first or the latest), skipping those created
+    /// before `not_before`, at most `limit + 1` (the extra row proves there is more).
     async fn list_messages(
         &self,
         group: GroupId,
@@ -352,8 +353,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Marks claimed outbox entries as published (removes them).
     async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()>;
 
-    /// Drops log entries that committed before `before` and records, per group, the oldest
-    /// event_seq still retained (the position itself is kept); returns how many were
+    /// Drops log entries that committed before `before` — a contiguous prefix of each
+    /// group's log, never an entry still waiting in the outbox — and records, per group, the
+    /// oldest event_seq still retained (the position itself is kept); returns how many were
     /// dropped. A read from before the oldest retained entry must then be answered with
     /// "resync required" by the service.
     async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64>;

@@ -11,6 +11,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DevServer {
     child: Child,
     groups_port: u16,
+    messages_port: u16,
 }
 
 /// A port the OS says is free right now.
@@ -23,8 +24,10 @@ impl DevServer {
     /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on free ports.
     pub async fn start() -> Self {
         let groups_port = free_port();
+        let messages_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
             .args(["dev", "--groups-port", &groups_port.to_string(), "--metrics-port", "0"])
+            .args(["--messages-port", &messages_port.to_string()])
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
@@ -32,7 +35,7 @@ impl DevServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning fanfare dev");
-        let server = Self { child, groups_port };
+        let server = Self { child, groups_port, messages_port };
         server.wait_until_listening().await;
         server
     }
@@ -42,15 +45,22 @@ impl DevServer {
         format!("127.0.0.1:{}", self.groups_port)
     }
 
+    /// `127.0.0.1:<port>` of the messages service.
+    pub fn messages_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.messages_port)
+    }
+
     async fn wait_until_listening(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(self.groups_addr()).await.is_ok() {
-                return;
+        for address in [self.groups_addr(), self.messages_addr()] {
+            loop {
+                if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "fanfare dev did not listen on {address} within {START_TIMEOUT:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("fanfare dev did not listen on {} within {START_TIMEOUT:?}", self.groups_addr());
     }
 }
 

@@ -41,9 +41,9 @@ use uuid::Uuid;
 use super::queue::{KeyOf, Queue, TakenKey};
 use super::rows::{During as _, content_digest, corrupt};
 use super::timeline;
+use crate::domain::rules::{slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{Message, NewMessage};
-use crate::store::memory::{slow_mode_wait, stored_time};
 use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 
 /// Applies a batch of writes in one transaction (see the module docs).

@@ -30,8 +30,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use self::rows::{During as _, EVERYONE, MessageRow, select_messages};
-use super::memory::{lease_end, stored_time};
 use super::{Applied, Direction, LogWrite, MessageStore, StoreResult, UpdatesRead, WriteError};
+use crate::domain::rules::{lease_end, stored_time};
 use crate::domain::{LogPosition, Message, OutboxItem, StoredUpdate, Unread};
 
 /// The schema the messages service owns; its migrations table lives there too.

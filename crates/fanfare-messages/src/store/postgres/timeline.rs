@@ -16,9 +16,9 @@ use sqlx::PgConnection;
 
 use super::batch::Batch;
 use super::rows::{self, During as _, MessageRow, mention_rows, select_messages, sorted_totals, totals_from};
+use crate::domain::rules::edit_window_closed;
 use crate::domain::updates::TimelineChange;
 use crate::domain::{Content, Emoji, Message, MessageText, ReactionCount};
-use crate::store::memory::edit_window_closed;
 use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 
 /// What one write came to.

@@ -1,0 +1,77 @@
+//! Rules both stores evaluate in Rust, so they cannot drift: times at the precision
+//! PostgreSQL keeps, slow mode, the edit window and claim leases.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+
+/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
+/// later read returns.
+pub fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// `time + duration`, saturating far in the future (but within PostgreSQL's range).
+pub fn later(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    let far_future = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC); // 9999-12-31
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| time.checked_add_signed(delta))
+        .unwrap_or(far_future)
+        .min(far_future)
+}
+
+/// When a lease taken at `now` ends.
+pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    stored_time(later(now, lease))
+}
+
+/// How long a sender who last posted at `last_posted` must still wait under `slow_mode`
+/// (`None`: they may post now). A zero interval is slow mode off.
+pub fn slow_mode_wait(
+    last_posted: Option<DateTime<Utc>>,
+    slow_mode: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    let interval = slow_mode.filter(|interval| !interval.is_zero())?;
+    let next_allowed = later(last_posted?, interval);
+    (now < next_allowed).then(|| (next_allowed - now).to_std().unwrap_or_default())
+}
+
+/// Whether a message created at `created_at` is too old to edit: it may be edited while it
+/// is younger than `window`.
+pub fn edit_window_closed(created_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
+    now >= later(created_at, window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn slow_mode_names_the_remaining_wait() {
+        let interval = Some(Duration::from_secs(10));
+        assert_eq!(slow_mode_wait(Some(at(0)), interval, at(4)), Some(Duration::from_secs(6)));
+        assert_eq!(slow_mode_wait(Some(at(0)), interval, at(10)), None);
+        assert_eq!(slow_mode_wait(None, interval, at(4)), None, "a first post is never held back");
+        assert_eq!(slow_mode_wait(Some(at(0)), Some(Duration::ZERO), at(1)), None, "zero is off");
+    }
+
+    #[test]
+    fn the_edit_window_closes_at_its_end() {
+        let window = Duration::from_secs(60);
+        assert!(!edit_window_closed(at(0), window, at(59)));
+        assert!(edit_window_closed(at(0), window, at(60)));
+    }
+
+    #[test]
+    fn far_leases_saturate_instead_of_overflowing() {
+        let end = lease_end(at(0), Duration::from_secs(u64::MAX));
+        assert!(end > at(0));
+        assert_eq!(stored_time(end), end);
+    }
+}
