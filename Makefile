@@ -18,7 +18,7 @@ build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: tools services lint ## Lint, then run every test against the local Postgres and Redis
+test: tools services lint deploy-check ## Lint, check deploy/, then run every test against the local Postgres and Redis
 	$(CARGO) nextest run --workspace --profile $(NEXTEST_PROFILE)
 	$(CARGO) test --workspace --doc
 
@@ -27,6 +27,10 @@ lint: ## cargo fmt --check, clippy -D warnings, buf lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	buf lint
+
+.PHONY: deploy-check
+deploy-check: tools ## Render deploy/k8s, validate it offline and check its flags and env against the binary
+	@scripts/deploy-check.sh
 
 .PHONY: fmt
 fmt: ## Format the code
@@ -37,7 +41,7 @@ bench: services ## Run the benchmarks on Postgres and rewrite docs/benchmarks.md
 	$(CARGO) run --release -p fanfare-bench -- --output docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install the test tools if missing (cargo-nextest, grpcurl, buf)
+tools: ## Install the test tools if missing (cargo-nextest, grpcurl, buf, kubernetes-validate, kubectl)
 	@scripts/install-tools.sh
 
 .PHONY: services

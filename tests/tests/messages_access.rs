@@ -22,6 +22,8 @@ on_every_storage!(
     a_promotion_grants_moderation_at_once,
     strangers_are_refused_and_private_chats_stay_hidden,
     history_hidden_from_new_members_starts_at_their_join,
+    a_new_members_unread_count_starts_at_their_join_when_history_is_hidden,
+    the_log_keeps_hidden_history_in_place_without_its_content,
 );
 
 /// Waits until the log (read as the owner) holds, after `after`, a relayed change matching
@@ -171,6 +173,10 @@ async fn strangers_are_refused_and_private_chats_stay_hidden(storage: Storage) {
     expect_code(client.mark_read(as_user(9, mark)).await, Code::PermissionDenied);
     let counts = pb::GetUnreadCountsRequest { group_ids: vec![community] };
     expect_code(client.get_unread_counts(as_user(9, counts)).await, Code::PermissionDenied);
+    let react = pb::AddReactionRequest { group_id: community, message_seq: 1, emoji: "👀".into() };
+    expect_code(client.add_reaction(as_user(9, react)).await, Code::PermissionDenied);
+    let get = pb::GetMessagesRequest { group_id: community, message_seqs: vec![1], ..Default::default() };
+    expect_code(client.get_messages(as_user(9, get)).await, Code::PermissionDenied);
 
     // A private chat answers a stranger as if it did not exist, like an unknown id.
     for group_id in [chat, 999_999] {
@@ -224,4 +230,58 @@ async fn history_hidden_from_new_members_starts_at_their_join(storage: Storage) 
     let everything = client.list_messages(as_user(1, backward)).await.expect("listed").into_inner().messages;
     assert_eq!(everything, vec![after, before_2, before_1]);
     assert_eq!(unread(client, 7, group_id).await.last_message_seq, 3);
+}
+
+async fn a_new_members_unread_count_starts_at_their_join_when_history_is_hidden(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[]).await;
+    let hide = groups_pb::UpdateGroupSettingsRequest {
+        group_id,
+        history_visible_to_new_members: Some(false),
+        ..Default::default()
+    };
+    fixture.update_settings(1, hide).await;
+    send_ok(&mut fixture.messages, 1, group_id, "b1", "before you came").await;
+    send_ok(&mut fixture.messages, 1, group_id, "b2", "still before").await;
+    add(&mut fixture.groups, 1, group_id, &[7]).await;
+    fixture.settle().await;
+    send_ok(&mut fixture.messages, 1, group_id, "a1", "welcome").await;
+
+    let counts = unread(&mut fixture.messages, 7, group_id).await;
+    assert_eq!(counts.unread_messages, 1, "only the message the new member can see is unread: {counts:?}");
+}
+
+async fn the_log_keeps_hidden_history_in_place_without_its_content(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[]).await;
+    let hide = groups_pb::UpdateGroupSettingsRequest {
+        group_id,
+        history_visible_to_new_members: Some(false),
+        ..Default::default()
+    };
+    fixture.update_settings(1, hide).await;
+    send_ok(&mut fixture.messages, 1, group_id, "b1", "before you came").await;
+    add(&mut fixture.groups, 1, group_id, &[7]).await;
+    fixture.settle().await;
+    send_ok(&mut fixture.messages, 1, group_id, "a1", "welcome").await;
+
+    let seen_by_owner = fanfare_tests::messages::all_updates(&mut fixture.messages, 1, group_id).await;
+    let seen_by_newcomer = fanfare_tests::messages::all_updates(&mut fixture.messages, 7, group_id).await;
+    let positions = |updates: &[fanfare_proto::common::v1::Update]| -> Vec<i64> {
+        updates.iter().map(|update| update.event_seq).collect()
+    };
+    assert_eq!(positions(&seen_by_newcomer), positions(&seen_by_owner), "the same entries, no hole");
+    let texts = |updates: &[fanfare_proto::common::v1::Update]| -> Vec<String> {
+        updates
+            .iter()
+            .filter_map(|update| match &update.change {
+                Some(fanfare_proto::common::v1::update::Change::MessagePosted(posted)) => {
+                    posted.message.as_ref().map(|message| message.text.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(texts(&seen_by_owner), ["before you came", "welcome"]);
+    assert_eq!(texts(&seen_by_newcomer), ["", "welcome"], "older messages keep their place, not their content");
 }

@@ -27,6 +27,7 @@ on_every_storage!(
     a_full_commit_queue_answers_resource_exhausted_with_a_delay,
     a_failed_commit_answers_unavailable_and_leaves_no_hole,
     every_pod_refuses_a_banned_member,
+    slow_mode_holds_across_pods,
 );
 
 /// Stores for `storage`, and the database they live in.
@@ -180,10 +181,31 @@ async fn every_pod_refuses_a_banned_member(storage: Storage) {
         let mut client = elsewhere.clone();
         let request = list.clone();
         async move {
-            matches!(client.list_messages(as_user(2, request)).await, Err(status) if status.code() == Code::PermissionDenied)
+            let answer = client.list_messages(as_user(2, request)).await;
+            answer.is_err_and(|status| status.code() == Code::PermissionDenied)
         }
     })
     .await;
     expect_code(send(&mut elsewhere, 2, group_id, "k-3", "and here?").await, Code::PermissionDenied);
     assert_eq!(history(&mut relayed_to, 1, group_id).await.len(), 1);
+}
+
+async fn slow_mode_holds_across_pods(storage: Storage) {
+    let (_database, groups_store, messages_store) = stores(storage).await;
+    let bus: Arc<dyn UpdateBus> = fanfare_bus::open_bus(None).await.expect("a bus");
+    let mut services = Services::start(groups_store, Arc::clone(&messages_store), Arc::clone(&bus), |_| {}).await;
+    let other_pod = services.start_another_messages_pod(messages_store, bus).await;
+    let mut groups = services.groups().await;
+    let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
+    fanfare_tests::groups::add(&mut groups, 1, group_id, &[2]).await;
+    let slow = groups_pb::UpdateGroupSettingsRequest { group_id, slow_mode_seconds: Some(30), ..Default::default() };
+    groups.update_group_settings(as_user(1, slow)).await.expect("slow mode on");
+    settle(services.groups_store.as_ref()).await;
+
+    let mut one_pod = services.messages().await;
+    let mut another_pod = Client::connect(format!("http://{other_pod}")).await.expect("connect to the other pod");
+    send(&mut one_pod, 2, group_id, "k-1", "first").await.expect("the first post");
+    let delay = expect_retry_after(send(&mut another_pod, 2, group_id, "k-2", "second, elsewhere").await);
+    assert!(delay > Duration::from_secs(20) && delay <= Duration::from_secs(30), "{delay:?}");
+    assert_eq!(history(&mut another_pod, 2, group_id).await.len(), 1);
 }

@@ -15,6 +15,7 @@ on_every_storage!(
     messages_are_read_by_id_and_seq_with_the_missing_named,
     unread_counts_follow_posts_mentions_and_read_markers,
     unread_counts_cover_every_group_of_the_caller_when_none_is_named,
+    deleted_and_purged_messages_mention_nobody,
 );
 
 /// One ListMessages page as `user`: the seqs listed and the next token.
@@ -189,4 +190,25 @@ async fn unread_counts_cover_every_group_of_the_caller_when_none_is_named(storag
     let counts = client.get_unread_counts(as_user(2, request)).await.expect("counted").into_inner().counts;
     let asked: Vec<i64> = counts.iter().map(|count| count.group_id).collect();
     assert_eq!(asked, vec![quiet, busy], "in the order asked, repeats once");
+}
+
+async fn deleted_and_purged_messages_mention_nobody(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
+    let client = &mut fixture.messages;
+    let to_two = pb::SendMessageRequest { mentioned_user_ids: vec![2], ..text(group_id, "m1", "@two") };
+    posted(client.send_message(as_user(1, to_two)).await.map(tonic::Response::into_inner));
+    let to_all = pb::SendMessageRequest { mentions_all: true, ..text(group_id, "m2", "@all") };
+    posted(client.send_message(as_user(1, to_all)).await.map(tonic::Response::into_inner));
+    send_ok(client, 1, group_id, "m3", "plain").await;
+    assert_eq!(unread(client, 2, group_id).await.unread_mentions, 2);
+
+    // A tombstone has no content: it still counts as a message, but mentions nobody.
+    let delete = pb::DeleteMessageRequest { group_id, message_seq: 1 };
+    client.delete_message(as_user(1, delete)).await.expect("deleted");
+    assert_eq!(unread(client, 2, group_id).await.unread_mentions, 1);
+    let purge = pb::PurgeUserMessagesRequest { group_id, user_id: 1, since: None };
+    client.purge_user_messages(as_user(1, purge)).await.expect("purged");
+    let two = unread(client, 2, group_id).await;
+    assert_eq!((two.unread_messages, two.unread_mentions), (3, 0));
 }

@@ -19,6 +19,7 @@ on_every_storage!(
     a_message_carries_a_limited_number_of_different_emojis,
     deleted_and_missing_messages_take_no_reaction,
     large_groups_coalesce_reaction_updates,
+    a_large_groups_reaction_changes_totals_at_once_and_logs_nothing_before_the_window,
     pins_are_for_moderators_and_limited,
 );
 
@@ -147,6 +148,30 @@ async fn large_groups_coalesce_reaction_updates(storage: Storage) {
     assert_eq!(totals(&get_one(client, 1, group_id, seq).await.reactions), final_totals);
 }
 
+async fn a_large_groups_reaction_changes_totals_at_once_and_logs_nothing_before_the_window(storage: Storage) {
+    // A window far longer than the test: its first flush (at start) has passed, the next
+    // one does not come while the test runs.
+    let mut fixture = start_with(storage, |config| {
+        config.limits.reaction_coalesce_above_members = 1;
+        config.limits.reaction_coalesce_window_ms = 600_000;
+    })
+    .await;
+    let small = fixture.group(GroupKind::Community, 1, &[]).await;
+    let large = fixture.group(GroupKind::Community, 1, &[2, 3]).await;
+    let client = &mut fixture.messages;
+    let in_small = send_ok(client, 1, small, "k", "one member").await.message_seq;
+    let in_large = send_ok(client, 1, large, "k", "three members").await.message_seq;
+    let before = snapshot(client, 1, large).await;
+
+    assert_eq!(react(client, 2, large, in_large, "🔥", true).await.expect("reacted"), pairs(&[("🔥", 1)]));
+    assert_eq!(react(client, 3, large, in_large, "🔥", true).await.expect("reacted"), pairs(&[("🔥", 2)]));
+    assert_eq!(totals(&get_one(client, 1, large, in_large).await.reactions), pairs(&[("🔥", 2)]), "stored at once");
+    assert_eq!(snapshot(client, 1, large).await.latest_event_seq, before.latest_event_seq, "no update yet");
+
+    react(client, 1, small, in_small, "🔥", true).await.expect("reacted");
+    assert_eq!(reaction_updates(client, small).await, vec![pairs(&[("🔥", 1)])], "at or below the threshold: at once");
+}
+
 async fn pin(client: &mut Client, user: i64, group_id: i64, seq: i64, pinned: bool) -> Result<(), Status> {
     if pinned {
         client.pin_message(as_user(user, pb::PinMessageRequest { group_id, message_seq: seq })).await.map(drop)
@@ -174,8 +199,13 @@ async fn pins_are_for_moderators_and_limited(storage: Storage) {
     expect_code(pin(client, 2, group_id, 1, false).await, Code::PermissionDenied);
     expect_code(pin(client, 1, group_id, 9, true).await, Code::NotFound);
 
+    let delete = pb::DeleteMessageRequest { group_id, message_seq: 3 };
+    client.delete_message(as_user(2, delete)).await.expect("deleted");
+    expect_precondition(pin(client, 1, group_id, 3, true).await, "DELETED");
+    send_ok(client, 2, group_id, "d", "pin-worthy too").await;
+
     pin(client, 1, group_id, 1, false).await.expect("the owner unpins");
-    pin(client, 1, group_id, 3, true).await.expect("room for another pin");
+    pin(client, 1, group_id, 4, true).await.expect("room for another pin");
     assert!(!get_one(client, 2, group_id, 1).await.pinned);
 
     let updates = all_updates(client, 1, group_id).await;
@@ -189,5 +219,5 @@ async fn pins_are_for_moderators_and_limited(storage: Storage) {
             _ => None,
         })
         .collect();
-    assert_eq!(pins, vec![("pinned", 1, 1), ("pinned", 2, 1), ("unpinned", 1, 1), ("pinned", 3, 1)]);
+    assert_eq!(pins, vec![("pinned", 1, 1), ("pinned", 2, 1), ("unpinned", 1, 1), ("pinned", 4, 1)]);
 }

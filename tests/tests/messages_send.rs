@@ -101,6 +101,17 @@ async fn a_retry_with_the_same_key_answers_the_original(storage: Storage) {
     let other = send_ok(client, 1, group_id, "key-1", "hello").await;
     assert_eq!(other.message_seq, 2);
     assert_ne!(other.message_id, original.message_id);
+
+    // The key lives as long as the message: a late retry of a deleted message is answered
+    // with its tombstone, never a second copy.
+    let delete = pb::DeleteMessageRequest { group_id, message_seq: original.message_seq };
+    client.delete_message(as_user(2, delete)).await.expect("deleted");
+    let late = send(client, 2, group_id, "key-1", "hello").await.expect("a late retry succeeds");
+    assert!(late.duplicate);
+    let tombstone = late.message.expect("the original");
+    assert_eq!((tombstone.message_id.as_str(), tombstone.message_seq), (original.message_id.as_str(), 1));
+    assert!(tombstone.deleted_at.is_some());
+    assert_eq!(history(client, 2, group_id).await.len(), 2);
 }
 
 async fn a_reply_needs_an_existing_message(storage: Storage) {

@@ -1,6 +1,7 @@
 //! The closed-loop load generator: `concurrency` workers share a range of call numbers,
 //! each sending its next call as soon as the previous one answers, until the range is used
-//! up or a deadline passes. Every call's latency is kept, so percentiles are exact.
+//! up or a deadline passes ([`run`]); or each worker is one sender making its own calls for
+//! a bounded time ([`run_senders`]). Every call's latency is kept, so percentiles are exact.
 
 use std::future::Future;
 use std::ops::Range;
@@ -122,7 +123,81 @@ where
             report
         });
     }
-    let mut latencies = Vec::with_capacity(usize::try_from(end - calls.start).unwrap_or(0));
+    collect(workers, cpu_before, started, usize::try_from(end - calls.start).unwrap_or(0)).await
+}
+
+/// How long each sender of [`run_senders`] keeps calling.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderBounds {
+    /// A sender starts no call after this long…
+    pub duration: Duration,
+    /// …once it has made at least this many calls (a warm-up that must touch every group a
+    /// sender sends to sets it; 0 otherwise)…
+    pub min_calls: u64,
+    /// …and none after this long in any case.
+    pub hard_limit: Duration,
+}
+
+impl SenderBounds {
+    /// Exactly `duration`.
+    pub fn time(duration: Duration) -> Self {
+        Self { duration, min_calls: 0, hard_limit: duration }
+    }
+}
+
+/// Runs `senders` workers, worker `w` calling `call(w)` again as soon as its previous call
+/// answers, each until `bounds` says stop. The window's latency percentiles, CPU and
+/// elapsed time cover exactly these calls.
+pub async fn run_senders<Call, Fut>(senders: usize, bounds: SenderBounds, call: Call) -> anyhow::Result<Outcome>
+where
+    Call: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    debug_assert!(senders > 0, "at least one sender");
+    let cpu_before = CpuSnapshot::take();
+    let started = Instant::now();
+    let soft_end = started + bounds.duration;
+    let hard_end = started + bounds.hard_limit.max(bounds.duration);
+    let mut workers = tokio::task::JoinSet::new();
+    for sender in 0..senders {
+        let call = call.clone();
+        workers.spawn(async move {
+            let mut report = WorkerReport::default();
+            let mut calls = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= hard_end {
+                    report.cut_short = calls < bounds.min_calls;
+                    break;
+                }
+                if now >= soft_end && calls >= bounds.min_calls {
+                    break;
+                }
+                calls += 1;
+                let result = call(sender).await;
+                report.latencies.push(now.elapsed());
+                match result {
+                    Ok(()) => report.succeeded += 1,
+                    Err(error) => {
+                        report.failed += 1;
+                        report.first_error.get_or_insert_with(|| format!("{error:#}"));
+                    }
+                }
+            }
+            report
+        });
+    }
+    collect(workers, cpu_before, started, 0).await
+}
+
+/// Waits for the workers and sums their reports into one [`Outcome`].
+async fn collect(
+    mut workers: tokio::task::JoinSet<WorkerReport>,
+    cpu_before: Option<CpuSnapshot>,
+    started: Instant,
+    expected_calls: usize,
+) -> anyhow::Result<Outcome> {
+    let mut latencies = Vec::with_capacity(expected_calls);
     let mut total = WorkerReport::default();
     while let Some(joined) = workers.join_next().await {
         let report = joined.context("a load worker panicked")?;
@@ -187,6 +262,25 @@ mod tests {
         .unwrap();
         assert_eq!(outcome.succeeded, 100);
         assert_eq!(seen.load(Ordering::Relaxed), (10..110).sum::<u64>());
+        assert!(!outcome.cut_short);
+    }
+
+    #[tokio::test]
+    async fn senders_make_their_minimum_calls() {
+        let calls = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        let counters = Arc::clone(&calls);
+        let bounds = SenderBounds { duration: Duration::ZERO, min_calls: 5, hard_limit: Duration::from_secs(60) };
+        let outcome = run_senders(3, bounds, move |sender| {
+            let counters = Arc::clone(&counters);
+            async move {
+                counters[sender].fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome.succeeded, 15);
+        assert!(calls.iter().all(|count| count.load(Ordering::Relaxed) == 5));
         assert!(!outcome.cut_short);
     }
 }

@@ -21,10 +21,6 @@ pub struct Machine {
     pub postgres_version: String,
     /// `(name, value)` of [`REPORTED_SETTINGS`].
     pub postgres_settings: Vec<(String, String)>,
-    /// 1-minute load average when the run started.
-    pub load_at_start: Option<f64>,
-    /// 1-minute load average when the run ended.
-    pub load_at_end: Option<f64>,
 }
 
 impl Machine {
@@ -51,14 +47,7 @@ impl Machine {
             cpu_model: cpu_model(),
             postgres_version,
             postgres_settings,
-            load_at_start: load_average(),
-            load_at_end: None,
         })
-    }
-
-    /// Records the load average at the end of the run.
-    pub fn finish(&mut self) {
-        self.load_at_end = load_average();
     }
 
     /// `2 cores (model), 23.4 GiB memory`.
@@ -71,15 +60,10 @@ impl Machine {
         format!("{} cores{model}{memory}", self.cores)
     }
 
-    /// Load averages at start and end, and what they mean on this many cores.
-    pub fn load_note(&self) -> String {
+    /// Load averages at the start and end of a stretch, and what they mean on this many cores.
+    pub fn load_note(&self, start: Option<f64>, end: Option<f64>) -> String {
         let show = |load: Option<f64>| load.map_or("?".to_owned(), |load| format!("{load:.2}"));
-        format!(
-            "{} at start, {} at end (1-minute; {} cores)",
-            show(self.load_at_start),
-            show(self.load_at_end),
-            self.cores
-        )
+        format!("{} at start, {} at end (1-minute; {} cores)", show(start), show(end), self.cores)
     }
 
     /// `synchronous_commit=on, fsync=on, …`.
@@ -110,6 +94,7 @@ fn cpu_model() -> Option<String> {
         .map(|(_, model)| model.trim().to_owned())
 }
 
-fn load_average() -> Option<f64> {
+/// The 1-minute load average now.
+pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }

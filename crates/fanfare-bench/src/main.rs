@@ -2,37 +2,67 @@
 //! raw baselines taken in the same run, prints the figures, and rewrites
 //! `docs/benchmarks.md`.
 //!
-//! One module per service (`groups`, …) runs its workload and returns a
-//! [`report::Section`]; the [`report::Report`] adds the header (method, machine, Postgres,
-//! date, command). A new service adds its module, its flags to [`Cli`], and one line in
-//! `main`. A benchmark, not a test: no figure decides anything.
+//! One module per service (`groups`, `messages`) runs its workload and returns a
+//! [`report::Section`]; the [`report::Report`] puts each between markers in the file with
+//! its own run details (date, command, machine, load, Postgres), so `--only` reruns one
+//! section and keeps the others' figures. A new service adds its module, its flags to
+//! [`Cli`], a [`Bench`] value and one arm in `main`. A benchmark, not a test: no figure
+//! decides anything.
 
 mod cpu;
 mod driver;
 mod groups;
 mod machine;
+mod messages;
 mod report;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use fanfare_testkit::TestDatabase;
 
 use crate::machine::Machine;
-use crate::report::Report;
+use crate::report::{Report, SectionClock};
 
 /// Benchmarks Fanfare services on Postgres against raw-statement baselines.
 #[derive(Debug, Parser)]
 #[command(name = "fanfare-bench", version)]
 struct Cli {
     /// Rewrite this Markdown file with the results (`make bench` passes
-    /// docs/benchmarks.md); unset to print only.
+    /// docs/benchmarks.md): the sections run here replace theirs, the others are kept.
+    /// Unset to print only.
     #[arg(long)]
     output: Option<PathBuf>,
 
-    #[command(flatten)]
+    /// Run only this benchmark (default: all of them, in order).
+    #[arg(long, value_enum)]
+    only: Option<Bench>,
+
+    #[command(flatten, next_help_heading = "Groups benchmark")]
     groups: groups::GroupsArgs,
+
+    #[command(flatten, next_help_heading = "Messages benchmark")]
+    messages: messages::MessagesArgs,
+}
+
+/// The benchmarks, in the order a full run takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    /// Joins into one BROADCAST group up to a million members; membership lookups.
+    Groups,
+    /// SendMessage throughput and latency (W4), the hot group and the naive counter.
+    Messages,
+}
+
+impl Bench {
+    /// The section's key in the report file.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Groups => "groups",
+            Self::Messages => "messages",
+        }
+    }
 }
 
 #[tokio::main]
@@ -45,15 +75,21 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut report = Report::start(machine, command_line());
 
-    let groups = groups::run(&cli.groups).await.context("running the groups benchmark")?;
-    report.push(groups);
-
-    report.finish();
-    println!("{}", report.to_markdown());
-    if let Some(path) = &cli.output {
-        report.write(path)?;
-        eprintln!("wrote {}", path.display());
+    for bench in Bench::value_variants().iter().copied().filter(|bench| cli.only.is_none_or(|only| only == *bench)) {
+        let clock = SectionClock::start();
+        let section = match bench {
+            Bench::Groups => groups::run(&cli.groups).await.context("running the groups benchmark")?,
+            Bench::Messages => messages::run(&cli.messages).await.context("running the messages benchmark")?,
+        };
+        report.push(bench.key(), section, clock);
+        // Written after each section, so a later failure keeps the figures already taken.
+        if let Some(path) = &cli.output {
+            report.write(path)?;
+            eprintln!("wrote the {} section to {}", bench.key(), path.display());
+        }
     }
+
+    println!("{}", report.to_markdown());
     Ok(())
 }
 

@@ -38,30 +38,38 @@ pub(crate) struct HealthState {
 }
 
 impl HealthState {
-    /// A reporter for `""` (the whole server) and `service_name`, starting at `initial`.
+    /// A reporter for `""` and `service_name`. `""` says whether the process is up and
+    /// accepting calls (liveness: SERVING until shutdown, whatever the dependencies do — a
+    /// database outage must not make Kubernetes restart every pod); `service_name` says
+    /// whether the service can do its work (readiness: it follows the dependency probes),
+    /// starting at `initial`.
     pub(crate) async fn new(service_name: &str, initial: ServingStatus) -> Self {
         let state = Self {
             reporter: HealthReporter::new(),
             service_names: vec![String::new(), service_name.to_owned()],
             updates: Arc::default(),
         };
-        state.set(initial).await;
+        state.reporter.set_service_status("", ServingStatus::Serving).await;
+        state.reporter.set_service_status(service_name, initial).await;
         state
     }
 
-    /// Reports `status` for every name.
+    /// Reports `status` for every name, `""` included (shutdown).
     pub(crate) async fn set(&self, status: ServingStatus) {
         let _serialised = self.updates.lock().await;
         self.set_each(status).await;
     }
 
-    /// Reports a probe result unless shutdown has begun; false when it has.
+    /// Reports a probe result for the service (not `""`) unless shutdown has begun; false
+    /// when it has.
     async fn set_unless_shut_down(&self, status: ServingStatus, shutdown: &CancellationToken) -> bool {
         let _serialised = self.updates.lock().await;
         if shutdown.is_cancelled() {
             return false;
         }
-        self.set_each(status).await;
+        for name in self.service_names.iter().filter(|name| !name.is_empty()) {
+            self.reporter.set_service_status(name, status).await;
+        }
         true
     }
 

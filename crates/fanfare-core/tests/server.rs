@@ -29,13 +29,16 @@ async fn health_follows_the_dependency_probe() {
     wait_for_health(&channel, "", ServingStatus::Serving).await;
     wait_for_health(&channel, SERVICE, ServingStatus::Serving).await;
 
+    // The service (readiness) follows its dependencies; "" (liveness) stays SERVING, so a
+    // database outage takes pods out of rotation without restarting them.
     probe.healthy.store(false, Ordering::SeqCst);
-    wait_for_health(&channel, "", ServingStatus::NotServing).await;
     wait_for_health(&channel, SERVICE, ServingStatus::NotServing).await;
+    let liveness = health_status(channel.clone(), "").await.expect("health answers");
+    assert_eq!(liveness, ServingStatus::Serving);
 
     probe.healthy.store(true, Ordering::SeqCst);
-    wait_for_health(&channel, "", ServingStatus::Serving).await;
     wait_for_health(&channel, SERVICE, ServingStatus::Serving).await;
+    wait_for_health(&channel, "", ServingStatus::Serving).await;
 
     server.stop().await.expect("clean shutdown");
 }

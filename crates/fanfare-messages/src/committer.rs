@@ -76,15 +76,16 @@ impl Committer {
         answer.await.map_err(|_| CommitError::ShuttingDown)?
     }
 
-    /// Commits several writes in order (they join one batch unless it is full).
+    /// Commits several writes in order (they join one batch unless it is full). Unlike
+    /// [`Self::submit`], waits for room in the queue instead of refusing: it serves internal
+    /// callers (the groups relay, the reaction coalescer) whose batches must go in whole.
     pub async fn submit_all(&self, writes: Vec<LogWrite>) -> Vec<Result<Applied, CommitError>> {
         let mut answers = Vec::with_capacity(writes.len());
         for write in writes {
             let (reply, answer) = oneshot::channel();
-            match self.queue.try_send(Pending { write, reply }) {
+            match self.queue.send(Pending { write, reply }).await {
                 Ok(()) => answers.push(Ok(answer)),
-                Err(mpsc::error::TrySendError::Full(_)) => answers.push(Err(CommitError::Overloaded)),
-                Err(mpsc::error::TrySendError::Closed(_)) => answers.push(Err(CommitError::ShuttingDown)),
+                Err(_) => answers.push(Err(CommitError::ShuttingDown)),
             }
         }
         let mut results = Vec::with_capacity(answers.len());

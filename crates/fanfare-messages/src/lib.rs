@@ -94,6 +94,7 @@ pub async fn serve(
     ));
     tokio::spawn(Relay::new(Arc::clone(&store), Arc::clone(&bus)).run(committed, background.clone()));
     tokio::spawn(invalidation::listen(Arc::clone(&bus), Arc::clone(&directory), background.clone()));
+    tokio::spawn(prune_periodically(Arc::clone(&store), config.limits.update_retention(), background.clone()));
 
     let probes: [Arc<dyn DependencyProbe>; 2] =
         [Arc::new(StoreProbe(Arc::clone(&store))), Arc::new(BusProbe(Arc::clone(&bus)))];
@@ -106,6 +107,29 @@ pub async fn serve(
     let served = server.serve(listener, shutdown).await;
     background.cancel();
     served
+}
+
+/// How often log entries past retention are dropped.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Drops log entries older than `retention` every ten minutes until `shutdown`. Safe on
+/// every pod at once: pruning the same prefix twice drops nothing the second time.
+async fn prune_periodically(store: Arc<dyn MessageStore>, retention: std::time::Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(PRUNE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Ok(retention) = chrono::TimeDelta::from_std(retention) else { continue };
+        let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else { continue };
+        match store.prune_updates(before).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "pruned update log entries past retention"),
+            Err(error) => tracing::warn!(error = ?error, "pruning the update log failed; will retry"),
+        }
+    }
 }
 
 /// Health follows the store's reachability.

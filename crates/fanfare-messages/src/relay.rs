@@ -4,7 +4,7 @@
 //! the relay next runs — on this pod or, once the claim's lease expires, another.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use fanfare_bus::{UpdateBus, group_channel};
@@ -22,9 +22,6 @@ const CLAIM_LEASE: Duration = Duration::from_secs(10);
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to wait after the bus or the store failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
-/// Held updates are given up this long before their claim ends, so they are claimed again
-/// (in order, with whatever came after them) rather than published under an expired lease.
-const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 /// What one relay pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,54 +30,46 @@ pub enum RelayOutcome {
     Idle,
     /// This many updates were published and acknowledged.
     Published(usize),
-    /// Publishing failed; what was not published is retried first by the next pass (or,
-    /// once its claim has run out, claimed again).
+    /// Publishing failed; what was not published is retried first by the next pass.
     Failed,
-}
-
-/// Claimed updates whose publish failed, still under this relay's claim until `until`.
-struct Held {
-    items: Vec<OutboxItem>,
-    until: Instant,
 }
 
 /// Publishes committed updates from the outbox to the bus.
 pub struct Relay {
     store: Arc<dyn MessageStore>,
     bus: Arc<dyn UpdateBus>,
-    /// What a failed pass could not publish. The next pass retries it before claiming
-    /// anything new: a newer claim would hand out later updates of the same groups while
-    /// these stay claimed, and publish them first.
-    held: Mutex<Option<Held>>,
+    /// What a failed pass could not publish, in order. The next pass retries it before
+    /// claiming anything new: a newer claim would hand out later updates of the same groups
+    /// while these stay claimed, and publish them first. Kept past the claim's lease too: if
+    /// another relay takes them over meanwhile, a repeat is recognisable by its event_seq,
+    /// while giving them up would let later updates overtake them.
+    held: Mutex<Vec<OutboxItem>>,
 }
 
 impl Relay {
     /// A relay from `store`'s outbox to `bus`.
     pub fn new(store: Arc<dyn MessageStore>, bus: Arc<dyn UpdateBus>) -> Self {
-        Self { store, bus, held: Mutex::new(None) }
+        Self { store, bus, held: Mutex::new(Vec::new()) }
     }
 
-    /// The held updates, unless their claim is about to end.
-    fn take_held(&self) -> Option<Held> {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take()?;
-        (Instant::now() + LEASE_MARGIN < held.until).then_some(held)
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<OutboxItem>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// One pass: retry what a failed pass held, or claim a batch; publish it in order,
     /// acknowledge what went out.
     pub async fn run_once(&self) -> RelayOutcome {
-        let Held { items: claimed, until } = match self.take_held() {
-            Some(held) => held,
-            None => {
-                let until = Instant::now() + CLAIM_LEASE;
-                match self.store.claim_outbox(CLAIM_BATCH, CLAIM_LEASE, Utc::now()).await {
-                    Ok(items) => Held { items, until },
-                    Err(error) => {
-                        tracing::warn!(error = ?error, "outbox claim failed");
-                        return RelayOutcome::Failed;
-                    }
+        let held = std::mem::take(&mut *self.held());
+        let claimed = if held.is_empty() {
+            match self.store.claim_outbox(CLAIM_BATCH, CLAIM_LEASE, Utc::now()).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(error = ?error, "outbox claim failed");
+                    return RelayOutcome::Failed;
                 }
             }
+        } else {
+            held
         };
         if claimed.is_empty() {
             return RelayOutcome::Idle;
@@ -98,8 +87,7 @@ impl Relay {
         }
         let count = published.len();
         if count < claimed.len() {
-            let rest = claimed[count..].to_vec();
-            *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held { items: rest, until });
+            *self.held() = claimed[count..].to_vec();
         }
         if let Err(error) = self.store.ack_outbox(&published).await {
             // Unacknowledged updates are published again later: subscribers recognise

@@ -318,7 +318,7 @@ impl MessagesService {
         after: i64,
         size: PageSize,
     ) -> MessagesResult<UpdatesAnswer> {
-        self.member(group, actor).await?;
+        let (access, member) = self.member(group, actor).await?;
         let read = self.store.get_updates(group, after, size).await?;
         let position = read.position;
         // Entries after `after` start at after + 1; if that one is gone, the caller has a hole
@@ -328,7 +328,11 @@ impl MessagesService {
             return Ok(UpdatesAnswer::ResyncRequired(position));
         }
         let has_more = read.updates.last().is_some_and(|last| last.event_seq < position.last_event_seq);
-        Ok(UpdatesAnswer::Page { updates: read.updates, position, has_more })
+        let updates = match Self::visible_since(&access, &member) {
+            Some(since) => read.updates.into_iter().map(|update| redact_before(update, since)).collect(),
+            None => read.updates,
+        };
+        Ok(UpdatesAnswer::Page { updates, position, has_more })
     }
 
     /// Moves the caller's read marker forward.
@@ -380,6 +384,36 @@ impl MessagesService {
         }
         Ok(appended)
     }
+}
+
+/// A log entry as a member who may not see history from before `since` receives it: entries
+/// about older messages keep their place in the log (so the stream has no hole) but carry
+/// no content.
+fn redact_before(update: StoredUpdate, since: DateTime<Utc>) -> StoredUpdate {
+    use fanfare_proto::common::v1::update::Change;
+    use prost::Message as _;
+    let Ok(mut decoded) = common::Update::decode(update.payload.as_ref()) else {
+        // Undecodable entries are reported by the adapter, which decodes every entry.
+        return update;
+    };
+    let message = match &mut decoded.change {
+        Some(Change::MessagePosted(posted)) => posted.message.as_mut(),
+        Some(Change::MessageEdited(edited)) => edited.message.as_mut(),
+        _ => None,
+    };
+    let Some(message) = message else { return update };
+    let created_at =
+        message.created_at.as_ref().and_then(|time| fanfare_core::time::parse_timestamp("created_at", time).ok());
+    if created_at.is_none_or(|created_at| created_at >= since) {
+        return update;
+    }
+    message.text.clear();
+    message.attachments.clear();
+    message.mentioned_user_ids.clear();
+    message.mentions_all = false;
+    message.reply_to_message_seq = 0;
+    message.reactions.clear();
+    StoredUpdate { payload: decoded.encode_to_vec().into(), ..update }
 }
 
 /// A store that answered a write with the outcome of another kind of write: a bug.

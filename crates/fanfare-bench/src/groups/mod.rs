@@ -245,8 +245,8 @@ impl Checkpoint {
             format!(
                 "{:.0}/s p50 {:.2} ms p99 {:.2} ms",
                 outcome.rate(),
-                results::millis(outcome.latencies.p50()),
-                results::millis(outcome.latencies.p99())
+                crate::report::millis(outcome.latencies.p50()),
+                crate::report::millis(outcome.latencies.p99())
             )
         };
         format!(

@@ -8,7 +8,7 @@ use super::GroupsArgs;
 use super::target::Storage;
 use crate::cpu::CpuUsage;
 use crate::driver::{Latencies, Outcome};
-use crate::report::{Section, Table};
+use crate::report::{Section, Table, count, cpu, duration, millis, verdict};
 
 /// The size at which the lookup goal applies.
 const GOAL_SIZE: u64 = 1_000_000;
@@ -313,59 +313,5 @@ fn bottleneck(usage: &CpuUsage) -> String {
              CPU, such as WAL flushes at commit or locks.",
             usage.idle, usage.process, usage.postgres, usage.other
         )
-    }
-}
-
-fn verdict(met: bool) -> String {
-    match met {
-        true => "met".to_owned(),
-        false => "**not met**".to_owned(),
-    }
-}
-
-fn cpu(usage: Option<CpuUsage>) -> String {
-    usage.map_or_else(|| "n/a".to_owned(), |usage| usage.describe())
-}
-
-/// A duration in milliseconds, as a number.
-pub fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
-}
-
-/// `0.53 ms`, `12.3 ms`, `1234 ms`.
-fn duration(duration: Duration) -> String {
-    let ms = millis(duration);
-    match ms {
-        ms if ms < 10.0 => format!("{ms:.2} ms"),
-        ms if ms < 100.0 => format!("{ms:.1} ms"),
-        ms => format!("{ms:.0} ms"),
-    }
-}
-
-/// `1,000,000`.
-fn count(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_counts_and_durations() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1_000), "1,000");
-        assert_eq!(count(1_000_000), "1,000,000");
-        assert_eq!(duration(Duration::from_micros(530)), "0.53 ms");
-        assert_eq!(duration(Duration::from_micros(12_340)), "12.3 ms");
     }
 }

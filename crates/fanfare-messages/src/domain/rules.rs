@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use fanfare_core::ids::UserId;
+use fanfare_proto::common::v1 as common;
 
 /// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
 /// later read returns.
@@ -42,6 +44,15 @@ pub fn slow_mode_wait(
 /// is younger than `window`.
 pub fn edit_window_closed(created_at: DateTime<Utc>, window: Duration, now: DateTime<Utc>) -> bool {
     now >= later(created_at, window)
+}
+
+/// The user a relayed event makes a member, if it is a join. A new member's read marker
+/// starts at the group's latest message: what was said before they joined is not unread.
+pub fn joined_member(event: &common::GroupEvent) -> Option<UserId> {
+    match &event.change {
+        Some(common::group_event::Change::MemberJoined(joined)) => UserId::parse("user_id", joined.user_id).ok(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
 use super::{Applied, Direction, LogWrite, MessageStore, StoreError, StoreResult, UpdatesRead, WriteError};
-use crate::domain::rules::{edit_window_closed, lease_end, slow_mode_wait, stored_time};
+use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{
     ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, OutboxItem, ReactionCount,
@@ -370,6 +370,11 @@ impl State {
         let group = GroupId::from_trusted(event.group_id);
         let event_seq = self.append(group, &TimelineChange::System(&event), now);
         self.system_events.insert(outbox_id, event_seq);
+        if let Some(joined) = joined_member(&event) {
+            let latest = self.position(group).last_message_seq;
+            let marker = self.read_markers.entry((group, joined)).or_default();
+            *marker = (*marker).max(latest);
+        }
         Applied::SystemAppended { event_seq, duplicate: false }
     }
 }
@@ -473,7 +478,18 @@ impl MessageStore for MemoryMessageStore {
         let mut state = self.lock()?;
         let state = &mut *state;
         let mut claimed = Vec::new();
-        let claimable = state.outbox.iter_mut().filter(|(_, row)| row.claimed_until.is_none_or(|until| until < now));
+        // A group with a row under a live lease waits whole: its later rows must not go out
+        // before the earlier ones another relay holds.
+        let busy: BTreeSet<GroupId> = state
+            .outbox
+            .values()
+            .filter(|row| row.claimed_until.is_some_and(|until| until >= now))
+            .map(|row| row.group_id)
+            .collect();
+        let claimable = state
+            .outbox
+            .iter_mut()
+            .filter(|(_, row)| row.claimed_until.is_none_or(|until| until < now) && !busy.contains(&row.group_id));
         for (id, row) in claimable.take(limit as usize) {
             row.claimed_until = Some(claimed_until);
             if let Some((update, _)) = state.updates.get(&(row.group_id, row.event_seq)) {

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::queue::{KeyOf, Queue, TakenKey};
 use super::rows::{During as _, content_digest, corrupt};
 use super::timeline;
-use crate::domain::rules::{slow_mode_wait, stored_time};
+use crate::domain::rules::{joined_member, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{Message, NewMessage};
 use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
@@ -288,6 +288,10 @@ impl Batch {
         let event_seq = self.append(group, &TimelineChange::System(event))?;
         self.system_events.insert(outbox_id, event_seq);
         self.queue.push_system_event(outbox_id, group, event_seq);
+        if let Some(joined) = joined_member(event) {
+            let last_message_seq = self.counters(group)?.last_message_seq;
+            self.queue.push_joined_marker(group, joined, last_message_seq);
+        }
         self.results.push(Some(Ok(Applied::SystemAppended { event_seq, duplicate: false })));
         Ok(())
     }

@@ -34,6 +34,9 @@ use super::{Applied, Direction, LogWrite, MessageStore, StoreResult, UpdatesRead
 use crate::domain::rules::{lease_end, stored_time};
 use crate::domain::{LogPosition, Message, OutboxItem, StoredUpdate, Unread};
 
+/// Advisory lock key serialising outbox claims ("fanfare messages outbox" in spirit; any
+/// constant unique within the database works).
+const OUTBOX_CLAIM_LOCK: i64 = 0x6661_6e66_6d73_6f62;
 /// The schema the messages service owns; its migrations table lives there too.
 pub const SCHEMA: &str = "messages";
 
@@ -312,13 +315,23 @@ impl MessageStore for PostgresMessageStore {
 
     async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
         let now = stored_time(now);
-        // SKIP LOCKED: concurrent relays take disjoint rows instead of queueing on each
-        // other; a row whose lease ran out is claimable again.
+        let mut transaction = self.pool.begin().await.during("starting an outbox claim")?;
+        // Claims take turns (a transaction-scoped advisory lock), so two relays never split
+        // a group between them; and a group with a row under a live lease waits whole, so
+        // its later rows never go out before the earlier ones another relay holds.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_CLAIM_LOCK)
+            .execute(&mut *transaction)
+            .await
+            .during("taking the outbox claim lock")?;
         let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "WITH claimed AS ( \
+            "WITH busy AS ( \
+               SELECT DISTINCT group_id FROM messages.outbox WHERE claimed_until >= $3), \
+             claimed AS ( \
                UPDATE messages.outbox SET claimed_until = $2 \
                WHERE id IN (SELECT id FROM messages.outbox \
-                            WHERE claimed_until IS NULL OR claimed_until < $3 \
+                            WHERE (claimed_until IS NULL OR claimed_until < $3) \
+                              AND group_id NOT IN (SELECT group_id FROM busy) \
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
                RETURNING id, group_id, event_seq) \
              SELECT c.id, c.group_id, c.event_seq, u.payload FROM claimed c \
@@ -330,9 +343,10 @@ impl MessageStore for PostgresMessageStore {
         .bind(i64::from(limit))
         .bind(lease_end(now, lease))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *transaction)
         .await
         .during("claiming outbox entries")?;
+        transaction.commit().await.during("committing an outbox claim")?;
         Ok(rows
             .into_iter()
             .map(|(id, group, event_seq, payload)| OutboxItem {

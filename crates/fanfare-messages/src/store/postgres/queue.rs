@@ -34,6 +34,8 @@ pub(super) struct Queue {
     messages: Vec<(Message, Vec<u8>)>,
     /// New system events: (groups outbox id, group, event_seq).
     system_events: Vec<(i64, GroupId, i64)>,
+    /// Read markers of members who just joined: they start at the group's latest message.
+    joined_markers: Vec<(GroupId, UserId, i64)>,
     /// New log entries; every queued row comes with one.
     updates: Vec<StoredUpdate>,
 }
@@ -48,7 +50,7 @@ WITH mentioned AS (
   SELECT * FROM unnest($14::bigint[], $15::bigint[], $16::bigint[])),
 posted AS (
   INSERT INTO messages.sender_state AS s (group_id, user_id, last_posted_at)
-  SELECT group_id, user_id, $13 FROM unnest($17::bigint[], $18::bigint[]) AS p (group_id, user_id)
+  SELECT group_id, user_id, $13 FROM unnest($29::bigint[], $30::bigint[]) AS p (group_id, user_id)
   ON CONFLICT (group_id, user_id) DO UPDATE SET last_posted_at = EXCLUDED.last_posted_at),
 marked AS (
   INSERT INTO messages.read_markers AS r (group_id, user_id, read_message_seq)
@@ -99,6 +101,11 @@ impl Queue {
         self.messages.push((message, digest));
     }
 
+    /// Queues the read marker of a member who just joined: what came before is not unread.
+    pub(super) fn push_joined_marker(&mut self, group: GroupId, user: UserId, last_message_seq: i64) {
+        self.joined_markers.push((group, user, last_message_seq));
+    }
+
     /// Queues the record of an appended system event.
     pub(super) fn push_system_event(&mut self, outbox_id: i64, group: GroupId, event_seq: i64) {
         self.system_events.push((outbox_id, group, event_seq));
@@ -115,6 +122,7 @@ impl Queue {
     ) -> StoreResult<Vec<(KeyOf, TakenKey)>> {
         let messages = std::mem::take(&mut self.messages);
         let system_events = std::mem::take(&mut self.system_events);
+        let joined_markers = std::mem::take(&mut self.joined_markers);
         let updates = std::mem::take(&mut self.updates);
 
         let mut columns = MessageColumns::with_capacity(messages.len());
@@ -131,8 +139,15 @@ impl Queue {
         }
         let new_ids: HashSet<Uuid> = columns.message_ids.iter().copied().collect();
         let (mention_groups, mention_users, mention_seqs) = unzip3(mentions);
-        let (sender_groups, sender_ids, markers) =
-            unzip3(senders.into_iter().map(|((group, sender), seq)| (group, sender, seq)));
+        let (sender_groups, sender_ids): (Vec<i64>, Vec<i64>) = senders.keys().copied().unzip();
+        // Senders' markers and joiners' markers, one per (group, user): the higher wins.
+        let mut markers = senders;
+        for (group, user, seq) in joined_markers {
+            let marker = markers.entry((group.get(), user.get())).or_default();
+            *marker = (*marker).max(seq);
+        }
+        let (marker_groups, marker_users, marker_seqs) =
+            unzip3(markers.into_iter().map(|((group, user), seq)| (group, user, seq)));
         let update_groups: Vec<i64> = updates.iter().map(|update| update.group_id.get()).collect();
         let update_seqs: Vec<i64> = updates.iter().map(|update| update.event_seq).collect();
         let payloads: Vec<&[u8]> = updates.iter().map(|update| update.payload.as_ref()).collect();
@@ -157,9 +172,9 @@ impl Queue {
             .bind(mention_groups)
             .bind(mention_users)
             .bind(mention_seqs)
-            .bind(sender_groups)
-            .bind(sender_ids)
-            .bind(markers)
+            .bind(marker_groups)
+            .bind(marker_users)
+            .bind(marker_seqs)
             .bind(update_groups)
             .bind(update_seqs)
             .bind(payloads)
@@ -169,6 +184,8 @@ impl Queue {
             .bind(counter_groups)
             .bind(last_event_seqs)
             .bind(last_message_seqs)
+            .bind(sender_groups)
+            .bind(sender_ids)
             .fetch_all(&mut *connection)
             .await
             .during("writing a batch")?;

@@ -1,0 +1,64 @@
+//! The groups service with its database gone: every call that needs the store answers
+//! UNAVAILABLE with a retry delay (nothing half-written), health says NOT_SERVING, and the
+//! service itself keeps running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_core::config::DependencyConfig;
+use fanfare_groups::GroupsConfig;
+use fanfare_groups::store::PostgresGroupStore;
+use fanfare_proto::groups::v1 as pb;
+use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use fanfare_testkit::as_user;
+use fanfare_tests::expect_code;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+/// A Postgres nobody listens on: port 1 on loopback refuses at once.
+const DEAD_DATABASE: &str = "postgres://postgres@127.0.0.1:1/fanfare";
+
+#[tokio::test]
+async fn a_dead_database_answers_unavailable_and_health_not_serving() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(DEAD_DATABASE)
+        .expect("a lazy pool never connects up front");
+    let store = Arc::new(PostgresGroupStore::from_pool(pool));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = GroupsConfig::for_dev(DependencyConfig::default());
+    let server = tokio::spawn(fanfare_groups::serve(config, store, listener, shutdown.clone()));
+
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut groups = GroupServiceClient::new(channel.clone());
+
+    let create = pb::CreateGroupRequest {
+        kind: fanfare_proto::common::v1::GroupKind::Chat as i32,
+        title: "Friends".into(),
+        ..Default::default()
+    };
+    let status = expect_code(groups.create_group(as_user(1, create)).await, Code::Unavailable);
+    assert!(status.message().contains("retry"), "{}", status.message());
+    assert!(status.get_error_details().retry_info().is_some(), "UNAVAILABLE carries a retry delay");
+    expect_code(groups.get_group(as_user(1, pb::GetGroupRequest { group_id: 1 })).await, Code::Unavailable);
+
+    // Bad input is still refused as bad input: validation does not need the database.
+    let bad = pb::CreateGroupRequest { kind: 0, title: String::new(), ..Default::default() };
+    expect_code(groups.create_group(as_user(1, bad)).await, Code::InvalidArgument);
+
+    let mut health = HealthClient::new(channel);
+    let request = HealthCheckRequest { service: fanfare_groups::SERVICE_NAME.to_owned() };
+    let answer = health.check(request).await.expect("health answers even when the database is down");
+    assert_eq!(answer.into_inner().status, ServingStatus::NotServing as i32);
+
+    shutdown.cancel();
+    server.await.expect("the server task").expect("the server stops cleanly");
+}
