@@ -9,6 +9,7 @@ const PROTO_FILES: &[&str] = &[
     "fanfare/common/v1/update.proto",
     "fanfare/groups/v1/groups.proto",
     "fanfare/messages/v1/messages.proto",
+    "fanfare/fanout/v1/fanout.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -56,6 +56,7 @@ macro_rules! on_every_storage {
     };
 }
 
+pub mod fanout;
 pub mod messages;
 pub mod outage;
 

@@ -81,8 +81,15 @@ impl ServerConfig {
         Duration::from_millis(self.health_check_interval_ms)
     }
 
-    /// Refuses a configuration that would run with no authentication by accident.
+    /// Refuses a configuration that could not serve, or would run with no authentication by
+    /// accident.
     pub fn check(&self) -> Result<(), String> {
+        if self.max_concurrent_requests == 0 {
+            return Err("FANFARE_MAX_CONCURRENT_REQUESTS must be at least 1".to_owned());
+        }
+        if self.request_timeout_ms == 0 || self.health_check_interval_ms == 0 {
+            return Err("FANFARE_REQUEST_TIMEOUT_MS and FANFARE_HEALTH_CHECK_INTERVAL_MS must be at least 1".to_owned());
+        }
         match (&self.service_token, self.allow_unauthenticated) {
             (Some(token), _) if token.trim().is_empty() => {
                 Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned())
@@ -147,5 +154,7 @@ mod tests {
         assert!(config.check().is_err());
         config.service_token = Some("secret".to_owned());
         assert!(config.check().is_ok());
+        config.max_concurrent_requests = 0;
+        assert!(config.check().is_err());
     }
 }

@@ -212,14 +212,6 @@ impl GrpcServer {
         if let Err(reason) = self.config.check() {
             anyhow::bail!("invalid server configuration: {reason}");
         }
-        if self.config.max_concurrent_requests == 0 {
-            anyhow::bail!("invalid server configuration: max_concurrent_requests must be at least 1");
-        }
-        if self.config.request_timeout_ms == 0 || self.config.health_check_interval_ms == 0 {
-            anyhow::bail!(
-                "invalid server configuration: request_timeout_ms and health_check_interval_ms must be at least 1"
-            );
-        }
         if !self.duplicate_services.is_empty() {
             anyhow::bail!(
                 "services added twice or clashing with built-in ones: {}",

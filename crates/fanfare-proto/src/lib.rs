@@ -28,6 +28,15 @@ pub mod messages {
     }
 }
 
+/// The fanout service (`fanfare.fanout.v1`).
+pub mod fanout {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/fanfare.fanout.v1.rs"));
+    }
+}
+
 /// The groups service (`fanfare.groups.v1`).
 pub mod groups {
     /// Version 1.

@@ -11,7 +11,7 @@ use fanfare_core::{metrics, shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{GROUPS_METRICS_PORT, GROUPS_PORT, MESSAGES_PORT};
+use crate::{FANOUT_PORT, GROUPS_METRICS_PORT, GROUPS_PORT, MESSAGES_PORT};
 
 /// Options of `fanfare dev`.
 #[derive(Debug, Args)]
@@ -27,6 +27,10 @@ pub struct DevArgs {
     /// Port of the messages service.
     #[arg(long, env = "FANFARE_DEV_MESSAGES_PORT", default_value_t = MESSAGES_PORT)]
     messages_port: u16,
+
+    /// Port of the fanout service.
+    #[arg(long, env = "FANFARE_DEV_FANOUT_PORT", default_value_t = FANOUT_PORT)]
+    fanout_port: u16,
 
     /// Port of the Prometheus metrics of the whole process (0 turns it off).
     #[arg(long, env = "FANFARE_DEV_METRICS_PORT", default_value_t = GROUPS_METRICS_PORT)]
@@ -72,6 +76,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let messages_addr = SocketAddr::new(args.host, args.messages_port);
     let groups_listener = bind("groups", groups_addr).await?;
     let messages_listener = bind("messages", messages_addr).await?;
+    let fanout_addr = SocketAddr::new(args.host, args.fanout_port);
+    let fanout_listener = bind("fanout", fanout_addr).await?;
     // One bus for the whole process: with no REDIS_URL it is in process, shared by every service.
     let bus = fanfare_bus::open_bus(dependencies.redis_url.as_deref()).await.context("opening the bus")?;
 
@@ -85,10 +91,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut services = JoinSet::new();
     services.spawn(fanfare_groups::run(groups_config, groups_listener, shutdown.clone()));
     services.spawn(fanfare_messages::serve(messages_config, messages_store, bus, messages_listener, shutdown.clone()));
+    let fanout_config = fanfare_fanout::FanoutConfig::for_dev(dependencies.clone());
+    services.spawn(fanfare_fanout::run(fanout_config, fanout_listener, shutdown.clone()));
 
     println!("fanfare dev: storage {storage}, bus {bus_kind}, no service token required");
     println!("  groups    {groups_addr}  (fanfare.groups.v1.GroupService)");
     println!("  messages  {messages_addr}  (fanfare.messages.v1.MessageService)");
+    println!("  fanout    {fanout_addr}  (fanfare.fanout.v1.FanoutService: the follow graph)");
     if args.metrics_port != 0 {
         println!("  metrics   http://{}/metrics", SocketAddr::new(args.host, args.metrics_port));
     }

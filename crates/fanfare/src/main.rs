@@ -18,10 +18,14 @@ use tokio_util::sync::CancellationToken;
 pub const GROUPS_PORT: u16 = 50051;
 /// Default gRPC port of the messages service.
 pub const MESSAGES_PORT: u16 = 50052;
+/// Default gRPC port of the fanout service.
+pub const FANOUT_PORT: u16 = 50053;
 /// Default metrics port of the groups service.
 pub const GROUPS_METRICS_PORT: u16 = 9091;
 /// Default metrics port of the messages service.
 pub const MESSAGES_METRICS_PORT: u16 = 9092;
+/// Default metrics port of the fanout service.
+pub const FANOUT_METRICS_PORT: u16 = 9093;
 
 #[derive(Debug, Parser)]
 #[command(name = "fanfare", version, about = "Fanfare group messaging: groups, messages and fanout services")]
@@ -55,6 +59,9 @@ enum Command {
 enum ServeCommand {
     /// The groups service (`fanfare.groups.v1.GroupService`).
     Groups {
+        /// Parse and check the configuration, then exit without serving (for deploy checks).
+        #[arg(long)]
+        check_config: bool,
         /// Address to listen on for gRPC.
         #[arg(long, env = "FANFARE_LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], GROUPS_PORT)))]
         listen_addr: SocketAddr,
@@ -65,6 +72,9 @@ enum ServeCommand {
     },
     /// The messages service (`fanfare.messages.v1.MessageService`).
     Messages {
+        /// Parse and check the configuration, then exit without serving (for deploy checks).
+        #[arg(long)]
+        check_config: bool,
         /// Address to listen on for gRPC.
         #[arg(long, env = "FANFARE_LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], MESSAGES_PORT)))]
         listen_addr: SocketAddr,
@@ -72,6 +82,19 @@ enum ServeCommand {
         telemetry: TelemetryConfig,
         #[command(flatten)]
         config: fanfare_messages::MessagesConfig,
+    },
+    /// The fanout service (`fanfare.fanout.v1.FanoutService`).
+    Fanout {
+        /// Parse and check the configuration, then exit without serving (for deploy checks).
+        #[arg(long)]
+        check_config: bool,
+        /// Address to listen on for gRPC.
+        #[arg(long, env = "FANFARE_LISTEN_ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], FANOUT_PORT)))]
+        listen_addr: SocketAddr,
+        #[command(flatten)]
+        telemetry: TelemetryConfig,
+        #[command(flatten)]
+        config: fanfare_fanout::FanoutConfig,
     },
 }
 
@@ -106,25 +129,45 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(&telemetry_config);
             fanfare_groups::migrate(&database_url).await?;
             fanfare_messages::migrate(&database_url).await?;
-            tracing::info!("migrations applied: groups, messages");
+            fanfare_fanout::migrate(&database_url).await?;
+            tracing::info!("migrations applied: groups, messages, fanout");
             Ok(())
         }
         Command::Dev(args) => dev::run(*args).await,
     }
 }
 
+/// Prints the outcome of `--check-config`; an invalid configuration fails the command.
+fn report_check(service: &str, checked: Result<(), String>) -> anyhow::Result<()> {
+    match checked {
+        Ok(()) => {
+            println!("{service}: configuration ok");
+            Ok(())
+        }
+        Err(problem) => Err(anyhow::anyhow!("{service}: invalid configuration: {problem}")),
+    }
+}
+
 /// Runs the one service named on the command line.
 async fn serve(service: ServeCommand) -> anyhow::Result<()> {
     match service {
-        ServeCommand::Groups { listen_addr, telemetry, config } => {
+        ServeCommand::Groups { check_config: true, config, .. } => report_check("groups", config.server.check()),
+        ServeCommand::Messages { check_config: true, config, .. } => report_check("messages", config.server.check()),
+        ServeCommand::Groups { listen_addr, telemetry, config, .. } => {
             serve_one("groups", listen_addr, &telemetry, GROUPS_METRICS_PORT, |listener, shutdown| {
                 fanfare_groups::run(config, listener, shutdown)
             })
             .await
         }
-        ServeCommand::Messages { listen_addr, telemetry, config } => {
+        ServeCommand::Messages { listen_addr, telemetry, config, .. } => {
             serve_one("messages", listen_addr, &telemetry, MESSAGES_METRICS_PORT, |listener, shutdown| {
                 fanfare_messages::run(config, listener, shutdown)
+            })
+            .await
+        }
+        ServeCommand::Fanout { listen_addr, telemetry, config, .. } => {
+            serve_one("fanout", listen_addr, &telemetry, FANOUT_METRICS_PORT, |listener, shutdown| {
+                fanfare_fanout::run(config, listener, shutdown)
             })
             .await
         }

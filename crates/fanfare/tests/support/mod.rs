@@ -28,6 +28,7 @@ impl DevServer {
         let child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
             .args(["dev", "--groups-port", &groups_port.to_string(), "--metrics-port", "0"])
             .args(["--messages-port", &messages_port.to_string()])
+            .args(["--fanout-port", &free_port().to_string()])
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")

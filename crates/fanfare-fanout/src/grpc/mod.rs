@@ -1,0 +1,116 @@
+//! The gRPC adapter of `fanfare.fanout.v1.FanoutService`: per call, read the acting user
+//! from metadata, parse the request into validated values, call [`FanoutService`], and map
+//! the result. No rules and no storage here.
+
+mod convert;
+mod parse;
+
+use std::sync::Arc;
+
+use fanfare_core::identity::acting_user;
+use fanfare_core::ids::UserId;
+use fanfare_core::validation::InvalidRequest;
+use fanfare_proto::fanout::v1 as pb;
+use fanfare_proto::fanout::v1::fanout_service_server::{FanoutService as FanoutApi, FanoutServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::error::FanoutError;
+use crate::service::FanoutService;
+
+/// The tonic service over a [`FanoutService`].
+#[derive(Clone)]
+pub struct FanoutGrpc {
+    service: Arc<FanoutService>,
+}
+
+impl FanoutGrpc {
+    /// Wraps the service.
+    pub fn new(service: Arc<FanoutService>) -> Self {
+        Self { service }
+    }
+
+    /// The generated tonic server for this adapter.
+    pub fn into_server(self) -> FanoutServiceServer<Self> {
+        FanoutServiceServer::new(self)
+    }
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+/// The acting user of a request.
+fn actor<T>(request: &Request<T>) -> Result<UserId, Status> {
+    Ok(acting_user(request.metadata())?)
+}
+
+fn invalid(error: InvalidRequest) -> Status {
+    FanoutError::from(error).into()
+}
+
+#[tonic::async_trait]
+impl FanoutApi for FanoutGrpc {
+    async fn follow(&self, request: Request<pb::FollowRequest>) -> GrpcResult<pb::FollowResponse> {
+        let actor = actor(&request)?;
+        let creator = parse::creator(request.get_ref().creator_user_id).map_err(invalid)?;
+        let followed = self.service.follow(actor, creator).await?;
+        Ok(Response::new(pb::FollowResponse {
+            follow: Some(convert::follow(&followed.follow)),
+            created: followed.created,
+        }))
+    }
+
+    async fn unfollow(&self, request: Request<pb::UnfollowRequest>) -> GrpcResult<pb::UnfollowResponse> {
+        let actor = actor(&request)?;
+        let creator = parse::creator(request.get_ref().creator_user_id).map_err(invalid)?;
+        let removed = self.service.unfollow(actor, creator).await?;
+        Ok(Response::new(pb::UnfollowResponse { removed }))
+    }
+
+    async fn list_followers(
+        &self,
+        request: Request<pb::ListFollowersRequest>,
+    ) -> GrpcResult<pb::ListFollowersResponse> {
+        let actor = actor(&request)?;
+        let listing = request.get_ref();
+        let (user, size, before) =
+            parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
+        let page = self.service.list_followers(actor, user, size, before).await?;
+        Ok(Response::new(pb::ListFollowersResponse {
+            follows: page.items.iter().map(convert::follow).collect(),
+            next_page_token: page.next_page_token(),
+        }))
+    }
+
+    async fn list_following(
+        &self,
+        request: Request<pb::ListFollowingRequest>,
+    ) -> GrpcResult<pb::ListFollowingResponse> {
+        let actor = actor(&request)?;
+        let listing = request.get_ref();
+        let (user, size, before) =
+            parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
+        let page = self.service.list_following(actor, user, size, before).await?;
+        Ok(Response::new(pb::ListFollowingResponse {
+            follows: page.items.iter().map(convert::follow).collect(),
+            next_page_token: page.next_page_token(),
+        }))
+    }
+
+    async fn get_follow_counts(
+        &self,
+        request: Request<pb::GetFollowCountsRequest>,
+    ) -> GrpcResult<pb::GetFollowCountsResponse> {
+        // Counters are public, but the call still needs an acting user, like every call.
+        actor(&request)?;
+        let users = parse::get_follow_counts(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
+        let counts = self.service.get_follow_counts(&users).await?;
+        Ok(Response::new(pb::GetFollowCountsResponse { counts: counts.iter().map(convert::counts).collect() }))
+    }
+
+    async fn check_follows(&self, request: Request<pb::CheckFollowsRequest>) -> GrpcResult<pb::CheckFollowsResponse> {
+        let actor = actor(&request)?;
+        let (follower, creators) =
+            parse::check_follows(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
+        let checks = self.service.check_follows(actor, follower, &creators).await?;
+        Ok(Response::new(pb::CheckFollowsResponse { checks: checks.iter().map(convert::check).collect() }))
+    }
+}

@@ -1,0 +1,57 @@
+//! The fanout service's orchestration: which rules and limits apply, then one atomic store
+//! call. Takes only validated values; the gRPC adapter parses requests and maps results.
+//!
+//! The follow graph's methods live in `service/follows.rs`; live delivery and fan-out jobs
+//! will sit beside it in their own files, sharing this type.
+
+mod follows;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use fanfare_core::ids::UserId;
+use fanfare_core::rate_limit::UserRateLimiter;
+
+use crate::config::FollowLimits;
+use crate::error::{FanoutError, FanoutResult};
+use crate::store::FollowStore;
+
+/// The fanout service.
+pub struct FanoutService {
+    store: Arc<dyn FollowStore>,
+    limits: FollowLimits,
+    change_limiter: Option<UserRateLimiter>,
+}
+
+/// The current time at the precision every store keeps (microseconds).
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl FanoutService {
+    /// A service over `store` enforcing `limits`.
+    pub fn new(store: Arc<dyn FollowStore>, limits: FollowLimits) -> Self {
+        let change_limiter = UserRateLimiter::new(limits.user_changes_per_second, limits.user_changes_burst);
+        Self { store, limits, change_limiter }
+    }
+
+    /// The store (for health probes).
+    pub fn store(&self) -> &Arc<dyn FollowStore> {
+        &self.store
+    }
+
+    /// The largest batch of ids one call may carry.
+    pub fn max_batch_size(&self) -> usize {
+        self.limits.max_batch_size
+    }
+
+    /// Counts one change against the caller's rate limit.
+    fn take_change_budget(&self, actor: UserId) -> FanoutResult<()> {
+        match &self.change_limiter {
+            Some(limiter) => {
+                limiter.check(actor).map_err(|retry_after| FanoutError::RateLimited { user: actor, retry_after })
+            }
+            None => Ok(()),
+        }
+    }
+}
