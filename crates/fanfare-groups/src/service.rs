@@ -17,7 +17,7 @@ use crate::domain::{
     Membership, MembershipLimits, NewGroup, Role, Settings, SettingsUpdate, Title,
 };
 use crate::error::{GroupsError, GroupsResult};
-use crate::store::{AddedMembers, Departure, GroupStore, Redemption, StoreError};
+use crate::store::{AddedMembers, Departure, GroupStore, JoinContext, Redemption, StoreError};
 
 /// A validated CreateGroup request.
 #[derive(Debug, Clone)]
@@ -165,7 +165,8 @@ impl GroupsService {
         if group.kind != GroupKind::Chat {
             return Ok(true);
         }
-        Ok(self.store.get_membership(group.id, actor).await?.is_some())
+        let is_member = self.store.get_membership(group.id, actor).await?.is_some();
+        Ok(visible(group.kind, is_member))
     }
 
     /// A group the actor may see; a private group they may not see reads as not found.
@@ -263,16 +264,25 @@ impl GroupsService {
     }
 
     /// Joins a group as the actor under its join policy.
+    ///
+    /// One read decides (the group, the actor's membership and ban, as `visible_group`,
+    /// `get_membership` and `get_active_ban` would), then one store call writes; the store
+    /// checks again, under the group's lock, what it enforces.
     pub async fn join_group(&self, actor: UserId, group_id: GroupId) -> GroupsResult<JoinResult> {
         self.take_change_budget(actor)?;
-        let group = self.visible_group(group_id, actor).await?;
-        if let Some(membership) = self.store.get_membership(group_id, actor).await? {
+        let JoinContext { group, membership, active_ban } = self.store.join_context(group_id, actor, now()).await?;
+        let group = group.ok_or(StoreError::GroupNotFound(group_id))?;
+        // As `visible_group`: a private group reads as missing to a non-member.
+        if !visible(group.kind, membership.is_some()) {
+            return Err(StoreError::GroupNotFound(group_id).into());
+        }
+        if let Some(membership) = membership {
             return Ok(JoinResult::AlreadyMember(membership));
         }
         if group.is_archived() {
             return Err(StoreError::Archived(group_id).into());
         }
-        if self.store.get_active_ban(group_id, actor, now()).await?.is_some() {
+        if active_ban.is_some() {
             return Err(StoreError::Banned { group: group_id, user: actor }.into());
         }
         match group.settings.join_policy {
@@ -591,6 +601,12 @@ impl GroupsService {
         let limits = self.membership_limits(group.kind);
         Ok(self.store.redeem_invite(code, actor, limits, now()).await?)
     }
+}
+
+/// Whether a group of `kind` is visible to a user who is or is not a member: CHAT groups are
+/// private to their members, COMMUNITY and BROADCAST groups are discoverable by anyone.
+fn visible(kind: GroupKind, is_member: bool) -> bool {
+    kind != GroupKind::Chat || is_member
 }
 
 /// Acting on another member needs a higher role (an admin cannot act on an admin).

@@ -151,9 +151,10 @@ impl Results {
              user_id = $2` of random existing members ({warm} unmeasured raw lookups first warm \
              the cache). The service's pool and the baseline's each hold {pool} connections; \
              calls spread over {channels} HTTP/2 connections; the per-user change limit is off. \
-             A service join is more than the insert: it reads the group, the caller's membership \
-             and bans, then in one transaction locks the group row, inserts the member, bumps \
-             the per-user and the sharded per-group counters and appends an outbox row.",
+             A service join is more than the insert: one statement reads the group, the caller's \
+             membership and bans; a second, atomic on its own, locks the group row, inserts the \
+             member, bumps the per-user and the sharded per-group counters and appends an outbox \
+             row.",
             members = count(args.members),
             fill = args.fill_concurrency(),
             sizes = self.args.checkpoints().iter().map(|size| count(*size)).collect::<Vec<_>>().join(", "),

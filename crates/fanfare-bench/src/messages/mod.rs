@@ -58,9 +58,9 @@ pub struct MessagesArgs {
     #[arg(long, default_value = "4/256/1000")]
     pub commit: CommitSetting,
 
-    /// Commit settings tried on the hot group, straight through the committer; the service
-    /// is then measured again with the best of them. When --commit is among them, it is
-    /// also measured with the outbox relay off.
+    /// Commit settings the hot group is measured with, through the service and straight
+    /// through the committer. When --commit is among them, it is also measured with the
+    /// outbox relay off.
     #[arg(long, value_delimiter = ',', default_values = ["4/256/1000", "1/1024/1000", "2/512/2000", "8/256/1000"])]
     pub hot_commit: Vec<CommitSetting>,
 
@@ -198,33 +198,35 @@ pub async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
         restart(&mut target, args.commit).await?;
         for spread in [Spread::One, Spread::Many] {
             for &senders in &args.senders {
-                let service = send_window(&target, args, spread, senders).await?;
-                let raw = raw_window(&target, args, spread, senders).await?;
+                let service = retry(|| send_window(&target, args, spread, senders)).await?;
+                let raw = retry(|| raw_window(&target, args, spread, senders)).await?;
                 let row = results.send_row(spread, senders);
                 eprintln!("{}", row.log_line(&service, &raw));
                 row.service.samples.push(service);
                 row.raw.samples.push(raw);
             }
         }
-        for &in_flight in &args.hot_in_flight {
-            let sample = send_window(&target, args, Spread::Hot, in_flight).await?;
-            let row = results.hot_row(HotPath::Service, args.commit, in_flight);
-            eprintln!("{}", row.log_line(&sample));
-            row.series.samples.push(sample);
-        }
-        target_mut(&mut target)?.stop_messages().await?;
+        // The hot group with each commit setting: through the service, then straight
+        // through a committer on the store, one right after the other.
         let most_in_flight = args.hot_in_flight.iter().copied().max().unwrap_or(1);
         for &setting in &args.hot_commit {
+            restart(&mut target, setting).await?;
             for &in_flight in &args.hot_in_flight {
-                let sample = committer_window(&target, args, setting, in_flight, true).await?;
+                let sample = retry(|| send_window(&target, args, Spread::Hot, in_flight)).await?;
+                let row = results.hot_row(HotPath::Service, setting, in_flight);
+                eprintln!("{}", row.log_line(&sample));
+                row.series.samples.push(sample);
+            }
+            target_mut(&mut target)?.stop_messages().await?;
+            for &in_flight in &args.hot_in_flight {
+                let sample = retry(|| committer_window(&target, args, setting, in_flight, true)).await?;
                 let row = results.hot_row(HotPath::Committer, setting, in_flight);
                 eprintln!("{}", row.log_line(&sample));
                 row.series.samples.push(sample);
                 // The relay's share: the service's settings once more, right after, with
                 // nothing publishing.
                 if setting == args.commit && in_flight == most_in_flight {
-                    let sample = committer_window(&target, args, setting, in_flight, false).await?;
-                    target.clear_outbox().await?;
+                    let sample = retry(|| committer_window(&target, args, setting, in_flight, false)).await?;
                     let row = results.hot_row(HotPath::CommitterWithoutRelay, setting, in_flight);
                     eprintln!("{}", row.log_line(&sample));
                     row.series.samples.push(sample);
@@ -232,30 +234,33 @@ pub async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
             }
         }
         for &in_flight in &args.naive_in_flight {
-            let sample = naive_window(&target, args, in_flight).await?;
+            let sample = retry(|| naive_window(&target, args, in_flight)).await?;
             let row = results.naive_row(in_flight, target.raw_connections(in_flight));
             eprintln!("{}", row.log_line(&sample));
             row.series.samples.push(sample);
         }
     }
 
-    // The service again with the commit settings that did best straight on the store.
-    if let Some(best) = results.best_store_setting().filter(|best| *best != args.commit) {
-        for run in 1..=args.runs {
-            eprintln!("messages: hot group through the service with {best}, run {run} of {}", args.runs);
-            restart(&mut target, best).await?;
-            for &in_flight in &args.hot_in_flight {
-                let sample = send_window(&target, args, Spread::Hot, in_flight).await?;
-                let row = results.hot_row(HotPath::Service, best, in_flight);
-                eprintln!("{}", row.log_line(&sample));
-                row.series.samples.push(sample);
-            }
-        }
-    }
-
     results.storage = Some(target.storage().await?);
     Arc::into_inner(target).context("a load worker still holds the target")?.stop().await?;
     Ok(results.section())
+}
+
+/// Runs a window, and once more if it failed (a shared Postgres can refuse a connection
+/// when other work holds most of `max_connections`): a long run is not lost to one hiccup.
+async fn retry<Window, Fut>(window: Window) -> anyhow::Result<Sample>
+where
+    Window: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Sample>>,
+{
+    match window().await {
+        Ok(sample) => Ok(sample),
+        Err(error) => {
+            eprintln!("messages: a window failed, running it again: {error:#}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            window().await
+        }
+    }
 }
 
 fn target_mut(target: &mut Arc<Target>) -> anyhow::Result<&mut Target> {
@@ -290,14 +295,18 @@ where
     Call: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    // Each window starts with an empty outbox: what an earlier window's relay left behind
+    // (nobody subscribes, so nothing is lost) must not be published during this one.
+    target.clear_outbox().await?;
     let warmed = driver::run_senders(senders, warm_up, call.clone()).await?;
     warmed.ensure_no_failures(&format!("the warm-up of {what}"))?;
+    let backlog_at_start = target.outbox_backlog().await?;
     let mark = target.store.mark();
     let outcome: Outcome = driver::run_senders(senders, SenderBounds::time(window), call).await?;
     let batches = target.store.since(mark);
     outcome.ensure_no_failures(what)?;
     let backlog = target.outbox_backlog().await?;
-    Ok(Sample { outcome, batches, backlog })
+    Ok(Sample { outcome, batches, backlog_at_start, backlog })
 }
 
 /// `SendMessage` by `senders` senders.

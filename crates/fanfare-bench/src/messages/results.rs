@@ -27,6 +27,9 @@ pub struct Sample {
     pub outcome: Outcome,
     /// What the committer handed the store meanwhile (nothing in the direct windows).
     pub batches: Batches,
+    /// Outbox rows waiting when the measured window started (the outbox is emptied before
+    /// the warm-up).
+    pub backlog_at_start: i64,
     /// Outbox rows the relay had not published when the window ended.
     pub backlog: i64,
 }
@@ -55,6 +58,15 @@ impl Sample {
     /// Commits per second (one per message when the committer was not involved).
     fn commits_per_second(&self) -> f64 {
         self.batches.batches as f64 / self.outcome.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Updates the relay published per second during the window (with the service's or
+    /// the committer's relay running); `None` when nothing was committed.
+    fn relay_rate(&self) -> Option<f64> {
+        (self.batches.writes > 0).then(|| {
+            let published = self.batches.writes as f64 + self.backlog_at_start as f64 - self.backlog as f64;
+            published.max(0.0) / self.outcome.elapsed.as_secs_f64().max(f64::EPSILON)
+        })
     }
 
     /// How many batches were inside `apply` at once, on average.
@@ -282,11 +294,6 @@ impl Results {
         &mut self.naive[index]
     }
 
-    /// The commit setting with the best median rate straight through the committer.
-    pub fn best_store_setting(&self) -> Option<CommitSetting> {
-        best(self.hot.iter().filter(|row| row.path == HotPath::Committer)).map(|row| row.setting)
-    }
-
     /// The report section.
     pub fn section(&self) -> Section {
         let mut section = Section::new("Messages: sends (W4), one hot group, the naive counter");
@@ -320,9 +327,11 @@ impl Results {
              on the same store, with the outbox relay running, but without gRPC, the load \
              generator's HTTP/2 client or permission checks: what the database path alone allows; \
              `relay off` is the same without the relay (its outbox rows are deleted afterwards), \
-             which shows what claiming, publishing and deleting every update costs. The service is \
-             measured with its default settings and again with the setting that did best through \
-             the committer. Busy = mean number of batches inside `apply` at once (the hot group's \
+             which shows what claiming, publishing and deleting every update costs. Each setting is \
+             measured through the service and, right after, through the committer. Relay/s = \
+             updates the outbox relay published per second during the window; outbox left = what \
+             it had not published when the window ended (the outbox is emptied before each \
+             window). Busy = mean number of batches inside `apply` at once (the hot group's \
              lock makes them take turns, so waiting for it is included).",
         );
         section.heading("The naive per-message counter, one group");
@@ -524,20 +533,22 @@ impl Results {
             "bench µs/msg",
             "pg µs/msg",
             "CPU (cores)",
+            "relay/s",
             "outbox left",
         ]);
         for row in &self.sends {
             for (call, series, service) in [("SendMessage", &row.service, true), ("raw INSERT", &row.raw, false)] {
                 let Some(sample) = series.median() else { continue };
                 let (bench, pg) = sample.cpu_per_message();
-                let (commits, per_commit, apply, backlog) = match service {
+                let (commits, per_commit, apply, relay, backlog) = match service {
                     true => (
                         rate(sample.commits_per_second()),
                         batch_sizes(&sample.batches),
                         duration(sample.batches.mean_apply()),
+                        relay_cell(sample, true),
                         count(u64::try_from(sample.backlog).unwrap_or(0)),
                     ),
-                    false => (rate(sample.rate()), "1".to_owned(), String::new(), String::new()),
+                    false => (rate(sample.rate()), "1".to_owned(), String::new(), String::new(), String::new()),
                 };
                 table.row(vec![
                     self.groups_cell(row.spread),
@@ -550,6 +561,7 @@ impl Results {
                     bench,
                     pg,
                     cpu(sample.outcome.cpu),
+                    relay,
                     backlog,
                 ]);
             }
@@ -572,11 +584,16 @@ impl Results {
             "bench µs/upd",
             "pg µs/upd",
             "CPU (cores)",
+            "relay/s",
             "outbox left",
         ]);
-        // Straight through the committer first: the ceiling the service is then set against.
-        let paths = [HotPath::CommitterWithoutRelay, HotPath::Committer, HotPath::Service];
-        let rows = paths.into_iter().flat_map(|path| self.hot.iter().filter(move |row| row.path == path));
+        // Setting by setting: the service, then straight through the committer.
+        let paths = [HotPath::Service, HotPath::Committer, HotPath::CommitterWithoutRelay];
+        let rows = self.args.hot_commit.iter().flat_map(|setting| {
+            paths
+                .into_iter()
+                .flat_map(move |path| self.hot.iter().filter(move |row| row.path == path && row.setting == *setting))
+        });
         for row in rows {
             let Some(sample) = row.series.median() else { continue };
             let (bench, pg) = sample.cpu_per_message();
@@ -594,6 +611,7 @@ impl Results {
                 bench,
                 pg,
                 cpu(sample.outcome.cpu),
+                relay_cell(sample, row.path != HotPath::CommitterWithoutRelay),
                 count(u64::try_from(sample.backlog).unwrap_or(0)),
             ]);
         }
@@ -646,28 +664,34 @@ impl Results {
                 cpu_sentence("During the SendMessage window", service.outcome.cpu),
             ));
         }
-        let store = best(self.hot.iter().filter(|row| row.path == HotPath::Committer));
         let service = best(self.hot.iter().filter(|row| row.path == HotPath::Service));
-        if let (Some(store), Some(service)) = (store, service)
+        let store = service.and_then(|service| {
+            self.hot.iter().find(|row| {
+                row.path == HotPath::Committer && row.setting == service.setting && row.in_flight == service.in_flight
+            })
+        });
+        let best_store = best(self.hot.iter().filter(|row| row.path == HotPath::Committer));
+        if let (Some(store), Some(service), Some(best_store)) = (store, service, best_store)
             && let (Some(store_sample), Some(service_sample)) = (store.series.median(), service.series.median())
         {
             let ratio = store.series.rate() / service.series.rate().max(f64::EPSILON);
             paragraphs.push(format!(
-                "One hot group: straight through the committer the store took {}/s ({} in flight, {}; \
-                 {:.0} writes per commit, {} per commit in `apply`, {:.2} batches in `apply` at once); \
-                 through SendMessage {}/s ({} in flight, {}), {:.2}x less. {} {}",
-                rate(store.series.rate()),
-                store.in_flight,
-                store.setting,
-                store_sample.batches.mean(),
-                duration(store_sample.batches.mean_apply()),
-                store_sample.apply_concurrency(),
-                rate(service.series.rate()),
-                service.in_flight,
+                "One hot group: the service did best with {} and {} in flight, {}/s ({:.0} writes per commit, \
+                 {:.2} batches in `apply` at once); the same setting straight through the committer \
+                 took {}/s ({:.0} writes per commit), {ratio:.2}x as much. The best straight through \
+                 the committer was {}/s ({}, {} in flight). {} {}",
                 service.setting,
-                ratio,
-                cpu_sentence("Through the committer", store_sample.outcome.cpu),
+                service.in_flight,
+                rate(service.series.rate()),
+                service_sample.batches.mean(),
+                service_sample.apply_concurrency(),
+                rate(store.series.rate()),
+                store_sample.batches.mean(),
+                rate(best_store.series.rate()),
+                best_store.setting,
+                best_store.in_flight,
                 cpu_sentence("Through SendMessage", service_sample.outcome.cpu),
+                cpu_sentence("Through the committer", store_sample.outcome.cpu),
             ));
             if let Some(no_relay) = self.hot.iter().find(|row| row.path == HotPath::CommitterWithoutRelay)
                 && let Some(with_relay) = self.hot.iter().find(|row| {
@@ -684,6 +708,19 @@ impl Results {
                     rate(with_relay.series.rate()),
                     rate(no_relay.series.rate()),
                     no_relay.series.rate() / with_relay.series.rate().max(f64::EPSILON),
+                ));
+            }
+            if let (Some(service_relay), Some(store_relay)) = (service_sample.relay_rate(), store_sample.relay_rate()) {
+                paragraphs.push(format!(
+                    "The relay (one per service, claiming up to 1,000 outbox rows per pass) published {}/s \
+                     while SendMessage committed {}/s, leaving {} updates unpublished at the end of the \
+                     window; behind the committer it published {}/s of {}/s, leaving {}.",
+                    rate(service_relay),
+                    rate(service.series.rate()),
+                    count(u64::try_from(service_sample.backlog).unwrap_or(0)),
+                    rate(store_relay),
+                    rate(store.series.rate()),
+                    count(u64::try_from(store_sample.backlog).unwrap_or(0)),
                 ));
             }
             if let (Some(store_cpu), Some(service_cpu)) =
@@ -723,6 +760,15 @@ fn batch_sizes(batches: &Batches) -> String {
     match batches.batches {
         0 => String::new(),
         _ => format!("{:.1} / {} / {}", batches.mean(), batches.median, batches.max),
+    }
+}
+
+/// Updates the relay published per second, or `off`.
+fn relay_cell(sample: &Sample, relay: bool) -> String {
+    match (relay, sample.relay_rate()) {
+        (false, _) => "off".to_owned(),
+        (true, Some(published)) => rate(published),
+        (true, None) => String::new(),
     }
 }
 

@@ -19,7 +19,9 @@ use fanfare_proto::common::v1::group_event::Change;
 use futures::future::join_all;
 use prost::Message as _;
 
-use super::{AddedMembers, Departure, GroupStore, MemoryGroupStore, PostgresGroupStore, Redemption, StoreError};
+use super::{
+    AddedMembers, Departure, GroupStore, JoinContext, MemoryGroupStore, PostgresGroupStore, Redemption, StoreError,
+};
 use crate::domain::rules::default_settings;
 use crate::domain::{
     AvatarRef, BanReason, Description, Group, GroupKind, Invite, InviteCode, JoinMethod, JoinPolicy, MembershipLimits,
@@ -66,6 +68,7 @@ macro_rules! conformance_tests {
             get_groups_keeps_the_requested_order_and_skips_unknown_ids,
             update_settings_changes_only_the_given_fields,
             archived_groups_refuse_every_change,
+            join_context_reads_the_group_membership_and_ban_together,
             add_members_reports_existing_members_and_writes_one_join_each,
             add_members_is_all_or_nothing,
             add_members_fills_a_group_exactly_then_reports_full,
@@ -95,6 +98,7 @@ macro_rules! conformance_tests {
             claims_look_a_bounded_way_ahead,
             concurrent_adds_never_exceed_the_member_limit,
             concurrent_joins_of_one_user_make_one_membership,
+            concurrent_joins_never_exceed_the_user_group_limit,
             concurrent_redemptions_respect_max_uses,
             ping_succeeds,
         );
@@ -375,6 +379,48 @@ pub async fn archived_groups_refuse_every_change(store: &dyn GroupStore) {
 
 // ---------------------------------------------------------------------------------------
 // Adding members
+
+/// `join_context` answers what `get_group`, `get_membership` and `get_active_ban` would.
+pub async fn join_context_reads_the_group_membership_and_ban_together(store: &dyn GroupStore) {
+    let owner = user(1);
+    // BROADCAST: the member count is summed over shards.
+    let group = create(store, GroupKind::Broadcast, owner).await;
+    add(store, &group, &[2, 3, 4], at(1)).await;
+
+    let unknown = store.join_context(GroupId::from_trusted(i64::MAX), user(2), at(2)).await.unwrap();
+    assert_eq!(unknown, JoinContext::default());
+
+    let member = store.join_context(group.id, user(2), at(2)).await.unwrap();
+    assert_eq!(member.group, store.get_group(group.id).await.unwrap());
+    assert_eq!(member.group.as_ref().map(|group| group.member_count), Some(4));
+    assert_eq!(member.membership, store.get_membership(group.id, user(2)).await.unwrap());
+    assert_eq!(
+        member.membership.as_ref().map(|membership| (membership.role, membership.joined_at)),
+        Some((Role::Member, at(1)))
+    );
+    assert_eq!(member.active_ban, None);
+    let the_owner = store.join_context(group.id, owner, at(2)).await.unwrap();
+    assert_eq!(the_owner.membership.map(|membership| membership.role), Some(Role::Owner));
+
+    let stranger = store.join_context(group.id, user(9), at(2)).await.unwrap();
+    assert_eq!((stranger.group.is_some(), stranger.membership, stranger.active_ban), (true, None, None));
+
+    let reason = BanReason::from_trusted("spam".to_owned());
+    let ban = store.ban(group.id, user(3), reason, Some(at(10)), owner, at(3)).await.unwrap();
+    let banned = store.join_context(group.id, user(3), at(5)).await.unwrap();
+    assert_eq!(banned.membership, None, "the ban ended the membership");
+    assert_eq!(banned.active_ban, Some(ban.clone()));
+    assert_eq!(banned.active_ban, store.get_active_ban(group.id, user(3), at(5)).await.unwrap());
+    assert_eq!(banned.group.map(|group| group.member_count), Some(3));
+    let ended = store.join_context(group.id, user(3), at(10)).await.unwrap();
+    assert_eq!(ended.active_ban, None, "a ban stops counting at its end");
+
+    store.set_mute(group.id, user(4), Some(at(50)), owner, at(4)).await.unwrap();
+    let archived = store.archive_group(group.id, owner, at(6)).await.unwrap();
+    let read = store.join_context(group.id, user(4), at(7)).await.unwrap();
+    assert_eq!(read.group, Some(archived), "an archived group is read like any other");
+    assert_eq!(read.membership.and_then(|membership| membership.muted_until), Some(at(50)));
+}
 
 /// New members are reported in the order given; existing ones are reported, not changed.
 pub async fn add_members_reports_existing_members_and_writes_one_join_each(store: &dyn GroupStore) {
@@ -1170,6 +1216,42 @@ pub async fn concurrent_joins_of_one_user_make_one_membership(store: &dyn GroupS
         .add_members(third.id, &[user(7)], JoinMethod::Direct, tight, user(7), at(2))
         .await
         .expect("a third group fits");
+}
+
+/// One user joining ten groups at once with room for three more groups: exactly three
+/// joins succeed, the other seven are told the user is at their limit, and nothing of the
+/// refused joins is left behind.
+pub async fn concurrent_joins_never_exceed_the_user_group_limit(store: &dyn GroupStore) {
+    let joiner = user(7);
+    let mut groups = Vec::new();
+    for owner in 11..=20 {
+        let kind = if owner % 2 == 0 { GroupKind::Broadcast } else { GroupKind::Community };
+        groups.push(create(store, kind, user(owner)).await);
+    }
+    let three = MembershipLimits { group_member_limit: None, user_group_limit: 3 };
+    let attempts = groups.iter().map(|group| {
+        let group_id = group.id;
+        async move { store.add_members(group_id, &[joiner], JoinMethod::Direct, three, joiner, at(1)).await }
+    });
+    let outcomes = join_all(attempts).await;
+    let joined = outcomes.iter().filter(|outcome| matches!(outcome, Ok(added) if added.added.len() == 1)).count();
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Err(StoreError::UserGroupLimit { user: who, limit: 3 }) if *who == joiner))
+        .count();
+    assert_eq!((joined, refused), (3, 7), "{outcomes:?}");
+    let joiner_groups = store.list_user_groups(joiner, None, PageSize::new(100)).await.unwrap();
+    assert_eq!(joiner_groups.len(), 3);
+    let mut members = 0;
+    let mut joiner_joins = 0;
+    for group in &groups {
+        members += member_count(store, group.id).await;
+        joiner_joins += joins(&changes(store, group.id).await).iter().filter(|(id, _)| *id == joiner.get()).count();
+    }
+    assert_eq!((members, joiner_joins), (10 + 3, 3));
+    let another = create(store, GroupKind::Community, user(21)).await;
+    let refused_again = store.add_members(another.id, &[joiner], JoinMethod::Direct, three, joiner, at(2)).await;
+    assert!(matches!(refused_again, Err(StoreError::UserGroupLimit { .. })), "{refused_again:?}");
 }
 
 /// Simultaneous redemptions of an invite never exceed its `max_uses`.

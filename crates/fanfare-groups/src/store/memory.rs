@@ -16,7 +16,9 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 
-use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult, claim_expiry, claim_window};
+use super::{
+    AddedMembers, Departure, GroupStore, JoinContext, Redemption, StoreError, StoreResult, claim_expiry, claim_window,
+};
 use crate::domain::{
     Ban, BanReason, Group, GroupChange, Invite, InviteCode, JoinMethod, JoinRequest, Membership, MembershipLimits,
     NewGroup, OutboxEntry, Role, SettingsUpdate,
@@ -281,6 +283,18 @@ impl GroupStore for MemoryGroupStore {
 
     async fn get_membership(&self, group: GroupId, user: UserId) -> StoreResult<Option<Membership>> {
         Ok(self.lock()?.members.get(&(group, user)).cloned())
+    }
+
+    async fn join_context(&self, group: GroupId, user: UserId, now: DateTime<Utc>) -> StoreResult<JoinContext> {
+        let state = self.lock()?;
+        let Some(found) = state.groups.get(&group) else {
+            return Ok(JoinContext::default());
+        };
+        Ok(JoinContext {
+            group: Some(found.clone()),
+            membership: state.members.get(&(group, user)).cloned(),
+            active_ban: state.active_ban(group, user, now).cloned(),
+        })
     }
 
     async fn add_members(

@@ -106,6 +106,18 @@ pub struct AddedMembers {
     pub already_members: Vec<Membership>,
 }
 
+/// What deciding a join needs, read at once by [`GroupStore::join_context`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JoinContext {
+    /// The group, archived or not; `None` when no group has the id (and then the other
+    /// fields are `None` too).
+    pub group: Option<Group>,
+    /// The user's membership of it.
+    pub membership: Option<Membership>,
+    /// The user's ban from it in force at the time asked about.
+    pub active_ban: Option<Ban>,
+}
+
 /// Why a member stopped being one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Departure {
@@ -155,6 +167,12 @@ pub trait GroupStore: Send + Sync + 'static {
 
     /// Reads one membership.
     async fn get_membership(&self, group: GroupId, user: UserId) -> StoreResult<Option<Membership>>;
+
+    /// Reads, as of one moment, the group (as `get_group`), the user's membership (as
+    /// `get_membership`) and their ban in force at `now` (as `get_active_ban`): everything
+    /// `JoinGroup` decides on before it writes. Advisory, like any read: the write
+    /// (`add_members`, `create_join_request`) checks again what it enforces.
+    async fn join_context(&self, group: GroupId, user: UserId, now: DateTime<Utc>) -> StoreResult<JoinContext>;
 
     /// Adds users as plain members, all or none: fails on the first user who is banned
     /// (`Banned`) or at their group limit (`UserGroupLimit`), or when the new members would

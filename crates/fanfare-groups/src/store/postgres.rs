@@ -3,7 +3,7 @@
 //! Every name in the SQL is schema-qualified (`groups.members`), so the store works on any
 //! pool whatever its `search_path`. Queries are checked at run time (`sqlx::query*` with
 //! binds), so building needs no database. Each mutating method is one transaction that
-//! includes its outbox rows.
+//! includes its outbox rows; adding a single user is one statement (see [`JOIN_ONE`]).
 //!
 //! Locking, always in this order so that no two transactions wait on each other in a
 //! cycle: the group row (`FOR SHARE` for joins, leaves, roles, mutes and invites, so
@@ -11,6 +11,11 @@
 //! bans and transfers, which thereby wait for joins in flight), then the invite row of a
 //! redemption, then member rows (ascending user id), then per-user counters (ascending user
 //! id), then the group's member-count shards (ascending shard).
+//!
+//! Every change that takes the group row `FOR NO KEY UPDATE` also writes a new version of
+//! it (settings, archiving and transfers change it; a ban rewrites it unchanged): the
+//! single-statement join relies on that to notice such a change committed while it waited
+//! for the row, after its snapshot was taken.
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -24,7 +29,9 @@ use fanfare_core::paging::PageSize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use super::{AddedMembers, Departure, GroupStore, Redemption, StoreError, StoreResult, claim_expiry, claim_window};
+use super::{
+    AddedMembers, Departure, GroupStore, JoinContext, Redemption, StoreError, StoreResult, claim_expiry, claim_window,
+};
 use crate::domain::{
     AvatarRef, Ban, BanReason, Description, Group, GroupChange, GroupKind, Invite, InviteCode, JoinMethod, JoinPolicy,
     JoinRequest, Membership, MembershipLimits, NewGroup, OutboxEntry, PostPolicy, Role, Settings, SettingsUpdate,
@@ -267,6 +274,49 @@ struct UserGroupRow {
     member_muted_until: Option<DateTime<Utc>>,
 }
 
+/// A group with one user's membership and ban in force, for `join_context`; the member
+/// and ban columns are NULL when there is none.
+#[derive(sqlx::FromRow)]
+struct JoinContextRow {
+    #[sqlx(flatten)]
+    group: GroupRow,
+    member_role: Option<i16>,
+    member_joined_at: Option<DateTime<Utc>>,
+    member_muted_until: Option<DateTime<Utc>>,
+    ban_banned_by: Option<i64>,
+    ban_reason: Option<String>,
+    ban_banned_at: Option<DateTime<Utc>>,
+    ban_until: Option<DateTime<Utc>>,
+}
+
+impl JoinContextRow {
+    fn into_context(self, user: UserId) -> StoreResult<JoinContext> {
+        let group_id = GroupId::from_trusted(self.group.id);
+        let membership = match (self.member_role, self.member_joined_at) {
+            (Some(role), Some(joined_at)) => Some(Membership {
+                group_id,
+                user_id: user,
+                role: stored_code(Role::from_code(role), "role", role)?,
+                joined_at,
+                muted_until: self.member_muted_until,
+            }),
+            _ => None,
+        };
+        let active_ban = match (self.ban_banned_by, self.ban_reason, self.ban_banned_at) {
+            (Some(banned_by), Some(reason), Some(banned_at)) => Some(Ban {
+                group_id,
+                user_id: user,
+                banned_by: UserId::from_trusted(banned_by),
+                reason: BanReason::from_trusted(reason),
+                banned_at,
+                until: self.ban_until,
+            }),
+            _ => None,
+        };
+        Ok(JoinContext { group: Some(self.group.into_group()?), membership, active_ban })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct BanRow {
     group_id: i64,
@@ -355,8 +405,14 @@ enum GroupLock {
     /// Membership changes: many may proceed at once; blocks settings changes, archiving,
     /// bans and transfers until they commit.
     Share,
-    /// Settings, archiving, bans and ownership: one at a time, after in-flight joins.
+    /// Settings, archiving and ownership: one at a time, after in-flight joins. Each of
+    /// them then updates the group row.
     Exclusive,
+    /// Bans: as `Exclusive`, and the lock itself writes a new version of the row (an
+    /// update that changes nothing), since a ban changes no column of it. A
+    /// single-statement join that waited for the ban then sees a newer row than its
+    /// snapshot, whose bans table does not hold the ban yet, and starts again.
+    ExclusiveNewVersion,
 }
 
 /// The columns of a locked group row the checks need.
@@ -386,6 +442,10 @@ async fn lock_group(connection: &mut PgConnection, group: GroupId, lock: GroupLo
         GroupLock::Share => "SELECT id, kind, owner_id, archived_at FROM groups.groups WHERE id = $1 FOR SHARE",
         GroupLock::Exclusive => {
             "SELECT id, kind, owner_id, archived_at FROM groups.groups WHERE id = $1 FOR NO KEY UPDATE"
+        }
+        // An UPDATE of non-key columns takes the same FOR NO KEY UPDATE lock.
+        GroupLock::ExclusiveNewVersion => {
+            "UPDATE groups.groups SET updated_at = updated_at WHERE id = $1 RETURNING id, kind, owner_id, archived_at"
         }
     };
     let row: Option<LockedGroupRow> =
@@ -677,6 +737,219 @@ fn single_membership(added: AddedMembers) -> StoreResult<(Membership, bool)> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Adding one user in one statement
+
+/// SQLSTATE `groups.refuse_join` raises when the group filled up under the statement.
+const REFUSED_GROUP_FULL: &str = "JR001";
+/// SQLSTATE `groups.refuse_join` raises when the user reached their group limit under the
+/// statement.
+const REFUSED_USER_GROUP_LIMIT: &str = "JR002";
+
+/// Adds one user as a plain member in a single statement, its own (autocommit)
+/// transaction: everything `add_members` does for one user, in one round trip instead of a
+/// dozen. Binds: `$1` group, `$2` user, `$3` the member role's code, `$4` now, `$5` the
+/// user's group limit, `$6` the group's member limit (NULL: none), `$7` the BROADCAST kind
+/// code, `$8` its shard count, `$9` the encoded `Joined` outbox payload.
+///
+/// Step by step, taking locks in the module's order:
+/// - `locked`: the group row `FOR SHARE`, as every join holds it.
+/// - `verdict`: the checks, in `add_members`' order, against the statement's snapshot.
+///   That snapshot was taken before the lock, so if a change that holds the row
+///   exclusively (ban, archive, settings, transfer) committed while this statement waited,
+///   the locked row is newer than the snapshot's (each of them writes a new version, see
+///   [`GroupLock::ExclusiveNewVersion`]) and the answer is `stale`: nothing is written, and
+///   the store does the join again as a transaction that locks the row before it reads.
+///   Otherwise any such change the snapshot does not show commits after this statement
+///   (it waits for the lock this statement holds), and undoes or refuses what follows as
+///   for any join. The limits are checked here too, so that a refusal normally writes
+///   nothing.
+/// - `inserted`: the member row, `ON CONFLICT DO NOTHING`: a concurrent join of the same
+///   user that committed after the snapshot (or is still running: the insert waits for it)
+///   leaves nothing inserted and the outcome `join` without `joined`.
+/// - `user_counted`, then `shards_locked` (a BROADCAST group with a member limit: all its
+///   shards, in order, for an exact sum), then `group_counted`: the conditional counter
+///   updates that enforce the limits exactly under concurrency, each only after the one
+///   before succeeded.
+/// - `requests_deleted`, `outboxed`: the rest of a join.
+/// - The last step: a member row inserted but not counted (a concurrent join took the last
+///   place after the snapshot) makes `groups.refuse_join` raise, which undoes the whole
+///   statement; the store maps the SQLSTATE to `GroupFull` or `UserGroupLimit`.
+const JOIN_ONE: &str = "\
+WITH locked AS ( \
+    SELECT kind, archived_at, xmin AS version FROM groups.groups WHERE id = $1 FOR SHARE \
+), seen AS ( \
+    SELECT xmin AS version FROM groups.groups WHERE id = $1 \
+), existing AS ( \
+    SELECT role, joined_at, muted_until FROM groups.members WHERE group_id = $1 AND user_id = $2 \
+), verdict AS ( \
+    SELECT locked.kind, CASE \
+        WHEN locked.version IS DISTINCT FROM (SELECT seen.version FROM seen) THEN 'stale' \
+        WHEN locked.archived_at IS NOT NULL THEN 'archived' \
+        WHEN EXISTS (SELECT 1 FROM groups.bans b WHERE b.group_id = $1 AND b.user_id = $2 \
+                     AND (b.until IS NULL OR b.until > $4)) THEN 'banned' \
+        WHEN EXISTS (SELECT 1 FROM existing) THEN 'member' \
+        WHEN COALESCE((SELECT u.count FROM groups.user_group_counts u WHERE u.user_id = $2), 0) >= $5 \
+            THEN 'user_limit' \
+        WHEN $6::bigint IS NOT NULL AND (SELECT COALESCE(sum(c.count), 0) FROM groups.member_counts c \
+                                         WHERE c.group_id = $1) >= $6::bigint THEN 'full' \
+        ELSE 'join' \
+    END AS outcome \
+    FROM locked \
+), inserted AS ( \
+    INSERT INTO groups.members (group_id, user_id, role, joined_at) \
+    SELECT $1, $2, $3, $4 FROM verdict WHERE verdict.outcome = 'join' \
+    ON CONFLICT (group_id, user_id) DO NOTHING \
+    RETURNING user_id \
+), user_counted AS ( \
+    INSERT INTO groups.user_group_counts AS counts (user_id, count) \
+    SELECT inserted.user_id, 1 FROM inserted \
+    ON CONFLICT (user_id) DO UPDATE SET count = counts.count + 1 WHERE counts.count < $5 \
+    RETURNING counts.user_id \
+), shards_locked AS ( \
+    SELECT c.count FROM groups.member_counts c \
+    WHERE c.group_id = $1 AND $6::bigint IS NOT NULL \
+      AND EXISTS (SELECT 1 FROM verdict WHERE verdict.kind = $7) \
+      AND EXISTS (SELECT 1 FROM user_counted) \
+    ORDER BY c.shard \
+    FOR UPDATE OF c \
+), group_counted AS ( \
+    UPDATE groups.member_counts c SET count = c.count + 1 \
+    FROM verdict \
+    WHERE c.group_id = $1 \
+      AND c.shard = CASE WHEN verdict.kind = $7 THEN mod($2, $8::bigint)::smallint ELSE 0::smallint END \
+      AND EXISTS (SELECT 1 FROM user_counted) \
+      AND CASE \
+          WHEN $6::bigint IS NULL THEN true \
+          WHEN verdict.kind = $7 THEN (SELECT sum(s.count) FROM shards_locked s) < $6::bigint \
+          ELSE c.count < $6::bigint \
+      END \
+    RETURNING c.count \
+), requests_deleted AS ( \
+    DELETE FROM groups.join_requests r \
+    WHERE r.group_id = $1 AND r.user_id = $2 AND EXISTS (SELECT 1 FROM group_counted) \
+), outboxed AS ( \
+    INSERT INTO groups.outbox (group_id, payload, created_at) \
+    SELECT $1, $9, $4 FROM group_counted \
+) \
+SELECT verdict.outcome, \
+    CASE \
+        WHEN NOT EXISTS (SELECT 1 FROM inserted) THEN false \
+        WHEN NOT EXISTS (SELECT 1 FROM user_counted) THEN groups.refuse_join('JR002', 'user group limit') \
+        WHEN NOT EXISTS (SELECT 1 FROM group_counted) THEN groups.refuse_join('JR001', 'group full') \
+        ELSE true \
+    END AS joined, \
+    existing.role AS member_role, existing.joined_at AS member_joined_at, \
+    existing.muted_until AS member_muted_until \
+FROM verdict LEFT JOIN existing ON true";
+
+/// What [`JOIN_ONE`] found and did.
+#[derive(sqlx::FromRow)]
+struct JoinOneRow {
+    /// `stale`, `archived`, `banned`, `member`, `user_limit`, `full` or `join`.
+    outcome: String,
+    /// Whether the user was inserted (and counted).
+    joined: bool,
+    /// The existing membership, for `member`.
+    member_role: Option<i16>,
+    member_joined_at: Option<DateTime<Utc>>,
+    member_muted_until: Option<DateTime<Utc>>,
+}
+
+impl PostgresGroupStore {
+    /// `add_members` of one user, in one statement (see [`JOIN_ONE`]).
+    async fn add_one_member(
+        &self,
+        group: GroupId,
+        user: UserId,
+        method: JoinMethod,
+        limits: MembershipLimits,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AddedMembers> {
+        let group_full = || match limits.group_member_limit {
+            Some(limit) => StoreError::GroupFull { group, limit },
+            None => corrupt(format!("group {group} reported full without a member limit")),
+        };
+        let user_limit = StoreError::UserGroupLimit { user, limit: limits.user_group_limit };
+        let payload = GroupChange::Joined { user, method, role: Role::Member }.encode(group, Some(actor), now);
+        let row: Option<JoinOneRow> = match sqlx::query_as(JOIN_ONE)
+            .bind(group.get())
+            .bind(user.get())
+            .bind(Role::Member.code())
+            .bind(now)
+            .bind(sql_limit(limits.user_group_limit))
+            .bind(limits.group_member_limit.map(sql_limit))
+            .bind(GroupKind::Broadcast.code())
+            .bind(BROADCAST_COUNTER_SHARDS)
+            .bind(payload)
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(REFUSED_GROUP_FULL) => {
+                return Err(group_full());
+            }
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(REFUSED_USER_GROUP_LIMIT) => {
+                return Err(user_limit);
+            }
+            other => other.during("adding a member")?,
+        };
+        let row = row.ok_or(StoreError::GroupNotFound(group))?;
+        let membership = |role: Role, joined_at: DateTime<Utc>, muted_until: Option<DateTime<Utc>>| Membership {
+            group_id: group,
+            user_id: user,
+            role,
+            joined_at,
+            muted_until,
+        };
+        match row.outcome.as_str() {
+            "join" if row.joined => {
+                Ok(AddedMembers { added: vec![membership(Role::Member, now, None)], already_members: Vec::new() })
+            }
+            // Another join of the same user committed after the snapshot: read it afresh.
+            // A member who left since is neither added nor a member, as in `add_members`.
+            "join" => {
+                let existing = self.get_membership(group, user).await?;
+                Ok(AddedMembers { added: Vec::new(), already_members: existing.into_iter().collect() })
+            }
+            "member" => {
+                let (Some(role), Some(joined_at)) = (row.member_role, row.member_joined_at) else {
+                    return Err(corrupt(format!("group {group} reported a membership of user {user} without it")));
+                };
+                let role = stored_code(Role::from_code(role), "role", role)?;
+                let existing = membership(role, joined_at, row.member_muted_until);
+                Ok(AddedMembers { added: Vec::new(), already_members: vec![existing] })
+            }
+            "archived" => Err(StoreError::Archived(group)),
+            "banned" => Err(StoreError::Banned { group, user }),
+            "user_limit" => Err(user_limit),
+            "full" => Err(group_full()),
+            // The group changed while the statement waited for it; a transaction that locks
+            // the row before it reads sees the change.
+            "stale" => self.add_members_in_transaction(group, &[user], method, limits, actor, now).await,
+            unknown => Err(corrupt(format!("unknown join outcome {unknown:?}"))),
+        }
+    }
+
+    /// `add_members` as one transaction: the group row locked first, then each step.
+    async fn add_members_in_transaction(
+        &self,
+        group: GroupId,
+        users: &[UserId],
+        method: JoinMethod,
+        limits: MembershipLimits,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AddedMembers> {
+        let mut tx = self.pool.begin().await.during("starting a transaction")?;
+        let locked = lock_group(&mut tx, group, GroupLock::Share).await?;
+        locked.ensure_active()?;
+        let added = add_members_to_locked(&mut tx, &locked, users, method, limits, actor, now).await?;
+        tx.commit().await.during("committing new members")?;
+        Ok(added)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The trait
 
 #[async_trait]
@@ -834,6 +1107,32 @@ impl GroupStore for PostgresGroupStore {
         fetch_membership(&mut connection, group, user).await
     }
 
+    async fn join_context(&self, group: GroupId, user: UserId, now: DateTime<Utc>) -> StoreResult<JoinContext> {
+        let row: Option<JoinContextRow> = sqlx::query_as(
+            "SELECT g.id, g.kind, g.title, g.description, g.avatar_ref, g.owner_id, g.join_policy, \
+             g.slow_mode_seconds, g.history_visible, g.post_policy, g.created_at, g.archived_at, \
+             (SELECT COALESCE(SUM(c.count), 0)::bigint FROM groups.member_counts c \
+              WHERE c.group_id = g.id) AS member_count, \
+             m.role AS member_role, m.joined_at AS member_joined_at, m.muted_until AS member_muted_until, \
+             b.banned_by AS ban_banned_by, b.reason AS ban_reason, b.banned_at AS ban_banned_at, \
+             b.until AS ban_until \
+             FROM groups.groups g \
+             LEFT JOIN groups.members m ON m.group_id = g.id AND m.user_id = $2 \
+             LEFT JOIN groups.bans b ON b.group_id = g.id AND b.user_id = $2 AND (b.until IS NULL OR b.until > $3) \
+             WHERE g.id = $1",
+        )
+        .bind(group.get())
+        .bind(user.get())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading a join's context")?;
+        match row {
+            Some(row) => row.into_context(user),
+            None => Ok(JoinContext::default()),
+        }
+    }
+
     async fn add_members(
         &self,
         group: GroupId,
@@ -844,12 +1143,10 @@ impl GroupStore for PostgresGroupStore {
         now: DateTime<Utc>,
     ) -> StoreResult<AddedMembers> {
         let now = stored_time(now);
-        let mut tx = self.pool.begin().await.during("starting a transaction")?;
-        let locked = lock_group(&mut tx, group, GroupLock::Share).await?;
-        locked.ensure_active()?;
-        let added = add_members_to_locked(&mut tx, &locked, users, method, limits, actor, now).await?;
-        tx.commit().await.during("committing new members")?;
-        Ok(added)
+        match distinct_in_order(users).as_slice() {
+            [user] => self.add_one_member(group, *user, method, limits, actor, now).await,
+            _ => self.add_members_in_transaction(group, users, method, limits, actor, now).await,
+        }
     }
 
     async fn remove_member(
@@ -1065,8 +1362,9 @@ impl GroupStore for PostgresGroupStore {
         let until = until.map(stored_time);
         let mut tx = self.pool.begin().await.during("starting a transaction")?;
         // Exclusive: a join in flight commits first and is then undone by this ban; a join
-        // after it sees the ban.
-        let locked = lock_group(&mut tx, group, GroupLock::Exclusive).await?;
+        // after it sees the ban (a single-statement join that waited for it sees the new row
+        // version and starts again with a snapshot that holds the ban).
+        let locked = lock_group(&mut tx, group, GroupLock::ExclusiveNewVersion).await?;
         locked.ensure_active()?;
         if locked.owner == user {
             return Err(StoreError::OwnerImmovable(group));

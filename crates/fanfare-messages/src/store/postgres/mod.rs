@@ -319,6 +319,14 @@ impl MessageStore for PostgresMessageStore {
         // Claims take turns (a transaction-scoped advisory lock), so two relays never split
         // a group between them; and a group with a row under a live lease waits whole, so
         // its later rows never go out before the earlier ones another relay holds.
+        // Claims and acks need not wait for the WAL flush: a claim lost in a crash only
+        // delays its rows until the lease would have expired anyway, and a lost ack only
+        // publishes an update again, which subscribers recognise by its event_seq. Two
+        // durable commits per relay pass were what capped the relay.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *transaction)
+            .await
+            .during("relaxing the claim's commit")?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(OUTBOX_CLAIM_LOCK)
             .execute(&mut *transaction)
@@ -360,11 +368,18 @@ impl MessageStore for PostgresMessageStore {
         if ids.is_empty() {
             return Ok(());
         }
+        // Not durable on purpose (see claim_outbox): a lost ack republishes, never loses.
+        let mut transaction = self.pool.begin().await.during("starting an outbox ack")?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *transaction)
+            .await
+            .during("relaxing the ack's commit")?;
         sqlx::query("DELETE FROM messages.outbox WHERE id = ANY($1)")
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await
             .during("acknowledging outbox entries")?;
+        transaction.commit().await.during("committing an outbox ack")?;
         Ok(())
     }
 
