@@ -18,15 +18,12 @@
 //! for the row, after its snapshot was taken.
 
 use std::collections::{BTreeMap, HashSet};
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::{
@@ -58,15 +55,7 @@ pub struct PostgresGroupStore {
 impl PostgresGroupStore {
     /// Opens a pool of at most `max_connections` connections to `database_url`.
     pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(database_url)
-            .context("parsing the groups database URL")?
-            .application_name("fanfare-groups");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .context("connecting to the groups database")?;
+        let pool = fanfare_postgres::connect(database_url, max_connections, "fanfare-groups").await?;
         Ok(Self::from_pool(pool))
     }
 
@@ -85,22 +74,7 @@ impl PostgresGroupStore {
     /// separate. Safe to run from several pods at once: sqlx holds a session advisory
     /// lock from before the schema is created until the last migration is applied.
     pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-        {
-            let mut migrator = sqlx::migrate!("./migrations");
-            migrator.dangerous_set_table_name("groups._sqlx_migrations");
-            migrator.create_schema(SCHEMA);
-            // A dedicated connection: if a migration fails, sqlx returns before releasing its
-            // session advisory lock, and a pooled connection would keep holding it.
-            let mut connection = pool.acquire().await.context("acquiring a connection to migrate the groups schema")?;
-            // `run_direct` is sqlx's documented way around "`Acquire` is not general enough"
-            // when the migrating future must be `Send`; it is `run` without the acquire.
-            let outcome = migrator.run_direct(None, &mut *connection, false).await;
-            if outcome.is_err() {
-                // Closing the session releases the lock; a failure to close is moot by now.
-                let _ = connection.close().await;
-            }
-            outcome.context("migrating the groups schema")
-        }
+        fanfare_postgres::migrate(pool, sqlx::migrate!("./migrations"), SCHEMA).await
     }
 }
 
@@ -143,30 +117,10 @@ trait During<T> {
 impl<T> During<T> for Result<T, sqlx::Error> {
     fn during(self, operation: &'static str) -> StoreResult<T> {
         self.map_err(|error| {
-            let unavailable = is_unavailable(&error);
+            let unavailable = fanfare_postgres::is_unavailable(&error);
             let error = anyhow::Error::new(error).context(operation);
             if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
         })
-    }
-}
-
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            // 08: connection exception; 53: insufficient resources; 57P: shutdown or
-            // cancel; 40001/40P01: serialization failure or deadlock, rolled back.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
     }
 }
 

@@ -17,16 +17,13 @@ mod rows;
 mod timeline;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use self::rows::{During as _, EVERYONE, MessageRow, select_messages};
@@ -53,15 +50,7 @@ pub struct PostgresMessageStore {
 impl PostgresMessageStore {
     /// Opens a pool of at most `max_connections` connections to `database_url`.
     pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(database_url)
-            .context("parsing the messages database URL")?
-            .application_name("fanfare-messages");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .context("connecting to the messages database")?;
+        let pool = fanfare_postgres::connect(database_url, max_connections, "fanfare-messages").await?;
         Ok(Self::from_pool(pool))
     }
 
@@ -80,20 +69,7 @@ impl PostgresMessageStore {
     /// separate. Safe to run from several pods at once: sqlx holds a session advisory
     /// lock from before the schema is created until the last migration is applied.
     pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.dangerous_set_table_name("messages._sqlx_migrations");
-        migrator.create_schema(SCHEMA);
-        // A dedicated connection: if a migration fails, sqlx returns before releasing its
-        // session advisory lock, and a pooled connection would keep holding it.
-        let mut connection = pool.acquire().await.context("acquiring a connection to migrate the messages schema")?;
-        // `run_direct` is sqlx's documented way around "`Acquire` is not general enough"
-        // when the migrating future must be `Send`; it is `run` without the acquire.
-        let outcome = migrator.run_direct(None, &mut *connection, false).await;
-        if outcome.is_err() {
-            // Closing the session releases the lock; a failure to close is moot by now.
-            let _ = connection.close().await;
-        }
-        outcome.context("migrating the messages schema")
+        fanfare_postgres::migrate(pool, sqlx::migrate!("./migrations"), SCHEMA).await
     }
 
     async fn position(&self, group: GroupId) -> StoreResult<LogPosition> {

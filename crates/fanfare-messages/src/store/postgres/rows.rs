@@ -28,30 +28,10 @@ pub(super) trait During<T> {
 impl<T> During<T> for Result<T, sqlx::Error> {
     fn during(self, operation: &'static str) -> StoreResult<T> {
         self.map_err(|error| {
-            let unavailable = is_unavailable(&error);
+            let unavailable = fanfare_postgres::is_unavailable(&error);
             let error = anyhow::Error::new(error).context(operation);
             if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
         })
-    }
-}
-
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            // 08: connection exception; 53: insufficient resources; 57P: shutdown or
-            // cancel; 40001/40P01: serialization failure or deadlock, rolled back.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
     }
 }
 

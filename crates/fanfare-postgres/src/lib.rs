@@ -1,0 +1,90 @@
+//! Postgres plumbing every store shares: opening a pool, applying a service's migrations
+//! in its own schema, and telling retryable sqlx failures from the rest.
+//!
+//! Each service keeps its own `sqlx::migrate!("./migrations")` (the macro embeds paths
+//! relative to the crate that expands it) and passes the resulting migrator to [`migrate`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Opens a pool of at most `max_connections` connections to `database_url`, announcing
+/// itself to the server as `application_name`.
+pub async fn connect(database_url: &str, max_connections: u32, application_name: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(database_url)
+        .with_context(|| format!("parsing the database URL for {application_name}"))?
+        .application_name(application_name);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to the database for {application_name}"))
+}
+
+/// Creates `schema` and applies `migrator`'s pending migrations, recording them in
+/// `{schema}._sqlx_migrations` so other services' migrations in the same database stay
+/// separate. Safe to run from several pods at once: sqlx holds a session advisory lock
+/// from before the schema is created until the last migration is applied.
+pub async fn migrate(pool: &PgPool, mut migrator: Migrator, schema: &'static str) -> anyhow::Result<()> {
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.create_schema(schema);
+    // A dedicated connection: if a migration fails, sqlx returns before releasing its
+    // session advisory lock, and a pooled connection would keep holding it.
+    let mut connection =
+        pool.acquire().await.with_context(|| format!("acquiring a connection to migrate the {schema} schema"))?;
+    // `run_direct` is sqlx's documented way around "`Acquire` is not general enough"
+    // when the migrating future must be `Send`; it is `run` without the acquire.
+    let outcome = migrator.run_direct(None, &mut *connection, false).await;
+    if outcome.is_err() {
+        // Closing the session releases the lock; a failure to close is moot by now.
+        let _ = connection.close().await;
+    }
+    outcome.with_context(|| format!("migrating the {schema} schema"))
+}
+
+/// Classifies a sqlx failure: an unreachable or overloaded database, or a transaction it
+/// rolled back (deadlock, serialization failure), is unavailable and may be retried;
+/// anything else is not.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57P: shutdown or
+            // cancel; 40001/40P01: serialization failure or deadlock, rolled back.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    #[test]
+    fn connection_and_pool_failures_are_unavailable() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(is_unavailable(&sqlx::Error::WorkerCrashed));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+    }
+
+    #[test]
+    fn other_failures_are_not() {
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::Protocol("unexpected message".to_owned())));
+    }
+}
