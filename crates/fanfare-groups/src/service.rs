@@ -79,11 +79,6 @@ impl GroupsService {
         Self { store, limits, change_limiter }
     }
 
-    /// The store (for health probes).
-    pub fn store(&self) -> &Arc<dyn GroupStore> {
-        &self.store
-    }
-
     /// The member limit of a group of `kind`; `None` is unlimited.
     pub fn member_limit(&self, kind: GroupKind) -> Option<u64> {
         rules::member_limit(

@@ -93,11 +93,6 @@ impl MessagesService {
         &self.limits
     }
 
-    /// The store (for health probes).
-    pub fn store(&self) -> &Arc<dyn MessageStore> {
-        &self.store
-    }
-
     /// The caller's standing; a group that does not exist (or is private) is `NOT_FOUND`.
     async fn access(&self, group: GroupId, user: UserId) -> MessagesResult<Access> {
         Ok(self.directory.access(group, user).await?)

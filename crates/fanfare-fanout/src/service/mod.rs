@@ -35,11 +35,6 @@ impl FanoutService {
         Self { store, limits, change_limiter }
     }
 
-    /// The store (for health probes).
-    pub fn store(&self) -> &Arc<dyn FollowStore> {
-        &self.store
-    }
-
     /// The largest batch of ids one call may carry.
     pub fn max_batch_size(&self) -> usize {
         self.limits.max_batch_size
