@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
     };
     tonic_prost_build::configure()
+        // Written by hand (src/frame.rs) so one encoding of an update serves every stream.
+        .extern_path(".fanfare.fanout.v1.SubscribeResponse", "crate::frame::SubscribeResponse")
         .file_descriptor_set_path(out_dir.join("fanfare_descriptor.bin"))
         .compile_with_config(config, &paths, &[proto_root])?;
     Ok(())

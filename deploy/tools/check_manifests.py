@@ -25,6 +25,11 @@ and that HPAs target a Deployment. It cannot check values that only exist in the
 (Secrets created outside kustomize) nor the checks the services make after parsing
 (e.g. "a service token is required"): those need the binary to offer a check-only mode.
 
+It also checks the Grafana dashboards (deploy/grafana/*.json): each parses, uses the
+Prometheus data source variable, and queries only metrics, and labels of them, that the code
+exports (read from the `counter!` / `gauge!` / `histogram!` calls in crates/*/src), so a
+renamed or removed metric cannot leave a panel silently empty.
+
 `--self-test` breaks a rendered output in known ways and asserts each break is reported.
 """
 
@@ -35,11 +40,13 @@ import base64
 import copy
 import difflib
 import ipaddress
+import json
 import math
 import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -57,6 +64,8 @@ ENTRYPOINT = ["/fanfare"]
 DEFAULT_TERMINATION_GRACE_SECONDS = 30
 PART_OF = ("app.kubernetes.io/part-of", "fanfare")
 SCHEME_PORTS = {"http": 80, "https": 443, "postgres": 5432, "postgresql": 5432, "redis": 6379, "rediss": 6379}
+# The repository this file lives in (deploy/tools/check_manifests.py).
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------
@@ -775,11 +784,232 @@ def self_test(manifests: Manifests, binary: Binary, user: int | None) -> list[st
     return failures
 
 
+# ---------------------------------------------------------------------------------------
+# The Grafana dashboards: every metric a query uses must be one the code exports.
+
+
+@dataclass
+class Metric:
+    """A metric the code records, as the Prometheus exporter will show it."""
+
+    name: str
+    kind: str  # counter, gauge or histogram (the macro used)
+    labels: set[str] = field(default_factory=set)
+
+    def series(self, buckets: bool) -> dict[str, set[str]]:
+        """The series names Prometheus sees, each with the labels it carries."""
+        if self.kind != "histogram":
+            return {self.name: self.labels}
+        if buckets:
+            return {f"{self.name}_bucket": self.labels | {"le"}, f"{self.name}_sum": self.labels, f"{self.name}_count": self.labels}
+        # A histogram without configured buckets is exported as a summary.
+        return {self.name: self.labels | {"quantile"}, f"{self.name}_sum": self.labels, f"{self.name}_count": self.labels}
+
+
+METRIC_MACRO = re.compile(r"\b(describe_counter|describe_gauge|describe_histogram|counter|gauge|histogram)!\s*\(")
+STR_CONSTANT = re.compile(r"\bconst\s+([A-Z][A-Z0-9_]*)\s*:\s*&(?:'static\s+)?str\s*=\s*\"([^\"]*)\"")
+LABEL_KEY = re.compile(r"\"([A-Za-z_][A-Za-z0-9_]*)\"\s*=>")
+# Where the exporter is told which histograms get buckets (crates/fanfare-core/src/metrics.rs).
+BUCKETS_BY_SUFFIX = re.compile(r"Matcher::Suffix\(\s*\"([a-z_]+)\"")
+# Labels Prometheus adds from the scrape target, whatever the code records.
+TARGET_LABELS = {"job", "instance", "pod", "namespace", "container", "node"}
+
+
+def macro_arguments(text: str, start: int) -> str:
+    """The text between the `(` ending at `start` and its matching `)`."""
+    depth, index = 1, start
+    while index < len(text) and depth:
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        index += 1
+    return text[start : index - 1]
+
+
+def exported_metrics(crates: Path) -> tuple[dict[str, set[str]], list[str]]:
+    """Every series name the services export with its labels, and problems reading them."""
+    files = sorted(crates.glob("*/src/**/*.rs"))
+    texts = {path: path.read_text() for path in files}
+    constants: dict[str, set[str]] = {}
+    for text in texts.values():
+        for match in STR_CONSTANT.finditer(text):
+            constants.setdefault(match.group(1), set()).add(match.group(2))
+    metrics: dict[str, Metric] = {}
+    bucket_suffixes: set[str] = set()
+    for path, text in texts.items():
+        bucket_suffixes.update(BUCKETS_BY_SUFFIX.findall(text))
+        for match in METRIC_MACRO.finditer(text):
+            arguments = macro_arguments(text, match.end())
+            first = arguments.split(",", 1)[0].strip()
+            if first.startswith('"'):
+                names = {first.strip('"')}
+            else:
+                names = constants.get(first.split("::")[-1].strip(), set())
+            kind = match.group(1).removeprefix("describe_")
+            for name in (name for name in names if name.startswith("fanfare_")):
+                metric = metrics.setdefault(name, Metric(name, kind))
+                if not match.group(1).startswith("describe_"):
+                    metric.labels.update(LABEL_KEY.findall(arguments))
+    problems = []
+    if len(metrics) < 10:
+        problems.append(f"found only {len(metrics)} metrics under {crates}: the scan of the sources is broken")
+    if not bucket_suffixes:
+        problems.append("no Matcher::Suffix bucket setting found in the sources: which histograms have buckets is unknown")
+    series: dict[str, set[str]] = {}
+    for metric in metrics.values():
+        buckets = any(metric.name.endswith(suffix) for suffix in bucket_suffixes)
+        series.update(metric.series(buckets))
+    return series, problems
+
+
+def without_strings(expression: str) -> str:
+    """PromQL with its string literals emptied (label values, regexes)."""
+    return re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expression)
+
+
+def dashboard_queries(dashboard: dict) -> Iterable[tuple[str, str]]:
+    """(where, PromQL) of every panel target and query variable."""
+
+    def panels(items: list) -> Iterable[dict]:
+        for panel in items or []:
+            yield panel
+            yield from panels(panel.get("panels") or [])
+
+    for panel in panels(dashboard.get("panels") or []):
+        for target in panel.get("targets") or []:
+            if target.get("expr"):
+                yield f"panel {panel.get('title')!r} target {target.get('refId')}", target["expr"]
+    for variable in (dashboard.get("templating") or {}).get("list") or []:
+        if variable.get("type") != "query":
+            continue
+        query = variable.get("query")
+        query = query.get("query") if isinstance(query, dict) else query
+        if query:
+            yield f"variable ${variable.get('name')}", query
+
+
+def check_expression(report: Report, where: str, expression: str, series: dict[str, set[str]]) -> None:
+    plain = without_strings(expression)
+    used = re.findall(r"(?<![A-Za-z0-9_:])(fanfare_[A-Za-z0-9_:]*)", plain)
+    if not used:
+        report.fail(where, f"queries no fanfare_ metric: {expression}")
+    known_labels = set(TARGET_LABELS)
+    for name in used:
+        if name not in series:
+            close = difflib.get_close_matches(name, series, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else "no metric of that name is recorded in crates/*/src"
+            report.fail(where, f"{name} is not a metric the code exports; {hint}")
+            continue
+        known_labels |= series[name]
+        # Label matchers right after the name: name{label="…", …}.
+        for matchers in re.findall(rf"(?<![A-Za-z0-9_:]){re.escape(name)}\s*\{{([^}}]*)\}}", plain):
+            for label in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
+                if label not in series[name] | TARGET_LABELS:
+                    report.fail(where, f"{name} has no label {label!r} (it has {sorted(series[name]) or 'none'})")
+    # Grouping labels: by (…), without (…), label_values(metric, label).
+    grouped = re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", plain)
+    grouped += re.findall(r"label_values\s*\([^,]*,\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)", plain)
+    for group in grouped:
+        for label in (label.strip() for label in group.split(",") if label.strip()):
+            if label not in known_labels:
+                report.fail(where, f"groups by {label!r}, which none of its metrics has ({', '.join(sorted(set(used)))})")
+
+
+def check_dashboard(path: Path, dashboard: dict, series: dict[str, set[str]]) -> Report:
+    report = Report(str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path))
+    if not isinstance(dashboard.get("schemaVersion"), int) or dashboard["schemaVersion"] < 36:
+        report.fail("(dashboard)", f"schemaVersion {dashboard.get('schemaVersion')!r}: export from Grafana 9 or later")
+    variables = (dashboard.get("templating") or {}).get("list") or []
+    source = next((v for v in variables if v.get("type") == "datasource" and v.get("query") == "prometheus"), None)
+    if source is None:
+        report.fail("(dashboard)", "no Prometheus data source variable (type datasource, query prometheus)")
+    wanted_uid = f"${{{source['name']}}}" if source else None
+    ids = [panel.get("id") for panel in dashboard.get("panels") or []]
+    if len(ids) != len(set(ids)):
+        report.fail("(dashboard)", "panel ids repeat")
+    for panel in dashboard.get("panels") or []:
+        if panel.get("type") == "row":
+            continue
+        where = f"panel {panel.get('title')!r}"
+        if not panel.get("targets"):
+            report.fail(where, "has no query")
+        for item in [panel, *(panel.get("targets") or [])]:
+            uid = (item.get("datasource") or {}).get("uid")
+            if wanted_uid and uid != wanted_uid:
+                report.fail(where, f"data source {uid!r}; use {wanted_uid} so the dashboard imports anywhere")
+    for where, expression in dashboard_queries(dashboard):
+        check_expression(report, where, expression, series)
+    return report
+
+
+def load_dashboard(path: Path, report_source: str) -> tuple[dict | None, Report]:
+    report = Report(report_source)
+    try:
+        return json.loads(path.read_text()), report
+    except (OSError, ValueError) as error:
+        report.fail("(file)", f"is not readable JSON: {error}")
+        return None, report
+
+
+def check_dashboards(paths: list[Path], crates: Path) -> list[str]:
+    series, problems = exported_metrics(crates)
+    problems = [f"dashboards: {problem}" for problem in problems]
+    if not paths:
+        problems.append("dashboards: no deploy/grafana/*.json found")
+    for path in paths:
+        dashboard, report = load_dashboard(path, str(path))
+        if dashboard is not None:
+            report = check_dashboard(path, dashboard, series)
+        problems.extend(report.problems)
+        if not report.problems:
+            queries = sum(1 for _ in dashboard_queries(dashboard or {}))
+            print(f"check_manifests: {report.source}: ok ({queries} queries, each on a metric the code exports)")
+    return problems
+
+
+def self_test_dashboards(paths: list[Path], crates: Path) -> list[str]:
+    """Each break of a good dashboard must be reported."""
+    series, problems = exported_metrics(crates)
+    if problems or not paths:
+        return problems or ["no dashboard to break"]
+    path = paths[0]
+    good = json.loads(path.read_text())
+
+    def first_target(dashboard: dict) -> dict:
+        return next(t for p in dashboard["panels"] for t in p.get("targets") or [] if "fanfare_grpc_requests_total" in t["expr"])
+
+    def set_expr(expression: str) -> Callable[[dict], None]:
+        return lambda dashboard: first_target(dashboard).__setitem__("expr", expression)
+
+    breaks: list[tuple[str, Callable[[dict], None], str]] = [
+        ("a metric the code does not export", set_expr("sum(rate(fanfare_grpc_request_totl[5m]))"), "did you mean fanfare_grpc_requests_total"),
+        ("a histogram's bucket of a counter", set_expr("sum(rate(fanfare_grpc_requests_total_bucket[5m]))"), "fanfare_grpc_requests_total_bucket is not a metric"),
+        ("a label the metric lacks", set_expr('sum(rate(fanfare_grpc_requests_total{reason="x"}[5m]))'), "has no label 'reason'"),
+        ("grouping by a label no metric has", set_expr("sum by (pod_name) (rate(fanfare_grpc_requests_total[5m]))"), "groups by 'pod_name'"),
+        ("a hard-wired data source", lambda d: first_target(d).__setitem__("datasource", {"type": "prometheus", "uid": "abc"}), "use ${datasource}"),
+    ]
+    failures = []
+    for title, breaker, expected in breaks:
+        broken = copy.deepcopy(good)
+        breaker(broken)
+        report = check_dashboard(path, broken, series)
+        if not any(expected in problem for problem in report.problems):
+            failures.append(f"dashboard, {title}: expected a problem containing {expected!r}, got {report.problems or 'none'}")
+    print(f"check_manifests: self-test: {len(breaks) - len(failures)} of {len(breaks)} dashboard breaks reported")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", required=True, help="the fanfare binary to ask")
     parser.add_argument("--dockerfile", help="deploy/docker/Dockerfile, to compare its USER with runAsUser")
     parser.add_argument("--self-test", action="store_true", help="break the (one) rendered file in known ways")
+    parser.add_argument(
+        "--dashboards",
+        nargs="*",
+        type=Path,
+        default=sorted((REPO_ROOT / "deploy" / "grafana").glob("*.json")),
+        help="Grafana dashboards to check (default: deploy/grafana/*.json)",
+    )
+    parser.add_argument("--sources", type=Path, default=REPO_ROOT / "crates", help="the crates whose metrics are exported")
     parser.add_argument("rendered", nargs="+", help="`kubectl kustomize` output files, as FILE or LABEL=FILE")
     args = parser.parse_args()
 
@@ -787,6 +1017,7 @@ def main() -> int:
     user = dockerfile_user(args.dockerfile)
     if args.self_test:
         failures = [f for path in args.rendered for f in self_test(load(path), binary, user)]
+        failures += self_test_dashboards(args.dashboards, args.sources)
         for failure in failures:
             print(f"check_manifests: SELF-TEST FAILED: {failure}", file=sys.stderr)
         return 1 if failures else 0
@@ -798,6 +1029,7 @@ def main() -> int:
         problems.extend(report.problems)
         if not report.problems:
             print(f"check_manifests: {manifests.source}: ok")
+    problems.extend(check_dashboards(args.dashboards, args.sources))
     for problem in problems:
         print(f"check_manifests: FAIL {problem}", file=sys.stderr)
     return 1 if problems else 0

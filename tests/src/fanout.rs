@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fanfare_core::config::DependencyConfig;
-use fanfare_fanout::FanoutConfig;
-use fanfare_fanout::store::{FollowStore, MemoryFollowStore, PostgresFollowStore};
+use fanfare_fanout::store::{FollowStore, PostgresFollowStore};
+use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
 use fanfare_testkit::{Storage, TestDatabase, as_user};
@@ -16,6 +16,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+/// A URL nothing answers on (port 1 refuses at once), for services a test does not run.
+pub const NOBODY_URL: &str = "http://127.0.0.1:1";
+
+/// The dev configuration of a fanout service reading from the given groups and messages.
+pub fn dev_config(groups_url: &str, messages_url: &str) -> FanoutConfig {
+    FanoutConfig::for_dev(DependencyConfig::default(), groups_url.to_owned(), messages_url.to_owned())
+}
 
 /// A connected fanout client.
 pub type Client = FanoutServiceClient<Channel>;
@@ -32,32 +40,38 @@ pub struct TestFanout {
 }
 
 impl TestFanout {
-    /// Spawns the service after `adjust` has changed its dev configuration.
+    /// Spawns the service alone (no groups or messages service behind it: `Subscribe` is
+    /// not usable) after `adjust` has changed its dev configuration.
     pub async fn spawn_with(storage: Storage, adjust: impl FnOnce(&mut FanoutConfig)) -> anyhow::Result<Self> {
-        let mut config = FanoutConfig::for_dev(DependencyConfig::default());
+        let mut config = dev_config(NOBODY_URL, NOBODY_URL);
         adjust(&mut config);
-        let (store, database): (Arc<dyn FollowStore>, Option<TestDatabase>) = match storage {
-            Storage::Memory => (Arc::new(MemoryFollowStore::new()), None),
+        let bus = fanfare_bus::open_bus(None, "").await?;
+        let (backends, database) = match storage {
+            Storage::Memory => (FanoutBackends::in_memory(bus), None),
             Storage::Postgres => {
                 let database = TestDatabase::create().await?;
                 let store = PostgresFollowStore::connect(&database.url(), 8).await?;
                 PostgresFollowStore::migrate(store.pool()).await?;
-                (Arc::new(store), Some(database))
+                let mut backends = FanoutBackends::in_memory(bus);
+                backends.jobs = Arc::new(fanfare_fanout::jobs::PostgresJobStore::from_pool(store.pool().clone()));
+                backends.follows = Arc::new(store);
+                (backends, Some(database))
             }
         };
-        Self::serve(config, store, database).await
+        Self::serve(config, backends, database).await
     }
 
-    /// Serves `store` (which `database`, if any, must outlive) with `config` on port 0.
+    /// Serves `backends` (which `database`, if any, must outlive) with `config` on port 0.
     pub async fn serve(
         config: FanoutConfig,
-        store: Arc<dyn FollowStore>,
+        backends: FanoutBackends,
         database: Option<TestDatabase>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.context("binding port 0")?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(fanfare_fanout::serve(config, Arc::clone(&store), listener, shutdown.clone()));
+        let store = Arc::clone(&backends.follows);
+        let task = tokio::spawn(fanfare_fanout::serve(config, backends, listener, shutdown.clone()));
         Ok(Self { addr, store, shutdown, task: Some(task), _database: database })
     }
 

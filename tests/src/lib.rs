@@ -57,6 +57,8 @@ macro_rules! on_every_storage {
 }
 
 pub mod fanout;
+pub mod fanout_jobs;
+pub mod live;
 pub mod messages;
 pub mod outage;
 
@@ -100,6 +102,7 @@ pub mod groups {
             slow_mode_seconds: 0,
             history_visible_to_new_members: true,
             post_policy: post_policy as i32,
+            min_follow_age_seconds: 0,
         }
     }
 

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanfare_core::config::DependencyConfig;
-use fanfare_fanout::FanoutConfig;
+use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::store::PostgresFollowStore;
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
-use fanfare_tests::fanout::{Client, TestFanout, counts, follow, start_with};
+use fanfare_tests::fanout::{self, Client, TestFanout, counts, follow, start_with};
 use fanfare_tests::{expect_code, on_every_storage};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -132,8 +131,10 @@ async fn a_dead_database_answers_unavailable_and_health_not_serving() {
         .connect_lazy(DEAD_DATABASE)
         .expect("a lazy pool never connects up front");
     let store = Arc::new(PostgresFollowStore::from_pool(pool));
-    let config = FanoutConfig::for_dev(DependencyConfig::default());
-    let service = TestFanout::serve(config, store, None).await.expect("the service starts");
+    let config = fanout::dev_config(fanout::NOBODY_URL, fanout::NOBODY_URL);
+    let mut backends = FanoutBackends::in_memory(fanfare_bus::open_bus(None, "").await.expect("a memory bus"));
+    backends.follows = store;
+    let service = TestFanout::serve(config, backends, None).await.expect("the service starts");
     let mut client: Client = service.client().await.expect("a client connects");
 
     let status =

@@ -126,6 +126,7 @@ async fn create_group_names_each_bad_field(storage: Storage) {
             slow_mode_seconds,
             history_visible_to_new_members: true,
             post_policy,
+            min_follow_age_seconds: 0,
         }),
         ..good.clone()
     };
@@ -165,6 +166,7 @@ async fn create_group_names_each_bad_field(storage: Storage) {
             slow_mode_seconds: -1,
             history_visible_to_new_members: false,
             post_policy: 0,
+            min_follow_age_seconds: 0,
         }),
     };
     let refused = client.create_group(as_user(1, everything_wrong)).await;
@@ -190,6 +192,7 @@ async fn create_group_names_each_bad_field(storage: Storage) {
             slow_mode_seconds: 86_400,
             history_visible_to_new_members: true,
             post_policy: all,
+            min_follow_age_seconds: 0,
         }),
     };
     client.create_group(as_user(1, at_the_limits)).await.expect("limits are inclusive, in characters");

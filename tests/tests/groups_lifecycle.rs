@@ -82,6 +82,7 @@ async fn create_accepts_the_settings_each_kind_allows(storage: Storage) {
             slow_mode_seconds: 30,
             history_visible_to_new_members: false,
             post_policy: post_policy as i32,
+            min_follow_age_seconds: 0,
         };
         let request = pb::CreateGroupRequest {
             kind: kind as i32,
@@ -140,6 +141,7 @@ async fn update_changes_only_the_given_fields(storage: Storage) {
         slow_mode_seconds: Some(60),
         history_visible_to_new_members: Some(false),
         post_policy: Some(PostPolicy::AdminsOnly as i32),
+        min_follow_age_seconds: None,
     };
     let changed = client.update_group_settings(as_user(1, everything)).await.expect("updated");
     let changed = changed.into_inner().group.expect("a group");
@@ -148,6 +150,7 @@ async fn update_changes_only_the_given_fields(storage: Storage) {
         slow_mode_seconds: 60,
         history_visible_to_new_members: false,
         post_policy: PostPolicy::AdminsOnly as i32,
+        min_follow_age_seconds: 0,
     };
     assert_eq!(changed.title, "Renamed");
     assert_eq!(changed.description, "About us");

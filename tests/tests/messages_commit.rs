@@ -51,7 +51,7 @@ async fn gated(
     let (database, groups_store, messages_store) = stores(storage).await;
     let gate = GatedStore::new(messages_store);
     let store: Arc<dyn MessageStore> = gate.clone();
-    let bus = fanfare_bus::open_bus(None).await.expect("a bus");
+    let bus = fanfare_bus::open_bus(None, "").await.expect("a bus");
     let services = Services::start(groups_store, store, bus, adjust).await;
     let mut groups = services.groups().await;
     let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
@@ -156,7 +156,7 @@ async fn a_failed_commit_answers_unavailable_and_leaves_no_hole(storage: Storage
 
 async fn every_pod_refuses_a_banned_member(storage: Storage) {
     let (_database, groups_store, messages_store) = stores(storage).await;
-    let bus: Arc<dyn UpdateBus> = fanfare_bus::open_bus(None).await.expect("a bus");
+    let bus: Arc<dyn UpdateBus> = fanfare_bus::open_bus(None, "").await.expect("a bus");
     let mut services = Services::start(groups_store, Arc::clone(&messages_store), Arc::clone(&bus), |_| {}).await;
     let other_pod = services.start_another_messages_pod(messages_store, bus).await;
     let mut groups = services.groups().await;
@@ -192,7 +192,7 @@ async fn every_pod_refuses_a_banned_member(storage: Storage) {
 
 async fn slow_mode_holds_across_pods(storage: Storage) {
     let (_database, groups_store, messages_store) = stores(storage).await;
-    let bus: Arc<dyn UpdateBus> = fanfare_bus::open_bus(None).await.expect("a bus");
+    let bus: Arc<dyn UpdateBus> = fanfare_bus::open_bus(None, "").await.expect("a bus");
     let mut services = Services::start(groups_store, Arc::clone(&messages_store), Arc::clone(&bus), |_| {}).await;
     let other_pod = services.start_another_messages_pod(messages_store, bus).await;
     let mut groups = services.groups().await;

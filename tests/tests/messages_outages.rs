@@ -38,7 +38,8 @@ async fn create_group(services: &Services) -> i64 {
 async fn an_unreachable_database_answers_unavailable() {
     let groups_store: Arc<dyn GroupStore> = Arc::new(MemoryGroupStore::new());
     let dead: Arc<dyn MessageStore> = Arc::new(postgres_messages_store("postgres://postgres@127.0.0.1:1/nowhere"));
-    let services = Services::start(groups_store, dead, fanfare_bus::open_bus(None).await.expect("a bus"), |_| {}).await;
+    let services =
+        Services::start(groups_store, dead, fanfare_bus::open_bus(None, "").await.expect("a bus"), |_| {}).await;
     let mut groups = services.groups().await;
     let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
     let mut client = services.messages().await;
@@ -65,7 +66,7 @@ async fn a_database_outage_writes_nothing_and_the_retry_posts_once() {
     let proxy = CuttableProxy::start(upstream).await;
     let proxied = options.host("127.0.0.1").port(proxy.address().port());
     let store: Arc<dyn MessageStore> = Arc::new(postgres_messages_store_with(proxied));
-    let bus = fanfare_bus::open_bus(None).await.expect("a bus");
+    let bus = fanfare_bus::open_bus(None, "").await.expect("a bus");
     let services = Services::start(groups_store, store, bus, |_| {}).await;
     let group_id = create_group(&services).await;
     let mut client = services.messages().await;

@@ -25,13 +25,16 @@ pub use crate::error::BusError;
 pub use crate::memory::{DEFAULT_MEMORY_QUEUE_CAPACITY, MemoryBus};
 pub use crate::redis::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_RECONNECT_MAX_DELAY, DEFAULT_RECONNECT_MIN_DELAY,
-    DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, RedisBus, RedisBusConfig,
+    DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, MAX_NAMESPACE_LEN, RedisBus, RedisBusConfig,
 };
 pub use crate::subscriber::{Subscriber, SubscriberHandle};
 
 /// Prefix of every group channel; [`group_channel`] and [`group_id_from_channel`] are the only
 /// places that build or read it.
 const GROUP_CHANNEL_PREFIX: &str = "fanfare:group:";
+/// Prefix of every user channel; [`user_channel`] and [`user_id_from_channel`] are the only
+/// places that build or read it.
+const USER_CHANNEL_PREFIX: &str = "fanfare:user:";
 
 /// The channel a group's updates are published to, e.g. `fanfare:group:42`.
 pub fn group_channel(group_id: i64) -> String {
@@ -41,6 +44,18 @@ pub fn group_channel(group_id: i64) -> String {
 /// The group a channel built by [`group_channel`] belongs to, or `None` for any other channel.
 pub fn group_id_from_channel(channel: &str) -> Option<i64> {
     channel.strip_prefix(GROUP_CHANNEL_PREFIX)?.parse().ok()
+}
+
+/// The channel of updates addressed to one user rather than to a group, e.g.
+/// `fanfare:user:7`: the messages relay publishes there the update that makes the user a
+/// member, so a stream of that user can start carrying the group at once.
+pub fn user_channel(user_id: i64) -> String {
+    format!("{USER_CHANNEL_PREFIX}{user_id}")
+}
+
+/// The user a channel built by [`user_channel`] belongs to, or `None` for any other channel.
+pub fn user_id_from_channel(channel: &str) -> Option<i64> {
+    channel.strip_prefix(USER_CHANNEL_PREFIX)?.parse().ok()
 }
 
 /// Publishes payloads to channels and hands out subscribers.
@@ -101,11 +116,16 @@ pub enum GapReason {
     Lagged,
 }
 
-/// Opens the bus a deployment names: Redis at `redis_url`, or a fresh in-process bus when
-/// unset (one process only: `fanfare dev` shares one between its services).
-pub async fn open_bus(redis_url: Option<&str>) -> Result<std::sync::Arc<dyn UpdateBus>, BusError> {
+/// Opens the bus a deployment names: Redis at `redis_url`, its channels in `namespace` (see
+/// [`RedisBusConfig::namespace`]; empty for none), or a fresh in-process bus when the URL is
+/// unset (one process only: `fanfare dev` shares one between its services), which needs no
+/// namespace and ignores it.
+pub async fn open_bus(redis_url: Option<&str>, namespace: &str) -> Result<std::sync::Arc<dyn UpdateBus>, BusError> {
     match redis_url {
-        Some(url) => Ok(std::sync::Arc::new(RedisBus::open(RedisBusConfig::new(url)).await?)),
+        Some(url) => {
+            let config = RedisBusConfig { namespace: namespace.to_owned(), ..RedisBusConfig::new(url) };
+            Ok(std::sync::Arc::new(RedisBus::open(config).await?))
+        }
         None => Ok(std::sync::Arc::new(MemoryBus::new())),
     }
 }
@@ -121,5 +141,15 @@ mod tests {
         assert_eq!(group_id_from_channel("fanfare:group:"), None);
         assert_eq!(group_id_from_channel("fanfare:group:4x"), None);
         assert_eq!(group_id_from_channel("other:42"), None);
+    }
+
+    #[test]
+    fn user_channels_round_trip_and_group_channels_are_not_users() {
+        assert_eq!(user_channel(7), "fanfare:user:7");
+        assert_eq!(user_id_from_channel(&user_channel(7)), Some(7));
+        assert_eq!(user_id_from_channel("fanfare:user:"), None);
+        assert_eq!(user_id_from_channel("fanfare:user:7x"), None);
+        assert_eq!(user_id_from_channel(&group_channel(7)), None);
+        assert_eq!(group_id_from_channel(&user_channel(7)), None);
     }
 }

@@ -14,6 +14,10 @@
 //! resubscription to every wanted channel, then `Resumed`. (The connection manager's own
 //! automatic resubscription would hide exactly the disconnect the subscriber must hear of.)
 //! A periodic `PING` catches connections that die without closing.
+//!
+//! A deployment's [namespace](RedisBusConfig::namespace) is applied only where channel names
+//! meet Redis (`PUBLISH` here, `SUBSCRIBE`/`UNSUBSCRIBE` and received messages in
+//! [`listener`]), so everything else, callers included, works on the channel names they chose.
 
 mod listener;
 
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Value};
+use ::redis::{Client, ErrorKind, RedisError, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -40,6 +44,8 @@ pub const DEFAULT_RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 /// How often an idle subscriber connection is checked with `PING`, unless configured otherwise.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest [namespace](RedisBusConfig::namespace) a bus accepts.
+pub const MAX_NAMESPACE_LEN: usize = 64;
 
 /// Where the Redis bus connects and how patient it is.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,6 +64,11 @@ pub struct RedisBusConfig {
     pub reconnect_max_delay: Duration,
     /// How often a subscriber connection is checked with `PING`.
     pub ping_interval: Duration,
+    /// Prefix of every channel on Redis, so several deployments (or test runs) can share one
+    /// server: channel `c` is `{namespace}:c` on the wire. Empty (the default) for none.
+    /// Callers never see it: they publish and subscribe to `c`, and receive messages of `c`.
+    /// Only ASCII letters, digits, `_`, `.` and `-`, at most [`MAX_NAMESPACE_LEN`] of them.
+    pub namespace: String,
 }
 
 impl RedisBusConfig {
@@ -71,7 +82,43 @@ impl RedisBusConfig {
             reconnect_min_delay: DEFAULT_RECONNECT_MIN_DELAY,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
             ping_interval: DEFAULT_PING_INTERVAL,
+            namespace: String::new(),
         }
+    }
+}
+
+/// The prefix a namespace puts before every channel name on Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ChannelNamespace {
+    /// `{namespace}:`, or empty without a namespace.
+    prefix: String,
+}
+
+impl ChannelNamespace {
+    /// The namespace `namespace` names, if it is a valid one.
+    fn new(namespace: &str) -> Result<Self, String> {
+        if namespace.is_empty() {
+            return Ok(Self::default());
+        }
+        if namespace.len() > MAX_NAMESPACE_LEN {
+            return Err(format!("the namespace is longer than {MAX_NAMESPACE_LEN} characters"));
+        }
+        // Without `:` in the namespace, the prefix ends exactly at its first `:`.
+        let allowed = |character: char| character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-');
+        if let Some(refused) = namespace.chars().find(|character| !allowed(*character)) {
+            return Err(format!("the namespace may hold only A-Z, a-z, 0-9, `_`, `.` and `-`, not {refused:?}"));
+        }
+        Ok(Self { prefix: format!("{namespace}:") })
+    }
+
+    /// The name `channel` has on Redis.
+    fn redis_name(&self, channel: &str) -> String {
+        format!("{}{channel}", self.prefix)
+    }
+
+    /// The channel a name on Redis stands for; `None` for a name outside this namespace.
+    fn channel_name<'a>(&self, redis_name: &'a str) -> Option<&'a str> {
+        redis_name.strip_prefix(self.prefix.as_str())
     }
 }
 
@@ -81,13 +128,17 @@ pub struct RedisBus {
     client: Client,
     publisher: ConnectionManager,
     config: Arc<RedisBusConfig>,
+    namespace: ChannelNamespace,
 }
 
 impl RedisBus {
     /// Opens the bus. The publishing connection is made on first use, so this succeeds while
     /// Redis is down (publishes then fail with [`BusError::Unavailable`] until it is back);
-    /// it fails only on a configuration that cannot work.
+    /// it fails only on a configuration that cannot work (an invalid URL or namespace).
     pub async fn open(config: RedisBusConfig) -> Result<Self, BusError> {
+        let namespace = ChannelNamespace::new(&config.namespace).map_err(|reason| {
+            BusError::InvalidConfig(RedisError::from((ErrorKind::InvalidClientConfig, "invalid namespace", reason)))
+        })?;
         let client = Client::open(config.url.as_str()).map_err(BusError::InvalidConfig)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout))
@@ -98,7 +149,7 @@ impl RedisBus {
             .set_max_delay(config.reconnect_max_delay);
         let publisher =
             ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(BusError::InvalidConfig)?;
-        Ok(Self { client, publisher, config: Arc::new(config) })
+        Ok(Self { client, publisher, config: Arc::new(config), namespace })
     }
 
     /// The configuration the bus was opened with.
@@ -123,12 +174,12 @@ impl RedisBus {
 impl UpdateBus for RedisBus {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
         let mut command = ::redis::cmd("PUBLISH");
-        command.arg(channel).arg(payload.as_ref());
+        command.arg(self.namespace.redis_name(channel)).arg(payload.as_ref());
         self.run_command("publish", &command).await.map(|_receivers| ())
     }
 
     async fn subscriber(&self) -> Result<Subscriber, BusError> {
-        listener::start(self.client.clone(), Arc::clone(&self.config)).await
+        listener::start(self.client.clone(), Arc::clone(&self.config), self.namespace.clone()).await
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -153,6 +204,7 @@ impl std::fmt::Debug for RedisBusConfig {
             .field("reconnect_min_delay", &self.reconnect_min_delay)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("ping_interval", &self.ping_interval)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -179,5 +231,28 @@ mod tests {
         assert!(printed.contains("redis://***@cache:6379/0"), "{printed}");
         assert!(!printed.contains("hunter2"));
         assert_eq!(redact_credentials("redis://cache:6379"), "redis://cache:6379");
+    }
+
+    #[test]
+    fn a_namespace_prefixes_channel_names_on_redis_and_only_its_own_names_map_back() {
+        let namespace = ChannelNamespace::new("staging").expect("a valid namespace");
+        assert_eq!(namespace.redis_name("fanfare:group:1"), "staging:fanfare:group:1");
+        assert_eq!(namespace.channel_name("staging:fanfare:group:1"), Some("fanfare:group:1"));
+        assert_eq!(namespace.channel_name("fanfare:group:1"), None);
+        assert_eq!(namespace.channel_name("staging-2:fanfare:group:1"), None);
+
+        let none = ChannelNamespace::new("").expect("no namespace");
+        assert_eq!(none.redis_name("fanfare:group:1"), "fanfare:group:1");
+        assert_eq!(none.channel_name("fanfare:group:1"), Some("fanfare:group:1"));
+    }
+
+    #[test]
+    fn a_namespace_is_short_and_made_of_safe_characters() {
+        assert!(ChannelNamespace::new("test-fanfare_test_0a.B").is_ok());
+        assert!(ChannelNamespace::new(&"n".repeat(MAX_NAMESPACE_LEN)).is_ok());
+        assert!(ChannelNamespace::new(&"n".repeat(MAX_NAMESPACE_LEN + 1)).is_err());
+        for refused in ["a:b", "a b", "a*", "é", "a/b"] {
+            assert!(ChannelNamespace::new(refused).is_err(), "{refused:?}");
+        }
     }
 }

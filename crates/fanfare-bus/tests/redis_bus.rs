@@ -2,7 +2,8 @@
 //! server, and connections that break.
 //!
 //! Uses the shared server at `REDIS_URL` (default `redis://127.0.0.1:6379`) with random
-//! channel names; the restart test runs its own `redis-server` instead of touching it.
+//! channel names or random namespaces; the restart test runs its own `redis-server` instead
+//! of touching it.
 
 mod support;
 
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use fanfare_bus::conformance::{
     BusFactory, EVENT_TIMEOUT, ROOMY_QUEUE_CAPACITY, message, next_event, publish, unique_channel,
 };
-use fanfare_bus::{BusError, BusEvent, GapReason, RedisBus, RedisBusConfig, UpdateBus};
+use fanfare_bus::{BusError, BusEvent, GapReason, RedisBus, RedisBusConfig, UpdateBus, group_channel};
 
 use crate::support::frozen_proxy::FreezableProxy;
 use crate::support::redis_server::{RedisServer, free_port};
@@ -51,6 +52,98 @@ impl BusFactory for RedisBusFactory {
 }
 
 fanfare_bus::bus_conformance_tests!(RedisBusFactory);
+
+/// A namespace no other test uses.
+fn unique_namespace(label: &str) -> String {
+    format!("test-{label}-{:016x}", rand::random::<u64>())
+}
+
+/// A bus on the shared Redis in its own namespace.
+async fn open_namespaced_bus(namespace: &str) -> RedisBus {
+    let config =
+        RedisBusConfig { namespace: namespace.to_owned(), ..test_config(shared_redis_url(), ROOMY_QUEUE_CAPACITY) };
+    RedisBus::open(config).await.expect("open the namespaced redis bus")
+}
+
+/// The conformance suite again, every bus in a fresh namespace: the namespace must be
+/// invisible to callers.
+mod namespaced {
+    use super::*;
+
+    struct NamespacedRedisBusFactory;
+
+    #[async_trait]
+    impl BusFactory for NamespacedRedisBusFactory {
+        async fn bus(&self, queue_capacity: usize) -> Arc<dyn UpdateBus> {
+            let config = RedisBusConfig {
+                namespace: unique_namespace("conformance"),
+                ..test_config(shared_redis_url(), queue_capacity)
+            };
+            Arc::new(RedisBus::open(config).await.expect("open the namespaced redis bus"))
+        }
+    }
+
+    fanfare_bus::bus_conformance_tests!(NamespacedRedisBusFactory);
+}
+
+#[tokio::test]
+async fn buses_in_different_namespaces_share_a_redis_without_hearing_each_other() {
+    // The same channel name in both, as when two test databases both have a group 1.
+    let channel = group_channel(1);
+    let first_namespace = unique_namespace("first");
+    let second_namespace = unique_namespace("second");
+    let first_bus = open_namespaced_bus(&first_namespace).await;
+    let second_bus = open_namespaced_bus(&second_namespace).await;
+    let mut first_subscriber = first_bus.subscriber().await.expect("subscriber in the first namespace");
+    first_subscriber.subscribe(&channel).await.expect("subscribe");
+    let mut second_subscriber = second_bus.subscriber().await.expect("subscriber in the second namespace");
+    second_subscriber.subscribe(&channel).await.expect("subscribe");
+
+    // Redis answers a publish after pushing it to subscribers, so a leak would come first.
+    publish(&second_bus, &channel, "for the second").await;
+    publish(&first_bus, &channel, "for the first").await;
+
+    // Subscribers see the channel name they subscribed to, without the namespace.
+    assert_eq!(next_event(&mut first_subscriber).await, message(&channel, "for the first"));
+    assert_eq!(next_event(&mut second_subscriber).await, message(&channel, "for the second"));
+    assert_eq!(first_subscriber.try_recv(), None);
+    assert_eq!(second_subscriber.try_recv(), None);
+    // On the server, each subscription is to the channel name behind its namespace.
+    assert_eq!(server_subscriber_count(&format!("{first_namespace}:{channel}")).await, 1);
+    assert_eq!(server_subscriber_count(&format!("{second_namespace}:{channel}")).await, 1);
+
+    // The unsubscribe reaches Redis just after the call returns.
+    first_subscriber.unsubscribe(&channel).await.expect("unsubscribe");
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while server_subscriber_count(&format!("{first_namespace}:{channel}")).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the namespaced channel was never unsubscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bus_without_a_namespace_does_not_hear_a_namespaced_one() {
+    let channel = unique_channel("unnamespaced");
+    let namespaced_bus = open_namespaced_bus(&unique_namespace("loud")).await;
+    let plain_bus = open_bus(shared_redis_url(), ROOMY_QUEUE_CAPACITY).await;
+    let mut plain_subscriber = plain_bus.subscriber().await.expect("subscriber without a namespace");
+    plain_subscriber.subscribe(&channel).await.expect("subscribe");
+
+    publish(&namespaced_bus, &channel, "namespaced").await;
+    publish(&plain_bus, &channel, "marker").await;
+
+    assert_eq!(next_event(&mut plain_subscriber).await, message(&channel, "marker"));
+    assert_eq!(plain_subscriber.try_recv(), None);
+}
+
+#[tokio::test]
+async fn an_invalid_namespace_is_refused_at_open() {
+    for namespace in ["has:colon", "has space", &"n".repeat(fanfare_bus::MAX_NAMESPACE_LEN + 1)] {
+        let config = RedisBusConfig { namespace: namespace.to_owned(), ..test_config(shared_redis_url(), 1) };
+        let opened = RedisBus::open(config).await;
+        assert!(matches!(opened, Err(BusError::InvalidConfig(_))), "{namespace:?}: {opened:?}");
+    }
+}
 
 #[tokio::test]
 async fn a_publish_on_one_bus_reaches_a_subscriber_of_another() {

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1_024;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default interval between dependency health checks, in milliseconds.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 2_000;
+/// Longest Redis namespace accepted (the bus enforces the same limit).
+pub const MAX_REDIS_NAMESPACE_LEN: usize = 64;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +132,12 @@ pub struct DependencyConfig {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Prefix of every Redis channel and key this deployment uses, so several deployments or
+    /// test runs can share one Redis. Empty for none; otherwise letters, digits, `_`, `.` and
+    /// `-`, at most 64 of them.
+    #[arg(long, env = "FANFARE_REDIS_NAMESPACE", default_value = "")]
+    pub redis_namespace: String,
+
     /// Postgres connections per service.
     #[arg(long, env = "FANFARE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
@@ -138,6 +146,24 @@ pub struct DependencyConfig {
     /// instead; `fanfare dev` turns this on.
     #[arg(long, env = "FANFARE_MIGRATE_ON_START", default_value_t = false)]
     pub migrate_on_start: bool,
+}
+
+impl DependencyConfig {
+    /// Refuses settings that cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        let namespace = &self.redis_namespace;
+        if namespace.len() > MAX_REDIS_NAMESPACE_LEN {
+            return Err(format!("FANFARE_REDIS_NAMESPACE is longer than {MAX_REDIS_NAMESPACE_LEN} characters"));
+        }
+        // No `:` in particular: it separates the namespace from the channel or key behind it.
+        let allowed = |character: char| character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-');
+        if let Some(refused) = namespace.chars().find(|character| !allowed(*character)) {
+            return Err(format!(
+                "FANFARE_REDIS_NAMESPACE may hold only letters, digits, `_`, `.` and `-`, not {refused:?}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +182,19 @@ mod tests {
         assert!(config.check().is_ok());
         config.max_concurrent_requests = 0;
         assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn the_redis_namespace_is_short_and_made_of_safe_characters() {
+        let mut config = DependencyConfig::default();
+        assert!(config.check().is_ok(), "no namespace");
+        for accepted in ["staging", "test-fanfare_test_0a.B", &"n".repeat(MAX_REDIS_NAMESPACE_LEN)] {
+            config.redis_namespace = accepted.to_owned();
+            assert!(config.check().is_ok(), "{accepted:?}");
+        }
+        for refused in ["a:b", "a b", "a*", "é", &"n".repeat(MAX_REDIS_NAMESPACE_LEN + 1)] {
+            config.redis_namespace = refused.to_owned();
+            assert!(config.check().is_err(), "{refused:?}");
+        }
     }
 }

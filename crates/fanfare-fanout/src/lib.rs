@@ -1,18 +1,20 @@
-//! The fanout service, over gRPC (`fanfare.fanout.v1.FanoutService`): today the
-//! creator-follower graph (follow, unfollow, follower and following pages, counters, batch
-//! checks). Live delivery (`Subscribe`) and creator-to-follower fan-out jobs join it later,
-//! beside [`service::FanoutService`]'s follow-graph methods.
+//! The fanout service, over gRPC (`fanfare.fanout.v1.FanoutService`): the creator-follower
+//! graph ([`service::FanoutService`]), live delivery of every group update to online users
+//! ([`live`], the `Subscribe` stream) and creator-to-follower fan-out jobs ([`jobs`]).
 
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod jobs;
+pub mod live;
 pub mod service;
 pub mod store;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use fanfare_bus::UpdateBus;
 use fanfare_core::server::{DependencyProbe, GrpcServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,28 +22,77 @@ use tokio_util::sync::CancellationToken;
 pub use config::FanoutConfig;
 
 use crate::grpc::FanoutGrpc;
+use crate::jobs::{
+    JobService, JobStore, JobWorkers, MemoryJobStore, MemoryNotificationSink, NotificationSink, PostgresJobStore,
+    RedisStreamSink,
+};
+use crate::live::Live;
 use crate::service::FanoutService;
 use crate::store::{FollowStore, MemoryFollowStore, PostgresFollowStore};
 
 /// The fully-qualified gRPC name of this service.
 pub const SERVICE_NAME: &str = "fanfare.fanout.v1.FanoutService";
 
-/// Opens the store `config` names: Postgres when `DATABASE_URL` is set (migrating first
-/// when asked), in memory otherwise.
-pub async fn open_store(config: &FanoutConfig) -> anyhow::Result<Arc<dyn FollowStore>> {
-    let dependencies = &config.dependencies;
-    let Some(url) = &dependencies.database_url else {
-        tracing::info!("fanout store: in memory (no DATABASE_URL)");
-        return Ok(Arc::new(MemoryFollowStore::new()));
-    };
-    let store = PostgresFollowStore::connect(url, dependencies.database_max_connections)
-        .await
-        .context("connecting the fanout store to postgres")?;
-    if dependencies.migrate_on_start {
-        PostgresFollowStore::migrate(store.pool()).await.context("migrating the fanout schema")?;
+/// The path of the streaming method, exempt from the unary call timeout.
+pub const SUBSCRIBE_PATH: &str = "/fanfare.fanout.v1.FanoutService/Subscribe";
+
+/// What the service runs on: its stores, the update bus, and where job notifications go.
+#[derive(Clone)]
+pub struct FanoutBackends {
+    /// The follow graph.
+    pub follows: Arc<dyn FollowStore>,
+    /// Fan-out jobs and their checkpoints.
+    pub jobs: Arc<dyn JobStore>,
+    /// The update bus live delivery listens on (shared with messages in `fanfare dev`).
+    pub bus: Arc<dyn UpdateBus>,
+    /// Where job notifications are appended for the push service.
+    pub sink: Arc<dyn NotificationSink>,
+}
+
+impl FanoutBackends {
+    /// In-memory stores and notification sink over `bus`.
+    pub fn in_memory(bus: Arc<dyn UpdateBus>) -> Self {
+        Self {
+            follows: Arc::new(MemoryFollowStore::new()),
+            jobs: Arc::new(MemoryJobStore::new()),
+            bus,
+            sink: Arc::new(MemoryNotificationSink::new()),
+        }
     }
-    tracing::info!("fanout store: postgres");
-    Ok(Arc::new(store))
+
+    /// The backends `config` names: Postgres when `DATABASE_URL` is set (migrating first
+    /// when asked), in memory otherwise; the Redis push stream when `REDIS_URL` is set too.
+    /// `bus` is the update bus to listen on.
+    pub async fn open(config: &FanoutConfig, bus: Arc<dyn UpdateBus>) -> anyhow::Result<Self> {
+        let dependencies = &config.dependencies;
+        let Some(url) = &dependencies.database_url else {
+            // In-memory jobs number themselves from 1 again at every start, so the push
+            // stream's page markers (keyed by job id) must not outlive them: the sink is in
+            // memory too, or a new job 1 would find the last run's markers and send nothing.
+            tracing::info!("fanout store and push stream: in memory (no DATABASE_URL)");
+            return Ok(Self::in_memory(bus));
+        };
+        let sink: Arc<dyn NotificationSink> = match &dependencies.redis_url {
+            Some(url) => Arc::new(
+                RedisStreamSink::open(
+                    url,
+                    &jobs::sink::push_stream_key(&dependencies.redis_namespace, &config.jobs.push_stream),
+                    config.jobs.push_stream_max_len,
+                )
+                .context("opening the push stream")?,
+            ),
+            None => Arc::new(MemoryNotificationSink::new()),
+        };
+        let store = PostgresFollowStore::connect(url, dependencies.database_max_connections)
+            .await
+            .context("connecting the fanout store to postgres")?;
+        if dependencies.migrate_on_start {
+            PostgresFollowStore::migrate(store.pool()).await.context("migrating the fanout schema")?;
+        }
+        tracing::info!("fanout store: postgres");
+        let jobs = Arc::new(PostgresJobStore::from_pool(store.pool().clone()));
+        Ok(Self { follows: Arc::new(store), jobs, bus, sink })
+    }
 }
 
 /// Applies the fanout schema migrations to the database at `database_url`; safe to run
@@ -53,27 +104,46 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     PostgresFollowStore::migrate(store.pool()).await.context("migrating the fanout schema")
 }
 
-/// Runs the fanout service on `listener` until `shutdown` is cancelled.
+/// Runs the fanout service on `listener` until `shutdown` is cancelled, on the backends its
+/// configuration names.
 pub async fn run(config: FanoutConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-    serve(config, store, listener, shutdown).await
+    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref(), &config.dependencies.redis_namespace)
+        .await
+        .context("opening the bus")?;
+    let backends = FanoutBackends::open(&config, bus).await?;
+    serve(config, backends, listener, shutdown).await
 }
 
-/// Serves the fanout service over an already-opened store (tests and `fanfare dev` pass
-/// their own).
+/// Serves the fanout service over already-opened backends (tests and `fanfare dev` pass
+/// their own) until `shutdown` is cancelled: open streams end with a reconnect frame, job
+/// workers stop at their next checkpoint.
 pub async fn serve(
     config: FanoutConfig,
-    store: Arc<dyn FollowStore>,
+    backends: FanoutBackends,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&store)));
-    let service = Arc::new(FanoutService::new(store, config.limits.clone()));
-    GrpcServer::new(SERVICE_NAME, config.server.clone())
-        .add_service(FanoutGrpc::new(service).into_server())
-        .probe(probe)
-        .serve(listener, shutdown)
+    config.check().map_err(anyhow::Error::msg).context("invalid fanout configuration")?;
+    let token = config.server.service_token.as_deref();
+    let live = Live::start(&config.live, token, Arc::clone(&backends.bus), shutdown.clone())
         .await
+        .context("starting live delivery")?;
+    let follows = Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone()));
+    let jobs =
+        Arc::new(JobService::new(Arc::clone(&backends.jobs), Arc::clone(&backends.follows), config.jobs.clone()));
+    let workers = JobWorkers::spawn(&config.jobs, &backends, shutdown.clone());
+
+    let store_probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&backends.follows)));
+    let bus_probe: Arc<dyn DependencyProbe> = Arc::new(BusProbe(Arc::clone(&backends.bus)));
+    let served = GrpcServer::new(SERVICE_NAME, config.server.clone())
+        .add_service(FanoutGrpc::new(follows, jobs, Arc::clone(&live)).into_server())
+        .streaming_method(SUBSCRIBE_PATH)
+        .probe(store_probe)
+        .probe(bus_probe)
+        .serve(listener, shutdown)
+        .await;
+    workers.join().await;
+    served
 }
 
 /// Health follows the store's reachability.
@@ -87,5 +157,19 @@ impl DependencyProbe for StoreProbe {
 
     async fn check(&self) -> anyhow::Result<()> {
         self.0.ping().await.context("pinging the fanout store")
+    }
+}
+
+/// Health also follows the update bus: without it no stream can be served.
+struct BusProbe(Arc<dyn UpdateBus>);
+
+#[async_trait::async_trait]
+impl DependencyProbe for BusProbe {
+    fn name(&self) -> &'static str {
+        "update bus"
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        self.0.ping().await.context("pinging the update bus")
     }
 }

@@ -1,6 +1,6 @@
 //! Configuration of the groups service: the shared server settings, the limits on group
 //! sizes, batches, invites and request rates, each with a named default, and where the
-//! messages service is.
+//! messages and fanout services are.
 
 use clap::Args;
 use fanfare_core::config::{DependencyConfig, ServerConfig};
@@ -94,12 +94,25 @@ pub struct GroupsConfig {
     /// changes stay in the outbox and no update log hears of them (logged as a warning).
     #[arg(long, env = "FANFARE_MESSAGES_URL")]
     pub messages_url: Option<String>,
+
+    /// Where the fanout service answers, e.g. `http://fanout:50053`. JoinGroup asks its
+    /// follow graph whether the caller follows the owner of a FOLLOWERS_ONLY group; unset,
+    /// such joins answer FAILED_PRECONDITION (FOLLOWERS_ONLY_UNAVAILABLE) and the groups are
+    /// joined with invite codes only.
+    #[arg(long, env = "FANFARE_FANOUT_URL")]
+    pub fanout_url: Option<String>,
 }
 
 impl GroupsConfig {
     /// The configuration for tests and `fanfare dev`: no token, default limits, no messages
-    /// service (callers that run one set `messages_url`).
+    /// or fanout service (callers that run them set `messages_url` and `fanout_url`).
     pub fn for_dev(dependencies: DependencyConfig) -> Self {
-        Self { server: ServerConfig::for_dev(), dependencies, limits: GroupLimits::default(), messages_url: None }
+        Self {
+            server: ServerConfig::for_dev(),
+            dependencies,
+            limits: GroupLimits::default(),
+            messages_url: None,
+            fanout_url: None,
+        }
     }
 }

@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use fanfare_core::identity::IdentityError;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::status;
 use fanfare_core::validation::InvalidRequest;
 use tonic::Status;
 
+use crate::follows::FollowGraphError;
 use crate::store::StoreError;
 
 /// Why a groups call failed.
@@ -32,6 +34,36 @@ pub enum GroupsError {
         /// What is wrong and what to do instead.
         message: String,
     },
+    /// A FOLLOWERS_ONLY group, and the caller does not follow its owner.
+    #[error(
+        "group {group} admits only followers of its owner: follow user {owner}, then join (or join with an invite code)"
+    )]
+    NotAFollower {
+        /// The group.
+        group: GroupId,
+        /// Its owner, whom the caller would have to follow.
+        owner: UserId,
+    },
+    /// A FOLLOWERS_ONLY group with a minimum follow age, and the caller has not followed its
+    /// owner for that long yet.
+    #[error(
+        "group {group} admits only users who have followed its owner, user {owner}, for at least \
+         {min_follow_age_seconds} seconds; you may join from {}",
+        joinable_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )]
+    FollowTooRecent {
+        /// The group.
+        group: GroupId,
+        /// Its owner.
+        owner: UserId,
+        /// The group's minimum follow age.
+        min_follow_age_seconds: u32,
+        /// When the caller's follow will be old enough.
+        joinable_at: DateTime<Utc>,
+    },
+    /// The fanout service could not say whether the caller follows the owner.
+    #[error(transparent)]
+    FollowGraph(#[from] FollowGraphError),
     /// The caller is changing too fast.
     #[error("user {user} is making changes too fast; retry in {retry_after:?}")]
     RateLimited {
@@ -68,7 +100,27 @@ impl From<GroupsError> for Status {
                 status::resource_exhausted(message, format!("user:{user}"), Some(retry_after))
             }
             GroupsError::MembershipNotFound { .. } => Status::not_found(message),
+            GroupsError::NotAFollower { owner, .. } => {
+                status::failed_precondition(message, "NOT_A_FOLLOWER", format!("user:{owner}"))
+            }
+            GroupsError::FollowTooRecent { owner, .. } => {
+                status::failed_precondition(message, "FOLLOW_TOO_RECENT", format!("user:{owner}"))
+            }
+            GroupsError::FollowGraph(follows) => follow_graph_status(follows),
             GroupsError::Store(store) => store_status(store, message),
+        }
+    }
+}
+
+fn follow_graph_status(error: FollowGraphError) -> Status {
+    match error {
+        FollowGraphError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "fanout service unavailable for a follow check");
+            status::unavailable("the follow graph (fanout service)")
+        }
+        FollowGraphError::Failed(cause) => {
+            tracing::error!(error = ?cause, "follow check failed");
+            status::internal()
         }
     }
 }
@@ -114,6 +166,30 @@ mod tests {
         let status = Status::from(error);
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn follow_refusals_name_the_owner_and_when_to_come_back() {
+        let group = GroupId::from_trusted(4);
+        let owner = UserId::from_trusted(7);
+        let refused = Status::from(GroupsError::NotAFollower { group, owner });
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("follow user 7"), "{}", refused.message());
+        let joinable_at = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let early = GroupsError::FollowTooRecent { group, owner, min_follow_age_seconds: 60, joinable_at };
+        let early = Status::from(early);
+        assert_eq!(early.code(), Code::FailedPrecondition);
+        assert!(early.message().contains("2030-03-17T17:46:40Z"), "{}", early.message());
+    }
+
+    #[test]
+    fn an_unavailable_follow_graph_asks_for_a_retry_and_hides_the_cause() {
+        let cause = tonic::Status::unavailable("tcp connect error 10.0.0.3");
+        let status = Status::from(GroupsError::FollowGraph(FollowGraphError::Unavailable(cause)));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("10.0.0.3"));
+        let failed = FollowGraphError::Failed(anyhow::anyhow!("bad token"));
+        assert_eq!(Status::from(GroupsError::FollowGraph(failed)).code(), Code::Internal);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The groups service: groups, members, roles, invites, bans, mutes, join requests and
 //! settings, over gRPC (`fanfare.groups.v1.GroupService`). Its outbox reaches the groups'
-//! update logs in the messages service through the [`relay`].
+//! update logs in the messages service through the [`relay`]; FOLLOWERS_ONLY joins ask the
+//! fanout service's follow graph through [`follows`].
 
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod follows;
 pub mod grpc;
 pub mod relay;
 pub mod service;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::GroupsConfig;
 
+use crate::follows::{FanoutFollowGraph, FollowGraph};
 use crate::grpc::GroupsGrpc;
 use crate::relay::OutboxRelay;
 use crate::service::GroupsService;
@@ -52,13 +55,18 @@ pub async fn run(config: GroupsConfig, listener: TcpListener, shutdown: Cancella
 }
 
 /// Serves the groups service over an already-opened store (tests pass their own), with the
-/// outbox relay to the messages service when `config.messages_url` is set.
+/// outbox relay to the messages service when `config.messages_url` is set, and follow checks
+/// against the fanout service when `config.fanout_url` is.
 pub async fn serve(
     config: GroupsConfig,
     store: Arc<dyn GroupStore>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Not a dependency of health: only FOLLOWERS_ONLY joins need it, and they answer
+    // UNAVAILABLE on their own while it is down.
+    let follow_graph = follow_graph(&config)?;
+
     // The relay stops after the server, so it keeps relaying while calls drain; what is left
     // in a Postgres outbox is relayed by the other pods or the next start.
     let relay_shutdown = CancellationToken::new();
@@ -79,7 +87,11 @@ pub async fn serve(
     };
 
     let probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&store)));
-    let service = Arc::new(GroupsService::new(store, config.limits.clone()));
+    let mut service = GroupsService::new(store, config.limits.clone());
+    if let Some(follow_graph) = follow_graph {
+        service = service.with_follow_graph(follow_graph);
+    }
+    let service = Arc::new(service);
     let served = GrpcServer::new(SERVICE_NAME, config.server.clone())
         .add_service(GroupsGrpc::new(service).into_server())
         .probe(probe)
@@ -93,6 +105,22 @@ pub async fn serve(
         tracing::error!(error = %error, "the outbox relay task failed");
     }
     served
+}
+
+/// The fanout service's follow graph when `config.fanout_url` names it (connected lazily: a
+/// fanout service that is down does not keep groups from starting).
+fn follow_graph(config: &GroupsConfig) -> anyhow::Result<Option<Arc<dyn FollowGraph>>> {
+    let Some(fanout_url) = &config.fanout_url else {
+        tracing::warn!(
+            "no fanout service configured (FANFARE_FANOUT_URL): JoinGroup refuses FOLLOWERS_ONLY groups with \
+             FAILED_PRECONDITION; they can be joined with invite codes only"
+        );
+        return Ok(None);
+    };
+    let graph = FanoutFollowGraph::connect(fanout_url, config.server.service_token.as_deref())
+        .with_context(|| format!("configuring follow checks against the fanout service at {fanout_url}"))?;
+    tracing::info!(%fanout_url, "checking FOLLOWERS_ONLY joins against the fanout service");
+    Ok(Some(Arc::new(graph)))
 }
 
 /// Health follows the store's reachability.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
 use fanfare_proto::common::v1::GroupEvent;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{AppendSystemUpdatesRequest, SystemEvent};
@@ -21,7 +22,6 @@ use prost::Message as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -37,8 +37,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one `AppendSystemUpdates` call may take: well inside the lease, so a batch is
 /// rarely sent by two relays at once.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long connecting to the messages service may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The wait after a first failed pass; it doubles with each further failure.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// The longest wait between failed passes: by then the failed batch is claimable again.
@@ -76,29 +74,6 @@ pub enum RelayOutcome {
     Relayed(usize),
     /// The pass failed; its rows stay claimed until the lease expires.
     Failed,
-}
-
-/// Adds `authorization: Bearer <token>` to every call when a service token is configured.
-#[derive(Debug, Clone)]
-pub struct ServiceTokenInterceptor {
-    authorization: Option<MetadataValue<Ascii>>,
-}
-
-impl ServiceTokenInterceptor {
-    /// An interceptor sending `token`, or nothing when there is none.
-    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
-        let authorization = token.map(|token| format!("Bearer {token}").parse()).transpose()?;
-        Ok(Self { authorization })
-    }
-}
-
-impl tonic::service::Interceptor for ServiceTokenInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.authorization {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
 }
 
 type MessagesClient = MessageServiceClient<InterceptedService<Channel, ServiceTokenInterceptor>>;
@@ -151,11 +126,8 @@ impl OutboxRelay {
         messages_url: &str,
         service_token: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(messages_url.to_owned())?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
+        let channel = lazy_channel(messages_url, Some(CALL_TIMEOUT))?;
         describe_metrics();
         Ok(Self {
             store,

@@ -17,6 +17,7 @@ use crate::domain::{
     Membership, MembershipLimits, NewGroup, Role, Settings, SettingsUpdate, Title,
 };
 use crate::error::{GroupsError, GroupsResult};
+use crate::follows::FollowGraph;
 use crate::store::{AddedMembers, Departure, GroupStore, JoinContext, Redemption, StoreError};
 
 /// A validated CreateGroup request.
@@ -65,6 +66,9 @@ pub struct GroupsService {
     store: Arc<dyn GroupStore>,
     limits: GroupLimits,
     change_limiter: Option<UserRateLimiter>,
+    /// Who follows whom, for FOLLOWERS_ONLY joins; `None` when no fanout service is
+    /// configured, and then such joins are refused.
+    follow_graph: Option<Arc<dyn FollowGraph>>,
 }
 
 /// The current time at the precision every store keeps (microseconds).
@@ -76,7 +80,13 @@ impl GroupsService {
     /// A service over `store` enforcing `limits`.
     pub fn new(store: Arc<dyn GroupStore>, limits: GroupLimits) -> Self {
         let change_limiter = UserRateLimiter::new(limits.user_changes_per_second, limits.user_changes_burst);
-        Self { store, limits, change_limiter }
+        Self { store, limits, change_limiter, follow_graph: None }
+    }
+
+    /// The same service, admitting users to FOLLOWERS_ONLY groups when `follow_graph` says
+    /// they follow the owner.
+    pub fn with_follow_graph(self, follow_graph: Arc<dyn FollowGraph>) -> Self {
+        Self { follow_graph: Some(follow_graph), ..self }
     }
 
     /// The member limit of a group of `kind`; `None` is unlimited.
@@ -243,7 +253,13 @@ impl GroupsService {
             return Ok(group);
         }
         let settings = update.apply_to(group.settings);
-        if let Err((field, description)) = rules::check_settings(group.kind, &settings) {
+        // `apply_to` resets the minimum follow age under other policies; one the caller asks
+        // for is checked as asked, so that setting it on the wrong policy is refused.
+        let requested = Settings {
+            min_follow_age_seconds: update.min_follow_age_seconds.unwrap_or(settings.min_follow_age_seconds),
+            ..settings
+        };
+        if let Err((field, description)) = rules::check_settings(group.kind, &requested) {
             let violation = FieldViolation::new(field, description);
             return Err(GroupsError::InvalidRequest(violation.into()));
         }
@@ -262,7 +278,9 @@ impl GroupsService {
     ///
     /// One read decides (the group, the actor's membership and ban, as `visible_group`,
     /// `get_membership` and `get_active_ban` would), then one store call writes; the store
-    /// checks again, under the group's lock, what it enforces.
+    /// checks again, under the group's lock, what it enforces. A FOLLOWERS_ONLY group adds
+    /// one call to the fanout service in between; the policy itself is advisory like the
+    /// rest of the read (a policy changed during the join applies to the next one).
     pub async fn join_group(&self, actor: UserId, group_id: GroupId) -> GroupsResult<JoinResult> {
         self.take_change_budget(actor)?;
         let JoinContext { group, membership, active_ban } = self.store.join_context(group_id, actor, now()).await?;
@@ -282,13 +300,10 @@ impl GroupsService {
         }
         match group.settings.join_policy {
             JoinPolicy::Open => self.add_joining_user(&group, actor, JoinMethod::Direct).await,
-            JoinPolicy::FollowersOnly => Err(GroupsError::FailedPrecondition {
-                kind: "FOLLOWERS_ONLY_UNAVAILABLE",
-                message: format!(
-                    "group {group_id} is JOIN_POLICY_FOLLOWERS_ONLY, which needs the fanout service's follow graph; \
-                     this deployment cannot check follows yet, so such groups are joined with an invite code"
-                ),
-            }),
+            JoinPolicy::FollowersOnly => {
+                self.require_follower(&group, actor).await?;
+                self.add_joining_user(&group, actor, JoinMethod::Direct).await
+            }
             JoinPolicy::InviteOnly => Err(GroupsError::PermissionDenied(format!(
                 "group {group_id} is invite-only: join with an invite code or ask a member to add you"
             ))),
@@ -297,6 +312,33 @@ impl GroupsService {
                 Ok(JoinResult::PendingApproval(request))
             }
         }
+    }
+
+    /// Admits `user` to a FOLLOWERS_ONLY group only if they follow its owner, and have for
+    /// at least the group's minimum follow age. The owner is whoever owns the group now: the
+    /// group record keeps no other "creator", and a channel handed over by
+    /// `TransferOwnership` admits its new owner's audience.
+    async fn require_follower(&self, group: &Group, user: UserId) -> GroupsResult<()> {
+        let Some(follow_graph) = &self.follow_graph else {
+            return Err(GroupsError::FailedPrecondition {
+                kind: "FOLLOWERS_ONLY_UNAVAILABLE",
+                message: format!(
+                    "group {} is JOIN_POLICY_FOLLOWERS_ONLY, which needs the fanout service's follow graph; this \
+                     deployment has no fanout service configured, so such groups are joined with an invite code",
+                    group.id
+                ),
+            });
+        };
+        let owner = group.owner;
+        let Some(followed_at) = follow_graph.followed_since(user, owner).await? else {
+            return Err(GroupsError::NotAFollower { group: group.id, owner });
+        };
+        let min_follow_age_seconds = group.settings.min_follow_age_seconds;
+        let joinable_at = rules::joinable_from(followed_at, min_follow_age_seconds);
+        if joinable_at > now() {
+            return Err(GroupsError::FollowTooRecent { group: group.id, owner, min_follow_age_seconds, joinable_at });
+        }
+        Ok(())
     }
 
     async fn add_joining_user(&self, group: &Group, user: UserId, method: JoinMethod) -> GroupsResult<JoinResult> {

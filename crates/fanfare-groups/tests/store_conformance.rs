@@ -19,7 +19,7 @@ mod postgres {
 }
 
 /// Migrations in `crates/fanfare-groups/migrations`.
-const MIGRATIONS: i64 = 3;
+const MIGRATIONS: i64 = 4;
 
 /// Connections per test pool: enough for the concurrency tests to overlap for real.
 const TEST_POOL_CONNECTIONS: u32 = 8;

@@ -1,7 +1,9 @@
 //! Groups and messages spawned together on port 0, wired as in production: messages asks
 //! groups who may post, groups relays its outbox to messages' log, and messages publishes
 //! committed updates on a bus. Memory: in-memory stores and bus. Postgres: one fresh
-//! database (a schema per service) and the Redis at `REDIS_URL` (default 127.0.0.1:6379).
+//! database (a schema per service) and the Redis at `REDIS_URL` (default 127.0.0.1:6379),
+//! in a namespace of the stack's own: every test database numbers its groups from 1, and
+//! tests running at once must not hear each other's `fanfare:group:1`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ struct Backends {
     groups_store: Arc<dyn GroupStore>,
     messages_store: Arc<dyn MessageStore>,
     bus: Arc<dyn UpdateBus>,
+    redis_namespace: String,
     database: Option<TestDatabase>,
 }
 
@@ -40,7 +43,8 @@ impl Backends {
             Storage::Memory => Ok(Self {
                 groups_store: Arc::new(MemoryGroupStore::new()),
                 messages_store: Arc::new(MemoryMessageStore::new()),
-                bus: fanfare_bus::open_bus(None).await?,
+                bus: fanfare_bus::open_bus(None, "").await?,
+                redis_namespace: String::new(),
                 database: None,
             }),
             Storage::Postgres => {
@@ -50,10 +54,13 @@ impl Backends {
                 let messages_store = PostgresMessageStore::connect(&database.url(), 8).await?;
                 PostgresMessageStore::migrate(messages_store.pool()).await?;
                 let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+                // The database's name is unique, and a valid namespace.
+                let redis_namespace = database.name().to_owned();
                 Ok(Self {
                     groups_store: Arc::new(groups_store),
                     messages_store: Arc::new(messages_store),
-                    bus: fanfare_bus::open_bus(Some(&redis_url)).await?,
+                    bus: fanfare_bus::open_bus(Some(&redis_url), &redis_namespace).await?,
+                    redis_namespace,
                     database: Some(database),
                 })
             }
@@ -73,6 +80,9 @@ pub struct TestStack {
     pub messages_store: Arc<dyn MessageStore>,
     /// The bus messages publishes on.
     pub bus: Arc<dyn UpdateBus>,
+    /// The Redis namespace of `bus` (empty for a memory stack): more processes on this stack's
+    /// bus open theirs with `fanfare_bus::open_bus(redis_url, &stack.redis_namespace)`.
+    pub redis_namespace: String,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     database: Option<TestDatabase>,
@@ -102,7 +112,7 @@ impl TestStack {
         messages(&mut messages_config);
 
         let backends = Backends::open(storage).await?;
-        let Backends { groups_store, messages_store, bus, database } = backends;
+        let Backends { groups_store, messages_store, bus, redis_namespace, database } = backends;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -114,7 +124,17 @@ impl TestStack {
             messages_listener,
             shutdown.clone(),
         ));
-        Ok(Self { groups_addr, messages_addr, groups_store, messages_store, bus, shutdown, tasks, database })
+        Ok(Self {
+            groups_addr,
+            messages_addr,
+            groups_store,
+            messages_store,
+            bus,
+            redis_namespace,
+            shutdown,
+            tasks,
+            database,
+        })
     }
 
     /// The fresh database of a Postgres stack.

@@ -79,10 +79,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let fanout_addr = SocketAddr::new(args.host, args.fanout_port);
     let fanout_listener = bind("fanout", fanout_addr).await?;
     // One bus for the whole process: with no REDIS_URL it is in process, shared by every service.
-    let bus = fanfare_bus::open_bus(dependencies.redis_url.as_deref()).await.context("opening the bus")?;
+    let bus = fanfare_bus::open_bus(dependencies.redis_url.as_deref(), &dependencies.redis_namespace)
+        .await
+        .context("opening the bus")?;
 
     let mut groups_config = fanfare_groups::GroupsConfig::for_dev(dependencies.clone());
     groups_config.messages_url = Some(format!("http://{messages_addr}"));
+    groups_config.fanout_url = Some(format!("http://{fanout_addr}"));
     let messages_config =
         fanfare_messages::MessagesConfig::for_dev(dependencies.clone(), format!("http://{groups_addr}"));
     let messages_store = fanfare_messages::open_store(&messages_config).await?;
@@ -90,14 +93,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::shutdown_on_signals();
     let mut services = JoinSet::new();
     services.spawn(fanfare_groups::run(groups_config, groups_listener, shutdown.clone()));
-    services.spawn(fanfare_messages::serve(messages_config, messages_store, bus, messages_listener, shutdown.clone()));
-    let fanout_config = fanfare_fanout::FanoutConfig::for_dev(dependencies.clone());
-    services.spawn(fanfare_fanout::run(fanout_config, fanout_listener, shutdown.clone()));
+    services.spawn(fanfare_messages::serve(
+        messages_config,
+        messages_store,
+        std::sync::Arc::clone(&bus),
+        messages_listener,
+        shutdown.clone(),
+    ));
+    let fanout_config = fanfare_fanout::FanoutConfig::for_dev(
+        dependencies.clone(),
+        format!("http://{groups_addr}"),
+        format!("http://{messages_addr}"),
+    );
+    let fanout_backends = fanfare_fanout::FanoutBackends::open(&fanout_config, std::sync::Arc::clone(&bus)).await?;
+    services.spawn(fanfare_fanout::serve(fanout_config, fanout_backends, fanout_listener, shutdown.clone()));
 
     println!("fanfare dev: storage {storage}, bus {bus_kind}, no service token required");
     println!("  groups    {groups_addr}  (fanfare.groups.v1.GroupService)");
     println!("  messages  {messages_addr}  (fanfare.messages.v1.MessageService)");
-    println!("  fanout    {fanout_addr}  (fanfare.fanout.v1.FanoutService: the follow graph)");
+    println!("  fanout    {fanout_addr}  (fanfare.fanout.v1.FanoutService: follows, Subscribe, fan-out jobs)");
     if args.metrics_port != 0 {
         println!("  metrics   http://{}/metrics", SocketAddr::new(args.host, args.metrics_port));
     }

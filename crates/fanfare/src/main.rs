@@ -2,6 +2,7 @@
 //! Deployment), `fanfare migrate` applies every service's schema migrations, and
 //! `fanfare dev` runs every service in one process for local development.
 
+mod ctl;
 mod dev;
 
 use std::future::Future;
@@ -52,6 +53,8 @@ enum Command {
     /// Run every service in one process on the default ports, in memory unless
     /// DATABASE_URL / REDIS_URL are set.
     Dev(Box<dev::DevArgs>),
+    /// Operator tooling: call the services as a given user, tail updates, explain deliveries.
+    Ctl(Box<ctl::CtlArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => dev::run(*args).await,
+        Command::Ctl(args) => ctl::run(*args).await,
     }
 }
 
@@ -151,8 +155,13 @@ fn report_check(service: &str, checked: Result<(), String>) -> anyhow::Result<()
 /// Runs the one service named on the command line.
 async fn serve(service: ServeCommand) -> anyhow::Result<()> {
     match service {
-        ServeCommand::Groups { check_config: true, config, .. } => report_check("groups", config.server.check()),
-        ServeCommand::Messages { check_config: true, config, .. } => report_check("messages", config.server.check()),
+        ServeCommand::Groups { check_config: true, config, .. } => {
+            report_check("groups", config.server.check().and_then(|()| config.dependencies.check()))
+        }
+        ServeCommand::Messages { check_config: true, config, .. } => {
+            report_check("messages", config.server.check().and_then(|()| config.dependencies.check()))
+        }
+        ServeCommand::Fanout { check_config: true, config, .. } => report_check("fanout", config.check()),
         ServeCommand::Groups { listen_addr, telemetry, config, .. } => {
             serve_one("groups", listen_addr, &telemetry, GROUPS_METRICS_PORT, |listener, shutdown| {
                 fanfare_groups::run(config, listener, shutdown)

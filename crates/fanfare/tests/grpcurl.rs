@@ -137,3 +137,71 @@ async fn grpcurl_sends_a_message_and_reads_the_history_back() {
     assert!(refused.contains("InvalidArgument"), "{refused}");
     assert!(refused.contains(r#""field":"client_message_id""#), "{refused}");
 }
+
+#[tokio::test]
+async fn grpcurl_subscribes_to_a_users_stream_and_sees_a_sent_message_arrive() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let server = DevServer::start().await;
+    let (groups, messages, fanout) = (server.groups_addr(), server.messages_addr(), server.fanout_addr());
+    let created = grpcurl(&[
+        "-plaintext",
+        "-H",
+        "x-fanfare-user-id: 1",
+        "-d",
+        r#"{"kind":"GROUP_KIND_CHAT","title":"Live"}"#,
+        &groups,
+        "fanfare.groups.v1.GroupService/CreateGroup",
+    ])
+    .expect_success();
+    let created: serde_json::Value = serde_json::from_str(&created).expect("CreateGroup prints JSON");
+    let group_id = created["group"]["groupId"].as_str().expect("int64 ids print as JSON strings").to_owned();
+
+    // The stream prints each frame as it arrives; read its lines on a thread.
+    let mut subscriber = Command::new("grpcurl")
+        .args(["-max-time", "30", "-plaintext", "-H", "x-fanfare-user-id: 1", "-d", "{}", &fanout])
+        .arg("fanfare.fanout.v1.FanoutService/Subscribe")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("running grpcurl; install it with `make tools`");
+    let stdout = subscriber.stdout.take().expect("piped stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) => seen.push_str(&line),
+                Err(_) => panic!("the stream never showed {needle:?}; it printed: {seen}"),
+            }
+        }
+        seen
+    };
+    let first = wait_for("\"cursor\"");
+    assert!(first.contains(&format!("\"groupId\": \"{group_id}\"")), "the stream carries the group: {first}");
+
+    grpcurl(&[
+        "-plaintext",
+        "-H",
+        "x-fanfare-user-id: 1",
+        "-d",
+        &format!(r#"{{"group_id":{group_id},"client_message_id":"live-1","text":"hello, stream"}}"#),
+        &messages,
+        "fanfare.messages.v1.MessageService/SendMessage",
+    ])
+    .expect_success();
+    let frames = wait_for("hello, stream");
+    assert!(frames.contains("\"updates\""), "{frames}");
+    subscriber.kill().ok();
+    subscriber.wait().ok();
+}

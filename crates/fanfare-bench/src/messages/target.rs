@@ -141,7 +141,7 @@ impl Target {
         let messages_store = PostgresMessageStore::connect(&database.url(), size.pool_size).await?;
         PostgresMessageStore::migrate(messages_store.pool()).await?;
         let store = Arc::new(CountingStore::new(messages_store));
-        let bus = fanfare_bus::open_bus(redis_url).await.context("opening the bus")?;
+        let bus = fanfare_bus::open_bus(redis_url, "").await.context("opening the bus")?;
 
         let mut config = GroupsConfig::for_dev(DependencyConfig::default());
         // The owner creates a thousand groups in a few seconds; the limit is not measured.
@@ -462,6 +462,7 @@ async fn create_community(client: &mut GroupServiceClient<Channel>, title: &str)
             slow_mode_seconds: 0,
             history_visible_to_new_members: true,
             post_policy: PostPolicy::AllMembers as i32,
+            min_follow_age_seconds: 0,
         }),
         ..Default::default()
     };

@@ -7,6 +7,9 @@
 //! `Gap { Disconnected }`, retries with jittered exponential backoff while still accepting
 //! channel changes, subscribes a new connection to every wanted channel, then reports
 //! `Resumed`. Dropping the subscriber aborts the task, which closes the connection.
+//!
+//! The wanted set and the queue hold channel names as callers know them; the namespace is
+//! added to each `SUBSCRIBE`/`UNSUBSCRIBE` argument and removed from each received message.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -23,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::RedisBusConfig;
+use super::{ChannelNamespace, RedisBusConfig};
 use crate::GapReason;
 use crate::error::{BusError, is_transient, timeout_error};
 use crate::queue::EventQueue;
@@ -38,12 +41,22 @@ const SUBSCRIBE_BATCH: usize = 256;
 ///
 /// Fails with [`BusError::Unavailable`] if Redis cannot be reached now; after this first
 /// connection, the task reconnects by itself for as long as the subscriber lives.
-pub(super) async fn start(client: Client, config: Arc<RedisBusConfig>) -> Result<Subscriber, BusError> {
+pub(super) async fn start(
+    client: Client,
+    config: Arc<RedisBusConfig>,
+    namespace: ChannelNamespace,
+) -> Result<Subscriber, BusError> {
     let connection = open_connection(&client, &config).await.map_err(BusError::from_redis)?;
     let events = Arc::new(EventQueue::new(config.queue_capacity));
     let (command_sender, command_receiver) = mpsc::channel(COMMAND_BUFFER);
-    let listener =
-        Listener { client, config, commands: command_receiver, events: Arc::clone(&events), wanted: HashSet::new() };
+    let listener = Listener {
+        client,
+        config,
+        namespace,
+        commands: command_receiver,
+        events: Arc::clone(&events),
+        wanted: HashSet::new(),
+    };
     let task = tokio::spawn(listener.run(connection).instrument(tracing::info_span!("update_bus_listener")));
     let control = RedisSubscription { commands: command_sender, task };
     Ok(Subscriber::new(Arc::new(control), events))
@@ -110,6 +123,8 @@ enum Interruption {
 struct Listener {
     client: Client,
     config: Arc<RedisBusConfig>,
+    /// Applied to channel names on their way to Redis and removed on their way back.
+    namespace: ChannelNamespace,
     commands: mpsc::Receiver<ChannelCommand>,
     events: Arc<EventQueue>,
     /// Every channel the subscriber holds, whether or not the connection is up.
@@ -170,7 +185,10 @@ impl Listener {
     }
 
     fn forward(&self, message: &Msg) {
-        let channel = message.get_channel_name();
+        // Only names in the namespace were subscribed, so no other name is expected here.
+        let Some(channel) = self.namespace.channel_name(message.get_channel_name()) else {
+            return;
+        };
         // A message already on its way when its channel was unsubscribed is not wanted.
         if !self.wanted.contains(channel) {
             return;
@@ -213,7 +231,7 @@ impl Listener {
                 if removed.is_empty() {
                     return Ok(());
                 }
-                let removed: Vec<String> = removed.into_iter().collect();
+                let removed: Vec<String> = removed.iter().map(|channel| self.namespace.redis_name(channel)).collect();
                 match self.within_response_timeout("unsubscribe", sink.unsubscribe(&removed)).await {
                     Err(cause) if is_transient(&cause) => Err(cause),
                     Err(cause) => {
@@ -290,7 +308,8 @@ impl Listener {
 
     async fn subscribe_in_batches(&self, sink: &mut PubSubSink, channels: &[String]) -> Result<(), RedisError> {
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
-            self.within_response_timeout("subscribe", sink.subscribe(batch)).await?;
+            let redis_names: Vec<String> = batch.iter().map(|channel| self.namespace.redis_name(channel)).collect();
+            self.within_response_timeout("subscribe", sink.subscribe(&redis_names)).await?;
         }
         Ok(())
     }

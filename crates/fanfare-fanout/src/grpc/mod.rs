@@ -3,7 +3,9 @@
 //! the result. No rules and no storage here.
 
 mod convert;
+mod jobs;
 mod parse;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -15,18 +17,23 @@ use fanfare_proto::fanout::v1::fanout_service_server::{FanoutService as FanoutAp
 use tonic::{Request, Response, Status};
 
 use crate::error::FanoutError;
+use crate::jobs::JobService;
+use crate::live::Live;
 use crate::service::FanoutService;
 
-/// The tonic service over a [`FanoutService`].
+/// The tonic service over the follow graph ([`FanoutService`]), fan-out jobs
+/// ([`JobService`]) and live delivery ([`Live`]).
 #[derive(Clone)]
 pub struct FanoutGrpc {
     service: Arc<FanoutService>,
+    jobs: Arc<JobService>,
+    live: Arc<Live>,
 }
 
 impl FanoutGrpc {
-    /// Wraps the service.
-    pub fn new(service: Arc<FanoutService>) -> Self {
-        Self { service }
+    /// Wraps the three parts of the service.
+    pub fn new(service: Arc<FanoutService>, jobs: Arc<JobService>, live: Arc<Live>) -> Self {
+        Self { service, jobs, live }
     }
 
     /// The generated tonic server for this adapter.
@@ -112,5 +119,49 @@ impl FanoutApi for FanoutGrpc {
             parse::check_follows(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
         let checks = self.service.check_follows(actor, follower, &creators).await?;
         Ok(Response::new(pb::CheckFollowsResponse { checks: checks.iter().map(convert::check).collect() }))
+    }
+
+    type SubscribeStream = subscribe::SubscribeStream;
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> GrpcResult<Self::SubscribeStream> {
+        let actor = actor(&request)?;
+        subscribe::subscribe(&self.live, actor, request.into_inner()).await
+    }
+
+    async fn list_streams(&self, request: Request<pb::ListStreamsRequest>) -> GrpcResult<pb::ListStreamsResponse> {
+        let actor = actor(&request)?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            pod: self.live.pod_name(),
+            streams: self.live.streams_of(actor.get()),
+        }))
+    }
+
+    async fn start_fanout_job(
+        &self,
+        request: Request<pb::StartFanoutJobRequest>,
+    ) -> GrpcResult<pb::StartFanoutJobResponse> {
+        let actor = actor(&request)?;
+        jobs::start(&self.jobs, actor, request.into_inner()).await
+    }
+
+    async fn get_fanout_job(&self, request: Request<pb::GetFanoutJobRequest>) -> GrpcResult<pb::GetFanoutJobResponse> {
+        let actor = actor(&request)?;
+        jobs::get(&self.jobs, actor, request.into_inner()).await
+    }
+
+    async fn list_fanout_jobs(
+        &self,
+        request: Request<pb::ListFanoutJobsRequest>,
+    ) -> GrpcResult<pb::ListFanoutJobsResponse> {
+        let actor = actor(&request)?;
+        jobs::list(&self.jobs, actor, request.into_inner()).await
+    }
+
+    async fn cancel_fanout_job(
+        &self,
+        request: Request<pb::CancelFanoutJobRequest>,
+    ) -> GrpcResult<pb::CancelFanoutJobResponse> {
+        let actor = actor(&request)?;
+        jobs::cancel(&self.jobs, actor, request.into_inner()).await
     }
 }

@@ -108,6 +108,7 @@ impl GroupChange {
                 slow_mode_seconds: i32::try_from(group.settings.slow_mode_seconds).unwrap_or(i32::MAX),
                 history_visible_to_new_members: group.settings.history_visible_to_new_members,
                 post_policy: group.settings.post_policy.to_proto() as i32,
+                min_follow_age_seconds: i32::try_from(group.settings.min_follow_age_seconds).unwrap_or(i32::MAX),
             }),
             Self::Archived => Change::GroupArchived(common::GroupArchived {}),
         };

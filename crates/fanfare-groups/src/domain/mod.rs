@@ -53,6 +53,9 @@ pub struct Settings {
     pub history_visible_to_new_members: bool,
     /// Who may post.
     pub post_policy: PostPolicy,
+    /// How long a user must have followed the owner to join a FOLLOWERS_ONLY group, in
+    /// seconds; 0 admits every follower. Always 0 under other join policies.
+    pub min_follow_age_seconds: u32,
 }
 
 /// What a new group is made of; the store assigns id and times.
@@ -89,6 +92,8 @@ pub struct SettingsUpdate {
     pub history_visible_to_new_members: Option<bool>,
     /// New post policy.
     pub post_policy: Option<PostPolicy>,
+    /// New minimum follow age.
+    pub min_follow_age_seconds: Option<u32>,
 }
 
 impl SettingsUpdate {
@@ -97,15 +102,23 @@ impl SettingsUpdate {
         *self == Self::default()
     }
 
-    /// The settings after applying this update to `current`.
+    /// The settings after applying this update to `current`. A minimum follow age means
+    /// something only to a FOLLOWERS_ONLY group, so a policy other than that one resets it to
+    /// 0 (the service refuses an update that sets a non-zero one alongside such a policy).
     pub fn apply_to(&self, current: Settings) -> Settings {
+        let join_policy = self.join_policy.unwrap_or(current.join_policy);
+        let min_follow_age_seconds = match join_policy {
+            JoinPolicy::FollowersOnly => self.min_follow_age_seconds.unwrap_or(current.min_follow_age_seconds),
+            JoinPolicy::Open | JoinPolicy::InviteOnly | JoinPolicy::Approval => 0,
+        };
         Settings {
-            join_policy: self.join_policy.unwrap_or(current.join_policy),
+            join_policy,
             slow_mode_seconds: self.slow_mode_seconds.unwrap_or(current.slow_mode_seconds),
             history_visible_to_new_members: self
                 .history_visible_to_new_members
                 .unwrap_or(current.history_visible_to_new_members),
             post_policy: self.post_policy.unwrap_or(current.post_policy),
+            min_follow_age_seconds,
         }
     }
 }

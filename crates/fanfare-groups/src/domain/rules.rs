@@ -1,6 +1,8 @@
 //! Who may do what, and which settings fit which kind of group. Pure functions: the
 //! service asks them before it asks the store to change anything.
 
+use chrono::{DateTime, Duration, DurationRound, Utc};
+
 use super::{GroupKind, JoinPolicy, PostPolicy, Role, Settings};
 
 /// The settings a new group of `kind` gets when the request leaves them unset.
@@ -11,18 +13,21 @@ pub fn default_settings(kind: GroupKind) -> Settings {
             slow_mode_seconds: 0,
             history_visible_to_new_members: true,
             post_policy: PostPolicy::AllMembers,
+            min_follow_age_seconds: 0,
         },
         GroupKind::Community => Settings {
             join_policy: JoinPolicy::Open,
             slow_mode_seconds: 0,
             history_visible_to_new_members: true,
             post_policy: PostPolicy::AllMembers,
+            min_follow_age_seconds: 0,
         },
         GroupKind::Broadcast => Settings {
             join_policy: JoinPolicy::Open,
             slow_mode_seconds: 0,
             history_visible_to_new_members: true,
             post_policy: PostPolicy::AdminsOnly,
+            min_follow_age_seconds: 0,
         },
     }
 }
@@ -52,7 +57,36 @@ pub fn check_settings(kind: GroupKind, settings: &Settings) -> Result<(), (&'sta
     if kind == GroupKind::Broadcast && settings.post_policy != PostPolicy::AdminsOnly {
         return Err(("post_policy", "GROUP_KIND_BROADCAST groups are always POST_POLICY_ADMINS_ONLY".to_owned()));
     }
+    // Refused rather than ignored: a caller who sets a minimum follow age on a group that
+    // does not check follows has most likely forgotten to set the policy.
+    if settings.min_follow_age_seconds > 0 && settings.join_policy != JoinPolicy::FollowersOnly {
+        return Err((
+            "min_follow_age_seconds",
+            format!(
+                "must be 0 unless join_policy is JOIN_POLICY_FOLLOWERS_ONLY (got {} with {})",
+                settings.min_follow_age_seconds,
+                settings.join_policy.to_proto().as_str_name()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// When a user who has followed the owner since `followed_at` may join a FOLLOWERS_ONLY
+/// group whose minimum follow age is `min_follow_age_seconds`: rounded up to the whole
+/// second, so that a caller told "from 12:00:01" is not refused at 12:00:01.
+pub fn joinable_from(followed_at: DateTime<Utc>, min_follow_age_seconds: u32) -> DateTime<Utc> {
+    let earliest = followed_at + Duration::seconds(i64::from(min_follow_age_seconds));
+    if min_follow_age_seconds == 0 {
+        return earliest;
+    }
+    let second = Duration::seconds(1);
+    match earliest.duration_trunc(second) {
+        Ok(truncated) if truncated < earliest => truncated + second,
+        Ok(truncated) => truncated,
+        // Only for times near the ends of chrono's range; the exact time is as good.
+        Err(_) => earliest,
+    }
 }
 
 /// Whether a role moderates: owners and admins.
@@ -109,6 +143,25 @@ mod tests {
         let mut approval = default_settings(GroupKind::Broadcast);
         approval.join_policy = JoinPolicy::Approval;
         assert_eq!(check_settings(GroupKind::Broadcast, &approval).unwrap_err().0, "join_policy");
+    }
+
+    #[test]
+    fn a_min_follow_age_needs_the_followers_only_policy() {
+        let mut settings = default_settings(GroupKind::Community);
+        settings.min_follow_age_seconds = 60;
+        assert_eq!(check_settings(GroupKind::Community, &settings).unwrap_err().0, "min_follow_age_seconds");
+        settings.join_policy = JoinPolicy::FollowersOnly;
+        assert!(check_settings(GroupKind::Community, &settings).is_ok());
+    }
+
+    #[test]
+    fn joinable_from_adds_the_min_age_and_rounds_up_to_the_second() {
+        let followed_at = DateTime::from_timestamp_micros(1_700_000_000_250_000).unwrap();
+        assert_eq!(joinable_from(followed_at, 0), followed_at, "no minimum: at once");
+        let joinable = joinable_from(followed_at, 60);
+        assert_eq!(joinable, DateTime::from_timestamp(1_700_000_061, 0).unwrap());
+        let whole = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert_eq!(joinable_from(whole, 60), DateTime::from_timestamp(1_700_000_060, 0).unwrap());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const MAX_AVATAR_REF_CHARS: usize = 512;
 pub const MAX_BAN_REASON_CHARS: usize = 512;
 /// Longest slow mode interval: one day.
 pub const MAX_SLOW_MODE_SECONDS: u32 = 86_400;
+/// Longest minimum follow age of a FOLLOWERS_ONLY group: 365 days.
+pub const MAX_MIN_FOLLOW_AGE_SECONDS: u32 = 365 * 86_400;
 /// Length of an invite code.
 pub const INVITE_CODE_LENGTH: usize = 16;
 
@@ -173,6 +175,17 @@ pub fn parse_slow_mode(field: &str, raw: i32) -> Result<u32, FieldViolation> {
     }
 }
 
+/// A minimum follow age: 0 (none) to 365 days.
+pub fn parse_min_follow_age(field: &str, raw: i32) -> Result<u32, FieldViolation> {
+    match u32::try_from(raw) {
+        Ok(seconds) if seconds <= MAX_MIN_FOLLOW_AGE_SECONDS => Ok(seconds),
+        _ => Err(FieldViolation::new(
+            field,
+            format!("must be between 0 and {MAX_MIN_FOLLOW_AGE_SECONDS} seconds (365 days) (got {raw})"),
+        )),
+    }
+}
+
 /// The alphabet of invite codes: letters and digits without look-alikes (0/O, 1/l/I).
 const INVITE_ALPHABET: &[u8] = b"23456789abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
 
@@ -246,6 +259,14 @@ mod tests {
         assert_eq!(parse_slow_mode("s", 0).unwrap(), 0);
         assert!(parse_slow_mode("s", -1).is_err());
         assert!(parse_slow_mode("s", 86_401).is_err());
+    }
+
+    #[test]
+    fn min_follow_age_is_bounded() {
+        assert_eq!(parse_min_follow_age("m", 0).unwrap(), 0);
+        assert_eq!(parse_min_follow_age("m", 31_536_000).unwrap(), MAX_MIN_FOLLOW_AGE_SECONDS);
+        assert!(parse_min_follow_age("m", -1).is_err());
+        assert!(parse_min_follow_age("m", 31_536_001).is_err());
     }
 
     #[test]

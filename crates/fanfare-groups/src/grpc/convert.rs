@@ -29,6 +29,7 @@ pub fn settings(settings: &Settings) -> pb::GroupSettings {
         slow_mode_seconds: i32::try_from(settings.slow_mode_seconds).unwrap_or(i32::MAX),
         history_visible_to_new_members: settings.history_visible_to_new_members,
         post_policy: settings.post_policy.to_proto() as i32,
+        min_follow_age_seconds: i32::try_from(settings.min_follow_age_seconds).unwrap_or(i32::MAX),
     }
 }
 

@@ -11,7 +11,7 @@ use fanfare_proto::groups::v1 as pb;
 use crate::config::{DEFAULT_INVITE_TTL_SECONDS, MAX_INVITE_TTL_SECONDS, MAX_INVITE_USES, MIN_INVITE_TTL_SECONDS};
 use crate::domain::{
     AvatarRef, BanReason, Description, GroupKind, InviteCode, JoinPolicy, PostPolicy, Role, Settings, SettingsUpdate,
-    Title, parse_slow_mode,
+    Title, parse_min_follow_age, parse_slow_mode,
 };
 use crate::service::{BanTerms, CreateGroup, JoinRequestKey, UserGroupsKey};
 
@@ -153,11 +153,14 @@ fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> 
     let join_policy = violations.check(JoinPolicy::parse("settings.join_policy", settings.join_policy));
     let slow_mode = violations.check(parse_slow_mode("settings.slow_mode_seconds", settings.slow_mode_seconds));
     let post_policy = violations.check(PostPolicy::parse("settings.post_policy", settings.post_policy));
+    let min_follow_age =
+        violations.check(parse_min_follow_age("settings.min_follow_age_seconds", settings.min_follow_age_seconds));
     Some(Settings {
         join_policy: join_policy?,
         slow_mode_seconds: slow_mode?,
         history_visible_to_new_members: settings.history_visible_to_new_members,
         post_policy: post_policy?,
+        min_follow_age_seconds: min_follow_age?,
     })
 }
 
@@ -197,6 +200,9 @@ pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(Grou
             .and_then(|raw| violations.check(parse_slow_mode("slow_mode_seconds", raw))),
         history_visible_to_new_members: request.history_visible_to_new_members,
         post_policy: request.post_policy.and_then(|raw| violations.check(PostPolicy::parse("post_policy", raw))),
+        min_follow_age_seconds: request
+            .min_follow_age_seconds
+            .and_then(|raw| violations.check(parse_min_follow_age("min_follow_age_seconds", raw))),
     };
     violations.finish_with(group.map(|group| (group, update)))
 }

@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             create_group_counts_toward_the_owner_group_limit,
             get_groups_keeps_the_requested_order_and_skips_unknown_ids,
             update_settings_changes_only_the_given_fields,
+            min_follow_age_is_stored_and_reset_by_leaving_followers_only,
             archived_groups_refuse_every_change,
             join_context_reads_the_group_membership_and_ban_together,
             add_members_reports_existing_members_and_writes_one_join_each,
@@ -334,6 +335,50 @@ pub async fn update_settings_changes_only_the_given_fields(store: &dyn GroupStor
 
     let unknown = store.update_settings(GroupId::from_trusted(i64::MAX), &update, user(1), at(6)).await;
     assert!(matches!(unknown, Err(StoreError::GroupNotFound(_))), "{unknown:?}");
+}
+
+/// A FOLLOWERS_ONLY group keeps its minimum follow age from creation and through updates
+/// that do not touch it; a policy other than FOLLOWERS_ONLY resets it to 0, as
+/// [`SettingsUpdate::apply_to`] says. Each change is published whole.
+pub async fn min_follow_age_is_stored_and_reset_by_leaving_followers_only(store: &dyn GroupStore) {
+    let mut new = new_group(GroupKind::Broadcast, user(1));
+    new.settings.join_policy = JoinPolicy::FollowersOnly;
+    new.settings.min_follow_age_seconds = 86_400;
+    let group = store.create_group(new, USER_GROUP_LIMIT, at(0)).await.expect("create a group");
+    assert_eq!(group.settings.min_follow_age_seconds, 86_400);
+    assert_eq!(store.get_group(group.id).await.unwrap(), Some(group.clone()));
+    let context = store.join_context(group.id, user(2), at(1)).await.unwrap();
+    assert_eq!(context.group.map(|read| read.settings.min_follow_age_seconds), Some(86_400));
+
+    let retitle =
+        SettingsUpdate { title: Some(Title::from_trusted("Renamed".to_owned())), ..SettingsUpdate::default() };
+    let kept = store.update_settings(group.id, &retitle, user(1), at(2)).await.unwrap();
+    assert_eq!(kept.settings.min_follow_age_seconds, 86_400, "an update that does not touch it keeps it");
+
+    let shorter = SettingsUpdate { min_follow_age_seconds: Some(3_600), ..SettingsUpdate::default() };
+    let changed = store.update_settings(group.id, &shorter, user(1), at(3)).await.unwrap();
+    assert_eq!(changed.settings.min_follow_age_seconds, 3_600);
+    assert_eq!(changed.settings, shorter.apply_to(kept.settings));
+
+    let open = SettingsUpdate { join_policy: Some(JoinPolicy::Open), ..SettingsUpdate::default() };
+    let opened = store.update_settings(group.id, &open, user(1), at(4)).await.unwrap();
+    assert_eq!((opened.settings.join_policy, opened.settings.min_follow_age_seconds), (JoinPolicy::Open, 0));
+    assert_eq!(opened.settings, open.apply_to(changed.settings));
+    assert_eq!(store.get_group(group.id).await.unwrap(), Some(opened.clone()));
+
+    let back = SettingsUpdate { join_policy: Some(JoinPolicy::FollowersOnly), ..SettingsUpdate::default() };
+    let followers_again = store.update_settings(group.id, &back, user(1), at(5)).await.unwrap();
+    assert_eq!(followers_again.settings.min_follow_age_seconds, 0, "a reset value does not come back");
+
+    let published: Vec<i32> = changes(store, group.id)
+        .await
+        .into_iter()
+        .filter_map(|change| match change {
+            Change::GroupSettingsChanged(settings) => Some(settings.min_follow_age_seconds),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, [86_400, 3_600, 0, 0]);
 }
 
 /// An archived group can still be read, but every change is refused with `Archived`.

@@ -148,7 +148,8 @@ macro_rules! select_group {
     ($tail:literal) => {
         concat!(
             "SELECT g.id, g.kind, g.title, g.description, g.avatar_ref, g.owner_id, g.join_policy, \
-             g.slow_mode_seconds, g.history_visible, g.post_policy, g.created_at, g.archived_at, \
+             g.slow_mode_seconds, g.history_visible, g.post_policy, g.min_follow_age_seconds, g.created_at, \
+             g.archived_at, \
              (SELECT COALESCE(SUM(c.count), 0)::bigint FROM groups.member_counts c \
               WHERE c.group_id = g.id) AS member_count \
              FROM groups.groups g ",
@@ -169,6 +170,7 @@ struct GroupRow {
     slow_mode_seconds: i32,
     history_visible: bool,
     post_policy: i16,
+    min_follow_age_seconds: i32,
     created_at: DateTime<Utc>,
     archived_at: Option<DateTime<Utc>>,
     /// The SUM of the group's member-count shards.
@@ -189,6 +191,7 @@ impl GroupRow {
                 slow_mode_seconds: stored_number(self.slow_mode_seconds, "slow_mode_seconds")?,
                 history_visible_to_new_members: self.history_visible,
                 post_policy: stored_code(PostPolicy::from_code(self.post_policy), "post_policy", self.post_policy)?,
+                min_follow_age_seconds: stored_number(self.min_follow_age_seconds, "min_follow_age_seconds")?,
             },
             member_count: stored_number(self.member_count, "member_count")?,
             created_at: self.created_at,
@@ -925,10 +928,11 @@ impl GroupStore for PostgresGroupStore {
             return Err(StoreError::UserGroupLimit { user: group.owner, limit: user_group_limit });
         }
         let slow_mode = i32::try_from(group.settings.slow_mode_seconds).unwrap_or(i32::MAX);
+        let min_follow_age = i32::try_from(group.settings.min_follow_age_seconds).unwrap_or(i32::MAX);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO groups.groups (kind, title, description, avatar_ref, owner_id, join_policy, \
-             slow_mode_seconds, history_visible, post_policy, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+             slow_mode_seconds, history_visible, post_policy, min_follow_age_seconds, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10) RETURNING id",
         )
         .bind(group.kind.code())
         .bind(group.title.as_str())
@@ -940,6 +944,7 @@ impl GroupStore for PostgresGroupStore {
         .bind(group.settings.history_visible_to_new_members)
         .bind(group.settings.post_policy.code())
         .bind(now)
+        .bind(min_follow_age)
         .fetch_one(&mut *tx)
         .await
         .during("inserting a group")?;
@@ -1016,11 +1021,17 @@ impl GroupStore for PostgresGroupStore {
         let mut tx = self.pool.begin().await.during("starting a transaction")?;
         lock_group(&mut tx, group, GroupLock::Exclusive).await?.ensure_active()?;
         let slow_mode = update.slow_mode_seconds.map(|seconds| i32::try_from(seconds).unwrap_or(i32::MAX));
+        let min_follow_age = update.min_follow_age_seconds.map(|seconds| i32::try_from(seconds).unwrap_or(i32::MAX));
+        // As `SettingsUpdate::apply_to`: a policy other than FOLLOWERS_ONLY resets the minimum
+        // follow age. (On the right of SET, columns hold the row's values before the update.)
         sqlx::query(
             "UPDATE groups.groups SET title = COALESCE($2, title), description = COALESCE($3, description), \
              avatar_ref = COALESCE($4, avatar_ref), join_policy = COALESCE($5, join_policy), \
              slow_mode_seconds = COALESCE($6, slow_mode_seconds), history_visible = COALESCE($7, history_visible), \
-             post_policy = COALESCE($8, post_policy), updated_at = $9 WHERE id = $1",
+             post_policy = COALESCE($8, post_policy), \
+             min_follow_age_seconds = CASE WHEN COALESCE($5, join_policy) = $11 \
+                 THEN COALESCE($10, min_follow_age_seconds) ELSE 0 END, \
+             updated_at = $9 WHERE id = $1",
         )
         .bind(group.get())
         .bind(update.title.as_ref().map(Title::as_str))
@@ -1031,6 +1042,8 @@ impl GroupStore for PostgresGroupStore {
         .bind(update.history_visible_to_new_members)
         .bind(update.post_policy.map(PostPolicy::code))
         .bind(now)
+        .bind(min_follow_age)
+        .bind(JoinPolicy::FollowersOnly.code())
         .execute(&mut *tx)
         .await
         .during("updating group settings")?;
@@ -1064,7 +1077,8 @@ impl GroupStore for PostgresGroupStore {
     async fn join_context(&self, group: GroupId, user: UserId, now: DateTime<Utc>) -> StoreResult<JoinContext> {
         let row: Option<JoinContextRow> = sqlx::query_as(
             "SELECT g.id, g.kind, g.title, g.description, g.avatar_ref, g.owner_id, g.join_policy, \
-             g.slow_mode_seconds, g.history_visible, g.post_policy, g.created_at, g.archived_at, \
+             g.slow_mode_seconds, g.history_visible, g.post_policy, g.min_follow_age_seconds, g.created_at, \
+             g.archived_at, \
              (SELECT COALESCE(SUM(c.count), 0)::bigint FROM groups.member_counts c \
               WHERE c.group_id = g.id) AS member_count, \
              m.role AS member_role, m.joined_at AS member_joined_at, m.muted_until AS member_muted_until, \
@@ -1273,7 +1287,8 @@ impl GroupStore for PostgresGroupStore {
     ) -> StoreResult<Vec<(Group, Membership)>> {
         let rows: Vec<UserGroupRow> = sqlx::query_as(
             "SELECT g.id, g.kind, g.title, g.description, g.avatar_ref, g.owner_id, g.join_policy, \
-             g.slow_mode_seconds, g.history_visible, g.post_policy, g.created_at, g.archived_at, \
+             g.slow_mode_seconds, g.history_visible, g.post_policy, g.min_follow_age_seconds, g.created_at, \
+             g.archived_at, \
              (SELECT COALESCE(SUM(c.count), 0)::bigint FROM groups.member_counts c \
               WHERE c.group_id = g.id) AS member_count, \
              m.role AS member_role, m.joined_at AS member_joined_at, m.muted_until AS member_muted_until \

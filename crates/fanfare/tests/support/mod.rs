@@ -12,6 +12,7 @@ pub struct DevServer {
     child: Child,
     groups_port: u16,
     messages_port: u16,
+    fanout_port: u16,
 }
 
 /// A port the OS says is free right now.
@@ -25,10 +26,11 @@ impl DevServer {
     pub async fn start() -> Self {
         let groups_port = free_port();
         let messages_port = free_port();
+        let fanout_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
             .args(["dev", "--groups-port", &groups_port.to_string(), "--metrics-port", "0"])
             .args(["--messages-port", &messages_port.to_string()])
-            .args(["--fanout-port", &free_port().to_string()])
+            .args(["--fanout-port", &fanout_port.to_string()])
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
@@ -36,7 +38,7 @@ impl DevServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning fanfare dev");
-        let server = Self { child, groups_port, messages_port };
+        let server = Self { child, groups_port, messages_port, fanout_port };
         server.wait_until_listening().await;
         server
     }
@@ -51,9 +53,14 @@ impl DevServer {
         format!("127.0.0.1:{}", self.messages_port)
     }
 
+    /// `127.0.0.1:<port>` of the fanout service.
+    pub fn fanout_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.fanout_port)
+    }
+
     async fn wait_until_listening(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        for address in [self.groups_addr(), self.messages_addr()] {
+        for address in [self.groups_addr(), self.messages_addr(), self.fanout_addr()] {
             loop {
                 if tokio::net::TcpStream::connect(&address).await.is_ok() {
                     break;

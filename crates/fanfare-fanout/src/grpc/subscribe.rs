@@ -1,0 +1,28 @@
+//! `Subscribe`: validate the resume positions, open the caller's stream, hand tonic its
+//! frames.
+
+use std::pin::Pin;
+
+use fanfare_core::ids::UserId;
+use fanfare_core::validation::InvalidRequest;
+use fanfare_proto::fanout::v1 as pb;
+use fanfare_proto::frame::SubscribeResponse;
+use futures::Stream;
+use tonic::{Response, Status};
+
+use super::{GrpcResult, invalid};
+use crate::live::{Live, parse_resume};
+
+/// The frames of one stream.
+pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
+
+pub(super) async fn subscribe(
+    live: &Live,
+    actor: UserId,
+    request: pb::SubscribeRequest,
+) -> GrpcResult<SubscribeStream> {
+    let resume = parse_resume(&request.positions, &request.cursor, live.max_groups())
+        .map_err(|violations| invalid(InvalidRequest(violations)))?;
+    let stream = live.open(actor.get(), resume).await?;
+    Ok(Response::new(Box::pin(stream.into_frames())))
+}

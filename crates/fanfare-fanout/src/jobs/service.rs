@@ -1,0 +1,96 @@
+//! The job RPCs' orchestration: start (idempotent per creator and key), read, list and
+//! cancel a creator's jobs. Takes only validated values; running jobs is the workers' part
+//! ([`super::worker`]).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use fanfare_core::ids::UserId;
+use fanfare_core::paging::{Cursor, Page, PageSize};
+
+use super::domain::{FanoutJob, JobId, NewJob, StartJob};
+use super::error::{JobError, JobResult};
+use super::metrics::{self, JOBS_STARTED_TOTAL};
+use super::store::{Created, JobStore};
+use crate::config::JobsConfig;
+use crate::store::FollowStore;
+
+/// The current time at the precision every store keeps (microseconds).
+pub(super) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The page token of ListFanoutJobs: the id of the page's last job.
+fn cursor(job: &FanoutJob) -> Cursor {
+    Cursor(vec![job.id.get()])
+}
+
+/// Fan-out jobs, as the RPCs see them.
+pub struct JobService {
+    store: Arc<dyn JobStore>,
+    follows: Arc<dyn FollowStore>,
+    config: JobsConfig,
+}
+
+impl JobService {
+    /// A service over `store`, counting followers in `follows`, with `config`'s rates.
+    pub fn new(store: Arc<dyn JobStore>, follows: Arc<dyn FollowStore>, config: JobsConfig) -> Self {
+        Self { store, follows, config }
+    }
+
+    /// The rate of a job that does not ask for one, followers per second.
+    pub fn default_rate(&self) -> u32 {
+        self.config.job_rate
+    }
+
+    /// The highest rate a job may ask for.
+    pub fn max_rate(&self) -> u32 {
+        self.config.job_max_rate
+    }
+
+    /// Starts notifying every follower of the actor, or returns the job the actor started
+    /// with the same key (`created: false`). The same key for something else (another kind
+    /// or payload) is an [`JobError::IdempotencyConflict`]; a different rate is not.
+    pub async fn start(&self, actor: UserId, request: StartJob) -> JobResult<Created> {
+        let counts = self.follows.get_counts(&[actor]).await?;
+        let followers_total = counts.first().map_or(0, |counts| counts.followers);
+        let new = NewJob { creator: actor, request: request.clone(), followers_total };
+        let created = self.store.create(new, now()).await?;
+        if !created.created && !created.job.matches(&request) {
+            return Err(JobError::IdempotencyConflict {
+                key: request.idempotency_key.as_str().to_owned(),
+                job: created.job.id,
+            });
+        }
+        if created.created {
+            ::metrics::counter!(JOBS_STARTED_TOTAL).increment(1);
+            tracing::info!(job_id = %created.job.id, creator = %actor, followers_total, "fan-out job started");
+        }
+        Ok(created)
+    }
+
+    /// One of the actor's jobs; another creator's is as missing as an unknown id.
+    pub async fn get(&self, actor: UserId, id: JobId) -> JobResult<FanoutJob> {
+        match self.store.get(id).await? {
+            Some(job) if job.creator == actor => Ok(job),
+            _ => Err(JobError::NotFound(id)),
+        }
+    }
+
+    /// The actor's jobs, newest first.
+    pub async fn list(&self, actor: UserId, size: PageSize, before: Option<JobId>) -> JobResult<Page<FanoutJob>> {
+        let rows = self.store.list(actor, before, size).await?;
+        Ok(Page::from_overfetch(rows, size, cursor))
+    }
+
+    /// Cancels one of the actor's jobs; a finished one is returned unchanged. A running job's
+    /// worker stops at its next checkpoint.
+    pub async fn cancel(&self, actor: UserId, id: JobId) -> JobResult<FanoutJob> {
+        let cancelled = self.store.cancel(actor, id, now()).await?.ok_or(JobError::NotFound(id))?;
+        if cancelled.changed {
+            metrics::job_finished(cancelled.job.state);
+            tracing::info!(job_id = %id, creator = %actor, "fan-out job cancelled");
+        }
+        Ok(cancelled.job)
+    }
+}

@@ -1,0 +1,425 @@
+//! The hub: one bus subscriber per pod, the channels its streams need, and the dispatcher
+//! that hands each published update to the streams that carry its group.
+//!
+//! A channel is subscribed while at least one local stream needs it and unsubscribed after
+//! the last one goes: one Redis subscription per group per pod, however many streams carry
+//! the group. Each update is decoded once per pod and its bytes shared by every stream.
+//! Channel changes are serialized (`control`); the registry the dispatcher reads is a plain
+//! mutex held only to copy inbox pointers, never across an await.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
+use fanfare_proto::common::v1::{Update, group_event, update};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::inbox::{Delivery, Envelope, Inbox};
+use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
+
+/// What a stream listens to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    /// A group's updates.
+    Group(i64),
+    /// A user's join signals and fan-out notifications.
+    User(i64),
+}
+
+impl Topic {
+    fn channel(self) -> String {
+        match self {
+            Self::Group(id) => fanfare_bus::group_channel(id),
+            Self::User(id) => fanfare_bus::user_channel(id),
+        }
+    }
+}
+
+/// A stream's identity in the registry.
+pub(crate) type StreamId = u64;
+
+/// What operators can see of one open stream (`ListStreams`).
+#[derive(Debug)]
+pub(crate) struct StreamInfo {
+    /// The stream's user.
+    pub user: i64,
+    /// When it opened.
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    /// Per group, the last event_seq delivered (updated once per batch of frames).
+    pub positions: Mutex<std::collections::BTreeMap<i64, i64>>,
+}
+
+struct StreamEntry {
+    inbox: Arc<Inbox>,
+    info: Arc<StreamInfo>,
+}
+
+#[derive(Default)]
+struct Registry {
+    topics: HashMap<Topic, Vec<(StreamId, Arc<Inbox>)>>,
+    streams: HashMap<StreamId, StreamEntry>,
+}
+
+/// Why a stream could not start listening.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListenError {
+    /// The pod has not connected to the bus yet (Redis was down when it started).
+    #[error("this pod is not connected to the update bus yet")]
+    NotConnected,
+    /// The bus refused or failed the subscription.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// First pause before the pod retries connecting its subscriber; doubles up to the max.
+const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The pod's bus subscription and who listens to what.
+pub(crate) struct Hub {
+    registry: Mutex<Registry>,
+    control: tokio::sync::Mutex<()>,
+    subscriber: OnceLock<SubscriberHandle>,
+    next_stream: AtomicU64,
+}
+
+impl Hub {
+    /// Connects the pod's subscriber and dispatches until `shutdown`. When the bus is down,
+    /// returns at once and keeps retrying in the background, so the pod starts without
+    /// Redis and serves streams once it is there.
+    pub async fn start(bus: Arc<dyn UpdateBus>, shutdown: CancellationToken) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            registry: Mutex::new(Registry::default()),
+            control: tokio::sync::Mutex::new(()),
+            subscriber: OnceLock::new(),
+            next_stream: AtomicU64::new(1),
+        });
+        let connected = match open_subscriber(bus.as_ref()).await {
+            Ok(subscriber) => Some(subscriber),
+            Err(error) => {
+                tracing::warn!(error = ?error, "cannot subscribe to the update bus yet; retrying in the background");
+                None
+            }
+        };
+        if let Some(subscriber) = &connected {
+            // The first set: nothing else sets it while this one is pending.
+            let _ = hub.subscriber.set(subscriber.handle());
+        }
+        let running = Arc::clone(&hub);
+        tokio::spawn(async move {
+            let subscriber = match connected {
+                Some(subscriber) => subscriber,
+                None => match connect(bus.as_ref(), &shutdown).await {
+                    Some(subscriber) => subscriber,
+                    None => return,
+                },
+            };
+            // Already set when the first attempt connected; set here otherwise.
+            let _ = running.subscriber.set(subscriber.handle());
+            dispatch(running, subscriber, shutdown).await;
+        });
+        hub
+    }
+
+    /// Whether the pod's subscriber is connected (it may be reconnecting after that).
+    pub fn is_connected(&self) -> bool {
+        self.subscriber.get().is_some()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Each change of the registry is complete under the lock.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new stream with its inbox; it listens to nothing yet.
+    pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>) -> StreamId {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.registry().streams.insert(id, StreamEntry { inbox, info });
+        metrics::gauge!("fanfare_fanout_streams_open").increment(1.0);
+        id
+    }
+
+    /// Makes `stream` listen to `topics`, returning once every channel they need is
+    /// subscribed: anything published after this returns reaches the stream's inbox.
+    pub async fn listen(&self, stream: StreamId, topics: &[Topic]) -> Result<(), ListenError> {
+        let subscriber = self.subscriber.get().ok_or(ListenError::NotConnected)?;
+        let _serialized = self.control.lock().await;
+        let new_channels: Vec<String> = {
+            let mut registry = self.registry();
+            let Some(inbox) = registry.streams.get(&stream).map(|entry| Arc::clone(&entry.inbox)) else {
+                return Ok(());
+            };
+            let mut new_channels = Vec::new();
+            for topic in topics {
+                let listeners = registry.topics.entry(*topic).or_default();
+                if listeners.is_empty() {
+                    new_channels.push(topic.channel());
+                }
+                if !listeners.iter().any(|(id, _)| *id == stream) {
+                    listeners.push((stream, Arc::clone(&inbox)));
+                }
+            }
+            new_channels
+        };
+        if new_channels.is_empty() {
+            return Ok(());
+        }
+        let subscribed = subscriber.subscribe_many(new_channels.iter().map(String::as_str)).await;
+        if subscribed.is_err() {
+            // Leave nothing half-registered: the stream fails, and so must its listening.
+            let mut registry = self.registry();
+            for topic in topics {
+                remove_listener(&mut registry, *topic, stream);
+            }
+        } else {
+            metrics::gauge!("fanfare_fanout_bus_channels").increment(new_channels.len() as f64);
+        }
+        Ok(subscribed?)
+    }
+
+    /// Stops `stream` listening to `topics`; channels nobody listens to any more are
+    /// unsubscribed in the background.
+    pub fn unlisten(self: &Arc<Self>, stream: StreamId, topics: &[Topic]) {
+        let emptied: Vec<Topic> = {
+            let mut registry = self.registry();
+            topics.iter().copied().filter(|topic| remove_listener(&mut registry, *topic, stream)).collect()
+        };
+        self.unsubscribe_later(emptied);
+    }
+
+    /// Forgets `stream` entirely (its response stream was dropped).
+    pub fn close_stream(self: &Arc<Self>, stream: StreamId) {
+        let emptied: Vec<Topic> = {
+            let mut registry = self.registry();
+            if registry.streams.remove(&stream).is_none() {
+                return;
+            }
+            let topics: Vec<Topic> = registry
+                .topics
+                .iter()
+                .filter(|(_, listeners)| listeners.iter().any(|(id, _)| *id == stream))
+                .map(|(topic, _)| *topic)
+                .collect();
+            topics.into_iter().filter(|topic| remove_listener(&mut registry, *topic, stream)).collect()
+        };
+        metrics::gauge!("fanfare_fanout_streams_open").decrement(1.0);
+        self.unsubscribe_later(emptied);
+    }
+
+    /// Unsubscribes the channels of `topics` unless a stream listens to them again by then.
+    fn unsubscribe_later(self: &Arc<Self>, topics: Vec<Topic>) {
+        if topics.is_empty() {
+            return;
+        }
+        let hub = Arc::clone(self);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let _serialized = hub.control.lock().await;
+            let channels: Vec<String> = {
+                let registry = hub.registry();
+                topics
+                    .iter()
+                    .filter(|topic| !registry.topics.contains_key(topic))
+                    .map(|topic| topic.channel())
+                    .collect()
+            };
+            if channels.is_empty() {
+                return;
+            }
+            let Some(subscriber) = hub.subscriber.get() else { return };
+            match subscriber.unsubscribe_many(channels.iter().map(String::as_str)).await {
+                Ok(()) => metrics::gauge!("fanfare_fanout_bus_channels").decrement(channels.len() as f64),
+                Err(error) => tracing::warn!(error = ?error, "unsubscribing unused channels failed"),
+            }
+        });
+    }
+
+    /// How many streams are open on this pod.
+    pub fn open_streams(&self) -> usize {
+        self.registry().streams.len()
+    }
+
+    /// How many channels this pod's subscriber holds for streams.
+    pub fn topics(&self) -> usize {
+        self.registry().topics.len()
+    }
+
+    fn inboxes(&self, topic: Topic) -> Vec<Arc<Inbox>> {
+        let registry = self.registry();
+        registry
+            .topics
+            .get(&topic)
+            .map(|listeners| listeners.iter().map(|(_, inbox)| Arc::clone(inbox)).collect())
+            .unwrap_or_default()
+    }
+
+    fn every_inbox(&self) -> Vec<Arc<Inbox>> {
+        self.registry().streams.values().map(|entry| Arc::clone(&entry.inbox)).collect()
+    }
+
+    /// What operators can see of `user`'s streams on this pod.
+    pub fn streams_of(&self, user: i64) -> Vec<Arc<StreamInfo>> {
+        let registry = self.registry();
+        let mut infos: Vec<Arc<StreamInfo>> =
+            registry.streams.values().filter(|entry| entry.info.user == user).map(|e| Arc::clone(&e.info)).collect();
+        infos.sort_by_key(|info| info.opened_at);
+        infos
+    }
+}
+
+/// Removes `stream` from `topic`'s listeners; true when the topic has none left (and was
+/// removed).
+fn remove_listener(registry: &mut Registry, topic: Topic, stream: StreamId) -> bool {
+    let Some(listeners) = registry.topics.get_mut(&topic) else { return false };
+    listeners.retain(|(id, _)| *id != stream);
+    if listeners.is_empty() {
+        registry.topics.remove(&topic);
+        true
+    } else {
+        false
+    }
+}
+
+/// Opens the pod's subscriber and its notifications channel, retrying until the bus answers;
+/// `None` if `shutdown` came first.
+async fn connect(bus: &dyn UpdateBus, shutdown: &CancellationToken) -> Option<fanfare_bus::Subscriber> {
+    let mut delay = CONNECT_RETRY_MIN;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(CONNECT_RETRY_MAX);
+        match open_subscriber(bus).await {
+            Ok(subscriber) => return Some(subscriber),
+            Err(error) => tracing::warn!(error = ?error, retry_in = ?delay, "cannot subscribe to the update bus yet"),
+        }
+    }
+}
+
+/// The pod's subscriber, subscribed to the notifications channel.
+async fn open_subscriber(bus: &dyn UpdateBus) -> Result<fanfare_bus::Subscriber, BusError> {
+    let subscriber = bus.subscriber().await?;
+    subscriber.subscribe(NOTIFICATIONS_CHANNEL).await?;
+    Ok(subscriber)
+}
+
+/// Receives every bus event of the pod and hands it on, until `shutdown`.
+async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdown: CancellationToken) {
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = subscriber.recv() => event,
+        };
+        let Some(event) = event else {
+            tracing::error!("the update bus subscriber stopped; live delivery is down on this pod");
+            return;
+        };
+        match event {
+            BusEvent::Message { channel, payload } => dispatch_message(&hub, &channel, payload),
+            BusEvent::Gap { reason: GapReason::Disconnected } => {
+                metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "disconnected").increment(1);
+                tracing::warn!("update bus disconnected; streams are repaired when it is back");
+            }
+            BusEvent::Gap { reason: GapReason::Lagged } => {
+                metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "lagged").increment(1);
+                for inbox in hub.every_inbox() {
+                    inbox.repair_all();
+                }
+            }
+            BusEvent::Resumed => {
+                tracing::info!("update bus resumed; repairing every stream");
+                for inbox in hub.every_inbox() {
+                    inbox.repair_all();
+                }
+            }
+        }
+    }
+}
+
+fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
+    if let Some(group_id) = fanfare_bus::group_id_from_channel(channel) {
+        let Some(envelope) = envelope(group_id, payload) else { return };
+        let envelope = Arc::new(envelope);
+        let inboxes = hub.inboxes(Topic::Group(group_id));
+        let mut overflowed = 0u64;
+        for inbox in &inboxes {
+            if !inbox.push(Delivery::Update(Arc::clone(&envelope))) {
+                overflowed += 1;
+            }
+        }
+        metrics::counter!("fanfare_fanout_dispatched_total").increment(inboxes.len() as u64);
+        if overflowed > 0 {
+            metrics::counter!("fanfare_fanout_stream_overflows_total").increment(overflowed);
+        }
+    } else if let Some(user_id) = fanfare_bus::user_id_from_channel(channel) {
+        let Ok(update) = Update::decode(payload.as_ref()) else {
+            tracing::warn!(channel, "undecodable update on a user channel");
+            return;
+        };
+        if joined_user(&update) == Some(user_id) {
+            for inbox in hub.inboxes(Topic::User(user_id)) {
+                inbox.push(Delivery::Joined { group_id: update.group_id, event_seq: update.event_seq });
+            }
+        }
+    } else if channel == NOTIFICATIONS_CHANNEL {
+        let Ok(page) = NotificationPage::decode(payload.as_ref()) else {
+            tracing::warn!("undecodable notification page");
+            return;
+        };
+        let page = Arc::new(page);
+        let (mut delivered, mut dropped) = (0u64, 0u64);
+        for follower in &page.follower_user_ids {
+            for inbox in hub.inboxes(Topic::User(*follower)) {
+                if inbox.push(Delivery::Notification(Arc::clone(&page))) {
+                    delivered += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        metrics::counter!("fanfare_fanout_notifications_delivered_total").increment(delivered);
+        if dropped > 0 {
+            // Best effort: the push stream holds every notification.
+            metrics::counter!("fanfare_fanout_notifications_dropped_total").increment(dropped);
+        }
+    }
+}
+
+/// Decodes what streams need of an update published on `group_id`'s channel.
+fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
+    let update = match Update::decode(bytes.as_ref()) {
+        Ok(update) if update.group_id == group_id && update.event_seq > 0 => update,
+        Ok(_) | Err(_) => {
+            // A stream would repair the hole this leaves from the log at the next update.
+            tracing::warn!(group_id, "undecodable or mismatched update on a group channel; dropped");
+            metrics::counter!("fanfare_fanout_bad_payloads_total").increment(1);
+            return None;
+        }
+    };
+    Some(Envelope { group_id, event_seq: update.event_seq, ended_membership_of: ended_membership(&update), bytes })
+}
+
+/// The user whose membership `update` ended, if it did.
+pub(crate) fn ended_membership(update: &Update) -> Option<i64> {
+    let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
+    match event.change.as_ref()? {
+        group_event::Change::MemberLeft(left) => Some(left.user_id),
+        group_event::Change::MemberRemoved(removed) => Some(removed.user_id),
+        group_event::Change::MemberBanned(banned) if banned.was_member => Some(banned.user_id),
+        _ => None,
+    }
+}
+
+/// The user whose joining `update` records, if it does.
+pub(crate) fn joined_user(update: &Update) -> Option<i64> {
+    let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
+    match event.change.as_ref()? {
+        group_event::Change::MemberJoined(joined) => Some(joined.user_id),
+        _ => None,
+    }
+}

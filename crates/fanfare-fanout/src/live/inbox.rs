@@ -1,0 +1,204 @@
+//! The bounded queue between the hub and one stream.
+//!
+//! The hub never waits on a stream: when a stream's inbox is full, an update is not queued
+//! but its group is marked dirty, and the stream catches that group up from the update log
+//! before delivering anything else of it. A slow consumer costs itself a catch-up; it never
+//! delays the hub or the other streams, and it never loses an update.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::notify::NotificationPage;
+
+/// What the hub hands a stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Delivery {
+    /// An update of a group the stream carries, decoded once per pod.
+    Update(Arc<Envelope>),
+    /// The stream's user joined a group (from the user channel).
+    Joined {
+        /// The group.
+        group_id: i64,
+        /// The event_seq of the join update.
+        event_seq: i64,
+    },
+    /// A fan-out job page listing the stream's user.
+    Notification(Arc<NotificationPage>),
+}
+
+/// One update as it came off the bus: its encoded bytes (shared by every stream) and the
+/// facts streams need without decoding it again.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    /// The group.
+    pub group_id: i64,
+    /// Its position in the group's log.
+    pub event_seq: i64,
+    /// The encoded `fanfare.common.v1.Update`, as published.
+    pub bytes: Bytes,
+    /// The user whose membership this update ended (left, removed, banned), if any.
+    pub ended_membership_of: Option<i64>,
+}
+
+/// What a stream takes out of its inbox in one go.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// Deliveries in arrival order.
+    pub deliveries: Vec<Delivery>,
+    /// Groups whose updates overflowed: catch them up from the log.
+    pub dirty: HashSet<i64>,
+    /// The bus may have lost messages: catch every group up.
+    pub repair_all: bool,
+    /// A join signal may have been lost: list the user's groups again.
+    pub relist: bool,
+}
+
+impl Taken {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.dirty.is_empty() && !self.repair_all && !self.relist
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Delivery>,
+    dirty: HashSet<i64>,
+    repair_all: bool,
+    relist: bool,
+}
+
+/// One stream's inbox.
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    wake: Notify,
+    capacity: usize,
+}
+
+/// A queue that grew past this many slots is shrunk back once drained, so a burst does not
+/// pin memory on an idle stream.
+const RETAINED_SLOTS: usize = 16;
+
+impl Inbox {
+    /// An empty inbox holding at most `capacity` deliveries.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(State::default()), wake: Notify::new(), capacity })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update of the state is complete under the lock; a panic elsewhere leaves it valid.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `delivery`, or records what the stream must repair instead when full.
+    /// Returns whether it was queued.
+    pub fn push(&self, delivery: Delivery) -> bool {
+        let queued = {
+            let mut state = self.state();
+            if state.queue.len() < self.capacity {
+                state.queue.push_back(delivery);
+                true
+            } else {
+                match delivery {
+                    Delivery::Update(envelope) => {
+                        state.dirty.insert(envelope.group_id);
+                    }
+                    Delivery::Joined { .. } => state.relist = true,
+                    // Live notifications are best effort: the push stream has them.
+                    Delivery::Notification(_) => {}
+                }
+                false
+            }
+        };
+        self.wake.notify_one();
+        queued
+    }
+
+    /// Asks the stream to repair every group (and re-list its groups): the bus may have lost
+    /// messages.
+    pub fn repair_all(&self) {
+        {
+            let mut state = self.state();
+            state.repair_all = true;
+            state.relist = true;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes up to `max` deliveries and every pending flag.
+    pub fn take(&self, max: usize) -> Taken {
+        let mut state = self.state();
+        let count = state.queue.len().min(max);
+        let deliveries: Vec<Delivery> = state.queue.drain(..count).collect();
+        if state.queue.is_empty() && state.queue.capacity() > RETAINED_SLOTS {
+            state.queue.shrink_to(RETAINED_SLOTS);
+        }
+        Taken {
+            deliveries,
+            dirty: std::mem::take(&mut state.dirty),
+            repair_all: std::mem::take(&mut state.repair_all),
+            relist: std::mem::take(&mut state.relist),
+        }
+    }
+
+    /// Waits until something was pushed or flagged since the last `take` (or `wake`).
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(group_id: i64, event_seq: i64) -> Delivery {
+        Delivery::Update(Arc::new(Envelope { group_id, event_seq, bytes: Bytes::new(), ended_membership_of: None }))
+    }
+
+    #[test]
+    fn a_full_inbox_marks_groups_dirty_instead_of_queueing() {
+        let inbox = Inbox::new(2);
+        assert!(inbox.push(update(1, 1)));
+        assert!(inbox.push(update(1, 2)));
+        assert!(!inbox.push(update(1, 3)));
+        assert!(!inbox.push(update(2, 1)));
+        assert!(!inbox.push(Delivery::Joined { group_id: 3, event_seq: 1 }));
+        let taken = inbox.take(10);
+        assert_eq!(taken.deliveries.len(), 2);
+        assert_eq!(taken.dirty, HashSet::from([1, 2]));
+        assert!(taken.relist && !taken.repair_all);
+        assert!(inbox.take(10).is_empty(), "flags are taken once");
+    }
+
+    #[test]
+    fn take_respects_its_maximum_and_keeps_order() {
+        let inbox = Inbox::new(8);
+        for seq in 1..=5 {
+            inbox.push(update(1, seq));
+        }
+        let first: Vec<i64> = inbox
+            .take(3)
+            .deliveries
+            .iter()
+            .map(|delivery| match delivery {
+                Delivery::Update(envelope) => envelope.event_seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(first, [1, 2, 3]);
+        assert_eq!(inbox.take(3).deliveries.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_push_before_waiting_is_not_missed() {
+        let inbox = Inbox::new(1);
+        inbox.push(update(1, 1));
+        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.wait()).await.expect("the permit was stored");
+        inbox.repair_all();
+        let taken = inbox.take(1);
+        assert!(taken.repair_all && taken.relist);
+    }
+}

@@ -1,0 +1,192 @@
+//! Live delivery: the `Subscribe` stream of each online user, fed from the update bus.
+//!
+//! - [`hub`]: the pod's one bus subscriber; a channel per group with at least one local
+//!   stream, reference-counted; each update decoded once and its bytes shared.
+//! - [`inbox`]: each stream's bounded queue; a full one marks the group for catch-up instead
+//!   of blocking anyone.
+//! - [`stream`]: per stream, per group, the last delivered event_seq; duplicates skipped,
+//!   holes repaired from the messages service's log before anything later goes out.
+//! - [`upstream`]: the user's groups (groups service) and the update log (messages service).
+//! - [`notify`]: fan-out job notifications broadcast to every pod, delivered to local
+//!   streams of the followers listed.
+//!
+//! docs/fanout.md ("Live delivery") describes the guarantees and the frames.
+
+mod cursor;
+mod hub;
+mod inbox;
+pub mod notify;
+mod stream;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_bus::UpdateBus;
+use fanfare_core::validation::FieldViolation;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::config::LiveConfig;
+
+pub(crate) use stream::{LiveStream, Resume};
+
+use self::hub::Hub;
+use self::stream::StreamSettings;
+use self::upstream::Upstream;
+
+/// Live delivery on one pod.
+pub struct Live {
+    hub: Arc<Hub>,
+    upstream: Upstream,
+    settings: Arc<StreamSettings>,
+    shutdown: CancellationToken,
+}
+
+impl Live {
+    /// Subscribes the pod to the bus and connects (lazily) to the groups and messages
+    /// services; streams end with a reconnect frame once `shutdown` is cancelled.
+    pub async fn start(
+        config: &LiveConfig,
+        service_token: Option<&str>,
+        bus: Arc<dyn UpdateBus>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        describe_metrics();
+        let hub = Hub::start(bus, shutdown.clone()).await;
+        let upstream = Upstream::connect(config, service_token)?;
+        let settings = Arc::new(StreamSettings {
+            heartbeat: Duration::from_millis(config.heartbeat_ms),
+            backfill_page_size: config.backfill_page_size,
+            max_groups: config.max_groups_per_stream,
+            reconnect_after_ms: config.reconnect_after_ms,
+            queue_capacity: config.stream_queue_capacity,
+        });
+        Ok(Arc::new(Self { hub, upstream, settings, shutdown }))
+    }
+
+    /// Opens `user`'s stream, resuming each group in `resume` after its position.
+    pub(crate) async fn open(&self, user: i64, resume: Resume) -> Result<LiveStream, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(fanfare_core::server::shutdown_status());
+        }
+        LiveStream::open(
+            user,
+            resume,
+            Arc::clone(&self.hub),
+            self.upstream.clone(),
+            Arc::clone(&self.settings),
+            self.shutdown.clone(),
+        )
+        .await
+    }
+
+    /// The most groups a stream carries (and so the most positions a request may name).
+    pub fn max_groups(&self) -> usize {
+        self.settings.max_groups
+    }
+
+    /// Whether the pod is connected to the update bus (streams can open).
+    pub fn is_connected(&self) -> bool {
+        self.hub.is_connected()
+    }
+
+    /// `user`'s streams on this pod: when each opened and what it delivered.
+    pub fn streams_of(&self, user: i64) -> Vec<fanfare_proto::fanout::v1::StreamInfo> {
+        self.hub
+            .streams_of(user)
+            .iter()
+            .map(|info| {
+                let positions = info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                fanfare_proto::fanout::v1::StreamInfo {
+                    opened_at: Some(fanfare_core::time::to_timestamp(info.opened_at)),
+                    positions: positions
+                        .iter()
+                        .map(|(group, seq)| fanfare_proto::fanout::v1::GroupPosition {
+                            group_id: *group,
+                            event_seq: *seq,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The name this pod answers `ListStreams` with: its host name (the pod name on
+    /// Kubernetes).
+    pub fn pod_name(&self) -> String {
+        std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()).unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// How many streams are open on this pod.
+    pub fn open_streams(&self) -> usize {
+        self.hub.open_streams()
+    }
+
+    /// How many group and user channels this pod listens to for its streams.
+    pub fn channels(&self) -> usize {
+        self.hub.topics()
+    }
+}
+
+/// Parses the resume positions of a Subscribe request: the cursor's, overridden by the
+/// explicit ones.
+pub(crate) fn parse_resume(
+    positions: &[fanfare_proto::fanout::v1::GroupPosition],
+    cursor: &str,
+    max_groups: usize,
+) -> Result<Resume, Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let mut resume = Resume::new();
+    match cursor::decode("cursor", cursor) {
+        Ok(decoded) => resume.extend(decoded),
+        Err(violation) => violations.push(violation),
+    }
+    for (index, position) in positions.iter().enumerate() {
+        if position.group_id <= 0 {
+            violations.push(FieldViolation::new(
+                format!("positions[{index}].group_id"),
+                format!("must be a positive group id (got {})", position.group_id),
+            ));
+        } else if position.event_seq < 0 {
+            violations.push(FieldViolation::new(
+                format!("positions[{index}].event_seq"),
+                format!("must be 0 or a positive event_seq (got {})", position.event_seq),
+            ));
+        } else {
+            resume.insert(position.group_id, position.event_seq);
+        }
+    }
+    if resume.len() > max_groups {
+        violations.push(FieldViolation::new(
+            "positions",
+            format!("names {} groups; a stream carries at most {max_groups}", resume.len()),
+        ));
+    }
+    if violations.is_empty() { Ok(resume) } else { Err(violations) }
+}
+
+fn describe_metrics() {
+    metrics::describe_gauge!("fanfare_fanout_streams_open", "Subscribe streams open on this pod.");
+    metrics::describe_gauge!("fanfare_fanout_bus_channels", "Bus channels this pod subscribes to for its streams.");
+    metrics::describe_counter!("fanfare_fanout_dispatched_total", "Updates handed to local streams' inboxes.");
+    metrics::describe_counter!("fanfare_fanout_deliveries_total", "Updates sent on streams (live and repaired).");
+    metrics::describe_counter!(
+        "fanfare_fanout_stream_overflows_total",
+        "Updates not queued because a stream's inbox was full (the stream catches up from the log)."
+    );
+    metrics::describe_counter!(
+        "fanfare_fanout_gap_repairs_total",
+        "Catch-ups from the update log, by reason: jump (a hole in event_seq), overflow, bus (outage or lag)."
+    );
+    metrics::describe_counter!("fanfare_fanout_bus_gaps_total", "Bus gaps reported to this pod, by reason.");
+    metrics::describe_counter!(
+        "fanfare_fanout_notifications_delivered_total",
+        "Fan-out notifications delivered live to local streams."
+    );
+    metrics::describe_counter!(
+        "fanfare_fanout_notifications_dropped_total",
+        "Fan-out notifications not delivered live because the stream's inbox was full (the push stream has them)."
+    );
+    metrics::describe_counter!("fanfare_fanout_bad_payloads_total", "Undecodable updates received from the bus.");
+}

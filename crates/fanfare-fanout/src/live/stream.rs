@@ -1,0 +1,429 @@
+//! One user's live stream: the groups it carries, how far each has been delivered, and the
+//! loop that turns inbox deliveries into frames.
+//!
+//! Per group the stream keeps the last delivered event_seq and delivers only its successor.
+//! A duplicate (a re-published or already repaired update) is skipped; a jump (a lost
+//! publish, an overflowed inbox, a bus outage) is repaired from the messages service's log
+//! before anything later of that group goes out. So the client sees each group's updates
+//! in order, with no hole and no duplicate, whatever the bus did.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fanfare_proto::fanout::v1::{
+    FanoutJobKind, GroupPosition, GroupResync, Heartbeat, MembershipChange, MembershipChangeKind, Notification,
+    Reconnect,
+};
+use fanfare_proto::frame::{EncodedUpdates, Frame, SubscribeResponse};
+use fanfare_proto::messages::v1::get_updates_response;
+use futures::Stream;
+use prost::Message;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use super::cursor;
+use super::hub::{Hub, StreamId, StreamInfo, Topic, ended_membership};
+use super::inbox::{Delivery, Inbox, Taken};
+use super::notify::NotificationPage;
+use super::upstream::Upstream;
+
+/// Deliveries taken from the inbox at once; they may share one frame.
+const MAX_TAKE: usize = 64;
+/// Attempts of one call to another service before the stream gives up and asks the client
+/// to reconnect.
+const UPSTREAM_ATTEMPTS: u32 = 4;
+/// First pause between attempts; doubles each time.
+const UPSTREAM_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Settings every stream of a pod shares.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSettings {
+    pub heartbeat: Duration,
+    pub backfill_page_size: i32,
+    pub max_groups: usize,
+    pub reconnect_after_ms: u32,
+    pub queue_capacity: usize,
+}
+
+/// A stream's position per group, from the request.
+pub(crate) type Resume = BTreeMap<i64, i64>;
+
+/// Why processing stopped the stream.
+enum Stop {
+    /// Another service failed past the retries: the client should reconnect later.
+    Upstream(Status),
+}
+
+/// One open stream.
+pub(crate) struct LiveStream {
+    user: i64,
+    id: StreamId,
+    hub: Arc<Hub>,
+    upstream: Upstream,
+    inbox: Arc<Inbox>,
+    settings: Arc<StreamSettings>,
+    /// Carried groups → last delivered event_seq.
+    groups: BTreeMap<i64, i64>,
+    /// The operators' view of `groups`, brought up to date after each batch.
+    info: Arc<StreamInfo>,
+    /// Groups to catch up from the log before the next delivery.
+    to_repair: BTreeSet<i64>,
+    pending: VecDeque<SubscribeResponse>,
+    heartbeat: Interval,
+    shutdown: CancellationToken,
+    finished: bool,
+}
+
+impl Drop for LiveStream {
+    fn drop(&mut self) {
+        self.hub.close_stream(self.id);
+    }
+}
+
+impl LiveStream {
+    /// Opens `user`'s stream: listens to their user channel and every group they belong
+    /// to, then settles where each group starts (the resume position, or the latest).
+    pub async fn open(
+        user: i64,
+        resume: Resume,
+        hub: Arc<Hub>,
+        upstream: Upstream,
+        settings: Arc<StreamSettings>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Status> {
+        let inbox = Inbox::new(settings.queue_capacity);
+        let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
+        let id = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stream = Self {
+            user,
+            id,
+            hub,
+            upstream,
+            inbox,
+            settings,
+            groups: BTreeMap::new(),
+            info,
+            to_repair: BTreeSet::new(),
+            pending: VecDeque::new(),
+            heartbeat,
+            shutdown,
+            finished: false,
+        };
+        // The user channel first: a group joined from here on is signalled, one joined
+        // before is in the listing below.
+        stream.listen(&[Topic::User(user)]).await?;
+        let groups = stream.upstream.user_groups(user, stream.settings.max_groups).await?;
+        stream.listen(&groups.iter().map(|group| Topic::Group(*group)).collect::<Vec<_>>()).await?;
+        for group in &groups {
+            if let Some(position) = resume.get(group) {
+                stream.groups.insert(*group, *position);
+                stream.to_repair.insert(*group);
+            }
+        }
+        let fresh: Vec<i64> = groups.iter().copied().filter(|group| !resume.contains_key(group)).collect();
+        let latest = stream.latest_of(&fresh).await?;
+        stream.groups.extend(latest);
+        // Positions of groups the user no longer belongs to: say the stream stops them.
+        for (group, position) in &resume {
+            if !stream.groups.contains_key(group) {
+                stream.pending.push_back(membership_frame(*group, MembershipChangeKind::Stopped, *position));
+            }
+        }
+        let first = stream.heartbeat_frame();
+        stream.pending.push_front(first);
+        stream.publish_positions();
+        Ok(stream)
+    }
+
+    async fn listen(&self, topics: &[Topic]) -> Result<(), Status> {
+        self.hub
+            .listen(self.id, topics)
+            .await
+            .map_err(|error| Status::unavailable(format!("the update bus is unavailable ({error}); retry shortly")))
+    }
+
+    /// The latest event_seq of each of `groups`, a few calls at a time.
+    async fn latest_of(&self, groups: &[i64]) -> Result<Vec<(i64, i64)>, Status> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(groups.iter().copied())
+            .map(|group| async move {
+                let latest = with_retries(|| self.upstream.latest(self.user, group)).await?;
+                Ok::<_, Status>((group, latest))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    /// The frames of this stream, ending after a reconnect frame or an error.
+    pub fn into_frames(self) -> impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static {
+        futures::stream::unfold(self, |mut stream| async move {
+            let frame = stream.next_frame().await?;
+            Some((frame, stream))
+        })
+    }
+
+    /// The next frame to send, waiting for one; `None` once the stream is over.
+    async fn next_frame(&mut self) -> Option<Result<SubscribeResponse, Status>> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(Ok(frame));
+            }
+            if self.finished {
+                return None;
+            }
+            if self.shutdown.is_cancelled() {
+                self.finished = true;
+                return Some(Ok(self.reconnect_frame("the server is shutting down")));
+            }
+            let taken = self.inbox.take(MAX_TAKE);
+            if !taken.is_empty() || !self.to_repair.is_empty() {
+                // Boxed: the rarely used catch-up path must not size every idle stream.
+                let processed = Box::pin(self.process(taken)).await;
+                self.publish_positions();
+                if let Err(Stop::Upstream(status)) = processed {
+                    tracing::warn!(user = self.user, error = %status, "stream could not catch up; asking to reconnect");
+                    self.finished = true;
+                    let reason = format!("catching up failed ({}); reconnect with the cursor", status.message());
+                    self.pending.push_back(self.reconnect_frame(&reason));
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => {}
+                () = self.inbox.wait() => {}
+                _ = self.heartbeat.tick() => {
+                    let frame = self.heartbeat_frame();
+                    return Some(Ok(frame));
+                }
+            }
+        }
+    }
+
+    /// Turns what the inbox held into frames, repairing first what needs it.
+    async fn process(&mut self, taken: Taken) -> Result<(), Stop> {
+        if taken.relist {
+            self.relist().await?;
+        }
+        if taken.repair_all {
+            self.to_repair.extend(self.groups.keys().copied());
+            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "bus").increment(1);
+        }
+        if !taken.dirty.is_empty() {
+            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "overflow").increment(1);
+        }
+        self.to_repair.extend(taken.dirty);
+        while let Some(group) = self.to_repair.pop_first() {
+            self.backfill(group).await?;
+        }
+        let mut batch = Vec::new();
+        for delivery in taken.deliveries {
+            match delivery {
+                Delivery::Update(envelope) => {
+                    let Some(&delivered) = self.groups.get(&envelope.group_id) else { continue };
+                    if envelope.event_seq <= delivered {
+                        continue;
+                    }
+                    if envelope.event_seq > delivered + 1 {
+                        self.flush(&mut batch);
+                        metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
+                        self.backfill(envelope.group_id).await?;
+                        continue;
+                    }
+                    batch.push(envelope.bytes.clone());
+                    self.groups.insert(envelope.group_id, envelope.event_seq);
+                    if envelope.ended_membership_of == Some(self.user) {
+                        self.flush(&mut batch);
+                        self.stop_group(envelope.group_id, envelope.event_seq);
+                    }
+                }
+                Delivery::Joined { group_id, event_seq } => {
+                    self.flush(&mut batch);
+                    self.start_group(group_id, event_seq - 1).await?;
+                }
+                Delivery::Notification(page) => {
+                    self.flush(&mut batch);
+                    self.pending.push_back(notification_frame(&page, self.user));
+                }
+            }
+        }
+        self.flush(&mut batch);
+        Ok(())
+    }
+
+    /// Queues the collected updates as one frame.
+    fn flush(&mut self, batch: &mut Vec<Bytes>) {
+        if batch.is_empty() {
+            return;
+        }
+        metrics::counter!("fanfare_fanout_deliveries_total").increment(batch.len() as u64);
+        let updates = EncodedUpdates { updates: std::mem::take(batch) };
+        self.pending.push_back(SubscribeResponse::new(Frame::Updates(updates)));
+    }
+
+    /// Catches `group` up from the log, up to its latest update.
+    async fn backfill(&mut self, group: i64) -> Result<(), Stop> {
+        let user = self.user;
+        let page_size = self.settings.backfill_page_size;
+        loop {
+            let Some(&after) = self.groups.get(&group) else { return Ok(()) };
+            let read = with_retries(|| self.upstream.updates(user, group, after, page_size)).await;
+            let page = match read {
+                Ok(get_updates_response::Result::Page(page)) => page,
+                Ok(get_updates_response::Result::ResyncRequired(resync)) => {
+                    self.groups.insert(group, resync.latest_event_seq);
+                    self.pending.push_back(SubscribeResponse::new(Frame::Resync(GroupResync {
+                        group_id: group,
+                        latest_event_seq: resync.latest_event_seq,
+                        oldest_retained_event_seq: resync.oldest_retained_event_seq,
+                        instructions: "updates after your position are no longer retained: reload the group's \
+                                       history with ListMessages; this stream continues after latest_event_seq"
+                            .to_owned(),
+                    })));
+                    return Ok(());
+                }
+                // No longer a member (or the group is gone): the stream stops carrying it.
+                Err(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
+                    self.stop_group(group, after);
+                    return Ok(());
+                }
+                Err(status) => return Err(Stop::Upstream(status)),
+            };
+            let mut batch = Vec::with_capacity(page.updates.len());
+            let mut last = after;
+            for update in &page.updates {
+                if update.event_seq <= last {
+                    continue;
+                }
+                last = update.event_seq;
+                batch.push(Bytes::from(update.encode_to_vec()));
+                if ended_membership(update) == Some(user) {
+                    self.groups.insert(group, last);
+                    self.flush(&mut batch);
+                    self.stop_group(group, last);
+                    return Ok(());
+                }
+            }
+            self.groups.insert(group, last);
+            self.flush(&mut batch);
+            if !page.has_more || last == after {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts carrying `group` after `after` (the user joined it).
+    async fn start_group(&mut self, group: i64, after: i64) -> Result<(), Stop> {
+        if self.groups.contains_key(&group) {
+            return Ok(());
+        }
+        if self.groups.len() >= self.settings.max_groups {
+            tracing::warn!(user = self.user, group, "stream carries the most groups it may; not adding one");
+            return Ok(());
+        }
+        self.listen(&[Topic::Group(group)]).await.map_err(Stop::Upstream)?;
+        self.groups.insert(group, after);
+        self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after));
+        self.backfill(group).await
+    }
+
+    /// Stops carrying `group`; `event_seq` is the update that ended the membership.
+    fn stop_group(&mut self, group: i64, event_seq: i64) {
+        self.groups.remove(&group);
+        self.to_repair.remove(&group);
+        self.hub.unlisten(self.id, &[Topic::Group(group)]);
+        self.pending.push_back(membership_frame(group, MembershipChangeKind::Stopped, event_seq));
+    }
+
+    /// Lists the user's groups again: starts the ones a lost join signal did not start
+    /// (from their latest update), and repairs the ones the user may have left.
+    async fn relist(&mut self) -> Result<(), Stop> {
+        let (user, max) = (self.user, self.settings.max_groups);
+        let listed: BTreeSet<i64> =
+            with_retries(|| self.upstream.user_groups(user, max)).await.map_err(Stop::Upstream)?.into_iter().collect();
+        let gone: Vec<i64> = self.groups.keys().copied().filter(|group| !listed.contains(group)).collect();
+        self.to_repair.extend(gone);
+        let new: Vec<i64> = listed.into_iter().filter(|group| !self.groups.contains_key(group)).collect();
+        for (group, latest) in self.latest_of(&new).await.map_err(Stop::Upstream)? {
+            self.start_group(group, latest).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies the delivered positions where operators can read them.
+    fn publish_positions(&self) {
+        let mut shown = self.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *shown != self.groups {
+            shown.clone_from(&self.groups);
+        }
+    }
+
+    fn positions(&self) -> Vec<GroupPosition> {
+        self.groups.iter().map(|(group, seq)| GroupPosition { group_id: *group, event_seq: *seq }).collect()
+    }
+
+    fn heartbeat_frame(&self) -> SubscribeResponse {
+        SubscribeResponse::new(Frame::Heartbeat(Heartbeat {
+            positions: self.positions(),
+            cursor: cursor::encode(&self.groups),
+            sent_at: Some(fanfare_core::time::to_timestamp(chrono::Utc::now())),
+        }))
+    }
+
+    fn reconnect_frame(&self, reason: &str) -> SubscribeResponse {
+        SubscribeResponse::new(Frame::Reconnect(Reconnect {
+            reason: reason.to_owned(),
+            cursor: cursor::encode(&self.groups),
+            retry_after_ms: i32::try_from(self.settings.reconnect_after_ms).unwrap_or(i32::MAX),
+        }))
+    }
+}
+
+fn membership_frame(group: i64, kind: MembershipChangeKind, event_seq: i64) -> SubscribeResponse {
+    SubscribeResponse::new(Frame::MembershipChange(MembershipChange { group_id: group, kind: kind.into(), event_seq }))
+}
+
+fn notification_frame(page: &NotificationPage, user: i64) -> SubscribeResponse {
+    let kind = FanoutJobKind::try_from(page.kind).unwrap_or(FanoutJobKind::Unspecified);
+    SubscribeResponse::new(Frame::Notification(Notification {
+        job_id: page.job_id,
+        creator_user_id: page.creator_user_id,
+        kind: kind.into(),
+        payload_ref: page.payload_ref.clone(),
+        key: NotificationPage::key(page.job_id, user),
+    }))
+}
+
+/// Runs `call` until it succeeds, fails for good, or has failed [`UPSTREAM_ATTEMPTS`] times
+/// with a status worth retrying.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let mut delay = UPSTREAM_RETRY_DELAY;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(status)
+                if attempt < UPSTREAM_ATTEMPTS
+                    && matches!(
+                        status.code(),
+                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+                    ) =>
+            {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The calls live delivery makes to the other services, always as the stream's user: the
+//! groups service for the user's groups, the messages service for the update log.
+
+use std::time::Duration;
+
+use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::identity::USER_ID_HEADER;
+use fanfare_proto::groups::v1::ListUserGroupsRequest;
+use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
+use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::config::LiveConfig;
+
+/// How long one call to another service may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Groups read per ListUserGroups call.
+const GROUPS_PAGE_SIZE: i32 = 1_000;
+
+type GroupsClient = GroupServiceClient<InterceptedService<Channel, ServiceTokenInterceptor>>;
+type MessagesClient = MessageServiceClient<InterceptedService<Channel, ServiceTokenInterceptor>>;
+
+/// Clients of the groups and messages services.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    groups: GroupsClient,
+    messages: MessagesClient,
+}
+
+/// A request acting as `user`.
+fn as_user<T>(user: i64, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(USER_ID_HEADER, user.into());
+    request
+}
+
+impl Upstream {
+    /// Clients of the services `config` names, connected lazily.
+    pub fn connect(config: &LiveConfig, service_token: Option<&str>) -> anyhow::Result<Self> {
+        let interceptor = ServiceTokenInterceptor::new(service_token)?;
+        let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT))?;
+        let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT))?;
+        Ok(Self {
+            groups: GroupServiceClient::with_interceptor(groups, interceptor.clone()),
+            messages: MessageServiceClient::with_interceptor(messages, interceptor),
+        })
+    }
+
+    /// Every group `user` belongs to, up to `max` (more is an error the caller reports).
+    pub async fn user_groups(&self, user: i64, max: usize) -> Result<Vec<i64>, Status> {
+        let mut groups = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = ListUserGroupsRequest { page_size: GROUPS_PAGE_SIZE, page_token };
+            let page = self.groups.clone().list_user_groups(as_user(user, request)).await?.into_inner();
+            groups.extend(page.groups.iter().filter_map(|entry| entry.group.as_ref()).map(|group| group.group_id));
+            if groups.len() > max {
+                return Err(Status::failed_precondition(format!(
+                    "user {user} belongs to more than {max} groups, the most one stream carries"
+                )));
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(groups);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of `group`'s update log after `after`, read as `user`.
+    pub async fn updates(
+        &self,
+        user: i64,
+        group: i64,
+        after: i64,
+        page_size: i32,
+    ) -> Result<get_updates_response::Result, Status> {
+        let request = GetUpdatesRequest { group_id: group, after_event_seq: after, page_size };
+        let response = self.messages.clone().get_updates(as_user(user, request)).await?.into_inner();
+        response.result.ok_or_else(|| Status::internal("the messages service answered GetUpdates with nothing"))
+    }
+
+    /// The latest event_seq of `group`, read as `user`.
+    pub async fn latest(&self, user: i64, group: i64) -> Result<i64, Status> {
+        match self.updates(user, group, i64::MAX, 1).await? {
+            get_updates_response::Result::Page(page) => Ok(page.latest_event_seq),
+            get_updates_response::Result::ResyncRequired(resync) => Ok(resync.latest_event_seq),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Live delivery (`Subscribe`) end to end: groups, messages and fanout pods on one bus,
+//! on memory and on Postgres + Redis.
+
+use std::collections::BTreeMap;
+
+use fanfare_proto::common::v1::group_event::Change;
+use fanfare_proto::fanout::v1 as pb;
+use fanfare_proto::groups::v1 as groups_pb;
+use fanfare_testkit::{Storage, as_user};
+use fanfare_tests::live::{LiveFixture, Received, Subscription, subscribe_fresh};
+use fanfare_tests::messages::is_group_event;
+use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
+use tonic::Code;
+
+on_every_storage!(
+    a_stream_carries_every_group_in_order,
+    a_resumed_stream_replays_what_it_missed_then_goes_live,
+    streams_on_two_pods_both_receive_an_update,
+    a_stalled_consumer_catches_up_without_holding_up_others,
+    a_removed_member_gets_nothing_after_the_removal,
+    a_joined_group_starts_without_reconnecting,
+    shutdown_ends_streams_with_the_reconnect_signal,
+);
+
+async fn a_stream_carries_every_group_in_order(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let first = live.chat(1, &[2]).await;
+    let second = live.chat(3, &[2]).await;
+    let elsewhere = live.chat(4, &[5]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, starts) = subscribe_fresh(&mut client, 2).await;
+    assert_eq!(starts.keys().copied().collect::<Vec<_>>(), [first, second], "the stream carries the user's groups");
+
+    for round in 0..5 {
+        live.send(1, first, &format!("first-{round}")).await;
+        live.send(3, second, &format!("second-{round}")).await;
+        live.send(4, elsewhere, &format!("elsewhere-{round}")).await;
+    }
+    stream.until_message(first, "first-4").await;
+    stream.until_message(second, "second-4").await;
+    stream.assert_gapless(&starts);
+    let keys: Vec<String> = stream.messages(first).iter().map(|message| message.client_message_id.clone()).collect();
+    assert_eq!(keys, ["first-0", "first-1", "first-2", "first-3", "first-4"]);
+    assert_eq!(stream.messages(second).len(), 5);
+    assert!(!stream.updates.contains_key(&elsewhere), "nothing of a group the user is not in");
+}
+
+async fn a_resumed_stream_replays_what_it_missed_then_goes_live(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2]).await;
+    let other = live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, starts) = subscribe_fresh(&mut client, 2).await;
+    live.send(1, group, "before-0").await;
+    live.send(1, group, "before-1").await;
+    stream.until_message(group, "before-1").await;
+    let last_seen = stream.last_seq(group);
+    drop(stream);
+
+    // Missed while disconnected.
+    for index in 0..3 {
+        live.send(1, group, &format!("missed-{index}")).await;
+    }
+    live.send(1, other, "missed-other").await;
+
+    // Resume with an explicit position for one group and nothing for the other: the
+    // named group replays, the other starts at its latest.
+    let request = pb::SubscribeRequest {
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: last_seen }],
+        cursor: String::new(),
+    };
+    let mut resumed = Subscription::open(&mut client, 2, request).await.expect("Subscribe resumes");
+    live.send(1, group, "after").await;
+    resumed.until_message(group, "after").await;
+    let keys: Vec<String> = resumed.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
+    assert_eq!(keys, ["missed-0", "missed-1", "missed-2", "after"], "the missed ones first, then live");
+    resumed.assert_gapless(&BTreeMap::from([(group, last_seen)]));
+    assert!(resumed.messages(other).is_empty(), "a group without a position starts at its latest");
+
+    // The cursor of a heartbeat resumes every group at once.
+    drop(resumed);
+    let (probe, _) = subscribe_fresh(&mut client, 2).await;
+    let cursor = probe.cursor.clone();
+    drop(probe);
+    live.send(1, group, "via-cursor").await;
+    live.send(1, other, "via-cursor-other").await;
+    let request = pb::SubscribeRequest { positions: Vec::new(), cursor };
+    let mut from_cursor = Subscription::open(&mut client, 2, request).await.expect("Subscribe resumes from a cursor");
+    from_cursor.until_message(group, "via-cursor").await;
+    from_cursor.until_message(other, "via-cursor-other").await;
+    assert_eq!(from_cursor.messages(group).len(), 1, "exactly what followed the cursor");
+    assert_eq!(from_cursor.messages(other).len(), 1, "exactly what followed the cursor");
+    let _ = starts;
+}
+
+async fn streams_on_two_pods_both_receive_an_update(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 2).await;
+    let group = live.chat(1, &[2, 3]).await;
+    let mut on_first = live.client(0).await;
+    let mut on_second = live.client(1).await;
+    let (mut two, starts_two) = subscribe_fresh(&mut on_first, 2).await;
+    let (mut three, starts_three) = subscribe_fresh(&mut on_second, 3).await;
+    // The same user on both pods, too.
+    let (mut two_again, _) = subscribe_fresh(&mut on_second, 2).await;
+    for index in 0..3 {
+        live.send(1, group, &format!("hello-{index}")).await;
+    }
+    two.until_message(group, "hello-2").await;
+    three.until_message(group, "hello-2").await;
+    two_again.until_message(group, "hello-2").await;
+    two.assert_gapless(&starts_two);
+    three.assert_gapless(&starts_three);
+    assert_eq!(two.messages(group).len(), 3);
+    assert_eq!(three.messages(group).len(), 3);
+}
+
+async fn a_stalled_consumer_catches_up_without_holding_up_others(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 1, |config| config.live.stream_queue_capacity = 4).await;
+    let group = live.chat(1, &[2, 3]).await;
+    let mut client = live.client(0).await;
+    let (mut stalled, stalled_starts) = subscribe_fresh(&mut client, 2).await;
+    let (mut reader, reader_starts) = subscribe_fresh(&mut client, 3).await;
+    // Large messages so the stalled stream's transport buffers fill and its inbox overflows.
+    let body = "x".repeat(3_000);
+    for index in 0..120 {
+        let request = fanfare_tests::messages::text(group, &format!("m-{index}"), &body);
+        live.fixture.messages.send_message(as_user(1, request)).await.expect("SendMessage succeeds");
+        if index % 10 == 9 {
+            // The reader keeps up while the other stream reads nothing.
+            reader.until_message(group, &format!("m-{index}")).await;
+        }
+    }
+    reader.assert_gapless(&reader_starts);
+    assert_eq!(reader.messages(group).len(), 120);
+
+    stalled.until_message(group, "m-119").await;
+    stalled.assert_gapless(&stalled_starts);
+    let keys: Vec<String> = stalled.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
+    let expected: Vec<String> = (0..120).map(|index| format!("m-{index}")).collect();
+    assert_eq!(keys, expected, "nothing lost, nothing twice, in order");
+}
+
+async fn a_removed_member_gets_nothing_after_the_removal(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2, 3]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, starts) = subscribe_fresh(&mut client, 2).await;
+    live.send(1, group, "before").await;
+    let request = groups_pb::RemoveMemberRequest { group_id: group, user_id: 2 };
+    live.fixture.groups.remove_member(as_user(1, request)).await.expect("RemoveMember succeeds");
+    let frames = stream
+        .until(|sub| sub.updates.get(&group).is_some_and(|updates| updates.iter().any(|u| is_removal_of(u, 2))))
+        .await;
+    let removal_seq = stream.last_seq(group);
+    // The removal update is the last of the group; the stream says it stopped carrying it.
+    let mut stopped = frames.iter().any(|frame| stopped_at(frame, group, removal_seq));
+    while !stopped {
+        let frame = stream.next().await.expect("the stream stays open");
+        stopped = stopped_at(&frame, group, removal_seq);
+    }
+    live.send(1, group, "after").await;
+    live.send(3, group, "after-too").await;
+    let other = live.chat(5, &[2]).await;
+    // Something else arrives on the stream (the join to another group) before we look.
+    stream.until(|sub| sub.updates.contains_key(&other)).await;
+    assert_eq!(stream.last_seq(group), removal_seq, "nothing of the group after the removal");
+    assert!(stream.messages(group).iter().all(|message| message.client_message_id == "before"));
+    stream.assert_gapless(&starts);
+}
+
+async fn a_joined_group_starts_without_reconnecting(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let first = live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, _) = subscribe_fresh(&mut client, 2).await;
+    let later = live.chat(3, &[]).await;
+    let added = groups_pb::AddMembersRequest { group_id: later, user_ids: vec![2] };
+    live.fixture.groups.add_members(as_user(3, added)).await.expect("AddMembers succeeds");
+    live.fixture.settle().await;
+    let mut started_after = None;
+    while started_after.is_none() {
+        if let Received::Membership(change) = stream.next().await.expect("the stream stays open")
+            && change.group_id == later
+        {
+            assert_eq!(change.kind(), pb::MembershipChangeKind::Started);
+            started_after = Some(change.event_seq);
+        }
+    }
+    live.send(3, later, "welcome").await;
+    live.send(1, first, "still-here").await;
+    stream.until_message(later, "welcome").await;
+    stream.until_message(first, "still-here").await;
+    let start = started_after.expect("started");
+    stream.assert_gapless(&BTreeMap::from([(later, start)]));
+    assert!(
+        stream.updates[&later].iter().any(|update| is_group_event(update, |change| matches!(
+            change, Change::MemberJoined(joined) if joined.user_id == 2
+        ))),
+        "the join itself is delivered"
+    );
+}
+
+async fn shutdown_ends_streams_with_the_reconnect_signal(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, _) = subscribe_fresh(&mut client, 2).await;
+    live.send(1, group, "before").await;
+    stream.until_message(group, "before").await;
+    let pod = live.pods.pop().expect("one pod");
+    let stopping = tokio::spawn(pod.stop());
+    let mut reconnect = None;
+    while let Some(frame) = stream.next().await {
+        if let Received::Reconnect(signal) = frame {
+            reconnect = Some(signal);
+        }
+    }
+    let reconnect = reconnect.expect("a reconnect frame before the end");
+    assert!(reconnect.reason.contains("shutting down"), "{}", reconnect.reason);
+    assert!(reconnect.retry_after_ms > 0);
+    assert_eq!(stream.cursor, reconnect.cursor);
+    stopping.await.expect("the pod task").expect("the pod stops cleanly");
+}
+
+#[tokio::test]
+async fn bad_resume_positions_are_refused() {
+    let live = LiveFixture::start(Storage::Memory, 1).await;
+    let mut client = live.client(0).await;
+    let bad_cursor = pb::SubscribeRequest { positions: Vec::new(), cursor: "not-a-cursor".into() };
+    expect_field_violation(client.subscribe(as_user(2, bad_cursor)).await.map(|_| ()), "cursor");
+    let negative = pb::SubscribeRequest {
+        positions: vec![
+            pb::GroupPosition { group_id: 0, event_seq: 1 },
+            pb::GroupPosition { group_id: 3, event_seq: -1 },
+        ],
+        cursor: String::new(),
+    };
+    let status = expect_field_violation(
+        client.subscribe(as_user(2, negative.clone())).await.map(|_| ()),
+        "positions[0].group_id",
+    );
+    assert!(status.message().contains("positions[1].event_seq") || !status.message().is_empty());
+    let anonymous = client.subscribe(tonic::Request::new(pb::SubscribeRequest::default())).await.map(|_| ());
+    expect_code(anonymous, Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn an_unreachable_groups_service_refuses_the_stream_with_unavailable() {
+    let (_pod, mut client) = fanfare_tests::fanout::start(Storage::Memory).await;
+    let status =
+        expect_code(client.subscribe(as_user(2, pb::SubscribeRequest::default())).await.map(|_| ()), Code::Unavailable);
+    assert!(!status.message().is_empty());
+}
+
+fn is_removal_of(update: &fanfare_proto::common::v1::Update, user: i64) -> bool {
+    fanfare_tests::messages::is_group_event(
+        update,
+        |change| matches!(change, fanfare_proto::common::v1::group_event::Change::MemberRemoved(removed) if removed.user_id == user),
+    )
+}
+
+fn stopped_at(frame: &Received, group: i64, seq: i64) -> bool {
+    matches!(frame, Received::Membership(change)
+        if change.group_id == group && change.kind() == pb::MembershipChangeKind::Stopped && change.event_seq == seq)
+}
+
+#[tokio::test]
+async fn list_streams_shows_what_each_open_stream_delivered_on_that_pod() {
+    let mut live = LiveFixture::start(Storage::Memory, 2).await;
+    let group = live.chat(1, &[2]).await;
+    let mut on_first = live.client(0).await;
+    let mut on_second = live.client(1).await;
+    let (mut stream, _) = subscribe_fresh(&mut on_first, 2).await;
+    live.send(1, group, "seen").await;
+    stream.until_message(group, "seen").await;
+    let delivered = stream.last_seq(group);
+
+    let listed = on_first.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("ListStreams answers");
+    let listed = listed.into_inner();
+    assert!(!listed.pod.is_empty());
+    assert_eq!(listed.streams.len(), 1, "{listed:?}");
+    let positions = &listed.streams[0].positions;
+    assert_eq!(positions, &[pb::GroupPosition { group_id: group, event_seq: delivered }]);
+    assert!(listed.streams[0].opened_at.is_some());
+
+    let elsewhere = on_second.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("answers");
+    assert!(elsewhere.into_inner().streams.is_empty(), "the stream is on the first pod only");
+    let others = on_first.list_streams(as_user(3, pb::ListStreamsRequest {})).await.expect("answers");
+    assert!(others.into_inner().streams.is_empty(), "only the caller's streams");
+    drop(stream);
+    fanfare_tests::messages::eventually("the closed stream is forgotten", || {
+        let mut client = on_first.clone();
+        async move {
+            client
+                .list_streams(as_user(2, pb::ListStreamsRequest {}))
+                .await
+                .expect("answers")
+                .into_inner()
+                .streams
+                .is_empty()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_follower_with_a_stream_open_gets_the_job_notification_live() {
+    let live = LiveFixture::start(Storage::Memory, 2).await;
+    let mut on_first = live.client(0).await;
+    let mut on_second = live.client(1).await;
+    for follower in [2, 3] {
+        let request = pb::FollowRequest { creator_user_id: 9 };
+        on_first.follow(as_user(follower, request)).await.expect("Follow succeeds");
+    }
+    // Follower 2's stream is on the first pod, follower 3's on the second.
+    let (mut two, _) = subscribe_fresh(&mut on_first, 2).await;
+    let (mut three, _) = subscribe_fresh(&mut on_second, 3).await;
+    let start = pb::StartFanoutJobRequest {
+        kind: pb::FanoutJobKind::NewGroupInvitation.into(),
+        payload_ref: "group:77".into(),
+        idempotency_key: "launch".into(),
+        rate_limit_per_second: 0,
+    };
+    let job = on_first.start_fanout_job(as_user(9, start)).await.expect("StartFanoutJob succeeds").into_inner();
+    let job_id = job.job.expect("the job").job_id;
+    for (stream, follower) in [(&mut two, 2), (&mut three, 3)] {
+        let notification = loop {
+            if let Received::Notification(notification) = stream.next().await.expect("the stream stays open") {
+                break notification;
+            }
+        };
+        assert_eq!(notification.job_id, job_id);
+        assert_eq!(notification.creator_user_id, 9);
+        assert_eq!(notification.kind(), pb::FanoutJobKind::NewGroupInvitation);
+        assert_eq!(notification.payload_ref, "group:77");
+        assert_eq!(notification.key, format!("{job_id}:{follower}"));
+    }
+}
