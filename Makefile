@@ -38,6 +38,7 @@ fmt: ## Format the code
 
 .PHONY: bench
 bench: services ## Run the benchmarks on Postgres and rewrite docs/benchmarks.md
+	$(CARGO) build --release -p fanfare
 	$(CARGO) run --release -p fanfare-bench -- --output docs/benchmarks.md
 
 .PHONY: tools

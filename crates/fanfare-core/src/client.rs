@@ -1,13 +1,36 @@
-//! What a service needs to call another service: a channel to its URL and the service token
-//! on every call.
+//! What a service needs to call another service: a channel to its URL that spreads calls over
+//! every address the URL's host name resolves to, and the service token on every call.
+//!
+//! A Kubernetes headless Service resolves to one address per ready pod. HTTP/2 keeps a
+//! connection open as long as it can, so a client that resolved the name once would send every
+//! call to one pod and never see pods added later. [`lazy_channel`] re-resolves the name every
+//! [`DNS_REFRESH_INTERVAL`] and balances calls over one connection per address, adding and
+//! removing connections as pods come and go (tonic's `balance_channel`).
 
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use async_trait::async_trait;
+use http::Uri;
+use http::uri::Scheme;
+use tokio::sync::mpsc::Sender;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
 
 /// How long connecting to another service may take before a call fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a service's host name is resolved again, to notice pods coming and going.
+pub const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one resolution may take before it counts as failed.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Address changes waiting for the balancer; it takes them whenever the channel is used.
+const CHANGE_QUEUE_CAPACITY: usize = 64;
 
 /// Adds `authorization: Bearer <token>` to every call when a service token is configured.
 #[derive(Debug, Clone)]
@@ -32,12 +55,240 @@ impl tonic::service::Interceptor for ServiceTokenInterceptor {
     }
 }
 
+/// Turns a host name into addresses. The system resolver in production; tests substitute
+/// their own to change the address set at will.
+#[async_trait]
+pub trait Resolve: Send + Sync + 'static {
+    /// Every address of `host`, with `port` unless the resolver knows better.
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
+}
+
+/// The operating system's resolver (`getaddrinfo`, through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+#[async_trait]
+impl Resolve for SystemResolver {
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
+/// How a channel to another service behaves. [`ClientOptions::new`] gives the defaults.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Bound on each unary call; `None` for channels that carry long streams.
+    pub call_timeout: Option<Duration>,
+    /// Bound on opening one connection.
+    pub connect_timeout: Duration,
+    /// How often the host name is resolved again.
+    pub dns_refresh: Duration,
+    /// What resolves the host name.
+    pub resolver: Arc<dyn Resolve>,
+}
+
+impl ClientOptions {
+    /// The defaults: [`CONNECT_TIMEOUT`], [`DNS_REFRESH_INTERVAL`], the system resolver.
+    pub fn new(call_timeout: Option<Duration>) -> Self {
+        Self {
+            call_timeout,
+            connect_timeout: CONNECT_TIMEOUT,
+            dns_refresh: DNS_REFRESH_INTERVAL,
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+
+    /// The same options resolving host names with `resolver`.
+    pub fn with_resolver(self, resolver: Arc<dyn Resolve>) -> Self {
+        Self { resolver, ..self }
+    }
+
+    /// The same options resolving host names again every `interval`.
+    pub fn with_dns_refresh(self, interval: Duration) -> Self {
+        Self { dns_refresh: interval, ..self }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ClientOptions")
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("dns_refresh", &self.dns_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A channel to the service at `url`, connected on first use and reconnecting as needed;
-/// each unary call is bounded by `call_timeout` (streaming calls set their own).
+/// each unary call is bounded by `call_timeout` (streaming calls set their own). Balanced
+/// over every address of the URL's host, re-resolved every [`DNS_REFRESH_INTERVAL`]; see
+/// [`lazy_channel_with`]. Must be called within a tokio runtime.
 pub fn lazy_channel(url: &str, call_timeout: Option<Duration>) -> anyhow::Result<Channel> {
-    let mut endpoint = Channel::from_shared(url.to_owned())?.connect_timeout(CONNECT_TIMEOUT);
-    if let Some(timeout) = call_timeout {
+    lazy_channel_with(url, ClientOptions::new(call_timeout))
+}
+
+/// [`lazy_channel`] with explicit options.
+///
+/// When the URL's host is an IP address, or `localhost` (whose IPv4 and IPv6 addresses
+/// rarely both listen), there is nothing to balance: the channel connects to it directly.
+/// Otherwise a background task resolves the name at once and then every
+/// [`ClientOptions::dns_refresh`], and hands the balancer the addresses that appeared and
+/// disappeared. A failed or empty resolution keeps the last good set (and is logged); until
+/// a first resolution succeeds the channel connects by name, so calls fail as they would
+/// on a plain channel rather than waiting. The task ends when the last clone of the channel
+/// is dropped.
+pub fn lazy_channel_with(url: &str, options: ClientOptions) -> anyhow::Result<Channel> {
+    let uri = Uri::try_from(url)?;
+    let host = uri.host().with_context(|| format!("URL {url:?} names no host"))?;
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let is_ip_literal = bare_host.parse::<IpAddr>().is_ok();
+    let is_loopback_name = bare_host.eq_ignore_ascii_case("localhost") || bare_host.ends_with(".localhost");
+    if is_ip_literal || is_loopback_name {
+        return Ok(endpoint(uri, &options).connect_lazy());
+    }
+
+    let default_port = if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
+    let port = uri.port_u16().unwrap_or(default_port);
+    let (channel, changes) = Channel::balance_channel(CHANGE_QUEUE_CAPACITY);
+    let refresher = Refresher {
+        host: bare_host.to_owned(),
+        port,
+        uri,
+        options,
+        changes,
+        current: BTreeSet::new(),
+        connecting_by_name: false,
+        failing: false,
+    };
+    tokio::spawn(refresher.run());
+    Ok(channel)
+}
+
+/// One connection of a balanced channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Backend {
+    /// The URL as given, resolved by the connector; only before a first good resolution.
+    ByName,
+    /// One resolved address.
+    Address(SocketAddr),
+}
+
+/// The balancer is gone: every clone of the channel was dropped.
+struct ChannelDropped;
+
+/// Keeps a balanced channel's connections in step with its host's addresses.
+struct Refresher {
+    host: String,
+    port: u16,
+    uri: Uri,
+    options: ClientOptions,
+    changes: Sender<Change<Backend, Endpoint>>,
+    /// The last good set of addresses, each one connection in the balancer.
+    current: BTreeSet<SocketAddr>,
+    connecting_by_name: bool,
+    /// Whether the last resolution failed, so a failure streak is logged once.
+    failing: bool,
+}
+
+impl Refresher {
+    async fn run(mut self) {
+        loop {
+            if self.refresh().await.is_err() {
+                break;
+            }
+            tokio::select! {
+                () = self.changes.closed() => break,
+                () = tokio::time::sleep(self.options.dns_refresh) => {}
+            }
+        }
+        tracing::debug!(host = %self.host, "channel dropped; no longer resolving its host");
+    }
+
+    /// Resolves once and applies the difference.
+    async fn refresh(&mut self) -> Result<(), ChannelDropped> {
+        let addresses = match self.resolve().await {
+            Ok(addresses) => addresses,
+            Err(reason) => return self.keep_last_addresses(&reason).await,
+        };
+        if self.failing {
+            self.failing = false;
+            tracing::info!(host = %self.host, "service host resolves again");
+        }
+        let added: Vec<SocketAddr> = addresses.difference(&self.current).copied().collect();
+        let removed: Vec<SocketAddr> = self.current.difference(&addresses).copied().collect();
+        // Additions first, so the balancer never runs out of connections.
+        for address in &added {
+            let endpoint = endpoint(self.address_uri(*address), &self.options).origin(self.uri.clone());
+            self.send(Change::Insert(Backend::Address(*address), endpoint)).await?;
+        }
+        for address in &removed {
+            self.send(Change::Remove(Backend::Address(*address))).await?;
+        }
+        if self.connecting_by_name {
+            self.send(Change::Remove(Backend::ByName)).await?;
+            self.connecting_by_name = false;
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(
+                host = %self.host,
+                ?added,
+                ?removed,
+                addresses = addresses.len(),
+                "service addresses changed"
+            );
+        }
+        self.current = addresses;
+        Ok(())
+    }
+
+    async fn resolve(&self) -> Result<BTreeSet<SocketAddr>, String> {
+        let resolving = self.options.resolver.resolve(&self.host, self.port);
+        match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
+            Ok(Ok(addresses)) if addresses.is_empty() => Err("the name has no addresses".to_owned()),
+            Ok(Ok(addresses)) => Ok(addresses.into_iter().collect()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_elapsed) => Err(format!("no answer within {RESOLVE_TIMEOUT:?}")),
+        }
+    }
+
+    /// A failed or empty resolution is more likely a DNS hiccup than every pod gone at once:
+    /// keep the last good set. With none yet, connect by name like a plain channel.
+    async fn keep_last_addresses(&mut self, reason: &str) -> Result<(), ChannelDropped> {
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(
+                host = %self.host,
+                error = reason,
+                kept = self.current.len(),
+                "cannot resolve the service host; keeping its last addresses"
+            );
+        }
+        if self.current.is_empty() && !self.connecting_by_name {
+            self.send(Change::Insert(Backend::ByName, endpoint(self.uri.clone(), &self.options))).await?;
+            self.connecting_by_name = true;
+        }
+        Ok(())
+    }
+
+    /// The URL with its host and port replaced by `address`.
+    fn address_uri(&self, address: SocketAddr) -> Uri {
+        let scheme = self.uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let built = Uri::builder().scheme(scheme).authority(address.to_string()).path_and_query("/").build();
+        debug_assert!(built.is_ok(), "a socket address is a valid authority");
+        built.unwrap_or_else(|_| self.uri.clone())
+    }
+
+    async fn send(&self, change: Change<Backend, Endpoint>) -> Result<(), ChannelDropped> {
+        self.changes.send(change).await.map_err(|_| ChannelDropped)
+    }
+}
+
+/// One connection's settings.
+fn endpoint(uri: Uri, options: &ClientOptions) -> Endpoint {
+    let mut endpoint = Channel::builder(uri).connect_timeout(options.connect_timeout);
+    if let Some(timeout) = options.call_timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    Ok(endpoint.connect_lazy())
+    endpoint
 }

@@ -15,6 +15,13 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1_024;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default interval between dependency health checks, in milliseconds.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL_MS: u64 = 2_000;
+/// Default age after which a connection is asked to go away, in milliseconds (5 minutes).
+pub const DEFAULT_MAX_CONNECTION_AGE_MS: u64 = 300_000;
+/// Shortest non-zero connection age accepted: anything shorter has callers reconnecting
+/// all the time.
+pub const MIN_MAX_CONNECTION_AGE_MS: u64 = 1_000;
+/// Default limit on concurrent streams (calls) per HTTP/2 connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1_024;
 /// Longest Redis namespace accepted (the bus enforces the same limit).
 pub const MAX_REDIS_NAMESPACE_LEN: usize = 64;
 
@@ -53,6 +60,16 @@ pub struct ServerConfig {
     /// How often Postgres and Redis reachability is checked for gRPC health.
     #[arg(long, env = "FANFARE_HEALTH_CHECK_INTERVAL_MS", default_value_t = DEFAULT_HEALTH_CHECK_INTERVAL_MS)]
     pub health_check_interval_ms: u64,
+
+    /// Age after which a connection is told to go away (HTTP/2 GOAWAY), so callers reconnect
+    /// and spread over new pods; its open calls and streams still finish. 0 for no limit.
+    #[arg(long, env = "FANFARE_MAX_CONNECTION_AGE_MS", default_value_t = DEFAULT_MAX_CONNECTION_AGE_MS)]
+    pub max_connection_age_ms: u64,
+
+    /// Calls (streams) one caller connection may have open at once; further calls wait in the
+    /// caller until one ends.
+    #[arg(long, env = "FANFARE_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
 }
 
 impl ServerConfig {
@@ -65,6 +82,8 @@ impl ServerConfig {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             health_check_interval_ms: 200,
+            max_connection_age_ms: DEFAULT_MAX_CONNECTION_AGE_MS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
         }
     }
 
@@ -83,6 +102,11 @@ impl ServerConfig {
         Duration::from_millis(self.health_check_interval_ms)
     }
 
+    /// How long a connection may live before it is told to go away; `None` for no limit.
+    pub fn max_connection_age(&self) -> Option<Duration> {
+        (self.max_connection_age_ms != 0).then(|| Duration::from_millis(self.max_connection_age_ms))
+    }
+
     /// Refuses a configuration that could not serve, or would run with no authentication by
     /// accident.
     pub fn check(&self) -> Result<(), String> {
@@ -91,6 +115,14 @@ impl ServerConfig {
         }
         if self.request_timeout_ms == 0 || self.health_check_interval_ms == 0 {
             return Err("FANFARE_REQUEST_TIMEOUT_MS and FANFARE_HEALTH_CHECK_INTERVAL_MS must be at least 1".to_owned());
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("FANFARE_MAX_CONCURRENT_STREAMS must be at least 1".to_owned());
+        }
+        if self.max_connection_age_ms != 0 && self.max_connection_age_ms < MIN_MAX_CONNECTION_AGE_MS {
+            return Err(format!(
+                "FANFARE_MAX_CONNECTION_AGE_MS must be 0 (no limit) or at least {MIN_MAX_CONNECTION_AGE_MS}"
+            ));
         }
         match (&self.service_token, self.allow_unauthenticated) {
             (Some(token), _) if token.trim().is_empty() => {
@@ -182,6 +214,24 @@ mod tests {
         assert!(config.check().is_ok());
         config.max_concurrent_requests = 0;
         assert!(config.check().is_err());
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let mut config = ServerConfig::for_dev();
+        config.max_concurrent_streams = 0;
+        assert!(config.check().is_err(), "no stream at all cannot serve");
+        config.max_concurrent_streams = 1;
+        assert!(config.check().is_ok());
+
+        config.max_connection_age_ms = 0;
+        assert!(config.check().is_ok(), "0 is no limit");
+        assert_eq!(config.max_connection_age(), None);
+        config.max_connection_age_ms = MIN_MAX_CONNECTION_AGE_MS - 1;
+        assert!(config.check().is_err(), "too short");
+        config.max_connection_age_ms = MIN_MAX_CONNECTION_AGE_MS;
+        assert!(config.check().is_ok());
+        assert_eq!(config.max_connection_age(), Some(Duration::from_millis(MIN_MAX_CONNECTION_AGE_MS)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The gRPC server every Fanfare service runs: its routes plus health, reflection, the tower
-//! layers of [`crate::layers`], HTTP/2 keepalive and graceful shutdown, in one builder.
+//! layers of [`crate::layers`], HTTP/2 keepalive, connection age and stream limits, and
+//! graceful shutdown, in one builder.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -69,6 +70,13 @@ const DESCRIPTOR_SETS: [&[u8]; 5] = [
 /// to finish. Server-streaming handlers must watch the same token themselves and end their
 /// streams with UNAVAILABLE ([`shutdown_status`]) so clients reconnect to another instance; a stream still open at
 /// the end of the grace period is abandoned when `serve` returns.
+///
+/// # Connection age
+///
+/// A connection older than [`ServerConfig::max_connection_age_ms`] is told to go away
+/// (GOAWAY): its caller opens a new one, which may reach another pod, for its next calls.
+/// The calls and streams already open on it are left to finish; a long `Subscribe` keeps its
+/// connection open until it ends.
 pub struct GrpcServer {
     service_name: &'static str,
     config: ServerConfig,
@@ -161,11 +169,17 @@ impl GrpcServer {
             .layer(AuthLayer::from_config(&config))
             .layer(LoadShedLayer::new(config.max_concurrent_requests))
             .layer(TimeoutLayer::new(config.request_timeout(), self.streaming_methods.iter().copied()));
-        let router = Server::builder()
+        let mut builder = Server::builder()
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-            .layer(layers)
-            .add_routes(routes);
+            .max_concurrent_streams(config.max_concurrent_streams);
+        if let Some(age) = config.max_connection_age() {
+            // No `max_connection_age_grace`: in tonic 0.14 setting one skips the GOAWAY and cuts
+            // the connection, streams and all, once age + grace have passed. Without it the
+            // connection drains: open calls and streams finish, new calls go elsewhere.
+            builder = builder.max_connection_age(age);
+        }
+        let router = builder.layer(layers).add_routes(routes);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(TCP_KEEPALIVE));
 
         let probe_loop =

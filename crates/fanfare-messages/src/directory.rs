@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::set_acting_user;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::time::parse_timestamp;
@@ -17,12 +18,13 @@ use fanfare_proto::common::v1 as common;
 use fanfare_proto::groups::v1 as groups;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Most groups read per ListUserGroups page.
 const USER_GROUPS_PAGE: i32 = 1_000;
+/// How long one call to the groups service may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A group's settings that decide who may post and read.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,22 +98,7 @@ pub trait Directory: Send + Sync + 'static {
     fn clear(&self);
 }
 
-type GroupsClient = GroupServiceClient<InterceptedService<Channel, TokenInterceptor>>;
-
-/// Adds the service token to every outgoing call.
-#[derive(Clone)]
-pub struct TokenInterceptor {
-    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl tonic::service::Interceptor for TokenInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.authorization {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+type GroupsClient = GroupServiceClient<InterceptedService<Channel, ServiceTokenInterceptor>>;
 
 #[derive(Default)]
 struct Cache {
@@ -128,14 +115,10 @@ pub struct GrpcDirectory {
 
 impl GrpcDirectory {
     /// A directory calling the groups service at `url` (connected lazily, reconnecting as
-    /// needed) with `service_token`, trusting answers for `ttl`.
+    /// needed, balanced over every groups pod) with `service_token`, trusting answers for `ttl`.
     pub fn new(url: &str, service_token: Option<&str>, ttl: Duration) -> anyhow::Result<Arc<Self>> {
-        let channel = Channel::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
-        let authorization = service_token.map(|token| format!("Bearer {token}").parse()).transpose()?;
-        let client = GroupServiceClient::with_interceptor(channel, TokenInterceptor { authorization });
+        let channel = lazy_channel(url, Some(CALL_TIMEOUT))?;
+        let client = GroupServiceClient::with_interceptor(channel, ServiceTokenInterceptor::new(service_token)?);
         Ok(Arc::new(Self { client, ttl, cache: Mutex::new(Cache::default()) }))
     }
 
