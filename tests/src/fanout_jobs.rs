@@ -4,23 +4,21 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_bus::MemoryBus;
 use fanfare_core::ids::UserId;
-use fanfare_core::paging::PageSize;
-use fanfare_fanout::jobs::domain::{FanoutJob, JobId, NewJob};
+use fanfare_fanout::jobs::domain::{FanoutJob, JobId};
 use fanfare_fanout::jobs::sink::PushEntry;
-use fanfare_fanout::jobs::store::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, Lease};
 use fanfare_fanout::jobs::{JobStore, MemoryJobStore, MemoryNotificationSink, PostgresJobStore, RedisStreamSink};
-use fanfare_fanout::store::{MemoryFollowStore, PostgresFollowStore, StoreError, StoreResult};
+use fanfare_fanout::store::{MemoryFollowStore, PostgresFollowStore};
 use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_testkit::{Storage, TestDatabase, as_user};
+
+pub use fanfare_fanout::jobs::store::testing::CheckpointFailsOnce;
 
 use crate::fanout::{Client, NOBODY_URL, TestFanout, dev_config};
 
@@ -273,70 +271,5 @@ pub fn assert_each_follower_once(entries: &[PushEntry], job_id: i64, creator: i6
     for entry in entries {
         assert_eq!((entry.job_id, entry.creator_user_id), (job_id, creator), "{entry:?}");
         assert_eq!(entry.key, format!("{job_id}:{}", entry.follower_user_id));
-    }
-}
-
-/// A job store whose first checkpoint after `after` successful ones fails without reaching
-/// the store: as if the worker died right after appending a page.
-pub struct CheckpointFailsOnce {
-    inner: Arc<dyn JobStore>,
-    succeeded: AtomicUsize,
-    after: usize,
-    failed: AtomicUsize,
-}
-
-impl CheckpointFailsOnce {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn JobStore>, after: usize) -> Self {
-        Self { inner, succeeded: AtomicUsize::new(0), after, failed: AtomicUsize::new(0) }
-    }
-
-    /// How many checkpoints it failed (0 or 1).
-    pub fn failures(&self) -> usize {
-        self.failed.load(Ordering::SeqCst)
-    }
-}
-
-#[async_trait]
-impl JobStore for CheckpointFailsOnce {
-    async fn create(&self, job: NewJob, now: DateTime<Utc>) -> StoreResult<Created> {
-        self.inner.create(job, now).await
-    }
-
-    async fn get(&self, id: JobId) -> StoreResult<Option<FanoutJob>> {
-        self.inner.get(id).await
-    }
-
-    async fn list(&self, creator: UserId, before: Option<JobId>, limit: PageSize) -> StoreResult<Vec<FanoutJob>> {
-        self.inner.list(creator, before, limit).await
-    }
-
-    async fn cancel(&self, creator: UserId, id: JobId, now: DateTime<Utc>) -> StoreResult<Option<Cancelled>> {
-        self.inner.cancel(creator, id, now).await
-    }
-
-    async fn claim(&self, lease: Duration, now: DateTime<Utc>) -> StoreResult<Option<Claim>> {
-        self.inner.claim(lease, now).await
-    }
-
-    async fn checkpoint(
-        &self,
-        lease: &Lease,
-        checkpoint: Checkpoint,
-        renew_for: Duration,
-        now: DateTime<Utc>,
-    ) -> StoreResult<CheckpointOutcome> {
-        if self.succeeded.load(Ordering::SeqCst) == self.after
-            && self.failed.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-        {
-            return Err(StoreError::Unavailable(anyhow::anyhow!("simulated crash before the checkpoint")));
-        }
-        let outcome = self.inner.checkpoint(lease, checkpoint, renew_for, now).await?;
-        self.succeeded.fetch_add(1, Ordering::SeqCst);
-        Ok(outcome)
-    }
-
-    async fn release(&self, lease: &Lease) -> StoreResult<()> {
-        self.inner.release(lease).await
     }
 }

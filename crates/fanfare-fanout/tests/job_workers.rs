@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -14,17 +13,17 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fanfare_bus::{BusError, BusEvent, MemoryBus, Subscriber, UpdateBus};
 use fanfare_core::ids::UserId;
-use fanfare_core::paging::PageSize;
 use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::config::JobsConfig;
 use fanfare_fanout::jobs::domain::{FanoutJob, JobId, JobKind, JobState, NewJob, Rate, StartJob};
 use fanfare_fanout::jobs::store::conformance::request;
-use fanfare_fanout::jobs::store::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, Lease};
+use fanfare_fanout::jobs::store::testing::CheckpointFailsOnce;
+use fanfare_fanout::jobs::store::Claim;
 use fanfare_fanout::jobs::{
     JobOutcome, JobRunner, JobStore, JobWorkers, MemoryJobStore, MemoryNotificationSink, NotificationSink,
 };
 use fanfare_fanout::live::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
-use fanfare_fanout::store::{MemoryFollowStore, StoreError, StoreResult};
+use fanfare_fanout::store::MemoryFollowStore;
 use fanfare_proto::prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
@@ -146,52 +145,10 @@ async fn every_follower_is_notified_once_and_each_page_is_published_live() {
     assert_eq!((stored.state, stored.followers_done), (JobState::Succeeded, 95));
 }
 
-/// A job store whose `fail_at`-th checkpoint fails before reaching the store, as if the
-/// worker had crashed right after appending the page.
-struct FailingCheckpoint {
-    inner: MemoryJobStore,
-    checkpoints: AtomicUsize,
-    fail_at: usize,
-}
-
-#[async_trait]
-impl JobStore for FailingCheckpoint {
-    async fn create(&self, job: NewJob, now: DateTime<Utc>) -> StoreResult<Created> {
-        self.inner.create(job, now).await
-    }
-    async fn get(&self, id: JobId) -> StoreResult<Option<FanoutJob>> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, creator: UserId, before: Option<JobId>, limit: PageSize) -> StoreResult<Vec<FanoutJob>> {
-        self.inner.list(creator, before, limit).await
-    }
-    async fn cancel(&self, creator: UserId, id: JobId, now: DateTime<Utc>) -> StoreResult<Option<Cancelled>> {
-        self.inner.cancel(creator, id, now).await
-    }
-    async fn claim(&self, lease: Duration, now: DateTime<Utc>) -> StoreResult<Option<Claim>> {
-        self.inner.claim(lease, now).await
-    }
-    async fn checkpoint(
-        &self,
-        lease: &Lease,
-        checkpoint: Checkpoint,
-        renew_for: Duration,
-        now: DateTime<Utc>,
-    ) -> StoreResult<CheckpointOutcome> {
-        if self.checkpoints.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(StoreError::Unavailable(anyhow::anyhow!("simulated crash before the checkpoint")));
-        }
-        self.inner.checkpoint(lease, checkpoint, renew_for, now).await
-    }
-    async fn release(&self, lease: &Lease) -> StoreResult<()> {
-        self.inner.release(lease).await
-    }
-}
-
 #[tokio::test]
 async fn a_crash_between_append_and_checkpoint_replays_the_page_without_writing_it_again() {
     // The third page is appended, then its checkpoint fails; the worker retries the page.
-    let failing = FailingCheckpoint { inner: MemoryJobStore::new(), checkpoints: AtomicUsize::new(0), fail_at: 3 };
+    let failing = CheckpointFailsOnce::new(Arc::new(MemoryJobStore::new()), 2);
     let setup = Setup::new(Arc::new(failing), Arc::new(MemoryBus::new()));
     setup.followers(50).await;
     let job = setup.job("replay").await;

@@ -12,6 +12,7 @@
 //! it, so the suite runs on fixed times.
 
 pub mod conformance;
+pub mod testing;
 pub mod memory;
 pub mod postgres;
 
