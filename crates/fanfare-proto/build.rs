@@ -9,8 +9,11 @@ const PROTO_FILES: &[&str] = &[
     "fanfare/common/v1/update.proto",
     "fanfare/groups/v1/groups.proto",
     "fanfare/messages/v1/messages.proto",
-    "fanfare/fanout/v1/fanout.proto",
+    FANOUT_PROTO,
 ];
+
+/// The fanout service's proto, compiled a second time with its own codec.
+const FANOUT_PROTO: &str = "fanfare/fanout/v1/fanout.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
@@ -29,6 +32,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Written by hand (src/frame.rs) so one encoding of an update serves every stream.
         .extern_path(".fanfare.fanout.v1.SubscribeResponse", "crate::frame::SubscribeResponse")
         .file_descriptor_set_path(out_dir.join("fanfare_descriptor.bin"))
-        .compile_with_config(config, &paths, &[proto_root])?;
+        .compile_with_config(config, &paths, std::slice::from_ref(&proto_root))?;
+
+    // The fanout service again, over its first output: with the small-buffer codec
+    // (src/codec.rs), as a pod holds thousands of open Subscribe streams, and the shared
+    // packages taken from the first pass instead of generated twice.
+    let mut config = tonic_prost_build::Config::new();
+    match std::env::var_os("PROTOC") {
+        Some(protoc) => config.protoc_executable(protoc),
+        None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
+    };
+    tonic_prost_build::configure()
+        .extern_path(".fanfare.fanout.v1.SubscribeResponse", "crate::frame::SubscribeResponse")
+        .extern_path(".fanfare.common.v1", "crate::common::v1")
+        .codec_path("crate::codec::StreamingCodec")
+        .compile_with_config(config, &[proto_root.join(FANOUT_PROTO)], &[proto_root])?;
     Ok(())
 }

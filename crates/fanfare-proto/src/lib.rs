@@ -10,6 +10,7 @@ pub use tonic;
 /// The encoded `FileDescriptorSet` of every Fanfare proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fanfare_descriptor.bin"));
 
+pub mod codec;
 pub mod frame;
 
 /// Types shared by every service (`fanfare.common.v1`).
