@@ -1,6 +1,7 @@
 //! Where the CPU went during a window, from `/proc`: this process (the service under test
-//! and the load generator), every `postgres` process, everything else, and idle, each as an
-//! average number of cores. "Everything else" is how busy the machine was with other work.
+//! and the load generator, with the service processes it started, if any), every `postgres`
+//! process, everything else, and idle, each as an average number of cores. "Everything
+//! else" is how busy the machine was with other work.
 
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ pub struct CpuSnapshot {
 /// Average cores used over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuUsage {
-    /// The benchmark process: service and load generator.
+    /// The benchmark process: service and load generator (and its child processes).
     pub process: f64,
     /// All `postgres` processes (including other databases on the same server).
     pub postgres: f64,
@@ -32,7 +33,10 @@ impl CpuSnapshot {
     pub fn take() -> Option<Self> {
         let at = Instant::now();
         let (machine_total, machine_idle) = machine_ticks()?;
-        let process = process_ticks("self")?.own;
+        let own = process_ticks("self")?;
+        // Services run as child processes (the fanout benchmark) count as the benchmark's:
+        // the live ones by their own counters, the exited ones in ours once reaped.
+        let process = own.own + own.reaped_children + children_ticks(std::process::id());
         let postgres = postgres_ticks();
         Some(Self { at, machine_total, machine_idle, process, postgres })
     }
@@ -55,6 +59,16 @@ impl CpuUsage {
     pub fn describe(&self) -> String {
         format!("bench {:.2} · pg {:.2} · other {:.2} · idle {:.2}", self.process, self.postgres, self.other, self.idle)
     }
+}
+
+/// User and system CPU ticks process `pid` has used so far; `None` once it is gone.
+pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    process_ticks(&pid.to_string()).map(|ticks| ticks.own)
+}
+
+/// CPU ticks every `postgres` process has used so far (exited backends included).
+pub fn postgres_cpu_ticks() -> u64 {
+    postgres_ticks()
 }
 
 /// Total and idle (idle + iowait) ticks of all CPUs, from the first line of `/proc/stat`.
@@ -85,6 +99,26 @@ fn process_ticks(pid: &str) -> Option<ProcessTicks> {
     // because the slice starts at field 3.
     let field = |index: usize| fields.get(index)?.parse::<u64>().ok();
     Some(ProcessTicks { own: field(11)? + field(12)?, reaped_children: field(13)? + field(14)? })
+}
+
+/// Ticks of the live children of process `parent` (and of their reaped children).
+fn children_ticks(parent: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let parent = parent.to_string();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|byte| byte.is_ascii_digit()))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Field 4 of proc(5), the parent's pid, is the second after the command name.
+            let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+            (ppid == parent).then(|| process_ticks(&pid)).flatten()
+        })
+        .map(|ticks| ticks.own + ticks.reaped_children)
+        .sum()
 }
 
 /// Ticks of every `postgres` process, including backends that have exited (counted in

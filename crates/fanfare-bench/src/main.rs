@@ -2,7 +2,7 @@
 //! raw baselines taken in the same run, prints the figures, and rewrites
 //! `docs/benchmarks.md`.
 //!
-//! One module per service (`groups`, `messages`) runs its workload and returns a
+//! One module per service (`groups`, `messages`, `fanout`) runs its workload and returns a
 //! [`report::Section`]; the [`report::Report`] puts each between markers in the file with
 //! its own run details (date, command, machine, load, Postgres), so `--only` reruns one
 //! section and keeps the others' figures. A new service adds its module, its flags to
@@ -11,15 +11,17 @@
 
 mod cpu;
 mod driver;
+mod fanout;
 mod groups;
 mod machine;
 mod messages;
 mod report;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use fanfare_testkit::TestDatabase;
 
 use crate::machine::Machine;
@@ -44,6 +46,24 @@ struct Cli {
 
     #[command(flatten, next_help_heading = "Messages benchmark")]
     messages: messages::MessagesArgs,
+
+    #[command(flatten, next_help_heading = "Fanout benchmark")]
+    fanout: fanout::FanoutArgs,
+
+    #[command(subcommand)]
+    helper: Option<Helper>,
+}
+
+/// Processes the benchmarks start, not for people to run.
+#[derive(Debug, Subcommand)]
+enum Helper {
+    /// The fanout benchmark's baseline: a minimal tonic server-streaming server.
+    #[command(hide = true)]
+    MinimalStreamServer {
+        /// Address to serve on.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
 }
 
 /// The benchmarks, in the order a full run takes them.
@@ -53,6 +73,8 @@ enum Bench {
     Groups,
     /// SendMessage throughput and latency (W4), the hot group and the naive counter.
     Messages,
+    /// Live delivery to Subscribe streams (W1, W2) beside Redis and tonic baselines; fan-out jobs (W3).
+    Fanout,
 }
 
 impl Bench {
@@ -61,6 +83,7 @@ impl Bench {
         match self {
             Self::Groups => "groups",
             Self::Messages => "messages",
+            Self::Fanout => "fanout",
         }
     }
 }
@@ -68,6 +91,9 @@ impl Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Helper::MinimalStreamServer { listen }) = cli.helper {
+        return fanout::minimal::serve(listen).await;
+    }
     let machine = {
         // A throwaway database on the server every benchmark uses (`DATABASE_URL`).
         let database = TestDatabase::create().await?;
@@ -80,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         let section = match bench {
             Bench::Groups => groups::run(&cli.groups).await.context("running the groups benchmark")?,
             Bench::Messages => messages::run(&cli.messages).await.context("running the messages benchmark")?,
+            Bench::Fanout => fanout::run(&cli.fanout).await.context("running the fanout benchmark")?,
         };
         report.push(bench.key(), section, clock);
         // Written after each section, so a later failure keeps the figures already taken.

@@ -16,9 +16,9 @@ use fanfare_core::ids::UserId;
 use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::config::JobsConfig;
 use fanfare_fanout::jobs::domain::{FanoutJob, JobId, JobKind, JobState, NewJob, Rate, StartJob};
+use fanfare_fanout::jobs::store::Claim;
 use fanfare_fanout::jobs::store::conformance::request;
 use fanfare_fanout::jobs::store::testing::CheckpointFailsOnce;
-use fanfare_fanout::jobs::store::Claim;
 use fanfare_fanout::jobs::{
     JobOutcome, JobRunner, JobStore, JobWorkers, MemoryJobStore, MemoryNotificationSink, NotificationSink,
 };

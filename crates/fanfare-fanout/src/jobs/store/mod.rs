@@ -12,9 +12,9 @@
 //! it, so the suite runs on fixed times.
 
 pub mod conformance;
-pub mod testing;
 pub mod memory;
 pub mod postgres;
+pub mod testing;
 
 use std::time::Duration;
 
