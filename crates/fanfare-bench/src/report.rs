@@ -14,10 +14,12 @@ use crate::machine::{Machine, load_average};
 
 /// How every figure in the report was taken (the header's first paragraph).
 const METHOD: &str = "Written by `make bench` (crate `fanfare-bench`); rerun it rather than \
-editing by hand. `--only groups` or `--only messages` reruns one section and keeps the other \
-as it was; each section therefore says when, with what command and under what load its figures \
-were taken. Every figure of a section comes from one run on one machine, all traffic on \
-127.0.0.1. The services under test run inside the benchmark process on port 0, over a fresh, \
+editing by hand. `--only groups`, `--only messages` or `--only fanout` reruns one section and \
+keeps the others as they were; each section therefore says when, with what command and under \
+what load its figures were taken. Every figure of a section comes from one run on one machine, \
+all traffic on 127.0.0.1. In the groups and messages sections the services under test run \
+inside the benchmark process on port 0 (the fanout section runs each service as a process of \
+its own and says how it measures), over a fresh, \
 migrated Postgres database (durable: default `synchronous_commit`), and are driven through \
 their real gRPC API by a closed-loop load generator in the same process: a fixed number of \
 calls in flight, each worker sending its next call when the previous one answers. Beside each \
