@@ -120,9 +120,11 @@ async fn a_stalled_consumer_catches_up_without_holding_up_others(storage: Storag
     let mut client = live.client(0).await;
     let (mut stalled, stalled_starts) = subscribe_fresh(&mut client, 2).await;
     let (mut reader, reader_starts) = subscribe_fresh(&mut client, 3).await;
-    // Large messages so the stalled stream's transport buffers fill and its inbox overflows.
-    let body = "x".repeat(3_000);
-    for index in 0..120 {
+    // 2.8 MB of messages: more than the client's HTTP/2 stream window (2 MiB), so the server
+    // cannot write to the stalled stream, its inbox overflows (a run counted 184 overflowed
+    // updates) and it must catch up from the log once it reads again.
+    let body = "x".repeat(4_000);
+    for index in 0..700 {
         let request = fanfare_tests::messages::text(group, &format!("m-{index}"), &body);
         live.fixture.messages.send_message(as_user(1, request)).await.expect("SendMessage succeeds");
         if index % 10 == 9 {
@@ -131,12 +133,12 @@ async fn a_stalled_consumer_catches_up_without_holding_up_others(storage: Storag
         }
     }
     reader.assert_gapless(&reader_starts);
-    assert_eq!(reader.messages(group).len(), 120);
+    assert_eq!(reader.messages(group).len(), 700);
 
-    stalled.until_message(group, "m-119").await;
+    stalled.until_message(group, "m-699").await;
     stalled.assert_gapless(&stalled_starts);
     let keys: Vec<String> = stalled.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
-    let expected: Vec<String> = (0..120).map(|index| format!("m-{index}")).collect();
+    let expected: Vec<String> = (0..700).map(|index| format!("m-{index}")).collect();
     assert_eq!(keys, expected, "nothing lost, nothing twice, in order");
 }
 
