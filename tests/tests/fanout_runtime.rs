@@ -130,10 +130,11 @@ async fn a_dead_database_answers_unavailable_and_health_not_serving() {
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy(DEAD_DATABASE)
         .expect("a lazy pool never connects up front");
-    let store = Arc::new(PostgresFollowStore::from_pool(pool));
+    let store = Arc::new(PostgresFollowStore::from_pool(pool.clone()));
     let config = fanout::dev_config(fanout::NOBODY_URL, fanout::NOBODY_URL);
     let mut backends = FanoutBackends::in_memory(fanfare_bus::open_bus(None, "").await.expect("a memory bus"));
     backends.follows = store;
+    backends.jobs = Arc::new(fanfare_fanout::jobs::PostgresJobStore::from_pool(pool));
     let service = TestFanout::serve(config, backends, None).await.expect("the service starts");
     let mut client: Client = service.client().await.expect("a client connects");
 
@@ -151,6 +152,20 @@ async fn a_dead_database_answers_unavailable_and_health_not_serving() {
     expect_code(counted, Code::Unavailable);
     let check = pb::CheckFollowsRequest { follower_user_id: 0, creator_user_ids: vec![2] };
     expect_code(client.check_follows(as_user(1, check)).await, Code::Unavailable);
+
+    // Fan-out jobs live in the same database: every job call is UNAVAILABLE too.
+    let start = pb::StartFanoutJobRequest {
+        kind: pb::FanoutJobKind::BroadcastNotification.into(),
+        payload_ref: "hello".into(),
+        idempotency_key: "k".into(),
+        rate_limit_per_second: 0,
+    };
+    expect_code(client.start_fanout_job(as_user(1, start)).await, Code::Unavailable);
+    expect_code(client.get_fanout_job(as_user(1, pb::GetFanoutJobRequest { job_id: 1 })).await, Code::Unavailable);
+    let jobs = client.list_fanout_jobs(as_user(1, pb::ListFanoutJobsRequest::default())).await;
+    expect_code(jobs, Code::Unavailable);
+    let cancel = client.cancel_fanout_job(as_user(1, pb::CancelFanoutJobRequest { job_id: 1 })).await;
+    expect_code(cancel, Code::Unavailable);
 
     // Bad input is still refused as bad input: validation does not need the database.
     let own = client.follow(as_user(1, pb::FollowRequest { creator_user_id: 1 })).await;

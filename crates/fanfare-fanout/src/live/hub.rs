@@ -249,12 +249,18 @@ impl Hub {
     }
 
     fn inboxes(&self, topic: Topic) -> Vec<Arc<Inbox>> {
+        self.inboxes_of(std::iter::once(topic))
+    }
+
+    /// The inboxes listening to any of `topics`, under one hold of the registry lock (a
+    /// notification page names a thousand users).
+    fn inboxes_of(&self, topics: impl IntoIterator<Item = Topic>) -> Vec<Arc<Inbox>> {
         let registry = self.registry();
-        registry
-            .topics
-            .get(&topic)
-            .map(|listeners| listeners.iter().map(|(_, inbox)| Arc::clone(inbox)).collect())
-            .unwrap_or_default()
+        topics
+            .into_iter()
+            .filter_map(|topic| registry.topics.get(&topic))
+            .flat_map(|listeners| listeners.iter().map(|(_, inbox)| Arc::clone(inbox)))
+            .collect()
     }
 
     fn every_inbox(&self) -> Vec<Arc<Inbox>> {
@@ -373,13 +379,11 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
         };
         let page = Arc::new(page);
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        for follower in &page.follower_user_ids {
-            for inbox in hub.inboxes(Topic::User(*follower)) {
-                if inbox.push(Delivery::Notification(Arc::clone(&page))) {
-                    delivered += 1;
-                } else {
-                    dropped += 1;
-                }
+        for inbox in hub.inboxes_of(page.follower_user_ids.iter().map(|follower| Topic::User(*follower))) {
+            if inbox.push(Delivery::Notification(Arc::clone(&page))) {
+                delivered += 1;
+            } else {
+                dropped += 1;
             }
         }
         metrics::counter!("fanfare_fanout_notifications_delivered_total").increment(delivered);
