@@ -20,6 +20,7 @@ on_every_storage!(
     a_removed_member_gets_nothing_after_the_removal,
     a_joined_group_starts_without_reconnecting,
     shutdown_ends_streams_with_the_reconnect_signal,
+    heartbeats_keep_coming_with_the_delivered_positions,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -337,4 +338,34 @@ async fn a_follower_with_a_stream_open_gets_the_job_notification_live() {
         assert_eq!(notification.payload_ref, "group:77");
         assert_eq!(notification.key, format!("{job_id}:{follower}"));
     }
+}
+
+async fn heartbeats_keep_coming_with_the_delivered_positions(storage: Storage) {
+    // A short period so the test sees several; the pod's ticker asks each stream in turn.
+    let mut live = LiveFixture::start_with(storage, 1, |config| config.live.heartbeat_ms = 160).await;
+    let group = live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (mut stream, starts) = subscribe_fresh(&mut client, 2).await;
+    let (mut idle, _) = subscribe_fresh(&mut client, 3).await;
+    live.send(1, group, "counted").await;
+    stream.until_message(group, "counted").await;
+
+    // Every stream hears a heartbeat within a period or so, carrying what it delivered.
+    let mut heartbeats = Vec::new();
+    while heartbeats.len() < 3 {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Received::Heartbeat(heartbeat))) => heartbeats.push(heartbeat),
+            Ok(Some(other)) => panic!("only heartbeats on a quiet stream, got {other:?}"),
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => panic!("no heartbeat within 5 s at a 160 ms period ({} so far)", heartbeats.len()),
+        }
+    }
+    let delivered = stream.last_seq(group);
+    assert!(delivered > starts[&group], "the message was delivered before the heartbeats");
+    for heartbeat in &heartbeats {
+        assert_eq!(fanfare_tests::live::positions(heartbeat), BTreeMap::from([(group, delivered)]));
+        assert_eq!(heartbeat.cursor, stream.cursor, "the cursor is kept from the latest heartbeat");
+    }
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), idle.next()).await;
+    assert!(matches!(other, Ok(Some(Received::Heartbeat(_)))), "a stream of a user in no group too: {other:?}");
 }

@@ -6,6 +6,10 @@
 //! the group. Each update is decoded once per pod and its bytes shared by every stream.
 //! Channel changes are serialized (`control`); the registry the dispatcher reads is a plain
 //! mutex held only to copy inbox pointers, never across an await.
+//!
+//! The hub also keeps the pod's time for its streams: one ticker asks a slice of them for a
+//! heartbeat at each tick, so each stream gets one per heartbeat period without a timer of
+//! its own, and at shutdown it asks every stream to end with a reconnect frame.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +66,8 @@ struct StreamEntry {
 struct Registry {
     topics: HashMap<Topic, Vec<(StreamId, Arc<Inbox>)>>,
     streams: HashMap<StreamId, StreamEntry>,
+    /// The pod is shutting down: every stream, even one registered from now on, is closed.
+    closed: bool,
 }
 
 /// Why a stream could not start listening.
@@ -78,6 +84,9 @@ pub(crate) enum ListenError {
 /// First pause before the pod retries connecting its subscriber; doubles up to the max.
 const CONNECT_RETRY_MIN: Duration = Duration::from_millis(100);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
+/// The heartbeat period is cut into this many ticks; at each, the streams whose id falls in
+/// that tick's slot are due, so heartbeats are spread over the period, not sent in bursts.
+const HEARTBEAT_SLOTS: u64 = 16;
 
 /// The pod's bus subscription and who listens to what.
 pub(crate) struct Hub {
@@ -90,8 +99,9 @@ pub(crate) struct Hub {
 impl Hub {
     /// Connects the pod's subscriber and dispatches until `shutdown`. When the bus is down,
     /// returns at once and keeps retrying in the background, so the pod starts without
-    /// Redis and serves streams once it is there.
-    pub async fn start(bus: Arc<dyn UpdateBus>, shutdown: CancellationToken) -> Arc<Self> {
+    /// Redis and serves streams once it is there. Asks each stream for a heartbeat every
+    /// `heartbeat`, and every stream to close at `shutdown`.
+    pub async fn start(bus: Arc<dyn UpdateBus>, heartbeat: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let hub = Arc::new(Self {
             registry: Mutex::new(Registry::default()),
             control: tokio::sync::Mutex::new(()),
@@ -109,6 +119,7 @@ impl Hub {
             // The first set: nothing else sets it while this one is pending.
             let _ = hub.subscriber.set(subscriber.handle());
         }
+        tokio::spawn(tick(Arc::clone(&hub), heartbeat, shutdown.clone()));
         let running = Arc::clone(&hub);
         tokio::spawn(async move {
             let subscriber = match connected {
@@ -138,7 +149,12 @@ impl Hub {
     /// Registers a new stream with its inbox; it listens to nothing yet.
     pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>) -> StreamId {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.registry().streams.insert(id, StreamEntry { inbox, info });
+        let mut registry = self.registry();
+        if registry.closed {
+            inbox.close();
+        }
+        registry.streams.insert(id, StreamEntry { inbox, info });
+        drop(registry);
         metrics::gauge!("fanfare_fanout_streams_open").increment(1.0);
         id
     }
@@ -267,6 +283,29 @@ impl Hub {
         self.registry().streams.values().map(|entry| Arc::clone(&entry.inbox)).collect()
     }
 
+    /// The inboxes of the streams whose heartbeat falls in `slot`.
+    fn inboxes_in_slot(&self, slot: u64) -> Vec<Arc<Inbox>> {
+        let registry = self.registry();
+        registry
+            .streams
+            .iter()
+            .filter(|(id, _)| *id % HEARTBEAT_SLOTS == slot)
+            .map(|(_, entry)| Arc::clone(&entry.inbox))
+            .collect()
+    }
+
+    /// Closes every stream, and every one registered from now on.
+    fn close_all(&self) {
+        let inboxes = {
+            let mut registry = self.registry();
+            registry.closed = true;
+            registry.streams.values().map(|entry| Arc::clone(&entry.inbox)).collect::<Vec<_>>()
+        };
+        for inbox in inboxes {
+            inbox.close();
+        }
+    }
+
     /// What operators can see of `user`'s streams on this pod.
     pub fn streams_of(&self, user: i64) -> Vec<Arc<StreamInfo>> {
         let registry = self.registry();
@@ -288,6 +327,26 @@ fn remove_listener(registry: &mut Registry, topic: Topic, stream: StreamId) -> b
     } else {
         false
     }
+}
+
+/// The pod's clock for its streams: every `heartbeat` ÷ [`HEARTBEAT_SLOTS`], one slot of
+/// streams is asked for a heartbeat; at `shutdown`, every stream is closed.
+async fn tick(hub: Arc<Hub>, heartbeat: Duration, shutdown: CancellationToken) {
+    let period = (heartbeat / HEARTBEAT_SLOTS as u32).max(Duration::from_millis(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut slot = 0;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        for inbox in hub.inboxes_in_slot(slot) {
+            inbox.heartbeat_due();
+        }
+        slot = (slot + 1) % HEARTBEAT_SLOTS;
+    }
+    hub.close_all();
 }
 
 /// Opens the pod's subscriber and its notifications channel, retrying until the bus answers;

@@ -43,32 +43,33 @@ pub(crate) struct Envelope {
     pub ended_membership_of: Option<i64>,
 }
 
-/// What a stream takes out of its inbox in one go.
+/// What a stream must do besides delivering what it took from its inbox.
 #[derive(Debug, Default)]
-pub(crate) struct Taken {
-    /// Deliveries in arrival order.
-    pub deliveries: Vec<Delivery>,
+pub(crate) struct Flags {
     /// Groups whose updates overflowed: catch them up from the log.
     pub dirty: HashSet<i64>,
     /// The bus may have lost messages: catch every group up.
     pub repair_all: bool,
     /// A join signal may have been lost: list the user's groups again.
     pub relist: bool,
+    /// Time for a heartbeat frame.
+    pub heartbeat: bool,
+    /// The pod is shutting down: end the stream with a reconnect frame.
+    pub closing: bool,
 }
 
-impl Taken {
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.dirty.is_empty() && !self.repair_all && !self.relist
+impl Flags {
+    /// Whether the stream must call another service before delivering (a catch-up or a
+    /// re-listing).
+    pub fn needs_upstream(&self) -> bool {
+        !self.dirty.is_empty() || self.repair_all || self.relist
     }
 }
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<Delivery>,
-    dirty: HashSet<i64>,
-    repair_all: bool,
-    relist: bool,
+    flags: Flags,
 }
 
 /// One stream's inbox.
@@ -104,9 +105,9 @@ impl Inbox {
             } else {
                 match delivery {
                     Delivery::Update(envelope) => {
-                        state.dirty.insert(envelope.group_id);
+                        state.flags.dirty.insert(envelope.group_id);
                     }
-                    Delivery::Joined { .. } => state.relist = true,
+                    Delivery::Joined { .. } => state.flags.relist = true,
                     // Live notifications are best effort: the push stream has them.
                     Delivery::Notification(_) => {}
                 }
@@ -120,28 +121,37 @@ impl Inbox {
     /// Asks the stream to repair every group (and re-list its groups): the bus may have lost
     /// messages.
     pub fn repair_all(&self) {
-        {
-            let mut state = self.state();
-            state.repair_all = true;
-            state.relist = true;
-        }
+        self.flag(|flags| {
+            flags.repair_all = true;
+            flags.relist = true;
+        });
+    }
+
+    /// Asks the stream for a heartbeat frame.
+    pub fn heartbeat_due(&self) {
+        self.flag(|flags| flags.heartbeat = true);
+    }
+
+    /// Asks the stream to end with a reconnect frame: the pod is shutting down.
+    pub fn close(&self) {
+        self.flag(|flags| flags.closing = true);
+    }
+
+    fn flag(&self, set: impl FnOnce(&mut Flags)) {
+        set(&mut self.state().flags);
         self.wake.notify_one();
     }
 
-    /// Takes up to `max` deliveries and every pending flag.
-    pub fn take(&self, max: usize) -> Taken {
+    /// Moves up to `max` deliveries into `into` (in arrival order) and takes every pending
+    /// flag. The caller passes the same buffer each time, so taking allocates nothing.
+    pub fn take(&self, max: usize, into: &mut Vec<Delivery>) -> Flags {
         let mut state = self.state();
         let count = state.queue.len().min(max);
-        let deliveries: Vec<Delivery> = state.queue.drain(..count).collect();
+        into.extend(state.queue.drain(..count));
         if state.queue.is_empty() && state.queue.capacity() > RETAINED_SLOTS {
             state.queue.shrink_to(RETAINED_SLOTS);
         }
-        Taken {
-            deliveries,
-            dirty: std::mem::take(&mut state.dirty),
-            repair_all: std::mem::take(&mut state.repair_all),
-            relist: std::mem::take(&mut state.relist),
-        }
+        std::mem::take(&mut state.flags)
     }
 
     /// Waits until something was pushed or flagged since the last `take` (or `wake`).
@@ -166,11 +176,14 @@ mod tests {
         assert!(!inbox.push(update(1, 3)));
         assert!(!inbox.push(update(2, 1)));
         assert!(!inbox.push(Delivery::Joined { group_id: 3, event_seq: 1 }));
-        let taken = inbox.take(10);
-        assert_eq!(taken.deliveries.len(), 2);
-        assert_eq!(taken.dirty, HashSet::from([1, 2]));
-        assert!(taken.relist && !taken.repair_all);
-        assert!(inbox.take(10).is_empty(), "flags are taken once");
+        let mut taken = Vec::new();
+        let flags = inbox.take(10, &mut taken);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(flags.dirty, HashSet::from([1, 2]));
+        assert!(flags.relist && !flags.repair_all && flags.needs_upstream());
+        let again = inbox.take(10, &mut taken);
+        assert!(!again.needs_upstream() && !again.heartbeat && !again.closing, "flags are taken once");
+        assert_eq!(taken.len(), 2, "nothing more was queued");
     }
 
     #[test]
@@ -179,9 +192,9 @@ mod tests {
         for seq in 1..=5 {
             inbox.push(update(1, seq));
         }
-        let first: Vec<i64> = inbox
-            .take(3)
-            .deliveries
+        let mut taken = Vec::new();
+        inbox.take(3, &mut taken);
+        let first: Vec<i64> = taken
             .iter()
             .map(|delivery| match delivery {
                 Delivery::Update(envelope) => envelope.event_seq,
@@ -189,7 +202,9 @@ mod tests {
             })
             .collect();
         assert_eq!(first, [1, 2, 3]);
-        assert_eq!(inbox.take(3).deliveries.len(), 2);
+        taken.clear();
+        inbox.take(3, &mut taken);
+        assert_eq!(taken.len(), 2);
     }
 
     #[tokio::test]
@@ -198,7 +213,19 @@ mod tests {
         inbox.push(update(1, 1));
         tokio::time::timeout(std::time::Duration::from_secs(1), inbox.wait()).await.expect("the permit was stored");
         inbox.repair_all();
-        let taken = inbox.take(1);
-        assert!(taken.repair_all && taken.relist);
+        let flags = inbox.take(1, &mut Vec::new());
+        assert!(flags.repair_all && flags.relist);
+    }
+
+    #[tokio::test]
+    async fn heartbeats_and_closing_wake_the_stream_and_are_taken_once() {
+        let inbox = Inbox::new(1);
+        inbox.heartbeat_due();
+        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.wait()).await.expect("woken");
+        inbox.close();
+        let flags = inbox.take(1, &mut Vec::new());
+        assert!(flags.heartbeat && flags.closing && !flags.needs_upstream());
+        let again = inbox.take(1, &mut Vec::new());
+        assert!(!again.heartbeat && !again.closing);
     }
 }

@@ -53,14 +53,15 @@ impl Live {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         describe_metrics();
-        let hub = Hub::start(bus, shutdown.clone()).await;
+        let hub = Hub::start(bus, Duration::from_millis(config.heartbeat_ms), shutdown.clone()).await;
         let upstream = Upstream::connect(config, service_token)?;
         let settings = Arc::new(StreamSettings {
-            heartbeat: Duration::from_millis(config.heartbeat_ms),
             backfill_page_size: config.backfill_page_size,
             max_groups: config.max_groups_per_stream,
             reconnect_after_ms: config.reconnect_after_ms,
             queue_capacity: config.stream_queue_capacity,
+            // Looked up once here, not at every frame.
+            deliveries: metrics::counter!("fanfare_fanout_deliveries_total"),
         });
         Ok(Arc::new(Self { hub, upstream, settings, shutdown }))
     }
@@ -70,15 +71,7 @@ impl Live {
         if self.shutdown.is_cancelled() {
             return Err(fanfare_core::server::shutdown_status());
         }
-        LiveStream::open(
-            user,
-            resume,
-            Arc::clone(&self.hub),
-            self.upstream.clone(),
-            Arc::clone(&self.settings),
-            self.shutdown.clone(),
-        )
-        .await
+        LiveStream::open(user, resume, Arc::clone(&self.hub), self.upstream.clone(), Arc::clone(&self.settings)).await
     }
 
     /// The most groups a stream carries (and so the most positions a request may name).

@@ -20,13 +20,11 @@ use fanfare_proto::frame::{EncodedUpdates, Frame, SubscribeResponse};
 use fanfare_proto::messages::v1::get_updates_response;
 use futures::Stream;
 use prost::Message;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::cursor;
 use super::hub::{Hub, StreamId, StreamInfo, Topic, ended_membership};
-use super::inbox::{Delivery, Inbox, Taken};
+use super::inbox::{Delivery, Flags, Inbox};
 use super::notify::NotificationPage;
 use super::upstream::Upstream;
 
@@ -39,13 +37,13 @@ const UPSTREAM_ATTEMPTS: u32 = 4;
 const UPSTREAM_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Settings every stream of a pod shares.
-#[derive(Debug, Clone)]
 pub(crate) struct StreamSettings {
-    pub heartbeat: Duration,
     pub backfill_page_size: i32,
     pub max_groups: usize,
     pub reconnect_after_ms: u32,
     pub queue_capacity: usize,
+    /// `fanfare_fanout_deliveries_total`.
+    pub deliveries: metrics::Counter,
 }
 
 /// A stream's position per group, from the request.
@@ -56,6 +54,18 @@ enum Stop {
     /// Another service failed past the retries: the client should reconnect later.
     Upstream(Status),
 }
+
+/// A delivery that needs another service before anything after it of its stream goes out.
+enum Blocked {
+    /// An update skipped ahead of the group's position: catch the group up from the log.
+    Jump(i64),
+    /// The user joined a group: start carrying it, replaying from the join.
+    Join { group_id: i64, event_seq: i64 },
+}
+
+/// A taken-deliveries buffer that grew past this is dropped after use, so a burst does not
+/// pin memory on an idle stream.
+const RETAINED_TAKE: usize = 8;
 
 /// One open stream.
 pub(crate) struct LiveStream {
@@ -72,8 +82,8 @@ pub(crate) struct LiveStream {
     /// Groups to catch up from the log before the next delivery.
     to_repair: BTreeSet<i64>,
     pending: VecDeque<SubscribeResponse>,
-    heartbeat: Interval,
-    shutdown: CancellationToken,
+    /// The buffer deliveries are taken into, kept between takes.
+    taken: Vec<Delivery>,
     finished: bool,
 }
 
@@ -85,20 +95,18 @@ impl Drop for LiveStream {
 
 impl LiveStream {
     /// Opens `user`'s stream: listens to their user channel and every group they belong
-    /// to, then settles where each group starts (the resume position, or the latest).
+    /// to, then settles where each group starts (the resume position, or the latest). The
+    /// hub asks it for heartbeats and, at shutdown, to end with a reconnect frame.
     pub async fn open(
         user: i64,
         resume: Resume,
         hub: Arc<Hub>,
         upstream: Upstream,
         settings: Arc<StreamSettings>,
-        shutdown: CancellationToken,
     ) -> Result<Self, Status> {
         let inbox = Inbox::new(settings.queue_capacity);
         let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
         let id = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + settings.heartbeat, settings.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stream = Self {
             user,
             id,
@@ -110,8 +118,7 @@ impl LiveStream {
             info,
             to_repair: BTreeSet::new(),
             pending: VecDeque::new(),
-            heartbeat,
-            shutdown,
+            taken: Vec::new(),
             finished: false,
         };
         // The user channel first: a group joined from here on is signalled, one joined
@@ -177,53 +184,61 @@ impl LiveStream {
             if self.finished {
                 return None;
             }
-            if self.shutdown.is_cancelled() {
+            let mut taken = std::mem::take(&mut self.taken);
+            let flags = self.inbox.take(MAX_TAKE, &mut taken);
+            if flags.closing {
                 self.finished = true;
                 return Some(Ok(self.reconnect_frame("the server is shutting down")));
             }
-            let taken = self.inbox.take(MAX_TAKE);
-            if !taken.is_empty() || !self.to_repair.is_empty() {
+            let heartbeat = flags.heartbeat;
+            let processed = if flags.needs_upstream() || !self.to_repair.is_empty() {
                 // Boxed: the rarely used catch-up path must not size every idle stream.
-                let processed = Box::pin(self.process(taken)).await;
+                Some(Box::pin(self.process(flags, &taken, 0, None)).await)
+            } else if !taken.is_empty() {
+                // The common case, with no call to another service and nothing boxed.
+                let (mut next, mut batch) = (0, Vec::new());
+                let blocked = self.deliver_ready(&taken, &mut next, &mut batch);
+                self.flush(&mut batch);
+                Some(match blocked {
+                    None => Ok(()),
+                    Some(blocked) => Box::pin(self.process(Flags::default(), &taken, next, Some(blocked))).await,
+                })
+            } else {
+                None
+            };
+            taken.clear();
+            if taken.capacity() <= RETAINED_TAKE {
+                self.taken = taken;
+            }
+            // Nothing was taken: wait for the hub. Otherwise look again, the inbox may hold more.
+            let idle = processed.is_none() && !heartbeat;
+            if let Some(processed) = processed {
                 self.publish_positions();
                 if let Err(Stop::Upstream(status)) = processed {
                     tracing::warn!(user = self.user, error = %status, "stream could not catch up; asking to reconnect");
                     self.finished = true;
                     let reason = format!("catching up failed ({}); reconnect with the cursor", status.message());
                     self.pending.push_back(self.reconnect_frame(&reason));
+                    continue;
                 }
-                continue;
             }
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => {}
-                () = self.inbox.wait() => {}
-                _ = self.heartbeat.tick() => {
-                    let frame = self.heartbeat_frame();
-                    return Some(Ok(frame));
-                }
+            if heartbeat {
+                let frame = self.heartbeat_frame();
+                self.pending.push_back(frame);
+            }
+            if idle {
+                self.inbox.wait().await;
             }
         }
     }
 
-    /// Turns what the inbox held into frames, repairing first what needs it.
-    async fn process(&mut self, taken: Taken) -> Result<(), Stop> {
-        if taken.relist {
-            self.relist().await?;
-        }
-        if taken.repair_all {
-            self.to_repair.extend(self.groups.keys().copied());
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "bus").increment(1);
-        }
-        if !taken.dirty.is_empty() {
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "overflow").increment(1);
-        }
-        self.to_repair.extend(taken.dirty);
-        while let Some(group) = self.to_repair.pop_first() {
-            self.backfill(group).await?;
-        }
-        let mut batch = Vec::new();
-        for delivery in taken.deliveries {
+    /// Delivers `taken[*next..]` in order as long as nothing needs another service: queues
+    /// in-order updates in `batch` (skipping duplicates and groups not carried), frames
+    /// notifications, stops a group whose last update ended the user's membership. Returns
+    /// at the first delivery that needs another service, with `*next` past it.
+    fn deliver_ready(&mut self, taken: &[Delivery], next: &mut usize, batch: &mut Vec<Bytes>) -> Option<Blocked> {
+        while let Some(delivery) = taken.get(*next) {
+            *next += 1;
             match delivery {
                 Delivery::Update(envelope) => {
                     let Some(&delivered) = self.groups.get(&envelope.group_id) else { continue };
@@ -231,30 +246,66 @@ impl LiveStream {
                         continue;
                     }
                     if envelope.event_seq > delivered + 1 {
-                        self.flush(&mut batch);
-                        metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
-                        self.backfill(envelope.group_id).await?;
-                        continue;
+                        return Some(Blocked::Jump(envelope.group_id));
                     }
                     batch.push(envelope.bytes.clone());
                     self.groups.insert(envelope.group_id, envelope.event_seq);
                     if envelope.ended_membership_of == Some(self.user) {
-                        self.flush(&mut batch);
+                        self.flush(batch);
                         self.stop_group(envelope.group_id, envelope.event_seq);
                     }
                 }
                 Delivery::Joined { group_id, event_seq } => {
-                    self.flush(&mut batch);
-                    self.start_group(group_id, event_seq - 1).await?;
+                    return Some(Blocked::Join { group_id: *group_id, event_seq: *event_seq });
                 }
                 Delivery::Notification(page) => {
-                    self.flush(&mut batch);
-                    self.pending.push_back(notification_frame(&page, self.user));
+                    self.flush(batch);
+                    self.pending.push_back(notification_frame(page, self.user));
                 }
             }
         }
-        self.flush(&mut batch);
-        Ok(())
+        None
+    }
+
+    /// Turns `taken[next..]` into frames after what `flags` asks for (catch-ups, a
+    /// re-listing) and what `blocked` needs, calling the other services where needed.
+    async fn process(
+        &mut self,
+        flags: Flags,
+        taken: &[Delivery],
+        mut next: usize,
+        mut blocked: Option<Blocked>,
+    ) -> Result<(), Stop> {
+        if flags.relist {
+            self.relist().await?;
+        }
+        if flags.repair_all {
+            self.to_repair.extend(self.groups.keys().copied());
+            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "bus").increment(1);
+        }
+        if !flags.dirty.is_empty() {
+            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "overflow").increment(1);
+        }
+        self.to_repair.extend(flags.dirty);
+        while let Some(group) = self.to_repair.pop_first() {
+            self.backfill(group).await?;
+        }
+        let mut batch = Vec::new();
+        loop {
+            match blocked {
+                Some(Blocked::Jump(group)) => {
+                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
+                    self.backfill(group).await?;
+                }
+                Some(Blocked::Join { group_id, event_seq }) => self.start_group(group_id, event_seq - 1).await?,
+                None => {}
+            }
+            blocked = self.deliver_ready(taken, &mut next, &mut batch);
+            self.flush(&mut batch);
+            if blocked.is_none() {
+                return Ok(());
+            }
+        }
     }
 
     /// Queues the collected updates as one frame.
@@ -262,7 +313,7 @@ impl LiveStream {
         if batch.is_empty() {
             return;
         }
-        metrics::counter!("fanfare_fanout_deliveries_total").increment(batch.len() as u64);
+        self.settings.deliveries.increment(batch.len() as u64);
         let updates = EncodedUpdates { updates: std::mem::take(batch) };
         self.pending.push_back(SubscribeResponse::new(Frame::Updates(updates)));
     }
