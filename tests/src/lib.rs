@@ -61,6 +61,7 @@ pub mod fanout_jobs;
 pub mod live;
 pub mod messages;
 pub mod outage;
+pub mod proxy;
 
 /// Helpers for the groups service tests: spawning, common calls and outbox reading.
 pub mod groups {

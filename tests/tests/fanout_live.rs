@@ -9,6 +9,7 @@ use fanfare_proto::groups::v1 as groups_pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::live::{LiveFixture, Received, Subscription, subscribe_fresh};
 use fanfare_tests::messages::is_group_event;
+use fanfare_tests::proxy::Proxy;
 use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
 use tonic::Code;
 
@@ -21,6 +22,7 @@ on_every_storage!(
     a_joined_group_starts_without_reconnecting,
     shutdown_ends_streams_with_the_reconnect_signal,
     heartbeats_keep_coming_with_the_delivered_positions,
+    a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -368,4 +370,52 @@ async fn heartbeats_keep_coming_with_the_delivered_positions(storage: Storage) {
     }
     let other = tokio::time::timeout(std::time::Duration::from_secs(5), idle.next()).await;
     assert!(matches!(other, Ok(Some(Received::Heartbeat(_)))), "a stream of a user in no group too: {other:?}");
+}
+
+async fn a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered(storage: Storage) {
+    // One pod reads the update log through a proxy the test cuts; a second reads it directly.
+    let mut live = LiveFixture::start(storage, 1).await;
+    let proxy = Proxy::start(live.fixture.stack.messages_addr).await;
+    let through_proxy = format!("http://{}", proxy.addr);
+    let cut_off = live.add_pod(&|config| config.live.messages_url.clone_from(&through_proxy)).await;
+    let group = live.chat(1, &[2]).await;
+    let mut client = live.client(cut_off).await;
+    let (mut stream, _) = subscribe_fresh(&mut client, 2).await;
+    live.send(1, group, "before").await;
+    stream.until_message(group, "before").await;
+    let delivered = stream.last_seq(group);
+
+    // The messages service is unreachable from that pod, and an update skips ahead of the
+    // stream's position: the stream must read the log before delivering anything more.
+    proxy.cut();
+    let ahead = fanfare_proto::common::v1::Update { group_id: group, event_seq: delivered + 2, ..Default::default() };
+    live.fixture
+        .stack
+        .bus
+        .publish(&fanfare_bus::group_channel(group), prost::Message::encode_to_vec(&ahead).into())
+        .await
+        .expect("publish on the bus");
+
+    let reconnect = loop {
+        match stream.next().await.expect("the stream ends with a reconnect frame, not silently") {
+            Received::Reconnect(reconnect) => break reconnect,
+            Received::Heartbeat(_) => {}
+            other => panic!("nothing is delivered past the hole, got {other:?}"),
+        }
+    };
+    assert!(reconnect.reason.contains("catching up failed"), "{}", reconnect.reason);
+    assert!(reconnect.retry_after_ms > 0);
+    assert!(stream.next().await.is_none(), "the reconnect frame is the last");
+    assert_eq!(stream.messages(group).len(), 1);
+
+    // Its cursor is exactly what was delivered: resumed on the other pod, the stream gets the
+    // next message and nothing before it again.
+    let mut other = live.client(0).await;
+    let request = pb::SubscribeRequest { positions: Vec::new(), cursor: reconnect.cursor };
+    let mut resumed = Subscription::open(&mut other, 2, request).await.expect("Subscribe resumes from the cursor");
+    live.send(1, group, "after").await;
+    resumed.until_message(group, "after").await;
+    let keys: Vec<String> = resumed.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
+    assert_eq!(keys, ["after"]);
+    resumed.assert_gapless(&BTreeMap::from([(group, delivered)]));
 }

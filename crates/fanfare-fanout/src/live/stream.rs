@@ -452,7 +452,8 @@ fn notification_frame(page: &NotificationPage, user: i64) -> SubscribeResponse {
 }
 
 /// Runs `call` until it succeeds, fails for good, or has failed [`UPSTREAM_ATTEMPTS`] times
-/// with a status worth retrying.
+/// with a status worth retrying. Every call here is a read, so a broken connection (tonic's
+/// `UNKNOWN` "transport error" when a connection dies under a call) is retried too.
 async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
@@ -467,7 +468,11 @@ where
                 if attempt < UPSTREAM_ATTEMPTS
                     && matches!(
                         status.code(),
-                        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+                        Code::Unavailable
+                            | Code::DeadlineExceeded
+                            | Code::ResourceExhausted
+                            | Code::Aborted
+                            | Code::Unknown
                     ) =>
             {
                 tokio::time::sleep(delay).await;
