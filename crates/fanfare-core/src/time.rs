@@ -5,6 +5,13 @@ use prost_types::Timestamp;
 
 use crate::validation::FieldViolation;
 
+/// `time` as PostgreSQL keeps it (whole microseconds), so that what a method returns equals
+/// what a later read returns, on every storage.
+pub fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    time.trunc_subsecs(6)
+}
+
 /// A point in time as the wire carries it.
 pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }

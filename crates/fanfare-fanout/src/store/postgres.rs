@@ -11,10 +11,11 @@
 //! [`FOLLOWER_COUNTER_SHARDS`] rows so that a creator gaining followers by the thousand does
 //! not serialise every follow on one row lock (see the migration).
 
+use fanfare_core::time::stored_time;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 use sqlx::{PgConnection, PgPool};
@@ -81,12 +82,6 @@ impl PostgresFollowStore {
     pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         fanfare_postgres::migrate(pool, sqlx::migrate!("./migrations"), SCHEMA).await
     }
-}
-
-/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
-/// later read returns.
-fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
 }
 
 /// The follower-count shard an edge from `follower` is counted in.

@@ -6,13 +6,14 @@
 //! Times are kept at microsecond precision, as PostgreSQL keeps them, so both stores return
 //! equal values.
 
+use fanfare_core::time::stored_time;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 
@@ -42,11 +43,6 @@ impl MemoryGroupStore {
             .lock()
             .map_err(|_| StoreError::Internal(anyhow::Error::msg("a panic poisoned the lock").context("memory store")))
     }
-}
-
-/// Times as PostgreSQL keeps them.
-fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
 }
 
 #[derive(Debug, Default)]

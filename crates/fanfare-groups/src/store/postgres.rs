@@ -17,11 +17,12 @@
 //! single-statement join relies on that to notice such a change committed while it waited
 //! for the row, after its snapshot was taken.
 
+use fanfare_core::time::stored_time;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
 use sqlx::{PgConnection, PgPool};
@@ -76,12 +77,6 @@ impl PostgresGroupStore {
     pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         fanfare_postgres::migrate(pool, sqlx::migrate!("./migrations"), SCHEMA).await
     }
-}
-
-/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
-/// later read returns.
-fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
 }
 
 /// The member-count shard a user's membership is counted in.

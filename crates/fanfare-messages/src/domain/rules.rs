@@ -3,15 +3,11 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_proto::common::v1 as common;
 
-/// Times as PostgreSQL keeps them (microseconds), so what a method returns equals what a
-/// later read returns.
-pub fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
-}
+pub use fanfare_core::time::stored_time;
 
 /// `time + duration`, saturating far in the future (but within PostgreSQL's range).
 pub fn later(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
