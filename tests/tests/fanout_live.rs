@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 
 use fanfare_proto::common::v1::group_event::Change;
+use fanfare_proto::common::v1::{GroupKind, Message, Role, Update, update};
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_proto::groups::v1 as groups_pb;
+use fanfare_proto::messages::v1 as messages_pb;
 use fanfare_testkit::{Storage, as_user};
+use fanfare_tests::groups::{add, set_role};
 use fanfare_tests::live::{LiveFixture, Received, Subscription, subscribe_fresh};
-use fanfare_tests::messages::is_group_event;
+use fanfare_tests::messages::{all_updates, is_group_event};
 use fanfare_tests::proxy::Proxy;
 use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
 use tonic::Code;
@@ -23,6 +26,7 @@ on_every_storage!(
     shutdown_ends_streams_with_the_reconnect_signal,
     heartbeats_keep_coming_with_the_delivered_positions,
     a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered,
+    live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -418,4 +422,65 @@ async fn a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered(
     let keys: Vec<String> = resumed.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
     assert_eq!(keys, ["after"]);
     resumed.assert_gapless(&BTreeMap::from([(group, delivered)]));
+}
+
+async fn live_edits_of_history_hidden_from_a_newcomer_carry_no_content(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.fixture.group(GroupKind::Community, 1, &[2]).await;
+    let hide = groups_pb::UpdateGroupSettingsRequest {
+        group_id: group,
+        history_visible_to_new_members: Some(false),
+        ..Default::default()
+    };
+    live.fixture.update_settings(1, hide).await;
+    let old = live.send(1, group, "old").await;
+    add(&mut live.fixture.groups, 1, group, &[7]).await;
+    live.fixture.settle().await;
+    let mut client = live.client(0).await;
+    let (mut newcomer, starts) = subscribe_fresh(&mut client, 7).await;
+    let (mut early, _) = subscribe_fresh(&mut client, 2).await;
+
+    // The owner edits the message from before the newcomer joined, then posts a new one.
+    edit(&mut live, group, old.message_seq, "old, edited").await;
+    live.send(1, group, "new").await;
+    newcomer.until_message(group, "new").await;
+    early.until_message(group, "new").await;
+    let hidden = edited(&newcomer, group);
+    assert_eq!(hidden.len(), 1);
+    assert_eq!((hidden[0].message_seq, hidden[0].text.as_str()), (old.message_seq, ""), "its place, not its content");
+    assert_eq!(edited(&early, group)[0].text, "old, edited", "a member from before sees it");
+    assert_eq!(newcomer.messages(group)[0].text, "new", "what came after the join is whole");
+    // Exactly what the update log shows the newcomer.
+    let logged: Vec<Update> = all_updates(&mut live.fixture.messages, 7, group)
+        .await
+        .into_iter()
+        .filter(|update| update.event_seq > starts[&group])
+        .collect();
+    assert_eq!(newcomer.updates[&group], logged, "live and GetUpdates agree on what the newcomer sees");
+
+    // Promoted to admin, the newcomer moderates and sees all history: the stream follows the
+    // role change as the log delivers it.
+    set_role(&mut live.fixture.groups, 1, group, 7, Role::Admin).await;
+    live.fixture.settle().await;
+    edit(&mut live, group, old.message_seq, "old, edited again").await;
+    live.send(1, group, "after-promotion").await;
+    newcomer.until_message(group, "after-promotion").await;
+    assert_eq!(edited(&newcomer, group).last().map(|message| message.text.as_str()), Some("old, edited again"));
+    newcomer.assert_gapless(&starts);
+}
+
+async fn edit(live: &mut LiveFixture, group_id: i64, message_seq: i64, text: &str) {
+    let request = messages_pb::EditMessageRequest { group_id, message_seq, text: text.to_owned() };
+    live.fixture.messages.edit_message(as_user(1, request)).await.expect("EditMessage succeeds");
+}
+
+/// The edited messages a stream received in `group`.
+fn edited(stream: &Subscription, group: i64) -> Vec<Message> {
+    stream.updates[&group]
+        .iter()
+        .filter_map(|update| match &update.change {
+            Some(update::Change::MessageEdited(edited)) => edited.message.clone(),
+            _ => None,
+        })
+        .collect()
 }

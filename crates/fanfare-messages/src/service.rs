@@ -385,29 +385,19 @@ impl MessagesService {
 /// about older messages keep their place in the log (so the stream has no hole) but carry
 /// no content.
 fn redact_before(update: StoredUpdate, since: DateTime<Utc>) -> StoredUpdate {
-    use fanfare_proto::common::v1::update::Change;
+    use fanfare_proto::redact::{carried_message_mut, clear_content};
     use prost::Message as _;
     let Ok(mut decoded) = common::Update::decode(update.payload.as_ref()) else {
         // Undecodable entries are reported by the adapter, which decodes every entry.
         return update;
     };
-    let message = match &mut decoded.change {
-        Some(Change::MessagePosted(posted)) => posted.message.as_mut(),
-        Some(Change::MessageEdited(edited)) => edited.message.as_mut(),
-        _ => None,
-    };
-    let Some(message) = message else { return update };
+    let Some(message) = carried_message_mut(&mut decoded) else { return update };
     let created_at =
         message.created_at.as_ref().and_then(|time| fanfare_core::time::parse_timestamp("created_at", time).ok());
     if created_at.is_none_or(|created_at| created_at >= since) {
         return update;
     }
-    message.text.clear();
-    message.attachments.clear();
-    message.mentioned_user_ids.clear();
-    message.mentions_all = false;
-    message.reply_to_message_seq = 0;
-    message.reactions.clear();
+    clear_content(message);
     StoredUpdate { payload: decoded.encode_to_vec().into(), ..update }
 }
 

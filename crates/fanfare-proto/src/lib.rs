@@ -12,6 +12,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 pub mod codec;
 pub mod frame;
+pub mod redact;
 
 /// Types shared by every service (`fanfare.common.v1`).
 pub mod common {

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
-use fanfare_proto::common::v1::{Update, group_event, update};
+use fanfare_proto::common::v1::{Role, Update, group_event, update};
+use fanfare_proto::redact::carried_message;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::inbox::{Delivery, Envelope, Inbox};
+use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
 
 /// What a stream listens to.
@@ -464,7 +465,36 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
             return None;
         }
     };
-    Some(Envelope { group_id, event_seq: update.event_seq, ended_membership_of: ended_membership(&update), bytes })
+    Some(Envelope {
+        group_id,
+        event_seq: update.event_seq,
+        ended_membership_of: ended_membership(&update),
+        message_created_micros: carried_message(&update)
+            .and_then(|message| message.created_at.as_ref())
+            .map(|created| created.seconds.saturating_mul(1_000_000).saturating_add(i64::from(created.nanos / 1_000))),
+        access_change: access_change(&update),
+        redacted: OnceLock::new(),
+        bytes,
+    })
+}
+
+/// How `update` changes who sees history from before their join, if it does. (An ownership
+/// transfer leaves the previous owner an admin: only the new owner's standing changes.)
+pub(crate) fn access_change(update: &Update) -> Option<AccessChange> {
+    let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
+    match event.change.as_ref()? {
+        group_event::Change::GroupSettingsChanged(settings) => {
+            Some(AccessChange::HistoryVisible(settings.history_visible_to_new_members))
+        }
+        group_event::Change::MemberRoleChanged(changed) => Some(AccessChange::Moderates {
+            user: changed.user_id,
+            moderates: matches!(changed.role(), Role::Owner | Role::Admin),
+        }),
+        group_event::Change::OwnershipTransferred(transferred) => {
+            Some(AccessChange::Moderates { user: transferred.new_owner_user_id, moderates: true })
+        }
+        _ => None,
+    }
 }
 
 /// The user whose membership `update` ended, if it did.

@@ -6,9 +6,12 @@
 //! delays the hub or the other streams, and it never loses an update.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
+use fanfare_proto::common::v1::Update;
+use fanfare_proto::redact::{carried_message_mut, clear_content};
+use prost::Message;
 use tokio::sync::Notify;
 
 use super::notify::NotificationPage;
@@ -41,6 +44,43 @@ pub(crate) struct Envelope {
     pub bytes: Bytes,
     /// The user whose membership this update ended (left, removed, banned), if any.
     pub ended_membership_of: Option<i64>,
+    /// When the message this update carries in full (posted or edited) was created, in µs
+    /// since the epoch: a member who may not see history from before their join gets the
+    /// update of an older message without its content.
+    pub message_created_micros: Option<i64>,
+    /// How this update changes who sees history from before their join, if it does.
+    pub access_change: Option<AccessChange>,
+    /// `bytes` with the message's content cleared: made once per pod, by the first stream
+    /// that needs it.
+    pub redacted: OnceLock<Bytes>,
+}
+
+impl Envelope {
+    /// The update with its message's content cleared (`fanfare_proto::redact`).
+    pub fn redacted(&self) -> &Bytes {
+        self.redacted.get_or_init(|| {
+            // The hub built this envelope from a decodable update; were it not, a contentless
+            // update in the same place still keeps the stream gapless and leaks nothing.
+            let mut update = Update::decode(self.bytes.as_ref()).unwrap_or_else(|_| Update {
+                group_id: self.group_id,
+                event_seq: self.event_seq,
+                ..Update::default()
+            });
+            if let Some(message) = carried_message_mut(&mut update) {
+                clear_content(message);
+            }
+            Bytes::from(update.encode_to_vec())
+        })
+    }
+}
+
+/// A change of who, in a group, sees history from before their join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessChange {
+    /// The group's `history_visible_to_new_members` setting, after the change.
+    HistoryVisible(bool),
+    /// `user` now moderates the group (owner or admin: sees all history), or no longer does.
+    Moderates { user: i64, moderates: bool },
 }
 
 /// What a stream must do besides delivering what it took from its inbox.
@@ -165,7 +205,15 @@ mod tests {
     use super::*;
 
     fn update(group_id: i64, event_seq: i64) -> Delivery {
-        Delivery::Update(Arc::new(Envelope { group_id, event_seq, bytes: Bytes::new(), ended_membership_of: None }))
+        Delivery::Update(Arc::new(Envelope {
+            group_id,
+            event_seq,
+            bytes: Bytes::new(),
+            ended_membership_of: None,
+            message_created_micros: None,
+            access_change: None,
+            redacted: OnceLock::new(),
+        }))
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! before anything later of that group goes out. So the client sees each group's updates
 //! in order, with no hole and no duplicate, whatever the bus did.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +23,10 @@ use prost::Message;
 use tonic::{Code, Status};
 
 use super::cursor;
-use super::hub::{Hub, StreamId, StreamInfo, Topic, ended_membership};
-use super::inbox::{Delivery, Flags, Inbox};
+use super::hub::{Hub, StreamId, StreamInfo, Topic, access_change, ended_membership};
+use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
 use super::notify::NotificationPage;
-use super::upstream::Upstream;
+use super::upstream::{Access, Upstream};
 
 /// Deliveries taken from the inbox at once; they may share one frame.
 const MAX_TAKE: usize = 64;
@@ -84,6 +84,9 @@ pub(crate) struct LiveStream {
     pending: VecDeque<SubscribeResponse>,
     /// The buffer deliveries are taken into, kept between takes.
     taken: Vec<Delivery>,
+    /// Per carried group, whether the user sees its history from before their join; kept
+    /// up to date by the group's own updates (settings, roles) as they are delivered.
+    access: HashMap<i64, Access>,
     finished: bool,
 }
 
@@ -119,12 +122,15 @@ impl LiveStream {
             to_repair: BTreeSet::new(),
             pending: VecDeque::new(),
             taken: Vec::new(),
+            access: HashMap::new(),
             finished: false,
         };
         // The user channel first: a group joined from here on is signalled, one joined
         // before is in the listing below.
         stream.listen(&[Topic::User(user)]).await?;
-        let groups = stream.upstream.user_groups(user, stream.settings.max_groups).await?;
+        let listed = stream.upstream.user_groups(user, stream.settings.max_groups).await?;
+        let groups: Vec<i64> = listed.iter().map(|(group, _)| *group).collect();
+        stream.access.extend(listed);
         stream.listen(&groups.iter().map(|group| Topic::Group(*group)).collect::<Vec<_>>()).await?;
         for group in &groups {
             if let Some(position) = resume.get(group) {
@@ -248,8 +254,11 @@ impl LiveStream {
                     if envelope.event_seq > delivered + 1 {
                         return Some(Blocked::Jump(envelope.group_id));
                     }
-                    batch.push(envelope.bytes.clone());
+                    batch.push(self.visible_bytes(envelope).clone());
                     self.groups.insert(envelope.group_id, envelope.event_seq);
+                    if let Some(change) = envelope.access_change {
+                        self.apply_access_change(envelope.group_id, change);
+                    }
                     if envelope.ended_membership_of == Some(self.user) {
                         self.flush(batch);
                         self.stop_group(envelope.group_id, envelope.event_seq);
@@ -297,7 +306,7 @@ impl LiveStream {
                     metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
                     self.backfill(group).await?;
                 }
-                Some(Blocked::Join { group_id, event_seq }) => self.start_group(group_id, event_seq - 1).await?,
+                Some(Blocked::Join { group_id, event_seq }) => self.join_group(group_id, event_seq - 1).await?,
                 None => {}
             }
             blocked = self.deliver_ready(taken, &mut next, &mut batch);
@@ -353,7 +362,12 @@ impl LiveStream {
                     continue;
                 }
                 last = update.event_seq;
+                // Redacted by the messages service already; later live updates follow the
+                // settings and roles this page passes.
                 batch.push(Bytes::from(update.encode_to_vec()));
+                if let Some(change) = access_change(update) {
+                    self.apply_access_change(group, change);
+                }
                 if ended_membership(update) == Some(user) {
                     self.groups.insert(group, last);
                     self.flush(&mut batch);
@@ -369,8 +383,23 @@ impl LiveStream {
         }
     }
 
-    /// Starts carrying `group` after `after` (the user joined it).
-    async fn start_group(&mut self, group: i64, after: i64) -> Result<(), Stop> {
+    /// Starts carrying `group` after `after`: the user joined it (a join signal).
+    async fn join_group(&mut self, group: i64, after: i64) -> Result<(), Stop> {
+        if self.groups.contains_key(&group) {
+            return Ok(());
+        }
+        let user = self.user;
+        let access = match with_retries(|| self.upstream.access(user, group)).await {
+            Ok(access) => access,
+            // Already gone again (or the group is): nothing to carry.
+            Err(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => return Ok(()),
+            Err(status) => return Err(Stop::Upstream(status)),
+        };
+        self.start_group(group, after, access).await
+    }
+
+    /// Starts carrying `group` after `after`, showing its history as `access` says.
+    async fn start_group(&mut self, group: i64, after: i64, access: Access) -> Result<(), Stop> {
         if self.groups.contains_key(&group) {
             return Ok(());
         }
@@ -380,6 +409,7 @@ impl LiveStream {
         }
         self.listen(&[Topic::Group(group)]).await.map_err(Stop::Upstream)?;
         self.groups.insert(group, after);
+        self.access.insert(group, access);
         self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after));
         self.backfill(group).await
     }
@@ -387,6 +417,7 @@ impl LiveStream {
     /// Stops carrying `group`; `event_seq` is the update that ended the membership.
     fn stop_group(&mut self, group: i64, event_seq: i64) {
         self.groups.remove(&group);
+        self.access.remove(&group);
         self.to_repair.remove(&group);
         self.hub.unlisten(self.id, &[Topic::Group(group)]);
         self.pending.push_back(membership_frame(group, MembershipChangeKind::Stopped, event_seq));
@@ -396,15 +427,40 @@ impl LiveStream {
     /// (from their latest update), and repairs the ones the user may have left.
     async fn relist(&mut self) -> Result<(), Stop> {
         let (user, max) = (self.user, self.settings.max_groups);
-        let listed: BTreeSet<i64> =
+        let listed: BTreeMap<i64, Access> =
             with_retries(|| self.upstream.user_groups(user, max)).await.map_err(Stop::Upstream)?.into_iter().collect();
-        let gone: Vec<i64> = self.groups.keys().copied().filter(|group| !listed.contains(group)).collect();
+        let gone: Vec<i64> = self.groups.keys().copied().filter(|group| !listed.contains_key(group)).collect();
         self.to_repair.extend(gone);
-        let new: Vec<i64> = listed.into_iter().filter(|group| !self.groups.contains_key(group)).collect();
+        let new: Vec<i64> = listed.keys().copied().filter(|group| !self.groups.contains_key(group)).collect();
+        for (group, access) in &listed {
+            if self.groups.contains_key(group) {
+                self.access.insert(*group, *access);
+            }
+        }
         for (group, latest) in self.latest_of(&new).await.map_err(Stop::Upstream)? {
-            self.start_group(group, latest).await?;
+            self.start_group(group, latest, listed[&group]).await?;
         }
         Ok(())
+    }
+
+    /// `envelope` as this stream's user may see it: without its message's content when the
+    /// message is older than what the group lets them see (`GetUpdates` hides the same).
+    fn visible_bytes<'a>(&self, envelope: &'a Envelope) -> &'a Bytes {
+        let hidden_before = self.access.get(&envelope.group_id).and_then(Access::hidden_before);
+        match (envelope.message_created_micros, hidden_before) {
+            (Some(created), Some(before)) if created < before => envelope.redacted(),
+            _ => &envelope.bytes,
+        }
+    }
+
+    /// Follows a change of who sees `group`'s history, as the log delivers it.
+    fn apply_access_change(&mut self, group: i64, change: AccessChange) {
+        let Some(access) = self.access.get_mut(&group) else { return };
+        match change {
+            AccessChange::HistoryVisible(visible) => access.history_visible = visible,
+            AccessChange::Moderates { user, moderates } if user == self.user => access.moderates = moderates,
+            AccessChange::Moderates { .. } => {}
+        }
     }
 
     /// Copies the delivered positions where operators can read them.

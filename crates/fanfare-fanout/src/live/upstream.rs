@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
-use fanfare_proto::groups::v1::ListUserGroupsRequest;
+use fanfare_proto::common::v1::Role;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, ListUserGroupsRequest, Membership};
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
 use tonic::Status;
@@ -30,6 +31,35 @@ pub(crate) struct Upstream {
     messages: MessagesClient,
 }
 
+/// What decides whether a member sees a group's history from before their join (the rule
+/// the messages service applies to `GetUpdates`): hidden when the group hides history from
+/// new members and the member does not moderate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Access {
+    /// When the member joined, in µs since the epoch.
+    pub joined_micros: i64,
+    /// Owner or admin.
+    pub moderates: bool,
+    /// The group's `history_visible_to_new_members`.
+    pub history_visible: bool,
+}
+
+impl Access {
+    fn new(membership: Option<&Membership>, history_visible: bool) -> Self {
+        let joined_micros =
+            membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, |joined| {
+                joined.seconds.saturating_mul(1_000_000).saturating_add(i64::from(joined.nanos / 1_000))
+            });
+        let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
+        Self { joined_micros, moderates, history_visible }
+    }
+
+    /// Messages created before this (µs since the epoch) reach the member without content.
+    pub fn hidden_before(&self) -> Option<i64> {
+        (!self.history_visible && !self.moderates).then_some(self.joined_micros)
+    }
+}
+
 /// A request acting as `user`.
 fn as_user<T>(user: i64, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -49,14 +79,20 @@ impl Upstream {
         })
     }
 
-    /// Every group `user` belongs to, up to `max` (more is an error the caller reports).
-    pub async fn user_groups(&self, user: i64, max: usize) -> Result<Vec<i64>, Status> {
+    /// Every group `user` belongs to, with what decides whether they see its history, up to
+    /// `max` (more is an error the caller reports).
+    pub async fn user_groups(&self, user: i64, max: usize) -> Result<Vec<(i64, Access)>, Status> {
         let mut groups = Vec::new();
         let mut page_token = String::new();
         loop {
             let request = ListUserGroupsRequest { page_size: GROUPS_PAGE_SIZE, page_token };
             let page = self.groups.clone().list_user_groups(as_user(user, request)).await?.into_inner();
-            groups.extend(page.groups.iter().filter_map(|entry| entry.group.as_ref()).map(|group| group.group_id));
+            groups.extend(page.groups.iter().filter_map(|entry| {
+                let group = entry.group.as_ref()?;
+                let history_visible =
+                    group.settings.as_ref().is_some_and(|settings| settings.history_visible_to_new_members);
+                Some((group.group_id, Access::new(entry.membership.as_ref(), history_visible)))
+            }));
             if groups.len() > max {
                 return Err(Status::failed_precondition(format!(
                     "user {user} belongs to more than {max} groups, the most one stream carries"
@@ -67,6 +103,17 @@ impl Upstream {
             }
             page_token = page.next_page_token;
         }
+    }
+
+    /// What decides whether `user` sees `group`'s history (they just joined it).
+    pub async fn access(&self, user: i64, group: i64) -> Result<Access, Status> {
+        let request = GetGroupRequest { group_id: group };
+        let group_info = self.groups.clone().get_group(as_user(user, request)).await?.into_inner().group;
+        let history_visible =
+            group_info.and_then(|group| group.settings).is_some_and(|settings| settings.history_visible_to_new_members);
+        let request = GetMembershipRequest { group_id: group, user_id: user };
+        let membership = self.groups.clone().get_membership(as_user(user, request)).await?.into_inner().membership;
+        Ok(Access::new(membership.as_ref(), history_visible))
     }
 
     /// One page of `group`'s update log after `after`, read as `user`.
