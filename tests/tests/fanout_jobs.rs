@@ -321,3 +321,20 @@ async fn cancelling_a_running_job_stops_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(backends.entries().await.len(), stopped, "nothing more is sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_started_on_a_pod_is_claimed_at_once_not_at_the_next_poll() {
+    let mut backends = JobBackends::open(Storage::Postgres).await.expect("backends");
+    backends.add_followers(CREATOR, 100, 20).await;
+    // Workers that look for jobs on their own only every ten minutes.
+    let (_service, mut client) = backends.serve(|config| config.jobs.job_poll_ms = 600_000).await;
+    let succeeded = |job: &pb::FanoutJob| job.state == pb::FanoutJobState::Succeeded as i32;
+
+    // Once a first job is done, every worker has looked and found nothing: all of them sleep.
+    let first = start_job(&mut client, CREATOR, "first", 0).await.job.expect("a job").job_id;
+    wait_for_job(&mut client, CREATOR, first, Duration::from_secs(8), succeeded).await;
+    // The next one is claimed because starting it woke a worker, not ten minutes later.
+    let second = start_job(&mut client, CREATOR, "second", 0).await.job.expect("a job").job_id;
+    let job = wait_for_job(&mut client, CREATOR, second, Duration::from_secs(8), succeeded).await;
+    assert_eq!(job.followers_done, 20);
+}

@@ -129,9 +129,13 @@ pub async fn serve(
         .await
         .context("starting live delivery")?;
     let follows = Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone()));
-    let jobs =
-        Arc::new(JobService::new(Arc::clone(&backends.jobs), Arc::clone(&backends.follows), config.jobs.clone()));
     let workers = JobWorkers::spawn(&config.jobs, &backends, shutdown.clone());
+    let jobs = Arc::new(JobService::new(
+        Arc::clone(&backends.jobs),
+        Arc::clone(&backends.follows),
+        config.jobs.clone(),
+        workers.on_start(),
+    ));
 
     let store_probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&backends.follows)));
     let bus_probe: Arc<dyn DependencyProbe> = Arc::new(BusProbe(Arc::clone(&backends.bus)));

@@ -3,6 +3,7 @@
 //! ([`super::worker`]).
 
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::UserId;
@@ -30,12 +31,19 @@ pub struct JobService {
     store: Arc<dyn JobStore>,
     follows: Arc<dyn FollowStore>,
     config: JobsConfig,
+    started: Arc<Notify>,
 }
 
 impl JobService {
-    /// A service over `store`, counting followers in `follows`, with `config`'s rates.
-    pub fn new(store: Arc<dyn JobStore>, follows: Arc<dyn FollowStore>, config: JobsConfig) -> Self {
-        Self { store, follows, config }
+    /// A service over `store`, counting followers in `follows`, with `config`'s rates;
+    /// `started` is notified for every job it creates (the pod's workers listen).
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        follows: Arc<dyn FollowStore>,
+        config: JobsConfig,
+        started: Arc<Notify>,
+    ) -> Self {
+        Self { store, follows, config, started }
     }
 
     /// The rate of a job that does not ask for one, followers per second.
@@ -63,6 +71,7 @@ impl JobService {
             });
         }
         if created.created {
+            self.started.notify_one();
             ::metrics::counter!(JOBS_STARTED_TOTAL).increment(1);
             tracing::info!(job_id = %created.job.id, creator = %actor, followers_total, "fan-out job started");
         }

@@ -20,6 +20,7 @@ use fanfare_bus::UpdateBus;
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 use metrics::counter;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +88,9 @@ pub struct JobRunner {
     bus: Arc<dyn UpdateBus>,
     sink: Arc<dyn NotificationSink>,
     config: JobsConfig,
+    /// Notified when this pod starts a job, so an idle worker claims it at once instead of
+    /// at its next poll.
+    started: Arc<Notify>,
 }
 
 impl JobRunner {
@@ -98,6 +102,7 @@ impl JobRunner {
             bus: Arc::clone(&backends.bus),
             sink: Arc::clone(&backends.sink),
             config: config.clone(),
+            started: Arc::new(Notify::new()),
         }
     }
 
@@ -106,7 +111,8 @@ impl JobRunner {
     }
 
     /// Claims and runs jobs until `shutdown`, looking again every poll interval when
-    /// there was none.
+    /// there was none, or at once when this pod started one (jobs started on other pods
+    /// wait for the poll).
     pub async fn run(self: Arc<Self>, worker: usize, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.config.job_poll_ms);
         while !shutdown.is_cancelled() {
@@ -121,6 +127,7 @@ impl JobRunner {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = self.started.notified() => {}
                 () = tokio::time::sleep(poll) => {}
             }
         }
@@ -261,6 +268,7 @@ impl JobRunner {
 /// killed pod: their jobs are taken over once their leases run out.
 pub struct JobWorkers {
     tasks: JoinSet<()>,
+    started: Arc<Notify>,
 }
 
 impl JobWorkers {
@@ -269,11 +277,17 @@ impl JobWorkers {
     pub fn spawn(config: &JobsConfig, backends: &FanoutBackends, shutdown: CancellationToken) -> Self {
         job_metrics::describe();
         let runner = Arc::new(JobRunner::new(config, backends));
+        let started = Arc::clone(&runner.started);
         let mut tasks = JoinSet::new();
         for worker in 0..config.job_workers {
             tasks.spawn(Arc::clone(&runner).run(worker, shutdown.clone()));
         }
-        Self { tasks }
+        Self { tasks, started }
+    }
+
+    /// What to notify when this pod starts a job: one idle worker claims it at once.
+    pub fn on_start(&self) -> Arc<Notify> {
+        Arc::clone(&self.started)
     }
 
     /// Waits for every worker to stop (after `shutdown` was cancelled).
