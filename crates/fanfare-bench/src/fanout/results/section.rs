@@ -88,8 +88,10 @@ impl Results {
              machine: raw Redis pub/sub (N subscriber connections of the `redis` crate's async pub/sub on one \
              channel, the encoded update PUBLISHed by this process) and a minimal tonic server-streaming server \
              in its own process (`fanfare-bench minimal-stream-server`: `Publish` puts the update on a tokio \
-             broadcast channel, each stream's task receives its own clone and tonic encodes it per stream), fed \
-             updates of the same shape and size at the same rates. W2: {} CHAT groups × {} members, every \
+             broadcast channel, each stream's task receives its own clone and tonic encodes it per stream, on \
+             tokio's default runtime), fed updates of the same shape and size at the same rates. The `fanfare` \
+             processes run tokio without its LIFO slot (`crates/fanfare/src/main.rs`), so an HTTP/2 connection \
+             writes the frames of all its woken streams at once. W2: {} CHAT groups × {} members, every \
              member streaming and sending one message a second, start times spread evenly, {} s measured. \
              W3: {} follow edges and counters written straight into Postgres, then one job at \
              rate_limit_per_second {} polled until it finishes. One run of each (WORKLOADS.md asks for three; \
