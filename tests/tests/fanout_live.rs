@@ -292,6 +292,20 @@ async fn list_streams_shows_what_each_open_stream_delivered_on_that_pod() {
     assert_eq!(positions, &[pb::GroupPosition { group_id: group, event_seq: delivered }]);
     assert!(listed.streams[0].opened_at.is_some());
 
+    // A group joined mid-stream appears with what was delivered of it; a group left goes.
+    let second = live.chat(3, &[]).await;
+    add(&mut live.fixture.groups, 3, second, &[2]).await;
+    live.fixture.settle().await;
+    live.send(3, second, "in-second").await;
+    stream.until_message(second, "in-second").await;
+    let leave = groups_pb::LeaveGroupRequest { group_id: group };
+    live.fixture.groups.leave_group(as_user(2, leave)).await.expect("LeaveGroup succeeds");
+    stream.until(|stream| stream.last_seq(group) > delivered).await;
+    // The STOPPED frame follows the leave update in the same batch of frames.
+    let positions = on_first.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("answers");
+    let positions = positions.into_inner().streams[0].positions.clone();
+    assert_eq!(positions, [pb::GroupPosition { group_id: second, event_seq: stream.last_seq(second) }]);
+
     let elsewhere = on_second.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("answers");
     assert!(elsewhere.into_inner().streams.is_empty(), "the stream is on the first pod only");
     let others = on_first.list_streams(as_user(3, pb::ListStreamsRequest {})).await.expect("answers");

@@ -84,6 +84,8 @@ pub(crate) struct LiveStream {
     pending: VecDeque<SubscribeResponse>,
     /// The buffer deliveries are taken into, kept between takes.
     taken: Vec<Delivery>,
+    /// Groups whose position changed since the operators' copy in `info` was updated.
+    touched: Vec<i64>,
     /// Per carried group, whether the user sees its history from before their join; kept
     /// up to date by the group's own updates (settings, roles) as they are delivered.
     access: HashMap<i64, Access>,
@@ -122,6 +124,7 @@ impl LiveStream {
             to_repair: BTreeSet::new(),
             pending: VecDeque::new(),
             taken: Vec::new(),
+            touched: Vec::new(),
             access: HashMap::new(),
             finished: false,
         };
@@ -149,7 +152,8 @@ impl LiveStream {
         }
         let first = stream.heartbeat_frame();
         stream.pending.push_front(first);
-        stream.publish_positions();
+        // The operators' first copy is whole; later ones follow what changed.
+        stream.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&stream.groups);
         Ok(stream)
     }
 
@@ -255,7 +259,7 @@ impl LiveStream {
                         return Some(Blocked::Jump(envelope.group_id));
                     }
                     batch.push(self.visible_bytes(envelope).clone());
-                    self.groups.insert(envelope.group_id, envelope.event_seq);
+                    self.set_position(envelope.group_id, envelope.event_seq);
                     if let Some(change) = envelope.access_change {
                         self.apply_access_change(envelope.group_id, change);
                     }
@@ -337,7 +341,7 @@ impl LiveStream {
             let page = match read {
                 Ok(get_updates_response::Result::Page(page)) => page,
                 Ok(get_updates_response::Result::ResyncRequired(resync)) => {
-                    self.groups.insert(group, resync.latest_event_seq);
+                    self.set_position(group, resync.latest_event_seq);
                     self.pending.push_back(SubscribeResponse::new(Frame::Resync(GroupResync {
                         group_id: group,
                         latest_event_seq: resync.latest_event_seq,
@@ -369,13 +373,13 @@ impl LiveStream {
                     self.apply_access_change(group, change);
                 }
                 if ended_membership(update) == Some(user) {
-                    self.groups.insert(group, last);
+                    self.set_position(group, last);
                     self.flush(&mut batch);
                     self.stop_group(group, last);
                     return Ok(());
                 }
             }
-            self.groups.insert(group, last);
+            self.set_position(group, last);
             self.flush(&mut batch);
             if !page.has_more || last == after {
                 return Ok(());
@@ -408,7 +412,7 @@ impl LiveStream {
             return Ok(());
         }
         self.listen(&[Topic::Group(group)]).await.map_err(Stop::Upstream)?;
-        self.groups.insert(group, after);
+        self.set_position(group, after);
         self.access.insert(group, access);
         self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after));
         self.backfill(group).await
@@ -417,6 +421,7 @@ impl LiveStream {
     /// Stops carrying `group`; `event_seq` is the update that ended the membership.
     fn stop_group(&mut self, group: i64, event_seq: i64) {
         self.groups.remove(&group);
+        self.touched.push(group);
         self.access.remove(&group);
         self.to_repair.remove(&group);
         self.hub.unlisten(self.id, &[Topic::Group(group)]);
@@ -463,11 +468,28 @@ impl LiveStream {
         }
     }
 
-    /// Copies the delivered positions where operators can read them.
-    fn publish_positions(&self) {
+    /// Records `seq` as the last delivered update of `group`.
+    fn set_position(&mut self, group: i64, seq: i64) {
+        self.groups.insert(group, seq);
+        self.touched.push(group);
+    }
+
+    /// Copies the positions that changed since the last call where operators can read them:
+    /// the work follows what was delivered, not how many groups the stream carries.
+    fn publish_positions(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
         let mut shown = self.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *shown != self.groups {
-            shown.clone_from(&self.groups);
+        for group in self.touched.drain(..) {
+            match self.groups.get(&group) {
+                Some(seq) => shown.insert(group, *seq),
+                None => shown.remove(&group),
+            };
+        }
+        drop(shown);
+        if self.touched.capacity() > RETAINED_TAKE {
+            self.touched = Vec::new();
         }
     }
 
