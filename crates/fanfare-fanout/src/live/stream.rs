@@ -89,6 +89,9 @@ pub(crate) struct LiveStream {
     /// Per carried group, whether the user sees its history from before their join; kept
     /// up to date by the group's own updates (settings, roles) as they are delivered.
     access: HashMap<i64, Access>,
+    /// Whether any carried group hides history from this user (most carry none: then no
+    /// delivery looks at `access`).
+    any_hidden: bool,
     finished: bool,
 }
 
@@ -126,6 +129,7 @@ impl LiveStream {
             taken: Vec::new(),
             touched: Vec::new(),
             access: HashMap::new(),
+            any_hidden: false,
             finished: false,
         };
         // The user channel first: a group joined from here on is signalled, one joined
@@ -134,6 +138,7 @@ impl LiveStream {
         let listed = stream.upstream.user_groups(user, stream.settings.max_groups).await?;
         let groups: Vec<i64> = listed.iter().map(|(group, _)| *group).collect();
         stream.access.extend(listed);
+        stream.refresh_hidden();
         stream.listen(&groups.iter().map(|group| Topic::Group(*group)).collect::<Vec<_>>()).await?;
         for group in &groups {
             if let Some(position) = resume.get(group) {
@@ -414,6 +419,7 @@ impl LiveStream {
         self.listen(&[Topic::Group(group)]).await.map_err(Stop::Upstream)?;
         self.set_position(group, after);
         self.access.insert(group, access);
+        self.refresh_hidden();
         self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after));
         self.backfill(group).await
     }
@@ -423,6 +429,7 @@ impl LiveStream {
         self.groups.remove(&group);
         self.touched.push(group);
         self.access.remove(&group);
+        self.refresh_hidden();
         self.to_repair.remove(&group);
         self.hub.unlisten(self.id, &[Topic::Group(group)]);
         self.pending.push_back(membership_frame(group, MembershipChangeKind::Stopped, event_seq));
@@ -442,6 +449,7 @@ impl LiveStream {
                 self.access.insert(*group, *access);
             }
         }
+        self.refresh_hidden();
         for (group, latest) in self.latest_of(&new).await.map_err(Stop::Upstream)? {
             self.start_group(group, latest, listed[&group]).await?;
         }
@@ -451,6 +459,9 @@ impl LiveStream {
     /// `envelope` as this stream's user may see it: without its message's content when the
     /// message is older than what the group lets them see (`GetUpdates` hides the same).
     fn visible_bytes<'a>(&self, envelope: &'a Envelope) -> &'a Bytes {
+        if !self.any_hidden {
+            return &envelope.bytes;
+        }
         let hidden_before = self.access.get(&envelope.group_id).and_then(Access::hidden_before);
         match (envelope.message_created_micros, hidden_before) {
             (Some(created), Some(before)) if created < before => envelope.redacted(),
@@ -466,6 +477,11 @@ impl LiveStream {
             AccessChange::Moderates { user, moderates } if user == self.user => access.moderates = moderates,
             AccessChange::Moderates { .. } => {}
         }
+        self.refresh_hidden();
+    }
+
+    fn refresh_hidden(&mut self) {
+        self.any_hidden = self.access.values().any(|access| access.hidden_before().is_some());
     }
 
     /// Records `seq` as the last delivered update of `group`.
