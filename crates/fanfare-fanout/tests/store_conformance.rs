@@ -8,7 +8,7 @@
 use fanfare_fanout::store::conformance::{FOLLOWING_LIMIT, StoreFixture, at, user};
 use fanfare_fanout::store::postgres::{LIST_FOLLOWERS_SQL, LIST_FOLLOWING_SQL};
 use fanfare_fanout::store::{FollowStore, PostgresFollowStore, StoreError};
-use fanfare_testdb::TestDatabase;
+use fanfare_testdb::{TestDatabase, migrations};
 
 mod memory {
     use fanfare_fanout::store::MemoryFollowStore;
@@ -51,41 +51,26 @@ impl StoreFixture for PostgresFixture {
     }
 }
 
-async fn applied_migrations(store: &PostgresFollowStore) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM fanout._sqlx_migrations WHERE success")
-        .fetch_one(store.pool())
-        .await
-        .expect("count applied migrations")
-}
-
 #[tokio::test]
 async fn migrating_twice_applies_each_migration_once_inside_the_fanout_schema() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let store = PostgresFollowStore::connect(&database.url(), 2).await.expect("connect");
-    PostgresFollowStore::migrate(store.pool()).await.expect("first migration");
-    PostgresFollowStore::migrate(store.pool()).await.expect("second migration");
-    assert_eq!(applied_migrations(&store).await, MIGRATIONS);
-
-    let public_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
-        .fetch_one(store.pool())
-        .await
-        .expect("look for a public migrations table");
-    assert_eq!(public_table, None, "other services' migration tables stay free");
-    store.pool().close().await;
+    let (_database, pool) =
+        migrations::migrate_twice(
+            "fanout",
+            MIGRATIONS,
+            |pool| async move { PostgresFollowStore::migrate(&pool).await },
+        )
+        .await;
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_from_two_pools_succeed() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let first = PostgresFollowStore::connect(&database.url(), 2).await.expect("connect the first pool");
-    let second = PostgresFollowStore::connect(&database.url(), 2).await.expect("connect the second pool");
-    let (first_outcome, second_outcome) =
-        tokio::join!(PostgresFollowStore::migrate(first.pool()), PostgresFollowStore::migrate(second.pool()));
-    first_outcome.expect("the first pod migrates");
-    second_outcome.expect("the second pod migrates");
-    assert_eq!(applied_migrations(&first).await, MIGRATIONS);
-    first.pool().close().await;
-    second.pool().close().await;
+    migrations::migrate_concurrently(
+        "fanout",
+        MIGRATIONS,
+        |pool| async move { PostgresFollowStore::migrate(&pool).await },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 
 use fanfare_groups::store::conformance::StoreFixture;
 use fanfare_groups::store::{GroupStore, PostgresGroupStore, StoreError};
-use fanfare_testdb::TestDatabase;
+use fanfare_testdb::{TestDatabase, migrations};
 
 mod memory {
     use fanfare_groups::store::MemoryGroupStore;
@@ -49,41 +49,22 @@ impl StoreFixture for PostgresFixture {
     }
 }
 
-async fn applied_migrations(store: &PostgresGroupStore) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM groups._sqlx_migrations WHERE success")
-        .fetch_one(store.pool())
-        .await
-        .expect("count applied migrations")
-}
-
 #[tokio::test]
 async fn migrating_twice_applies_each_migration_once_inside_the_groups_schema() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let store = PostgresGroupStore::connect(&database.url(), 2).await.expect("connect");
-    PostgresGroupStore::migrate(store.pool()).await.expect("first migration");
-    PostgresGroupStore::migrate(store.pool()).await.expect("second migration");
-    assert_eq!(applied_migrations(&store).await, MIGRATIONS);
-
-    let public_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
-        .fetch_one(store.pool())
-        .await
-        .expect("look for a public migrations table");
-    assert_eq!(public_table, None, "other services' migration tables stay free");
-    store.pool().close().await;
+    let (_database, pool) =
+        migrations::migrate_twice("groups", MIGRATIONS, |pool| async move { PostgresGroupStore::migrate(&pool).await })
+            .await;
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_from_two_pools_succeed() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let first = PostgresGroupStore::connect(&database.url(), 2).await.expect("connect the first pool");
-    let second = PostgresGroupStore::connect(&database.url(), 2).await.expect("connect the second pool");
-    let (first_outcome, second_outcome) =
-        tokio::join!(PostgresGroupStore::migrate(first.pool()), PostgresGroupStore::migrate(second.pool()),);
-    first_outcome.expect("the first pod migrates");
-    second_outcome.expect("the second pod migrates");
-    assert_eq!(applied_migrations(&first).await, MIGRATIONS);
-    first.pool().close().await;
-    second.pool().close().await;
+    migrations::migrate_concurrently(
+        "groups",
+        MIGRATIONS,
+        |pool| async move { PostgresGroupStore::migrate(&pool).await },
+    )
+    .await;
 }
 
 #[tokio::test]

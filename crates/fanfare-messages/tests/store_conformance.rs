@@ -6,7 +6,7 @@
 
 use fanfare_messages::store::conformance::StoreFixture;
 use fanfare_messages::store::{MessageStore, PostgresMessageStore, StoreError};
-use fanfare_testdb::TestDatabase;
+use fanfare_testdb::{TestDatabase, migrations};
 
 mod memory {
     use fanfare_messages::store::MemoryMessageStore;
@@ -46,49 +46,26 @@ impl StoreFixture for PostgresFixture {
     }
 }
 
-async fn applied_migrations(store: &PostgresMessageStore) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM messages._sqlx_migrations WHERE success")
-        .fetch_one(store.pool())
-        .await
-        .expect("count applied migrations")
-}
-
 #[tokio::test]
 async fn migrating_twice_applies_each_migration_once_inside_the_messages_schema() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let store = PostgresMessageStore::connect(&database.url(), 2).await.expect("connect");
-    PostgresMessageStore::migrate(store.pool()).await.expect("first migration");
-    PostgresMessageStore::migrate(store.pool()).await.expect("second migration");
-    assert_eq!(applied_migrations(&store).await, 1);
-
-    let public_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
-        .fetch_one(store.pool())
-        .await
-        .expect("look for a public migrations table");
-    assert_eq!(public_table, None, "other services' migration tables stay free");
+    let (_database, pool) =
+        migrations::migrate_twice("messages", 1, |pool| async move { PostgresMessageStore::migrate(&pool).await })
+            .await;
     let partitions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent \
          WHERE parent.oid IN ('messages.messages'::regclass, 'messages.updates'::regclass)",
     )
-    .fetch_one(store.pool())
+    .fetch_one(&pool)
     .await
     .expect("count partitions");
     assert_eq!(partitions, 32, "16 hash partitions each for messages and updates");
-    store.pool().close().await;
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_from_two_pools_succeed() {
-    let database = TestDatabase::create().await.expect("a fresh test database");
-    let first = PostgresMessageStore::connect(&database.url(), 2).await.expect("connect the first pool");
-    let second = PostgresMessageStore::connect(&database.url(), 2).await.expect("connect the second pool");
-    let (first_outcome, second_outcome) =
-        tokio::join!(PostgresMessageStore::migrate(first.pool()), PostgresMessageStore::migrate(second.pool()));
-    first_outcome.expect("the first pod migrates");
-    second_outcome.expect("the second pod migrates");
-    assert_eq!(applied_migrations(&first).await, 1);
-    first.pool().close().await;
-    second.pool().close().await;
+    migrations::migrate_concurrently("messages", 1, |pool| async move { PostgresMessageStore::migrate(&pool).await })
+        .await;
 }
 
 #[tokio::test]

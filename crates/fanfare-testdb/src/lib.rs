@@ -2,6 +2,8 @@
 //! so tests never share state. Service crates use it in their own tests; the testkit
 //! re-exports it.
 
+pub mod migrations;
+
 use std::str::FromStr;
 
 use anyhow::Context;
