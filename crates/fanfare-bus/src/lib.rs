@@ -11,6 +11,7 @@
 
 mod error;
 mod memory;
+mod probe;
 mod queue;
 mod redis;
 mod subscriber;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 
 pub use crate::error::BusError;
 pub use crate::memory::{DEFAULT_MEMORY_QUEUE_CAPACITY, MemoryBus};
+pub use crate::probe::BusProbe;
 pub use crate::redis::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_RECONNECT_MAX_DELAY, DEFAULT_RECONNECT_MIN_DELAY,
     DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, MAX_NAMESPACE_LEN, RedisBus, RedisBusConfig,

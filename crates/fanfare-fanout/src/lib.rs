@@ -14,7 +14,7 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fanfare_bus::UpdateBus;
+use fanfare_bus::{BusProbe, UpdateBus};
 use fanfare_core::server::{DependencyProbe, GrpcServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -161,19 +161,5 @@ impl DependencyProbe for StoreProbe {
 
     async fn check(&self) -> anyhow::Result<()> {
         self.0.ping().await.context("pinging the fanout store")
-    }
-}
-
-/// Health also follows the update bus: without it no stream can be served.
-struct BusProbe(Arc<dyn UpdateBus>);
-
-#[async_trait::async_trait]
-impl DependencyProbe for BusProbe {
-    fn name(&self) -> &'static str {
-        "update bus"
-    }
-
-    async fn check(&self) -> anyhow::Result<()> {
-        self.0.ping().await.context("pinging the update bus")
     }
 }

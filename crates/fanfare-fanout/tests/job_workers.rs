@@ -1,11 +1,13 @@
 //! The job worker over in-memory backends: a walk notifies each follower once and publishes
 //! its pages live, crashes between an append and its checkpoint replay the page exactly, a
-//! worker that lost its lease writes nothing, a failing live publish never fails a job, the
-//! rate limit holds, and shutdown hands the job over at once. (Postgres and Redis run the
+//! worker that lost its lease writes nothing, a failing live publish never fails a job, a
+//! push stream that is down for a while delays the job without losing or doubling anyone,
+//! the rate limit holds, and shutdown hands the job over at once. (Postgres and Redis run the
 //! same worker in the black-box tests, `tests/tests/fanout_jobs.rs`.)
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,7 +17,9 @@ use fanfare_bus::{BusError, BusEvent, MemoryBus, Subscriber, UpdateBus};
 use fanfare_core::ids::UserId;
 use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::config::JobsConfig;
+use fanfare_fanout::domain::FollowKey;
 use fanfare_fanout::jobs::domain::{FanoutJob, JobId, JobKind, JobState, NewJob, Rate, StartJob};
+use fanfare_fanout::jobs::sink::{JobRef, PageAppend, SinkError};
 use fanfare_fanout::jobs::store::Claim;
 use fanfare_fanout::jobs::store::conformance::request;
 use fanfare_fanout::jobs::store::testing::CheckpointFailsOnce;
@@ -203,6 +207,43 @@ async fn a_failing_live_publish_never_fails_the_job() {
     let claim = setup.claim(Duration::from_secs(30)).await;
     assert_eq!(run(&setup, &config(10, 30), claim).await, JobOutcome::Succeeded);
     setup.assert_each_follower_once(job.id, 25);
+}
+
+/// The memory sink behind a push stream that is down for its first `failures` appends.
+struct SinkDownAtFirst {
+    inner: MemoryNotificationSink,
+    failures: AtomicU32,
+}
+
+#[async_trait]
+impl NotificationSink for SinkDownAtFirst {
+    async fn append_page(
+        &self,
+        job: &JobRef,
+        start: Option<FollowKey>,
+        end: FollowKey,
+        followers: &[UserId],
+    ) -> Result<PageAppend, SinkError> {
+        let down = self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok();
+        if down {
+            return Err(SinkError::Unavailable(anyhow::anyhow!("connection refused")));
+        }
+        self.inner.append_page(job, start, end, followers).await
+    }
+}
+
+#[tokio::test]
+async fn a_push_stream_down_for_a_while_delays_the_job_and_loses_no_one() {
+    let mut setup = Setup::memory();
+    setup.backends.sink = Arc::new(SinkDownAtFirst { inner: setup.sink.clone(), failures: AtomicU32::new(3) });
+    setup.followers(25).await;
+    let job = setup.job("redis-down").await;
+    let claim = setup.claim(Duration::from_secs(30)).await;
+    // Three failed appends: retried after 0.2, 0.4 and 0.8 s from the last checkpoint.
+    assert_eq!(run(&setup, &config(10, 30), claim).await, JobOutcome::Succeeded);
+    setup.assert_each_follower_once(job.id, 25);
+    let stored = setup.stored(job.id).await;
+    assert_eq!((stored.state, stored.followers_done), (JobState::Succeeded, 25));
 }
 
 #[tokio::test]

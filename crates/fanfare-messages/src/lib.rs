@@ -17,7 +17,7 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fanfare_bus::UpdateBus;
+use fanfare_bus::{BusProbe, UpdateBus};
 use fanfare_core::server::{DependencyProbe, GrpcServer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -145,20 +145,5 @@ impl DependencyProbe for StoreProbe {
 
     async fn check(&self) -> anyhow::Result<()> {
         self.0.ping().await.context("pinging the messages store")
-    }
-}
-
-/// Health follows the bus's reachability: sends still commit while it is down, but live
-/// delivery waits, which an operator must see.
-struct BusProbe(Arc<dyn UpdateBus>);
-
-#[async_trait::async_trait]
-impl DependencyProbe for BusProbe {
-    fn name(&self) -> &'static str {
-        "update bus"
-    }
-
-    async fn check(&self) -> anyhow::Result<()> {
-        self.0.ping().await.context("pinging the update bus")
     }
 }
