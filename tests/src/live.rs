@@ -74,6 +74,32 @@ impl LiveFixture {
         self.pods.len() - 1
     }
 
+    /// Starts one more messages pod on the same store (and, on Postgres + Redis, its own
+    /// connection to the same Redis namespace), as a second replica of the Deployment;
+    /// returns a client of it. It stops when the test's runtime ends.
+    pub async fn add_messages_pod(&self) -> crate::messages::Client {
+        let stack = &self.fixture.stack;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = listener.local_addr().expect("an address");
+        let mut config = fanfare_messages::MessagesConfig::for_dev(
+            fanfare_core::config::DependencyConfig::default(),
+            format!("http://{}", stack.groups_addr),
+        );
+        config.limits.user_sends_per_second = 0;
+        let bus: Arc<dyn UpdateBus> = match self.storage {
+            Storage::Memory => Arc::clone(&stack.bus),
+            Storage::Postgres => {
+                let redis =
+                    std::env::var("REDIS_URL").unwrap_or_else(|_| fanfare_testkit::stack::DEFAULT_REDIS_URL.into());
+                fanfare_bus::open_bus(Some(&redis), &stack.redis_namespace).await.expect("open the bus")
+            }
+        };
+        let store = Arc::clone(&stack.messages_store);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(fanfare_messages::serve(config, store, bus, listener, shutdown));
+        crate::messages::Client::connect(format!("http://{address}")).await.expect("connect to the other pod")
+    }
+
     /// A client of pod `index`.
     pub async fn client(&self, index: usize) -> Client {
         self.pods[index].client().await.expect("a fanout client connects")

@@ -27,6 +27,7 @@ on_every_storage!(
     heartbeats_keep_coming_with_the_delivered_positions,
     a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered,
     live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
+    two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -50,6 +51,47 @@ async fn a_stream_carries_every_group_in_order(storage: Storage) {
     assert_eq!(keys, ["first-0", "first-1", "first-2", "first-3", "first-4"]);
     assert_eq!(stream.messages(second).len(), 5);
     assert!(!stream.updates.contains_key(&elsewhere), "nothing of a group the user is not in");
+}
+
+/// Each messages pod publishes what it commits itself, so two pods committing turns of the
+/// same groups publish them independently: a stream still gets every group's updates once,
+/// in order, with no hole (a jump is repaired from the log, a late repeat recognised).
+async fn two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 2).await;
+    let groups = [live.chat(1, &[2, 3]).await, live.chat(1, &[2, 3]).await, live.chat(1, &[2, 3]).await];
+    let mut other_pod = live.add_messages_pod().await;
+    let mut first_pod = live.fixture.messages.clone();
+    let mut on_first = live.client(0).await;
+    let mut on_second = live.client(1).await;
+    let (mut two, starts_two) = subscribe_fresh(&mut on_first, 2).await;
+    let (mut three, starts_three) = subscribe_fresh(&mut on_second, 3).await;
+
+    const ROUNDS: usize = 30;
+    // Both pods at once, each sending every group's turns: their commits of one group
+    // interleave, and so do their publishes.
+    let sends = |client: &mut fanfare_tests::messages::Client, pod: &'static str| {
+        let mut client = client.clone();
+        async move {
+            for round in 0..ROUNDS {
+                for group_id in groups {
+                    let key = format!("{pod}-{group_id}-{round}");
+                    fanfare_tests::messages::send_ok(&mut client, 1, group_id, &key, &key).await;
+                }
+            }
+        }
+    };
+    tokio::join!(sends(&mut first_pod, "first"), sends(&mut other_pod, "second"));
+
+    for group_id in groups {
+        let last = all_updates(&mut first_pod, 1, group_id).await.last().expect("the group has a log").event_seq;
+        two.until_seq(group_id, last).await;
+        three.until_seq(group_id, last).await;
+        for stream in [&two, &three] {
+            assert_eq!(stream.messages(group_id).len(), 2 * ROUNDS, "every message of group {group_id} once");
+        }
+    }
+    two.assert_gapless(&starts_two);
+    three.assert_gapless(&starts_three);
 }
 
 async fn a_resumed_stream_replays_what_it_missed_then_goes_live(storage: Storage) {

@@ -1,16 +1,22 @@
-//! Group commit: concurrent writes are queued, gathered into batches (up to
-//! `commit_batch_max` writes, or whatever arrived within `commit_batch_wait_us` of the
-//! first) and each batch is applied in one transaction by one of `commit_workers` workers.
-//! Throughput then grows with concurrency instead of being bound by one durable commit per
-//! message, and a hot group's sequence counter is locked once per batch, not per update.
+//! Group commit: concurrent writes are queued, gathered into batches and each batch is
+//! applied in one transaction, then handed to the publisher.
+//!
+//! Every group belongs to one of `commit_workers` lanes (by its outbox lane), each with its
+//! own queue and one worker: a group's batches commit one after another, so the worker can
+//! hand each batch's updates to its lane's publisher in commit order. A batch is whatever
+//! queued while the previous commit ran (up to `commit_batch_max`), so a lone write pays one
+//! durable commit and no timer, and a busy lane fills its batches by itself. Throughput
+//! grows with concurrency instead of being bound by one durable commit per message, and a
+//! hot group's sequence counter is locked once per batch, not per update.
 
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CommitConfig;
+use crate::publisher::Publisher;
 use crate::store::{Applied, LogWrite, MessageStore, StoreError, WriteError};
 
 /// Why a write was not committed.
@@ -38,52 +44,63 @@ struct Pending {
 /// The handle services submit writes through.
 #[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::Sender<Pending>,
+    /// One queue per lane; a write goes to the lane of its group.
+    lanes: Arc<[mpsc::Sender<Pending>]>,
+    publisher: Arc<Publisher>,
 }
 
 impl Committer {
-    /// Starts the workers; they stop when `shutdown` is cancelled and the queue is drained.
-    /// `committed` is notified after every batch that wrote something (the outbox relay
-    /// waits on it).
+    /// Starts one worker per lane of `publisher`; they stop when `shutdown` is cancelled and
+    /// their queues are drained, handing every committed batch to the publisher first.
     pub fn start(
         store: Arc<dyn MessageStore>,
         config: &CommitConfig,
-        committed: Arc<Notify>,
+        publisher: Arc<Publisher>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(config.commit_queue.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
-        for worker in 0..config.commit_workers.max(1) {
-            let worker_state = Worker {
+        let lane_count = publisher.lane_count();
+        let queue_per_lane = (config.commit_queue / lane_count).max(1);
+        let mut lanes = Vec::with_capacity(lane_count);
+        for lane in 0..lane_count {
+            let (queue, receiver) = mpsc::channel(queue_per_lane);
+            let worker = Worker {
+                lane,
                 store: Arc::clone(&store),
-                receiver: Arc::clone(&receiver),
+                receiver,
                 batch_max: config.commit_batch_max.max(1),
                 batch_wait: config.batch_wait(),
-                committed: Arc::clone(&committed),
+                publisher: Arc::clone(&publisher),
             };
-            tokio::spawn(worker_state.run(worker, shutdown.clone()));
+            tokio::spawn(worker.run(shutdown.clone()));
+            lanes.push(queue);
         }
-        Self { queue }
+        Self { lanes: lanes.into(), publisher }
+    }
+
+    fn queue_of(&self, write: &LogWrite) -> &mpsc::Sender<Pending> {
+        &self.lanes[self.publisher.lane_of(write.group())]
     }
 
     /// Commits one write, waiting for the batch it joins.
     pub async fn submit(&self, write: LogWrite) -> Result<Applied, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Pending { write, reply }).map_err(|error| match error {
+        self.queue_of(&write).try_send(Pending { write, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => CommitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => CommitError::ShuttingDown,
         })?;
         answer.await.map_err(|_| CommitError::ShuttingDown)?
     }
 
-    /// Commits several writes in order (they join one batch unless it is full). Unlike
-    /// [`Self::submit`], waits for room in the queue instead of refusing: it serves internal
-    /// callers (the groups relay, the reaction coalescer) whose batches must go in whole.
+    /// Commits several writes, each group's in order (a group's writes share a lane and join
+    /// one batch unless it is full). Unlike [`Self::submit`], waits for room in the queue
+    /// instead of refusing: it serves internal callers (the groups relay, the reaction
+    /// coalescer) whose batches must go in whole.
     pub async fn submit_all(&self, writes: Vec<LogWrite>) -> Vec<Result<Applied, CommitError>> {
         let mut answers = Vec::with_capacity(writes.len());
         for write in writes {
             let (reply, answer) = oneshot::channel();
-            match self.queue.send(Pending { write, reply }).await {
+            let queue = self.queue_of(&write).clone();
+            match queue.send(Pending { write, reply }).await {
                 Ok(()) => answers.push(Ok(answer)),
                 Err(_) => answers.push(Err(CommitError::ShuttingDown)),
             }
@@ -100,44 +117,47 @@ impl Committer {
 }
 
 struct Worker {
+    lane: usize,
     store: Arc<dyn MessageStore>,
-    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    receiver: mpsc::Receiver<Pending>,
     batch_max: usize,
+    /// Extra time the first write of a batch waits for company (zero by default: a batch
+    /// is what queued during the previous commit).
     batch_wait: std::time::Duration,
-    committed: Arc<Notify>,
+    publisher: Arc<Publisher>,
 }
 
 impl Worker {
-    async fn run(self, worker: usize, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let batch = tokio::select! {
                 batch = self.next_batch() => batch,
                 () = shutdown.cancelled() => {
                     // Drain what is queued so no accepted write is left unanswered.
-                    self.receiver.lock().await.close();
+                    self.receiver.close();
                     self.next_batch().await
                 }
             };
             if batch.is_empty() {
-                tracing::debug!(worker, "committer stopped");
+                tracing::debug!(lane = self.lane, "committer stopped");
                 return;
             }
             self.commit(batch).await;
         }
     }
 
-    /// Waits for one write, then gathers more until the batch is full or the wait is over.
-    /// Empty only when the queue is closed and drained.
-    async fn next_batch(&self) -> Vec<Pending> {
-        let mut receiver = self.receiver.lock().await;
-        let Some(first) = receiver.recv().await else { return Vec::new() };
+    /// Waits for one write, then takes what else is queued (and, with a batch wait, what
+    /// arrives within it) until the batch is full. Empty only when the queue is closed and
+    /// drained.
+    async fn next_batch(&mut self) -> Vec<Pending> {
+        let Some(first) = self.receiver.recv().await else { return Vec::new() };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.batch_wait;
         while batch.len() < self.batch_max {
-            // Take what is already queued without waiting, then wait out the window.
-            match receiver.try_recv() {
+            match self.receiver.try_recv() {
                 Ok(pending) => batch.push(pending),
-                Err(_) => match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Err(_) if self.batch_wait.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
                     Ok(Some(pending)) => batch.push(pending),
                     Ok(None) | Err(_) => break,
                 },
@@ -155,10 +175,11 @@ impl Worker {
         metrics::histogram!("fanfare_messages_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("fanfare_messages_commit_batch_size").record(size as f64);
         match outcome {
-            Ok(results) => {
-                debug_assert_eq!(results.len(), replies.len(), "one result per write");
-                self.committed.notify_one();
-                for (reply, result) in replies.into_iter().zip(results) {
+            Ok(committed) => {
+                debug_assert_eq!(committed.outcomes.len(), replies.len(), "one result per write");
+                // Published in commit order: this lane's next batch commits after this call.
+                self.publisher.committed(self.lane, committed.appended);
+                for (reply, result) in replies.into_iter().zip(committed.outcomes) {
                     // A caller that went away no longer needs its answer.
                     let _ = reply.send(result.map_err(CommitError::Refused));
                 }

@@ -91,22 +91,38 @@ pub struct CommitConfig {
     #[arg(long, env = "FANFARE_MESSAGES_COMMIT_BATCH_MAX", default_value_t = 256)]
     pub commit_batch_max: usize,
 
-    /// How long the first write of a batch waits for company, in microseconds.
-    #[arg(long, env = "FANFARE_MESSAGES_COMMIT_BATCH_WAIT_US", default_value_t = 1_000)]
+    /// Extra time the first write of a batch waits for company, in microseconds. 0 (the
+    /// default): a batch is what queued while the lane's previous commit ran.
+    #[arg(long, env = "FANFARE_MESSAGES_COMMIT_BATCH_WAIT_US", default_value_t = 0)]
     pub commit_batch_wait_us: u64,
 
-    /// Batches committed at once (each on its own connection).
+    /// Commit lanes: batches committed at once, each on its own connection; every group
+    /// belongs to one lane, which commits and publishes its batches in order.
     #[arg(long, env = "FANFARE_MESSAGES_COMMIT_WORKERS", default_value_t = 4)]
     pub commit_workers: usize,
 
     /// Writes waiting to be committed before new ones are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "FANFARE_MESSAGES_COMMIT_QUEUE", default_value_t = 8_192)]
     pub commit_queue: usize,
+
+    /// How old an unpublished update must be, in milliseconds, before any pod's outbox
+    /// recovery republishes it (the pod that committed it publishes within milliseconds).
+    #[arg(long, env = "FANFARE_MESSAGES_OUTBOX_RECOVERY_GRACE_MS", default_value_t = DEFAULT_OUTBOX_RECOVERY_GRACE_MS)]
+    pub outbox_recovery_grace_ms: u64,
 }
+
+/// Default of [`CommitConfig::outbox_recovery_grace_ms`].
+pub const DEFAULT_OUTBOX_RECOVERY_GRACE_MS: u64 = 5_000;
 
 impl Default for CommitConfig {
     fn default() -> Self {
-        Self { commit_batch_max: 256, commit_batch_wait_us: 1_000, commit_workers: 4, commit_queue: 8_192 }
+        Self {
+            commit_batch_max: 256,
+            commit_batch_wait_us: 0,
+            commit_workers: 4,
+            commit_queue: 8_192,
+            outbox_recovery_grace_ms: DEFAULT_OUTBOX_RECOVERY_GRACE_MS,
+        }
     }
 }
 
@@ -114,6 +130,11 @@ impl CommitConfig {
     /// How long a batch waits for company.
     pub fn batch_wait(&self) -> Duration {
         Duration::from_micros(self.commit_batch_wait_us)
+    }
+
+    /// How old an unpublished update is before recovery republishes it.
+    pub fn outbox_recovery_grace(&self) -> Duration {
+        Duration::from_millis(self.outbox_recovery_grace_ms)
     }
 }
 

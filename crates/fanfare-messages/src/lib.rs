@@ -1,6 +1,7 @@
 //! The messages service: every group's timeline and update log, over gRPC
-//! (`fanfare.messages.v1.MessageService`). Writes go through the group committer; committed
-//! updates reach the bus through the outbox relay.
+//! (`fanfare.messages.v1.MessageService`). Writes go through the group committer, which
+//! publishes what it committed right after the commit; outbox recovery republishes what a
+//! pod committed but never published.
 
 pub mod coalescer;
 pub mod committer;
@@ -10,7 +11,8 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod invalidation;
-pub mod relay;
+pub mod publisher;
+pub mod recovery;
 pub mod service;
 pub mod store;
 
@@ -20,7 +22,6 @@ use anyhow::Context;
 use fanfare_bus::{BusProbe, UpdateBus};
 use fanfare_core::server::{DependencyProbe, GrpcServer};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use config::MessagesConfig;
@@ -29,7 +30,8 @@ use crate::coalescer::ReactionCoalescer;
 use crate::committer::Committer;
 use crate::directory::{Directory, GrpcDirectory};
 use crate::grpc::MessagesGrpc;
-use crate::relay::Relay;
+use crate::publisher::Publisher;
+use crate::recovery::Recovery;
 use crate::service::MessagesService;
 use crate::store::{MemoryMessageStore, MessageStore, PostgresMessageStore};
 
@@ -86,15 +88,17 @@ pub async fn serve(
             .context("configuring the groups client")?;
     // Background work stops with the server, but after it: the committer drains accepted writes.
     let background = CancellationToken::new();
-    let committed = Arc::new(Notify::new());
-    let committer = Committer::start(Arc::clone(&store), &config.commit, Arc::clone(&committed), background.clone());
+    let publisher =
+        Publisher::start(Arc::clone(&store), Arc::clone(&bus), config.commit.commit_workers, background.clone());
+    let committer = Committer::start(Arc::clone(&store), &config.commit, publisher, background.clone());
     let coalescer = ReactionCoalescer::new();
     tokio::spawn(Arc::clone(&coalescer).run(
         committer.clone(),
         config.limits.reaction_coalesce_window(),
         background.clone(),
     ));
-    tokio::spawn(Relay::new(Arc::clone(&store), Arc::clone(&bus)).run(committed, background.clone()));
+    let recovery = Recovery::new(Arc::clone(&store), Arc::clone(&bus), config.commit.outbox_recovery_grace());
+    tokio::spawn(recovery.run(background.clone()));
     tokio::spawn(invalidation::listen(Arc::clone(&bus), Arc::clone(&directory), background.clone()));
     tokio::spawn(prune_periodically(Arc::clone(&store), config.limits.update_retention(), background.clone()));
 

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
-use fanfare_messages::domain::{LogPosition, Message, OutboxItem, Unread};
+use fanfare_messages::domain::{LogPosition, Message, StoredUpdate, Unread};
 use fanfare_messages::store::{
-    Applied, Direction, LogWrite, MessageStore, PostgresMessageStore, StoreResult, UpdatesRead, WriteError,
+    Committed, Direction, LogWrite, MessageStore, OutboxCursor, PostgresMessageStore, StoreResult, UpdatesRead,
 };
 use uuid::Uuid;
 
@@ -104,7 +104,7 @@ impl CountingStore {
 
 #[async_trait]
 impl MessageStore for CountingStore {
-    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
         let size = writes.len();
         let started = Instant::now();
         let outcome = self.inner.apply(writes, now).await;
@@ -154,12 +154,30 @@ impl MessageStore for CountingStore {
         self.inner.unread_counts(user, groups).await
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
-        self.inner.claim_outbox(limit, lease, now).await
+    async fn unpublished(
+        &self,
+        lanes: &[i16],
+        committed_before: DateTime<Utc>,
+        after: OutboxCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredUpdate>> {
+        self.inner.unpublished(lanes, committed_before, after, limit).await
     }
 
-    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        self.inner.ack_outbox(ids).await
+    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
+        self.inner.ack_outbox(published).await
+    }
+
+    async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>> {
+        self.inner.orphaned_lanes(committed_before).await
+    }
+
+    async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {
+        self.inner.claim_lane(lane, owner, lease, now).await
+    }
+
+    async fn release_lane(&self, lane: i16, owner: Uuid) -> StoreResult<()> {
+        self.inner.release_lane(lane, owner).await
     }
 
     async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64> {

@@ -322,7 +322,7 @@ impl Results {
         section.table(self.hot_table());
         section.paragraph(
             "Commit setting = workers / most writes per batch / batch wait in µs (the service's \
-             default is 4/256/1000). In flight = senders, each a distinct member of the group. \
+             default is 4/256/0). In flight = senders, each a distinct member of the group. \
              `committer + store` submits the same posts to `fanfare_messages::committer::Committer` \
              on the same store, with the outbox relay running, but without gRPC, the load \
              generator's HTTP/2 client or permission checks: what the database path alone allows; \
@@ -364,7 +364,7 @@ impl Results {
         let hot: Vec<String> = args.hot_in_flight.iter().map(|count| count.to_string()).collect();
         let commit = match args.commit.is_default() {
             true => format!("{} (the service's defaults)", args.commit),
-            false => format!("{} (not the service's defaults, 4/256/1000)", args.commit),
+            false => format!("{} (not the service's defaults, 4/256/0)", args.commit),
         };
         let bus = match &args.redis_url {
             Some(_) => "the Redis at `--redis-url`, so publishing costs are included",

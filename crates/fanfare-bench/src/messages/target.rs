@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{SubsecRound as _, Utc};
-use fanfare_bus::UpdateBus;
+use fanfare_bus::{MemoryBus, UpdateBus};
 use fanfare_core::config::DependencyConfig;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_groups::GroupsConfig;
@@ -21,7 +21,7 @@ use fanfare_groups::store::PostgresGroupStore;
 use fanfare_messages::MessagesConfig;
 use fanfare_messages::committer::Committer;
 use fanfare_messages::domain::{ClientMessageId, Content, MessageText, NewMessage};
-use fanfare_messages::relay::Relay;
+use fanfare_messages::publisher::Publisher;
 use fanfare_messages::store::{Applied, LogWrite, MessageStore, PostgresMessageStore};
 use fanfare_proto::common::v1::{GroupKind, JoinPolicy, PostPolicy};
 use fanfare_proto::groups::v1 as groups_pb;
@@ -32,7 +32,6 @@ use fanfare_testkit::{TestDatabase, as_user};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -341,13 +340,14 @@ impl Target {
     /// starts them; stopped by cancelling the token (the committer drains first).
     pub fn start_committer(&self, commit: CommitSetting, relay: bool) -> (Committer, CancellationToken) {
         let shutdown = CancellationToken::new();
-        let committed = Arc::new(Notify::new());
         let store: Arc<dyn MessageStore> = Arc::clone(&self.store) as Arc<dyn MessageStore>;
-        let committer =
-            Committer::start(Arc::clone(&store), &commit.config(), Arc::clone(&committed), shutdown.clone());
-        if relay {
-            tokio::spawn(Relay::new(store, Arc::clone(&self.bus)).run(committed, shutdown.clone()));
-        }
+        // Without Redis: the committer's lanes publish to an in-process bus nobody listens
+        // on, so the window measures committing and acknowledging alone.
+        let bus: Arc<dyn UpdateBus> = if relay { Arc::clone(&self.bus) } else { Arc::new(MemoryBus::new()) };
+        let config = commit.config();
+        let publisher_shutdown = if relay { shutdown.clone() } else { CancellationToken::new() };
+        let publisher = Publisher::start(Arc::clone(&store), bus, config.commit_workers, publisher_shutdown);
+        let committer = Committer::start(store, &config, publisher, shutdown.clone());
         (committer, shutdown)
     }
 

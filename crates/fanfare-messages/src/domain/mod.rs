@@ -138,11 +138,29 @@ pub struct Unread {
     pub read_message_seq: i64,
 }
 
-/// An outbox entry claimed by a relay: a committed update to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxItem {
-    /// Outbox row id (acknowledged after publishing).
-    pub id: i64,
-    /// The update.
-    pub update: StoredUpdate,
+/// How many recovery lanes the outbox is split into. A group's unpublished updates all sit
+/// in one lane ([`outbox_lane`]); each lane is drained by one pod at a time, so recovery
+/// scales with pods while each group's updates still go out in order. The migration that
+/// creates `messages.outbox` computes the same lane (`group_id % 64`); change both together.
+pub const OUTBOX_LANES: i16 = 64;
+
+/// The outbox recovery lane a group's updates wait in (see [`OUTBOX_LANES`]).
+pub fn outbox_lane(group: GroupId) -> i16 {
+    // Group ids are positive, so the remainder fits the lane's type.
+    i16::try_from(group.get().rem_euclid(i64::from(OUTBOX_LANES))).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_spread_groups_and_stay_in_range() {
+        assert_eq!(outbox_lane(GroupId::from_trusted(1)), 1);
+        assert_eq!(outbox_lane(GroupId::from_trusted(64)), 0);
+        assert_eq!(outbox_lane(GroupId::from_trusted(i64::MAX)), i16::try_from(i64::MAX % 64).unwrap());
+        let lanes: std::collections::BTreeSet<i16> =
+            (1..=640).map(|id| outbox_lane(GroupId::from_trusted(id))).collect();
+        assert_eq!(lanes.len(), usize::try_from(OUTBOX_LANES).unwrap());
+    }
 }

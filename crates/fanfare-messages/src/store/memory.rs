@@ -10,6 +10,7 @@
 //! live at the bottom of this file and are used by the PostgreSQL store too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,12 +21,15 @@ use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
-use super::{Applied, Direction, LogWrite, MessageStore, StoreError, StoreResult, UpdatesRead, WriteError};
+use super::{
+    Applied, Committed, Direction, LogWrite, MessageStore, OutboxCursor, StoreError, StoreResult, UpdatesRead,
+    WriteError,
+};
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{
-    ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, OutboxItem, ReactionCount,
-    StoredUpdate, Unread,
+    ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate,
+    Unread, outbox_lane,
 };
 
 /// A [`MessageStore`] in memory; clones share the same data.
@@ -60,8 +64,13 @@ struct State {
     last_posted: HashMap<(GroupId, UserId), DateTime<Utc>>,
     /// Groups outbox id → the event_seq its event was appended at.
     system_events: HashMap<i64, i64>,
-    outbox: BTreeMap<i64, OutboxRow>,
-    last_outbox_id: i64,
+    /// Unpublished updates by (lane, group, event_seq), as PostgreSQL keys them, with their
+    /// commit time.
+    outbox: BTreeMap<(i16, GroupId, i64), DateTime<Utc>>,
+    /// Recovery leases: lane → (owner, until).
+    lane_leases: HashMap<i16, (Uuid, DateTime<Utc>)>,
+    /// What the batch being applied appended, in order.
+    appended: Vec<StoredUpdate>,
 }
 
 #[derive(Debug)]
@@ -100,13 +109,6 @@ impl StoredMessage {
     }
 }
 
-#[derive(Debug)]
-struct OutboxRow {
-    group_id: GroupId,
-    event_seq: i64,
-    claimed_until: Option<DateTime<Utc>>,
-}
-
 impl State {
     fn position(&self, group: GroupId) -> LogPosition {
         self.logs.get(&group).copied().unwrap_or_else(|| LogPosition::empty(group))
@@ -117,9 +119,10 @@ impl State {
         let log = self.logs.entry(group).or_insert_with(|| LogPosition::empty(group));
         log.last_event_seq += 1;
         let event_seq = log.last_event_seq;
-        self.updates.insert((group, event_seq), (change.to_stored(group, event_seq, now), now));
-        self.last_outbox_id += 1;
-        self.outbox.insert(self.last_outbox_id, OutboxRow { group_id: group, event_seq, claimed_until: None });
+        let update = change.to_stored(group, event_seq, now);
+        self.appended.push(update.clone());
+        self.updates.insert((group, event_seq), (update, now));
+        self.outbox.insert((outbox_lane(group), group, event_seq), now);
         event_seq
     }
 
@@ -381,10 +384,11 @@ impl State {
 
 #[async_trait]
 impl MessageStore for MemoryMessageStore {
-    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
         let now = stored_time(now);
         let mut state = self.lock()?;
-        Ok(writes.into_iter().map(|write| state.apply(write, now)).collect())
+        let outcomes = writes.into_iter().map(|write| state.apply(write, now)).collect();
+        Ok(Committed { outcomes, appended: std::mem::take(&mut state.appended) })
     }
 
     async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
@@ -472,38 +476,66 @@ impl MessageStore for MemoryMessageStore {
         Ok(unread)
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
-        let now = stored_time(now);
-        let claimed_until = lease_end(now, lease);
-        let mut state = self.lock()?;
-        let state = &mut *state;
-        let mut claimed = Vec::new();
-        // A group with a row under a live lease waits whole: its later rows must not go out
-        // before the earlier ones another relay holds.
-        let busy: BTreeSet<GroupId> = state
+    async fn unpublished(
+        &self,
+        lanes: &[i16],
+        committed_before: DateTime<Utc>,
+        after: OutboxCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredUpdate>> {
+        let committed_before = stored_time(committed_before);
+        let state = self.lock()?;
+        let start = match after {
+            Some((group, event_seq)) => Bound::Excluded((outbox_lane(group), group, event_seq)),
+            None => Bound::Unbounded,
+        };
+        Ok(state
             .outbox
-            .values()
-            .filter(|row| row.claimed_until.is_some_and(|until| until >= now))
-            .map(|row| row.group_id)
-            .collect();
-        let claimable = state
-            .outbox
-            .iter_mut()
-            .filter(|(_, row)| row.claimed_until.is_none_or(|until| until < now) && !busy.contains(&row.group_id));
-        for (id, row) in claimable.take(limit as usize) {
-            row.claimed_until = Some(claimed_until);
-            if let Some((update, _)) = state.updates.get(&(row.group_id, row.event_seq)) {
-                claimed.push(OutboxItem { id: *id, update: update.clone() });
-            }
-        }
-        claimed.sort_by_key(|item| (item.update.group_id, item.update.event_seq));
-        Ok(claimed)
+            .range((start, Bound::Unbounded))
+            .filter(|((lane, _, _), committed_at)| lanes.contains(lane) && **committed_at < committed_before)
+            .filter_map(|((_, group, event_seq), _)| state.updates.get(&(*group, *event_seq)))
+            .take(limit as usize)
+            .map(|(update, _)| update.clone())
+            .collect())
     }
 
-    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
+    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
         let mut state = self.lock()?;
-        for id in ids {
-            state.outbox.remove(id);
+        for (group, event_seq) in published {
+            state.outbox.remove(&(outbox_lane(*group), *group, *event_seq));
+        }
+        Ok(())
+    }
+
+    async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>> {
+        let committed_before = stored_time(committed_before);
+        let state = self.lock()?;
+        let lanes: BTreeSet<i16> = state
+            .outbox
+            .iter()
+            .filter(|(_, committed_at)| **committed_at < committed_before)
+            .map(|((lane, _, _), _)| *lane)
+            .collect();
+        Ok(lanes.into_iter().collect())
+    }
+
+    async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {
+        let now = stored_time(now);
+        let mut state = self.lock()?;
+        let free = match state.lane_leases.get(&lane) {
+            None => true,
+            Some((holder, until)) => *holder == owner || *until < now,
+        };
+        if free {
+            state.lane_leases.insert(lane, (owner, lease_end(now, lease)));
+        }
+        Ok(free)
+    }
+
+    async fn release_lane(&self, lane: i16, owner: Uuid) -> StoreResult<()> {
+        let mut state = self.lock()?;
+        if state.lane_leases.get(&lane).is_some_and(|(holder, _)| *holder == owner) {
+            state.lane_leases.remove(&lane);
         }
         Ok(())
     }
@@ -519,9 +551,9 @@ impl MessageStore for MemoryMessageStore {
                 cutoffs.insert(*group, *event_seq);
             }
         }
-        for row in state.outbox.values() {
-            if let Some(cutoff) = cutoffs.get_mut(&row.group_id) {
-                *cutoff = (*cutoff).min(row.event_seq - 1);
+        for (_, group, event_seq) in state.outbox.keys() {
+            if let Some(cutoff) = cutoffs.get_mut(group) {
+                *cutoff = (*cutoff).min(event_seq - 1);
             }
         }
         let mut dropped = 0;

@@ -10,7 +10,13 @@
 //! 2. applies the writes in order, each checked against the state left by those before it;
 //!    a write refused by a rule ([`WriteError`]) changes nothing and does not affect the others;
 //! 3. gives each accepted change the group's next gapless `event_seq` (and posts the next
-//!    `message_seq`), appends the encoded update to the log and an outbox row for the relay.
+//!    `message_seq`), appends the encoded update to the log and an outbox row, and returns
+//!    the appended entries ([`Committed::appended`]) so the committer publishes them itself.
+//!
+//! The outbox is for recovery only: the committer publishes right after its commit and
+//! acknowledges (removes) what it published in batches; what a crashed or cut-off pod
+//! committed but never published stays, and is republished lane by lane
+//! ([`MessageStore::claim_lane`], [`MessageStore::unpublished`]).
 //!
 //! A failure of the database itself fails the whole batch ([`StoreError`]) with nothing
 //! written: no sequence number is ever skipped.
@@ -28,9 +34,7 @@ use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
-use crate::domain::{
-    Emoji, LogPosition, Message, MessageText, NewMessage, OutboxItem, ReactionCount, StoredUpdate, Unread,
-};
+use crate::domain::{Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread};
 
 pub use memory::MemoryMessageStore;
 pub use postgres::PostgresMessageStore;
@@ -298,6 +302,21 @@ pub enum Direction {
     Backward,
 }
 
+/// What one committed batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    /// One outcome per write, in the order of the writes.
+    pub outcomes: Vec<Result<Applied, WriteError>>,
+    /// The log entries the batch appended, in commit order (ascending event_seq within each
+    /// group): what the committer publishes, each still waiting in the outbox until
+    /// acknowledged.
+    pub appended: Vec<StoredUpdate>,
+}
+
+/// Where a read of unpublished updates starts: strictly after this (group, event_seq) in
+/// (lane, group, event_seq) order; `None` from the start.
+pub type OutboxCursor = Option<(GroupId, i64)>;
+
 /// A page of a group's log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpdatesRead {
@@ -310,9 +329,10 @@ pub struct UpdatesRead {
 /// Storage of timelines, update logs, reactions, pins, read markers and the outbox.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
-    /// Applies a batch of writes in one transaction (see the module docs); one result per
-    /// write, in order. `now` is the commit time every change of the batch records.
-    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>>;
+    /// Applies a batch of writes in one transaction (see the module docs); one outcome per
+    /// write, in order, and the log entries appended. `now` is the commit time every change
+    /// of the batch records (its outbox rows too).
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed>;
 
     /// Reads messages of a group by message_seq (unknown ones left out), ascending.
     async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>>;
@@ -346,12 +366,31 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Unread state of `user` in each group, in the order asked.
     async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>>;
 
-    /// Claims up to `limit` committed, unpublished updates for publishing, oldest first,
-    /// for `lease` (claims of a relay that died expire and are taken over).
-    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>>;
+    /// Up to `limit` unpublished updates of the outbox `lanes` that committed before
+    /// `committed_before`, after `after`, in (lane, group, event_seq) order: each group's in
+    /// log order.
+    async fn unpublished(
+        &self,
+        lanes: &[i16],
+        committed_before: DateTime<Utc>,
+        after: OutboxCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredUpdate>>;
 
-    /// Marks claimed outbox entries as published (removes them).
-    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()>;
+    /// Removes published updates, named by (group, event_seq), from the outbox; unknown
+    /// ones are ignored.
+    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()>;
+
+    /// The outbox lanes holding updates that committed before `committed_before` and are
+    /// still unpublished, ascending.
+    async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>>;
+
+    /// Takes the recovery lease of `lane` for `owner` until `now + lease` when it is free,
+    /// expired or already `owner`'s; answers whether `owner` holds it.
+    async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// Gives up `owner`'s lease of `lane` (nothing when another owner holds it).
+    async fn release_lane(&self, lane: i16, owner: Uuid) -> StoreResult<()>;
 
     /// Drops log entries that committed before `before` — a contiguous prefix of each
     /// group's log, never an entry still waiting in the outbox — and records, per group, the

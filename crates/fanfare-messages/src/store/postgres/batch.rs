@@ -44,16 +44,12 @@ use super::timeline;
 use crate::domain::rules::{joined_member, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{Message, NewMessage};
-use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
+use crate::store::{Applied, Committed, LogWrite, StoreError, StoreResult, WriteError};
 
 /// Applies a batch of writes in one transaction (see the module docs).
-pub(super) async fn apply(
-    pool: &PgPool,
-    writes: Vec<LogWrite>,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+pub(super) async fn apply(pool: &PgPool, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
     if writes.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Committed::default());
     }
     let now = stored_time(now);
     let mut known_keys = HashMap::new();
@@ -71,8 +67,8 @@ pub(super) async fn apply(
 
 /// How one attempt at a batch ended.
 enum Attempt {
-    /// Committed, with one outcome per write.
-    Committed(Vec<Result<Applied, WriteError>>),
+    /// Committed, with one outcome per write and the entries appended.
+    Committed(Committed),
     /// Rolled back: these idempotency keys were found taken.
     KeysTaken(Vec<(KeyOf, TakenKey)>),
     /// Rolled back: another batch created one of the groups' logs meanwhile.
@@ -112,7 +108,7 @@ async fn attempt(
         return Ok(Attempt::KeysTaken(taken));
     }
     tx.commit().await.during("committing a batch")?;
-    Ok(Attempt::Committed(batch.into_results()?))
+    Ok(Attempt::Committed(batch.into_committed()?))
 }
 
 /// Locks the log rows of the batch's groups, creating those that have none (see the
@@ -351,11 +347,14 @@ impl Batch {
         Ok(())
     }
 
-    fn into_results(self) -> StoreResult<Vec<Result<Applied, WriteError>>> {
-        self.results
+    fn into_committed(mut self) -> StoreResult<Committed> {
+        let appended = self.queue.take_written();
+        let outcomes = self
+            .results
             .into_iter()
             .map(|outcome| outcome.ok_or_else(|| corrupt("a retried post was never answered".to_owned())))
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Committed { outcomes, appended })
     }
 }
 

@@ -27,13 +27,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::rows::{During as _, EVERYONE, MessageRow, select_messages};
-use super::{Applied, Direction, LogWrite, MessageStore, StoreResult, UpdatesRead, WriteError};
+use super::{Committed, Direction, LogWrite, MessageStore, OutboxCursor, StoreResult, UpdatesRead};
 use crate::domain::rules::{lease_end, stored_time};
-use crate::domain::{LogPosition, Message, OutboxItem, StoredUpdate, Unread};
+use crate::domain::{LogPosition, Message, StoredUpdate, Unread, outbox_lane};
 
-/// Advisory lock key serialising outbox claims ("fanfare messages outbox" in spirit; any
-/// constant unique within the database works).
-const OUTBOX_CLAIM_LOCK: i64 = 0x6661_6e66_6d73_6f62;
 /// The schema the messages service owns; its migrations table lives there too.
 pub const SCHEMA: &str = "messages";
 
@@ -112,7 +109,7 @@ fn message_rows(rows: Vec<MessageRow>) -> StoreResult<Vec<Message>> {
 
 #[async_trait]
 impl MessageStore for PostgresMessageStore {
-    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Vec<Result<Applied, WriteError>>> {
+    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
         batch::apply(&self.pool, writes, now).await
     }
 
@@ -289,73 +286,116 @@ impl MessageStore for PostgresMessageStore {
             .collect()
     }
 
-    async fn claim_outbox(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> StoreResult<Vec<OutboxItem>> {
-        let now = stored_time(now);
-        let mut transaction = self.pool.begin().await.during("starting an outbox claim")?;
-        // Claims take turns (a transaction-scoped advisory lock), so two relays never split
-        // a group between them; and a group with a row under a live lease waits whole, so
-        // its later rows never go out before the earlier ones another relay holds.
-        // Claims and acks need not wait for the WAL flush: a claim lost in a crash only
-        // delays its rows until the lease would have expired anyway, and a lost ack only
-        // publishes an update again, which subscribers recognise by its event_seq. Two
-        // durable commits per relay pass were what capped the relay.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *transaction)
-            .await
-            .during("relaxing the claim's commit")?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_CLAIM_LOCK)
-            .execute(&mut *transaction)
-            .await
-            .during("taking the outbox claim lock")?;
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
-            "WITH busy AS ( \
-               SELECT DISTINCT group_id FROM messages.outbox WHERE claimed_until >= $3), \
-             claimed AS ( \
-               UPDATE messages.outbox SET claimed_until = $2 \
-               WHERE id IN (SELECT id FROM messages.outbox \
-                            WHERE (claimed_until IS NULL OR claimed_until < $3) \
-                              AND group_id NOT IN (SELECT group_id FROM busy) \
-                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-               RETURNING id, group_id, event_seq) \
-             SELECT c.id, c.group_id, c.event_seq, u.payload FROM claimed c \
+    async fn unpublished(
+        &self,
+        lanes: &[i16],
+        committed_before: DateTime<Utc>,
+        after: OutboxCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredUpdate>> {
+        // The row comparison walks the outbox key (lane, group_id, event_seq) from the cursor.
+        let (after_lane, after_group, after_seq) = match after {
+            Some((group, event_seq)) => (outbox_lane(group), group.get(), event_seq),
+            None => (-1, 0, 0),
+        };
+        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT o.group_id, o.event_seq, u.payload FROM messages.outbox o \
              CROSS JOIN LATERAL ( \
                SELECT payload FROM messages.updates u \
-               WHERE u.group_id = c.group_id AND u.event_seq = c.event_seq OFFSET 0) AS u \
-             ORDER BY c.group_id, c.event_seq",
+               WHERE u.group_id = o.group_id AND u.event_seq = o.event_seq OFFSET 0) AS u \
+             WHERE o.lane = ANY($1) AND o.committed_at < $2 \
+               AND (o.lane, o.group_id, o.event_seq) > ($3::smallint, $4, $5) \
+             ORDER BY o.lane, o.group_id, o.event_seq LIMIT $6",
         )
+        .bind(lanes)
+        .bind(stored_time(committed_before))
+        .bind(after_lane)
+        .bind(after_group)
+        .bind(after_seq)
         .bind(i64::from(limit))
-        .bind(lease_end(now, lease))
-        .bind(now)
-        .fetch_all(&mut *transaction)
+        .fetch_all(&self.pool)
         .await
-        .during("claiming outbox entries")?;
-        transaction.commit().await.during("committing an outbox claim")?;
+        .during("reading unpublished updates")?;
         Ok(rows
             .into_iter()
-            .map(|(id, group, event_seq, payload)| OutboxItem {
-                id,
-                update: StoredUpdate { group_id: GroupId::from_trusted(group), event_seq, payload: payload.into() },
+            .map(|(group, event_seq, payload)| StoredUpdate {
+                group_id: GroupId::from_trusted(group),
+                event_seq,
+                payload: payload.into(),
             })
             .collect())
     }
 
-    async fn ack_outbox(&self, ids: &[i64]) -> StoreResult<()> {
-        if ids.is_empty() {
+    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
+        if published.is_empty() {
             return Ok(());
         }
-        // Not durable on purpose (see claim_outbox): a lost ack republishes, never loses.
+        let lanes: Vec<i16> = published.iter().map(|(group, _)| outbox_lane(*group)).collect();
+        let groups: Vec<i64> = published.iter().map(|(group, _)| group.get()).collect();
+        let seqs: Vec<i64> = published.iter().map(|(_, event_seq)| *event_seq).collect();
+        // Not durable on purpose: an acknowledgement lost in a crash only makes recovery
+        // publish the update again, which subscribers recognise by its event_seq; a durable
+        // commit per acknowledgement batch would cost a WAL flush for nothing.
         let mut transaction = self.pool.begin().await.during("starting an outbox ack")?;
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *transaction)
             .await
             .during("relaxing the ack's commit")?;
-        sqlx::query("DELETE FROM messages.outbox WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&mut *transaction)
-            .await
-            .during("acknowledging outbox entries")?;
+        sqlx::query(
+            "DELETE FROM messages.outbox o \
+             USING unnest($1::smallint[], $2::bigint[], $3::bigint[]) AS k (lane, group_id, event_seq) \
+             WHERE o.lane = k.lane AND o.group_id = k.group_id AND o.event_seq = k.event_seq",
+        )
+        .bind(lanes)
+        .bind(groups)
+        .bind(seqs)
+        .execute(&mut *transaction)
+        .await
+        .during("acknowledging outbox entries")?;
         transaction.commit().await.during("committing an outbox ack")?;
+        Ok(())
+    }
+
+    async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>> {
+        // One probe of the outbox key per lane: cheap while the outbox only holds rows in
+        // flight, and it never scans the whole table.
+        sqlx::query_scalar(
+            "SELECT l.lane FROM messages.outbox_lanes l \
+             WHERE EXISTS (SELECT 1 FROM messages.outbox o WHERE o.lane = l.lane AND o.committed_at < $1) \
+             ORDER BY l.lane",
+        )
+        .bind(stored_time(committed_before))
+        .fetch_all(&self.pool)
+        .await
+        .during("finding orphaned outbox lanes")
+    }
+
+    async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {
+        let now = stored_time(now);
+        let claimed: Option<i16> = sqlx::query_scalar(
+            "UPDATE messages.outbox_lanes SET owner = $2, leased_until = $3 \
+             WHERE lane = $1 AND (owner IS NULL OR owner = $2 OR leased_until < $4) \
+             RETURNING lane",
+        )
+        .bind(lane)
+        .bind(owner)
+        .bind(lease_end(now, lease))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .during("claiming an outbox lane")?;
+        Ok(claimed.is_some())
+    }
+
+    async fn release_lane(&self, lane: i16, owner: Uuid) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE messages.outbox_lanes SET owner = NULL, leased_until = NULL WHERE lane = $1 AND owner = $2",
+        )
+        .bind(lane)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .during("releasing an outbox lane")?;
         Ok(())
     }
 

@@ -38,6 +38,8 @@ pub(super) struct Queue {
     joined_markers: Vec<(GroupId, UserId, i64)>,
     /// New log entries; every queued row comes with one.
     updates: Vec<StoredUpdate>,
+    /// Log entries already written by this transaction, in order: what the batch appended.
+    written: Vec<StoredUpdate>,
 }
 
 /// Every statement a flush makes, as one: each table's rows arrive as parallel arrays and
@@ -61,11 +63,9 @@ appended AS (
   INSERT INTO messages.updates (group_id, event_seq, payload, created_at)
   SELECT group_id, event_seq, payload, $13
   FROM unnest($20::bigint[], $21::bigint[], $22::bytea[]) AS u (group_id, event_seq, payload)),
-published_later AS (
-  INSERT INTO messages.outbox (group_id, event_seq)
-  SELECT group_id, event_seq
-  FROM unnest($20::bigint[], $21::bigint[]) WITH ORDINALITY AS u (group_id, event_seq, position)
-  ORDER BY position),
+unpublished AS (
+  INSERT INTO messages.outbox (group_id, event_seq, committed_at)
+  SELECT group_id, event_seq, $13 FROM unnest($20::bigint[], $21::bigint[]) AS u (group_id, event_seq)),
 relayed AS (
   INSERT INTO messages.system_events (outbox_id, group_id, event_seq)
   SELECT * FROM unnest($23::bigint[], $24::bigint[], $25::bigint[])),
@@ -86,6 +86,11 @@ ON CONFLICT (group_id, sender_id, client_message_id) DO UPDATE SET version = mes
 RETURNING message_id, group_id, sender_id, client_message_id, message_seq, content_digest";
 
 impl Queue {
+    /// The log entries written so far, in order (taken once the transaction commits).
+    pub(super) fn take_written(&mut self) -> Vec<StoredUpdate> {
+        std::mem::take(&mut self.written)
+    }
+
     /// Whether nothing waits to be written (every queued row comes with a log entry).
     pub(super) fn is_empty(&self) -> bool {
         self.updates.is_empty()
@@ -189,6 +194,7 @@ impl Queue {
             .fetch_all(&mut *connection)
             .await
             .during("writing a batch")?;
+        self.written.extend(updates);
         Ok(written
             .into_iter()
             .filter(|(message_id, ..)| !new_ids.contains(message_id))
