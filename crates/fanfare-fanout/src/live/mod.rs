@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_bus::UpdateBus;
-use fanfare_core::validation::FieldViolation;
+use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -123,31 +123,37 @@ impl Live {
 }
 
 /// Parses the resume positions of a Subscribe request: the cursor's, overridden by the
-/// explicit ones.
+/// explicit ones. Both are refused on their length before their entries are read.
 pub(crate) fn parse_resume(
     positions: &[fanfare_proto::fanout::v1::GroupPosition],
     cursor: &str,
     max_groups: usize,
-) -> Result<Resume, Vec<FieldViolation>> {
-    let mut violations = Vec::new();
+) -> Result<Resume, InvalidRequest> {
+    let mut violations = Violations::new();
     let mut resume = Resume::new();
-    match cursor::decode("cursor", cursor) {
-        Ok(decoded) => resume.extend(decoded),
-        Err(violation) => violations.push(violation),
+    if cursor.len() > cursor::max_len(max_groups) {
+        violations.push(FieldViolation::new(
+            "cursor",
+            format!("is longer than any cursor of at most {max_groups} groups; pass it back as given"),
+        ));
+    } else if let Some(decoded) = violations.check(cursor::decode("cursor", cursor)) {
+        resume.extend(decoded);
     }
-    for (index, position) in positions.iter().enumerate() {
-        if position.group_id <= 0 {
-            violations.push(FieldViolation::new(
-                format!("positions[{index}].group_id"),
-                format!("must be a positive group id (got {})", position.group_id),
-            ));
-        } else if position.event_seq < 0 {
-            violations.push(FieldViolation::new(
-                format!("positions[{index}].event_seq"),
-                format!("must be 0 or a positive event_seq (got {})", position.event_seq),
-            ));
-        } else {
-            resume.insert(position.group_id, position.event_seq);
+    if violations.check(check_list_length("positions", positions.len(), 0, max_groups, "positions")).is_some() {
+        for (index, position) in positions.iter().enumerate() {
+            if position.group_id <= 0 {
+                violations.push(FieldViolation::new(
+                    format!("positions[{index}].group_id"),
+                    format!("must be a positive group id (got {})", position.group_id),
+                ));
+            } else if position.event_seq < 0 {
+                violations.push(FieldViolation::new(
+                    format!("positions[{index}].event_seq"),
+                    format!("must be 0 or a positive event_seq (got {})", position.event_seq),
+                ));
+            } else {
+                resume.insert(position.group_id, position.event_seq);
+            }
         }
     }
     if resume.len() > max_groups {
@@ -156,7 +162,7 @@ pub(crate) fn parse_resume(
             format!("names {} groups; a stream carries at most {max_groups}", resume.len()),
         ));
     }
-    if violations.is_empty() { Ok(resume) } else { Err(violations) }
+    violations.finish_with(Some(resume))
 }
 
 fn describe_metrics() {
