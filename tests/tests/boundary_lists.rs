@@ -11,11 +11,16 @@
 //! what comes back show that the entries past the limit were never looked at. (The time
 //! each big refusal took is printed, for the record; `--no-capture` shows it.)
 //!
+//! A request past the decode limit itself (4 MiB) is RESOURCE_EXHAUSTED
+//! ([`over_size_requests_are_resource_exhausted`]).
+//!
 //! Requests are parsed before storage is touched, so these run on memory only.
 
 use std::future::Future;
 use std::time::Instant;
 
+use fanfare_core::layers::message_size::MESSAGE_SIZE_SUBJECT;
+use fanfare_core::server::MAX_DECODING_MESSAGE_SIZE;
 use fanfare_core::validation::{MAX_MESSAGE_BYTES, MAX_REPORTED_VIOLATIONS, OMITTED_FIELD};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::GroupKind;
@@ -24,6 +29,7 @@ use fanfare_proto::groups::v1 as groups_pb;
 use fanfare_proto::messages::v1 as messages_pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::expect_code;
+use fanfare_tests::groups::expect_quota_failure;
 use tonic::codegen::http::HeaderMap;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -446,4 +452,37 @@ async fn messages_read_and_relay_lists_are_bounded() {
         },
     })
     .await;
+}
+
+/// A request message past the decode limit is refused before anything reads it: with
+/// RESOURCE_EXHAUSTED and a `QuotaFailure` naming the limit (as gRPC's other implementations
+/// answer; tonic alone says OUT_OF_RANGE), and the service answers the next call as usual.
+#[tokio::test]
+async fn over_size_requests_are_resource_exhausted() {
+    let over_size = || vec![0_i64; MAX_DECODING_MESSAGE_SIZE + 1];
+    let expect_too_large = |result: Result<(), Status>, method: &str| {
+        let status = expect_quota_failure(result);
+        let quota = status.get_error_details().quota_failure().cloned().expect("a quota failure");
+        assert_eq!(quota.violations[0].subject, MESSAGE_SIZE_SUBJECT, "{method}");
+        assert!(status.message().contains(&MAX_DECODING_MESSAGE_SIZE.to_string()), "{method}: {}", status.message());
+    };
+
+    let (_groups, mut groups) = fanfare_tests::groups::start(Storage::Memory).await;
+    let request = groups_pb::BatchGetGroupsRequest { group_ids: over_size() };
+    expect_too_large(groups.batch_get_groups(as_user(1, request)).await.map(drop), "BatchGetGroups");
+    let request = groups_pb::BatchGetGroupsRequest { group_ids: vec![1] };
+    groups.batch_get_groups(as_user(1, request)).await.expect("the next call is answered");
+
+    let (_fanout, mut fanout) = fanfare_tests::fanout::start(Storage::Memory).await;
+    let request = fanout_pb::GetFollowCountsRequest { user_ids: over_size() };
+    expect_too_large(fanout.get_follow_counts(as_user(1, request)).await.map(drop), "GetFollowCounts");
+    let request = fanout_pb::SubscribeRequest { positions: Vec::new(), cursor: "s".repeat(MAX_DECODING_MESSAGE_SIZE) };
+    expect_too_large(fanout.subscribe(as_user(1, request)).await.map(drop), "Subscribe");
+    fanfare_tests::fanout::counts(&mut fanout, 1).await;
+
+    let mut fixture = fanfare_tests::messages::start(Storage::Memory).await;
+    let request = messages_pb::GetUnreadCountsRequest { group_ids: over_size() };
+    expect_too_large(fixture.messages.get_unread_counts(as_user(1, request)).await.map(drop), "GetUnreadCounts");
+    let request = messages_pb::GetUnreadCountsRequest { group_ids: Vec::new() };
+    fixture.messages.get_unread_counts(as_user(1, request)).await.expect("the next call is answered");
 }
