@@ -43,7 +43,7 @@ const FOUR_MIB_OF_ZERO_IDS: usize = 4_000_000;
 const FOUR_MIB_OF_EMPTY_ENTRIES: usize = 2_000_000;
 
 /// One repeated field: how to call its RPC with a list, and what its entries look like.
-struct List<E, C> {
+struct List<E, G, C> {
     /// The field a refusal on length names.
     field: &'static str,
     /// The name of its entries in violations (`field[index]…`); usually `field`.
@@ -51,7 +51,7 @@ struct List<E, C> {
     /// The most entries accepted.
     limit: usize,
     /// `n` good entries.
-    good: fn(usize) -> Vec<E>,
+    good: G,
     /// A bad entry, the cheapest on the wire (a zero id, an empty message).
     bad: E,
     /// How many bad entries make a request of about 4 MiB, where that is cheap to build.
@@ -64,9 +64,10 @@ struct List<E, C> {
 }
 
 /// Checks one list field end to end (see the module's doc).
-async fn check_list<E, C, F>(mut list: List<E, C>)
+async fn check_list<E, G, C, F>(mut list: List<E, G, C>)
 where
     E: Clone,
+    G: Fn(usize) -> Vec<E>,
     C: FnMut(Vec<E>) -> F,
     F: Future<Output = Result<(), Status>>,
 {
@@ -402,12 +403,11 @@ async fn messages_read_and_relay_lists_are_bounded() {
         field: "group_ids",
         entries: "group_ids",
         limit: 1_000,
-        good: |count| vec![1; count],
+        good: |count| vec![group_id; count],
         bad: 0,
         four_mib: Some(FOUR_MIB_OF_ZERO_IDS),
         ok_at_limit: true,
-        call: |group_ids: Vec<i64>| {
-            let group_ids = group_ids.into_iter().map(|id| if id == 1 { group_id } else { id }).collect();
+        call: |group_ids| {
             let call = unread(group_ids);
             async move { call.await.map(drop) }
         },
@@ -423,7 +423,7 @@ async fn messages_read_and_relay_lists_are_bounded() {
                 .map(|index| messages_pb::SystemEvent {
                     outbox_id: 9_000_000 + index as i64,
                     event: Some(common::GroupEvent {
-                        group_id: 1,
+                        group_id,
                         actor_user_id: 1,
                         occurred_at: None,
                         change: Some(common::group_event::Change::MemberUnmuted(common::MemberUnmuted { user_id: 2 })),
@@ -434,17 +434,8 @@ async fn messages_read_and_relay_lists_are_bounded() {
         bad: messages_pb::SystemEvent::default(),
         four_mib: None,
         ok_at_limit: true,
-        call: |events: Vec<messages_pb::SystemEvent>| {
+        call: |events| {
             let mut client = client.clone();
-            let events = events
-                .into_iter()
-                .map(|mut event| {
-                    if let Some(inner) = event.event.as_mut() {
-                        inner.group_id = group_id;
-                    }
-                    event
-                })
-                .collect();
             async move {
                 let request = Request::new(messages_pb::AppendSystemUpdatesRequest { events });
                 client.append_system_updates(request).await.map(drop)
