@@ -79,4 +79,11 @@ mod tests {
             assert_eq!(violation.field, "cursor");
         }
     }
+
+    #[test]
+    fn the_longest_cursor_of_n_groups_is_max_len() {
+        let positions: BTreeMap<i64, i64> = (1..=50).map(|group| (group, i64::MAX)).collect();
+        assert_eq!(encode(&positions).len(), max_len(50));
+        assert_eq!(max_len(0), VERSION.len());
+    }
 }

@@ -189,3 +189,45 @@ fn describe_metrics() {
     );
     metrics::describe_counter!("fanfare_fanout_bad_payloads_total", "Undecodable updates received from the bus.");
 }
+
+#[cfg(test)]
+mod tests {
+    use fanfare_proto::fanout::v1::GroupPosition;
+
+    use super::*;
+
+    fn fields(error: &InvalidRequest) -> Vec<&str> {
+        error.violations().iter().map(|violation| violation.field.as_str()).collect()
+    }
+
+    #[test]
+    fn resume_positions_override_the_cursor_and_the_last_repeat_wins() {
+        let cursor = cursor::encode(&Resume::from([(1, 5), (2, 6)]));
+        let positions = [GroupPosition { group_id: 2, event_seq: 1 }, GroupPosition { group_id: 2, event_seq: 9 }];
+        let resume = parse_resume(&positions, &cursor, 10).expect("valid");
+        assert_eq!(resume, Resume::from([(1, 5), (2, 9)]));
+    }
+
+    #[test]
+    fn too_many_positions_or_too_long_a_cursor_are_refused_unread() {
+        let bad = vec![GroupPosition { group_id: -1, event_seq: -1 }; 1_000_000];
+        let refused = parse_resume(&bad, "", 10).unwrap_err();
+        assert_eq!(fields(&refused), ["positions"], "one violation, whatever the entries");
+        assert!(refused.violations()[0].description.contains("got 1000000"));
+
+        let long = cursor::encode(&(1..=11).map(|group| (group, 0)).collect());
+        assert_eq!(fields(&parse_resume(&[], &long, 10).unwrap_err()), ["cursor"]);
+        let eleven_groups = cursor::encode(&(1..=6).map(|group| (group, 0)).collect());
+        let five_more: Vec<GroupPosition> = (7..=11).map(|group_id| GroupPosition { group_id, event_seq: 0 }).collect();
+        let refused = parse_resume(&five_more, &eleven_groups, 10).unwrap_err();
+        assert_eq!(fields(&refused), ["positions"], "11 distinct groups in all");
+    }
+
+    #[test]
+    fn bad_positions_are_capped() {
+        let bad = vec![GroupPosition { group_id: 0, event_seq: 0 }; 100];
+        let refused = parse_resume(&bad, "", 100).unwrap_err();
+        assert_eq!(refused.violations().len(), fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
+        assert_eq!(refused.omitted(), 80);
+    }
+}

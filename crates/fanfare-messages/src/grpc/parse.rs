@@ -258,3 +258,52 @@ pub fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<Sys
     }
     violations.finish_with(Some(events))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(error: &InvalidRequest) -> Vec<&str> {
+        error.violations().iter().map(|violation| violation.field.as_str()).collect()
+    }
+
+    fn send(mentioned_user_ids: Vec<i64>) -> pb::SendMessageRequest {
+        pb::SendMessageRequest {
+            group_id: 1,
+            client_message_id: "k".to_owned(),
+            text: "hi".to_owned(),
+            mentioned_user_ids,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mentions_drop_repeats_in_order_and_are_refused_on_their_length() {
+        let limits = MessageLimits::default();
+        let parsed = send_message(&send(vec![3, 1, 3, 2, 1]), &limits).expect("valid");
+        let mentions: Vec<i64> = parsed.content.mentions.iter().map(|user| user.get()).collect();
+        assert_eq!(mentions, [3, 1, 2]);
+
+        let refused = send_message(&send(vec![0; 1_000_000]), &limits).unwrap_err();
+        assert_eq!(fields(&refused), ["mentioned_user_ids"], "one violation, whatever the entries");
+        let refused = send_message(&send(vec![0; MAX_MENTIONS]), &limits).unwrap_err();
+        assert_eq!(refused.violations().len(), fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
+        assert_eq!(refused.omitted(), MAX_MENTIONS - fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
+    }
+
+    #[test]
+    fn get_messages_counts_ids_and_seqs_together_before_reading_either() {
+        let request = |message_ids: Vec<String>, message_seqs: Vec<i64>| pb::GetMessagesRequest {
+            group_id: 1,
+            message_ids,
+            message_seqs,
+        };
+        let over = request(vec![String::new(); 60], vec![0; 41]);
+        assert_eq!(fields(&get_messages(&over).unwrap_err()), ["message_ids"]);
+        let id = Uuid::now_v7();
+        let (_, ids, seqs) = get_messages(&request(vec![id.to_string(); 50], vec![2, 1, 2])).expect("valid");
+        assert_eq!((ids, seqs), (vec![id], vec![2, 1]));
+        let bad = get_messages(&request(vec!["x".to_owned()], vec![0])).unwrap_err();
+        assert_eq!(fields(&bad), ["message_ids[0]", "message_seqs[0]"]);
+    }
+}
