@@ -42,7 +42,7 @@ bench: services ## Run the benchmarks on Postgres and rewrite docs/benchmarks.md
 	$(CARGO) run --release -p fanfare-bench -- --output docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install the test tools if missing (cargo-nextest, grpcurl, buf, kubernetes-validate, kubectl)
+tools: ## Install the test tools if missing (cargo-nextest, grpcurl, grpcio, buf, kubernetes-validate, kubectl)
 	@scripts/install-tools.sh
 
 .PHONY: services

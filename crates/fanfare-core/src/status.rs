@@ -8,11 +8,14 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::validation::InvalidRequest;
 
-/// `INVALID_ARGUMENT` carrying one field violation per bad field.
+/// `INVALID_ARGUMENT` carrying one field violation per bad field, up to
+/// [`MAX_REPORTED_VIOLATIONS`](crate::validation::MAX_REPORTED_VIOLATIONS) and one counting
+/// the rest; the message spells out only the first few, so the whole error stays a few KiB
+/// whatever the request held.
 pub fn invalid_argument(invalid: &InvalidRequest) -> Status {
     let mut details = ErrorDetails::new();
-    for violation in &invalid.0 {
-        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+    for violation in invalid.reported() {
+        details.add_bad_request_violation(violation.field, violation.description);
     }
     Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
 }
@@ -64,12 +67,24 @@ mod tests {
 
     #[test]
     fn invalid_argument_carries_field_violations() {
-        let invalid = InvalidRequest(vec![FieldViolation::new("title", "must not be empty")]);
+        let invalid = InvalidRequest::from(FieldViolation::new("title", "must not be empty"));
         let status = invalid_argument(&invalid);
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("bad request detail");
         assert_eq!(bad_request.field_violations[0].field, "title");
+    }
+
+    #[test]
+    fn a_thousand_violations_make_an_error_of_a_few_kib() {
+        let many = (0..1_000).map(|index| FieldViolation::new(format!("user_ids[{index}]"), "x".repeat(1_000)));
+        let status = invalid_argument(&InvalidRequest::new(many.collect()));
+        let bad_request = status.get_error_details().bad_request().cloned().expect("bad request detail");
+        assert_eq!(bad_request.field_violations.len(), crate::validation::MAX_REPORTED_VIOLATIONS + 1);
+        let mut trailers = http::HeaderMap::new();
+        status.add_header(&mut trailers).expect("encodable");
+        let size: usize = trailers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+        assert!(size < 8 * 1024, "{size} bytes of trailers");
     }
 
     #[test]

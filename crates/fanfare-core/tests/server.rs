@@ -274,3 +274,19 @@ async fn refuses_a_service_added_twice() {
     let error = result.expect_err("the server refuses to start");
     assert!(error.to_string().contains(SERVICE), "{error:#}");
 }
+
+#[tokio::test]
+async fn an_over_size_request_is_resource_exhausted_and_the_server_carries_on() {
+    let server = start(GrpcServer::new(SERVICE, dev_config())).await;
+    let channel = server.channel().await;
+
+    let over_size = "x".repeat(fanfare_core::server::MAX_DECODING_MESSAGE_SIZE);
+    let refused = health_status(channel.clone(), &over_size).await.expect_err("too large to read");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "not tonic's OUT_OF_RANGE: {refused:?}");
+    let just_fits = "x".repeat(fanfare_core::server::MAX_DECODING_MESSAGE_SIZE - 16);
+    let unknown = health_status(channel.clone(), &just_fits).await.expect_err("no such service");
+    assert_eq!(unknown.code(), Code::NotFound, "read, and answered as any unknown service: {unknown:?}");
+    assert_eq!(health_status(channel, "").await.expect("health answers"), ServingStatus::Serving);
+
+    server.stop().await.expect("clean shutdown");
+}

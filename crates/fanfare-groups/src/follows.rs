@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::set_acting_user;
 use fanfare_core::ids::UserId;
 use fanfare_core::time::parse_timestamp;
@@ -109,7 +109,11 @@ impl FanoutFollowGraph {
         let channel = lazy_channel(fanout_url, Some(CHECK_TIMEOUT))
             .with_context(|| format!("the fanout service URL {fanout_url:?}"))?;
         describe_metrics();
-        Ok(Self { client: FanoutServiceClient::with_interceptor(channel, interceptor) })
+        Ok(Self {
+            client: FanoutServiceClient::with_interceptor(channel, interceptor)
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE),
+        })
     }
 
     async fn check(&self, follower: UserId, creator: UserId) -> Result<Option<DateTime<Utc>>, FollowGraphError> {

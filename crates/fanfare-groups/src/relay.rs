@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_proto::common::v1::GroupEvent;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{AppendSystemUpdatesRequest, SystemEvent};
@@ -131,7 +131,9 @@ impl OutboxRelay {
         describe_metrics();
         Ok(Self {
             store,
-            client: MessageServiceClient::with_interceptor(channel, interceptor),
+            client: MessageServiceClient::with_interceptor(channel, interceptor)
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE),
             wake: Arc::new(Notify::new()),
         })
     }

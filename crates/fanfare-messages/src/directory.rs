@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::set_acting_user;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::time::parse_timestamp;
@@ -118,7 +118,9 @@ impl GrpcDirectory {
     /// needed, balanced over every groups pod) with `service_token`, trusting answers for `ttl`.
     pub fn new(url: &str, service_token: Option<&str>, ttl: Duration) -> anyhow::Result<Arc<Self>> {
         let channel = lazy_channel(url, Some(CALL_TIMEOUT))?;
-        let client = GroupServiceClient::with_interceptor(channel, ServiceTokenInterceptor::new(service_token)?);
+        let client = GroupServiceClient::with_interceptor(channel, ServiceTokenInterceptor::new(service_token)?)
+            .max_decoding_message_size(MAX_RESPONSE_SIZE)
+            .max_encoding_message_size(MAX_REQUEST_SIZE);
         Ok(Arc::new(Self { client, ttl, cache: Mutex::new(Cache::default()) }))
     }
 

@@ -1,6 +1,6 @@
 //! Tower layers every Fanfare gRPC server runs, one concern per file. [`GrpcServer`]
 //! stacks them outermost first: request id and tracing span, metrics, service-token auth,
-//! load shedding, and the unary request timeout.
+//! load shedding, the unary request timeout, and the relabelling of over-size requests.
 //!
 //! Each layer answers its own rejections as proper gRPC responses (HTTP 200 with a
 //! `grpc-status` header, built by `tonic::Status::into_http`), never as transport errors, so
@@ -14,12 +14,14 @@ use std::pin::Pin;
 
 pub mod auth;
 pub mod load_shed;
+pub mod message_size;
 pub mod metrics;
 pub mod request_id;
 pub mod timeout;
 
 pub use auth::AuthLayer;
 pub use load_shed::LoadShedLayer;
+pub use message_size::MessageSizeLayer;
 pub use metrics::MetricsLayer;
 pub use request_id::{RequestId, RequestIdLayer};
 pub use timeout::TimeoutLayer;

@@ -134,7 +134,7 @@ mod tests {
     use super::*;
 
     fn fields(error: InvalidRequest) -> Vec<String> {
-        error.0.into_iter().map(|violation| violation.field).collect()
+        error.violations().iter().map(|violation| violation.field.clone()).collect()
     }
 
     fn request(kind: i32, payload_ref: &str, key: &str, rate: i32) -> pb::StartFanoutJobRequest {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fanfare_core::identity::acting_user;
 use fanfare_core::ids::UserId;
+use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
 use fanfare_core::validation::InvalidRequest;
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_proto::fanout::v1::fanout_service_server::{FanoutService as FanoutApi, FanoutServiceServer};
@@ -36,9 +37,12 @@ impl FanoutGrpc {
         Self { service, jobs, live }
     }
 
-    /// The generated tonic server for this adapter.
+    /// The generated tonic server for this adapter, with the message size limits of
+    /// `fanfare_core::server`.
     pub fn into_server(self) -> FanoutServiceServer<Self> {
         FanoutServiceServer::new(self)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE)
     }
 }
 

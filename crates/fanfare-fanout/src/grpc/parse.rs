@@ -4,7 +4,7 @@
 use chrono::DateTime;
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::{Cursor, PageSize};
-use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations};
+use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, distinct_list};
 use fanfare_proto::fanout::v1 as pb;
 
 use crate::domain::FollowKey;
@@ -48,31 +48,17 @@ pub fn listing(
     violations.finish_with((|| Some((user?, size?, before?)))())
 }
 
-/// A list of user ids: 1 to `max` entries (counted before repeats are dropped), each
-/// positive; repeats are dropped, order kept.
-fn id_batch(field: &str, raw: &[i64], max: usize, violations: &mut Violations) -> Vec<UserId> {
-    if raw.is_empty() {
-        violations.push(FieldViolation::new(field, "must list at least one id"));
-    }
-    if raw.len() > max {
-        violations.push(FieldViolation::new(field, format!("must list at most {max} ids (got {})", raw.len())));
-    }
-    let mut ids: Vec<UserId> = Vec::with_capacity(raw.len().min(max));
-    for (index, value) in raw.iter().enumerate() {
-        let parsed = violations.check(UserId::parse(&format!("{field}[{index}]"), *value));
-        if let Some(id) = parsed.filter(|id| !ids.contains(id)) {
-            ids.push(id);
-        }
-    }
-    ids
+/// A list of user ids: 1 to `max` entries (counted before repeats are dropped), refused on
+/// its length before any id is parsed; each positive; repeats are dropped, order kept.
+fn id_batch(field: &str, raw: &[i64], max: usize, violations: &mut Violations) -> Option<Vec<UserId>> {
+    distinct_list(field, raw, (1, max), "ids", |name, value| UserId::parse(name, *value), violations)
 }
 
 /// GetFollowCounts.
 pub fn get_follow_counts(request: &pb::GetFollowCountsRequest, max: usize) -> Result<Vec<UserId>, InvalidRequest> {
     let mut violations = Violations::new();
     let users = id_batch("user_ids", &request.user_ids, max, &mut violations);
-    violations.finish()?;
-    Ok(users)
+    violations.finish_with(users)
 }
 
 /// CheckFollows: the follower (0 = the caller) and the creators.
@@ -83,7 +69,7 @@ pub fn check_follows(
     let mut violations = Violations::new();
     let follower = user_or_caller("follower_user_id", request.follower_user_id, &mut violations);
     let creators = id_batch("creator_user_ids", &request.creator_user_ids, max, &mut violations);
-    violations.finish_with(follower.map(|follower| (follower, creators)))
+    violations.finish_with((|| Some((follower?, creators?)))())
 }
 
 #[cfg(test)]
@@ -91,7 +77,7 @@ mod tests {
     use super::*;
 
     fn fields(error: InvalidRequest) -> Vec<String> {
-        error.0.into_iter().map(|violation| violation.field).collect()
+        error.violations().iter().map(|violation| violation.field.clone()).collect()
     }
 
     #[test]

@@ -4,7 +4,6 @@
 use std::pin::Pin;
 
 use fanfare_core::ids::UserId;
-use fanfare_core::validation::InvalidRequest;
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_proto::frame::SubscribeResponse;
 use futures::Stream;
@@ -21,8 +20,7 @@ pub(super) async fn subscribe(
     actor: UserId,
     request: pb::SubscribeRequest,
 ) -> GrpcResult<SubscribeStream> {
-    let resume = parse_resume(&request.positions, &request.cursor, live.max_groups())
-        .map_err(|violations| invalid(InvalidRequest(violations)))?;
+    let resume = parse_resume(&request.positions, &request.cursor, live.max_groups()).map_err(invalid)?;
     let stream = live.open(actor.get(), resume).await?;
     Ok(Response::new(Box::pin(stream.into_frames())))
 }

@@ -11,6 +11,12 @@ use fanfare_core::validation::FieldViolation;
 const VERSION: &str = "s1";
 const HEX_PER_NUMBER: usize = 16;
 
+/// The length of a cursor of `groups` groups, the longest a stream of at most that many
+/// hands out: longer ones are refused before they are decoded.
+pub(crate) fn max_len(groups: usize) -> usize {
+    VERSION.len() + groups.saturating_mul(2 * HEX_PER_NUMBER)
+}
+
 /// Encodes `positions` (group → last delivered event_seq).
 pub(crate) fn encode(positions: &BTreeMap<i64, i64>) -> String {
     let mut cursor = String::with_capacity(VERSION.len() + positions.len() * 2 * HEX_PER_NUMBER);
@@ -72,5 +78,12 @@ mod tests {
             let violation = decode("cursor", bad).expect_err(bad);
             assert_eq!(violation.field, "cursor");
         }
+    }
+
+    #[test]
+    fn the_longest_cursor_of_n_groups_is_max_len() {
+        let positions: BTreeMap<i64, i64> = (1..=50).map(|group| (group, i64::MAX)).collect();
+        assert_eq!(encode(&positions).len(), max_len(50));
+        assert_eq!(max_len(0), VERSION.len());
     }
 }

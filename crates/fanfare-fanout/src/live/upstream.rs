@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_proto::common::v1::Role;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
@@ -74,8 +74,12 @@ impl Upstream {
         let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT))?;
         let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT))?;
         Ok(Self {
-            groups: GroupServiceClient::with_interceptor(groups, interceptor.clone()),
-            messages: MessageServiceClient::with_interceptor(messages, interceptor),
+            groups: GroupServiceClient::with_interceptor(groups, interceptor.clone())
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE),
+            messages: MessageServiceClient::with_interceptor(messages, interceptor)
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE),
         })
     }
 

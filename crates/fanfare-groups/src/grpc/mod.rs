@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{SubsecRound, Utc};
 use fanfare_core::identity::acting_user;
 use fanfare_core::ids::UserId;
+use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
 use fanfare_proto::groups::v1 as pb;
 use fanfare_proto::groups::v1::group_service_server::GroupService;
 use tonic::{Request, Response, Status};
@@ -31,9 +32,12 @@ impl GroupsGrpc {
         Self { service }
     }
 
-    /// The generated tonic server for this adapter.
+    /// The generated tonic server for this adapter, with the message size limits of
+    /// `fanfare_core::server`.
     pub fn into_server(self) -> pb::group_service_server::GroupServiceServer<Self> {
         pb::group_service_server::GroupServiceServer::new(self)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE)
     }
 
     fn group(&self, group: &crate::domain::Group) -> pb::Group {

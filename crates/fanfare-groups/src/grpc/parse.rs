@@ -1,11 +1,13 @@
 //! Wire requests to validated domain values. Every bad field is reported at once, by its
 //! proto name, as a field violation.
 
+use std::hash::Hash;
+
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, PageSize};
 use fanfare_core::time::parse_future;
-use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations};
+use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, distinct_list};
 use fanfare_proto::groups::v1 as pb;
 
 use crate::config::{DEFAULT_INVITE_TTL_SECONDS, MAX_INVITE_TTL_SECONDS, MAX_INVITE_USES, MIN_INVITE_TTL_SECONDS};
@@ -109,36 +111,23 @@ pub fn list_join_requests(
     violations.finish_with((|| Some((group?, size?, after?)))())
 }
 
-/// A list of ids: 1 to `max` entries, each positive; repeats are dropped, order kept.
-fn id_batch<T: Copy + PartialEq>(
+/// A list of ids: 1 to `max` entries (counted before repeats are dropped), refused on its
+/// length before any id is parsed; each positive; repeats are dropped, order kept.
+fn id_batch<T: Copy + Eq + Hash>(
     field: &str,
     raw: &[i64],
     max: usize,
     parse: impl Fn(&str, i64) -> Result<T, FieldViolation>,
     violations: &mut Violations,
-) -> Vec<T> {
-    if raw.is_empty() {
-        violations.push(FieldViolation::new(field, "must list at least one id"));
-    }
-    if raw.len() > max {
-        violations.push(FieldViolation::new(field, format!("must list at most {max} ids (got {})", raw.len())));
-    }
-    let mut ids: Vec<T> = Vec::with_capacity(raw.len());
-    for (index, value) in raw.iter().enumerate() {
-        let parsed = violations.check(parse(&format!("{field}[{index}]"), *value));
-        if let Some(id) = parsed.filter(|id| !ids.contains(id)) {
-            ids.push(id);
-        }
-    }
-    ids
+) -> Option<Vec<T>> {
+    distinct_list(field, raw, (1, max), "ids", |name, value| parse(name, *value), violations)
 }
 
 /// BatchGetGroups.
 pub fn batch_get_groups(request: &pb::BatchGetGroupsRequest, max: usize) -> Result<Vec<GroupId>, InvalidRequest> {
     let mut violations = Violations::new();
     let ids = id_batch("group_ids", &request.group_ids, max, GroupId::parse, &mut violations);
-    violations.finish()?;
-    Ok(ids)
+    violations.finish_with(ids)
 }
 
 /// AddMembers.
@@ -146,7 +135,7 @@ pub fn add_members(request: &pb::AddMembersRequest, max: usize) -> Result<(Group
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let users = id_batch("user_ids", &request.user_ids, max, UserId::parse, &mut violations);
-    violations.finish_with(group.map(|group| (group, users)))
+    violations.finish_with((|| Some((group?, users?)))())
 }
 
 fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> Option<Settings> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fanfare_core::identity::acting_user;
 use fanfare_core::ids::UserId;
+use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::messages::v1 as pb;
 use fanfare_proto::messages::v1::message_service_server::MessageService;
@@ -30,9 +31,12 @@ impl MessagesGrpc {
         Self { service }
     }
 
-    /// The generated tonic server for this adapter.
+    /// The generated tonic server for this adapter, with the message size limits of
+    /// `fanfare_core::server`.
     pub fn into_server(self) -> pb::message_service_server::MessageServiceServer<Self> {
         pb::message_service_server::MessageServiceServer::new(self)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_SIZE)
     }
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, PageSize};
 use fanfare_core::time::parse_timestamp;
-use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations};
+use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length, distinct_list};
 use fanfare_proto::messages::v1 as pb;
 use uuid::Uuid;
 
@@ -40,19 +40,22 @@ pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) ->
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let key = violations.check(ClientMessageId::parse("client_message_id", &request.client_message_id));
     let text = violations.check(MessageText::parse("text", &request.text, limits.max_text_chars));
-    if request.attachments.len() > MAX_ATTACHMENTS {
-        violations.push(FieldViolation::new(
-            "attachments",
-            format!("must hold at most {MAX_ATTACHMENTS} attachments (got {})", request.attachments.len()),
-        ));
-    }
-    let mut attachments = Vec::with_capacity(request.attachments.len());
-    for (index, raw) in request.attachments.iter().enumerate() {
-        match Attachment::parse(&format!("attachments[{index}]"), raw) {
-            Ok(attachment) => attachments.push(attachment),
-            Err(bad) => bad.into_iter().for_each(|violation| violations.push(violation)),
-        }
-    }
+    let attachments = violations
+        .check(check_list_length("attachments", request.attachments.len(), 0, MAX_ATTACHMENTS, "attachments"))
+        .and_then(|()| {
+            let mut attachments = Vec::with_capacity(request.attachments.len());
+            let mut all_parsed = true;
+            for (index, raw) in request.attachments.iter().enumerate() {
+                match Attachment::parse(&format!("attachments[{index}]"), raw) {
+                    Ok(attachment) => attachments.push(attachment),
+                    Err(bad) => {
+                        all_parsed = false;
+                        bad.into_iter().for_each(|violation| violations.push(violation));
+                    }
+                }
+            }
+            all_parsed.then_some(attachments)
+        });
     if request.text.is_empty() && request.attachments.is_empty() {
         violations.push(FieldViolation::new("text", "a message needs text or at least one attachment"));
     }
@@ -60,25 +63,20 @@ pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) ->
         0 => Some(None),
         raw => violations.check(parse_seq("reply_to_message_seq", raw)).map(Some),
     };
-    if request.mentioned_user_ids.len() > MAX_MENTIONS {
-        violations.push(FieldViolation::new(
-            "mentioned_user_ids",
-            format!("must list at most {MAX_MENTIONS} users (got {})", request.mentioned_user_ids.len()),
-        ));
-    }
-    let mut mentions: Vec<UserId> = Vec::with_capacity(request.mentioned_user_ids.len());
-    for (index, raw) in request.mentioned_user_ids.iter().enumerate() {
-        let parsed = violations.check(UserId::parse(&format!("mentioned_user_ids[{index}]"), *raw));
-        if let Some(user) = parsed.filter(|user| !mentions.contains(user)) {
-            mentions.push(user);
-        }
-    }
+    let mentions = distinct_list(
+        "mentioned_user_ids",
+        &request.mentioned_user_ids,
+        (0, MAX_MENTIONS),
+        "users",
+        |field, raw| UserId::parse(field, *raw),
+        &mut violations,
+    );
     let content = (|| {
         Some(Content {
             text: text?,
-            attachments,
+            attachments: attachments?,
             reply_to_message_seq: reply_to?,
-            mentions,
+            mentions: mentions?,
             mentions_all: request.mentions_all,
         })
     })();
@@ -158,38 +156,49 @@ pub fn list_messages(
     violations.finish_with((|| Some((group?, direction?, start?, size?)))())
 }
 
-/// GetMessages.
+/// GetMessages: ids and seqs together are refused on their count before any is parsed.
 pub fn get_messages(request: &pb::GetMessagesRequest) -> Result<(GroupId, Vec<Uuid>, Vec<i64>), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let total = request.message_ids.len() + request.message_seqs.len();
-    if total == 0 {
+    let wanted = if total == 0 {
         violations.push(FieldViolation::new("message_ids", "name at least one message by id or by message_seq"));
-    }
-    if total > MAX_GET_MESSAGES {
+        None
+    } else if total > MAX_GET_MESSAGES {
         violations.push(FieldViolation::new(
             "message_ids",
             format!("ids and seqs together must be at most {MAX_GET_MESSAGES} (got {total})"),
         ));
-    }
-    let mut ids = Vec::with_capacity(request.message_ids.len());
-    for (index, raw) in request.message_ids.iter().enumerate() {
-        match Uuid::parse_str(raw) {
-            Ok(id) if !ids.contains(&id) => ids.push(id),
-            Ok(_) => {}
-            Err(_) => {
-                violations.push(FieldViolation::new(format!("message_ids[{index}]"), "must be a message id (a UUID)"))
-            }
-        }
-    }
-    let mut seqs = Vec::with_capacity(request.message_seqs.len());
-    for (index, raw) in request.message_seqs.iter().enumerate() {
-        let parsed = violations.check(parse_seq(&format!("message_seqs[{index}]"), *raw));
-        if let Some(seq) = parsed.filter(|seq| !seqs.contains(seq)) {
-            seqs.push(seq);
-        }
-    }
-    violations.finish_with(group.map(|group| (group, ids, seqs)))
+        None
+    } else {
+        // Each list is within the total just checked.
+        let bounds = (0, MAX_GET_MESSAGES);
+        let ids = distinct_list(
+            "message_ids",
+            &request.message_ids,
+            bounds,
+            "ids",
+            |field, raw| parse_uuid(field, raw),
+            &mut violations,
+        );
+        let seqs = distinct_list(
+            "message_seqs",
+            &request.message_seqs,
+            bounds,
+            "seqs",
+            |field, raw| parse_seq(field, *raw),
+            &mut violations,
+        );
+        ids.zip(seqs)
+    };
+    violations.finish_with((|| {
+        let (ids, seqs) = wanted?;
+        Some((group?, ids, seqs))
+    })())
+}
+
+fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, FieldViolation> {
+    Uuid::parse_str(raw).map_err(|_| FieldViolation::new(field, "must be a message id (a UUID)"))
 }
 
 /// GetUpdates: `after_event_seq` may be 0 (from the start).
@@ -209,37 +218,24 @@ pub fn get_updates(request: &pb::GetUpdatesRequest) -> Result<(GroupId, i64, Pag
     violations.finish_with((|| Some((group?, after?, size?)))())
 }
 
-/// GetUnreadCounts.
+/// GetUnreadCounts: up to [`MAX_UNREAD_GROUPS`] groups (none means all of the caller's).
 pub fn unread_groups(request: &pb::GetUnreadCountsRequest) -> Result<Vec<GroupId>, InvalidRequest> {
     let mut violations = Violations::new();
-    if request.group_ids.len() > MAX_UNREAD_GROUPS {
-        violations.push(FieldViolation::new(
-            "group_ids",
-            format!("must list at most {MAX_UNREAD_GROUPS} groups (got {})", request.group_ids.len()),
-        ));
-    }
-    let mut groups: Vec<GroupId> = Vec::with_capacity(request.group_ids.len());
-    for (index, raw) in request.group_ids.iter().enumerate() {
-        let parsed = violations.check(GroupId::parse(&format!("group_ids[{index}]"), *raw));
-        if let Some(group) = parsed.filter(|group| !groups.contains(group)) {
-            groups.push(group);
-        }
-    }
-    violations.finish_with(Some(groups))
+    let groups = distinct_list(
+        "group_ids",
+        &request.group_ids,
+        (0, MAX_UNREAD_GROUPS),
+        "groups",
+        |field, raw| GroupId::parse(field, *raw),
+        &mut violations,
+    );
+    violations.finish_with(groups)
 }
 
-/// AppendSystemUpdates.
+/// AppendSystemUpdates: the events are refused on their count before any is read.
 pub fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<SystemEvent>, InvalidRequest> {
+    check_list_length("events", request.events.len(), 1, MAX_SYSTEM_EVENTS, "events")?;
     let mut violations = Violations::new();
-    if request.events.is_empty() {
-        violations.push(FieldViolation::new("events", "must hold at least one event"));
-    }
-    if request.events.len() > MAX_SYSTEM_EVENTS {
-        violations.push(FieldViolation::new(
-            "events",
-            format!("must hold at most {MAX_SYSTEM_EVENTS} events (got {})", request.events.len()),
-        ));
-    }
     let mut events = Vec::with_capacity(request.events.len());
     for (index, raw) in request.events.iter().enumerate() {
         let field = format!("events[{index}]");
@@ -261,4 +257,53 @@ pub fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<Sys
         events.push(SystemEvent { outbox_id: raw.outbox_id, event: event.clone() });
     }
     violations.finish_with(Some(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(error: &InvalidRequest) -> Vec<&str> {
+        error.violations().iter().map(|violation| violation.field.as_str()).collect()
+    }
+
+    fn send(mentioned_user_ids: Vec<i64>) -> pb::SendMessageRequest {
+        pb::SendMessageRequest {
+            group_id: 1,
+            client_message_id: "k".to_owned(),
+            text: "hi".to_owned(),
+            mentioned_user_ids,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn mentions_drop_repeats_in_order_and_are_refused_on_their_length() {
+        let limits = MessageLimits::default();
+        let parsed = send_message(&send(vec![3, 1, 3, 2, 1]), &limits).expect("valid");
+        let mentions: Vec<i64> = parsed.content.mentions.iter().map(|user| user.get()).collect();
+        assert_eq!(mentions, [3, 1, 2]);
+
+        let refused = send_message(&send(vec![0; 1_000_000]), &limits).unwrap_err();
+        assert_eq!(fields(&refused), ["mentioned_user_ids"], "one violation, whatever the entries");
+        let refused = send_message(&send(vec![0; MAX_MENTIONS]), &limits).unwrap_err();
+        assert_eq!(refused.violations().len(), fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
+        assert_eq!(refused.omitted(), MAX_MENTIONS - fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
+    }
+
+    #[test]
+    fn get_messages_counts_ids_and_seqs_together_before_reading_either() {
+        let request = |message_ids: Vec<String>, message_seqs: Vec<i64>| pb::GetMessagesRequest {
+            group_id: 1,
+            message_ids,
+            message_seqs,
+        };
+        let over = request(vec![String::new(); 60], vec![0; 41]);
+        assert_eq!(fields(&get_messages(&over).unwrap_err()), ["message_ids"]);
+        let id = Uuid::now_v7();
+        let (_, ids, seqs) = get_messages(&request(vec![id.to_string(); 50], vec![2, 1, 2])).expect("valid");
+        assert_eq!((ids, seqs), (vec![id], vec![2, 1]));
+        let bad = get_messages(&request(vec!["x".to_owned()], vec![0])).unwrap_err();
+        assert_eq!(fields(&bad), ["message_ids[0]", "message_seqs[0]"]);
+    }
 }

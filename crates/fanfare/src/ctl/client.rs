@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use fanfare_core::client::{ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::layers::metrics::code_name;
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
@@ -98,14 +98,20 @@ impl Ctl {
             lazy_channel(url, Some(CALL_TIMEOUT)).with_context(|| format!("invalid {name} URL {url:?}"))
         };
         let groups =
-            GroupServiceClient::with_interceptor(channel("groups", &connection.groups_url)?, interceptor.clone());
+            GroupServiceClient::with_interceptor(channel("groups", &connection.groups_url)?, interceptor.clone())
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE);
         let messages =
-            MessageServiceClient::with_interceptor(channel("messages", &connection.messages_url)?, interceptor.clone());
+            MessageServiceClient::with_interceptor(channel("messages", &connection.messages_url)?, interceptor.clone())
+                .max_decoding_message_size(MAX_RESPONSE_SIZE)
+                .max_encoding_message_size(MAX_REQUEST_SIZE);
         // No call timeout on this channel: it also carries Subscribe, which lasts.
         check_url("fanout", &connection.fanout_url)?;
         let fanout_channel = lazy_channel(&connection.fanout_url, None)
             .with_context(|| format!("invalid fanout URL {:?}", connection.fanout_url))?;
-        let fanout = FanoutServiceClient::with_interceptor(fanout_channel, interceptor.clone());
+        let fanout = FanoutServiceClient::with_interceptor(fanout_channel, interceptor.clone())
+            .max_decoding_message_size(MAX_RESPONSE_SIZE)
+            .max_encoding_message_size(MAX_REQUEST_SIZE);
         Ok(Self { connection, interceptor, groups, messages, fanout })
     }
 
@@ -156,7 +162,10 @@ impl Ctl {
     pub fn fanout_pod(&self, address: SocketAddr) -> anyhow::Result<Target<FanoutClient>> {
         let url = format!("http://{address}");
         let channel = lazy_channel(&url, Some(POD_CALL_TIMEOUT))?;
-        Ok(Target { client: FanoutServiceClient::with_interceptor(channel, self.interceptor.clone()), url })
+        let client = FanoutServiceClient::with_interceptor(channel, self.interceptor.clone())
+            .max_decoding_message_size(MAX_RESPONSE_SIZE)
+            .max_encoding_message_size(MAX_REQUEST_SIZE);
+        Ok(Target { client, url })
     }
 }
 
