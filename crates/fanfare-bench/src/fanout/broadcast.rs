@@ -43,8 +43,9 @@ impl Bench<'_> {
         tokio::time::sleep(SETTLE_PAUSE).await;
         let with_streams = watched.rss(Role::Fanout);
         eprintln!("fanout: W1 N={streams}: streams open in {:.1?} over {} connections", open.took, open.connections);
-        let sender: Arc<dyn Publisher> =
-            Arc::new(fanfare::FanfareSender::connect(&self.cluster.messages.url(), 1, vec![(owner, group)]).await?);
+        let sender: Arc<dyn Publisher> = Arc::new(
+            fanfare::FanfareSender::connect(&self.cluster.messages_urls()[..1], 1, vec![(owner, group)]).await?,
+        );
         let counters_before = self.cluster.fanout_counters().await;
         for load in self.w1_loads(period) {
             let measurement =
