@@ -51,7 +51,8 @@ impl Bench<'_> {
             let step = self.w2_window(groups, step_window).await.with_context(|| format!("{groups} groups"))?.window;
             let check = step.sustain();
             eprintln!(
-                "fanout: W2 sustained rate, {processes} messages processes, {groups} groups: {}",
+                "fanout: W2 sustained rate with {}, {groups} groups: {}",
+                results::messages_processes_label(processes),
                 if check.holds() { "held".to_owned() } else { format!("did not hold ({})", check.why_not()) }
             );
             steps.push(step);

@@ -493,7 +493,7 @@ impl Results {
             let (measured, met) =
                 match row.service.median().and_then(|sample| Some((sample, sample.messages_micros()?))) {
                     Some((sample, micros)) => (
-                        format!("{micros:.1} µs ({})", messages_cpu_breakdown(sample)),
+                        format!("{micros:.1} µs on its own threads (beside it, {})", messages_cpu_breakdown(sample)),
                         qualify(verdict(micros <= MESSAGES_CPU_GOAL_MICROS)),
                     ),
                     None => ("not measured (no /proc)".to_owned(), "n/a".to_owned()),
@@ -511,8 +511,11 @@ impl Results {
             let ratio = service.as_secs_f64() / raw.as_secs_f64().max(f64::EPSILON);
             table.row(vec![
                 format!(
-                    "1 sender, {} group(s): SendMessage p50 ≤ {SINGLE_P50_RATIO_GOAL}x the raw INSERT's p50",
-                    self.groups_cell(row.spread)
+                    "1 sender {}: SendMessage p50 ≤ {SINGLE_P50_RATIO_GOAL}x the raw INSERT's p50",
+                    match row.spread {
+                        Spread::Many => format!("over {} groups", self.groups_cell(row.spread)),
+                        Spread::One | Spread::Hot => "into 1 group".to_owned(),
+                    }
                 ),
                 format!("{} vs {} ({ratio:.2}x)", row.service.p50(), row.raw.p50()),
                 verdict(ratio <= SINGLE_P50_RATIO_GOAL),
@@ -764,7 +767,7 @@ impl Results {
             if let Some(messages) = service.messages_micros() {
                 paragraphs.push(format!(
                     "Per send in that window the messages service's own threads spent {messages:.1} µs of CPU \
-                     (goal ≤ {MESSAGES_CPU_GOAL_MICROS:.0} µs: {}): {}.",
+                     (goal ≤ {MESSAGES_CPU_GOAL_MICROS:.0} µs: {}); beside it, {}.",
                     if messages <= MESSAGES_CPU_GOAL_MICROS { "met" } else { "not met" },
                     messages_cpu_breakdown(service),
                 ));
@@ -891,12 +894,12 @@ fn published_cell(sample: &Sample) -> String {
     sample.published_rate().map_or_else(String::new, rate)
 }
 
-/// Where a send's CPU went: the messages service's own runtime, the rest of this process
-/// (groups and the load generator), Postgres.
+/// Where the rest of a send's CPU went: the rest of this process (groups and the load
+/// generator), Postgres.
 fn messages_cpu_breakdown(sample: &Sample) -> String {
     match sample.outcome.cpu {
         Some(usage) => format!(
-            "messages service; beside it per send: groups and the load generator {:.0} µs, Postgres {:.0} µs",
+            "per send: groups and the load generator {:.0} µs, Postgres {:.0} µs",
             sample.micros_per_message((usage.process - usage.service).max(0.0)),
             sample.micros_per_message(usage.postgres),
         ),

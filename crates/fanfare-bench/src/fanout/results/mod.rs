@@ -17,7 +17,7 @@ use super::probe::{Role, Spent};
 use super::tally::{Health, Received};
 use crate::report::count;
 
-pub use w2::{W2Run, W2Window};
+pub use w2::{W2Run, W2Window, messages_processes_label};
 
 /// Which system a measurement is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,8 +76,8 @@ impl W2Window {
     fn backlog_cell(&self) -> String {
         let backlog = &self.backlog;
         format!(
-            "{} rows / {} / {}",
-            count(u64::try_from(backlog.max_rows).unwrap_or(0)),
+            "{} / {} / {}",
+            rows(backlog.max_rows),
             ms(backlog.max_age.as_secs_f64() * 1e3),
             count(u64::try_from(backlog.at_end).unwrap_or(0))
         )
@@ -140,6 +140,22 @@ pub fn highest_sustained(steps: impl IntoIterator<Item = (usize, bool)>) -> Opti
     steps.into_iter().filter(|(_, held)| *held).map(|(groups, _)| groups).max()
 }
 
+/// `1 row`, `1,234 rows`.
+fn rows(rows: i64) -> String {
+    match rows {
+        1 => "1 row".to_owned(),
+        many => format!("{} rows", count(u64::try_from(many).unwrap_or(0))),
+    }
+}
+
+/// `1 messages process`, `2 messages processes`.
+pub fn messages_processes_label(processes: usize) -> String {
+    match processes {
+        1 => "1 messages process".to_owned(),
+        many => format!("{many} messages processes"),
+    }
+}
+
 /// W2 with one number of messages processes.
 #[derive(Debug)]
 pub struct W2Run {
@@ -158,10 +174,7 @@ pub struct W2Run {
 impl W2Run {
     /// `1 messages process`, `2 messages processes`.
     pub fn label(&self) -> String {
-        match self.messages_processes {
-            1 => "1 messages process".to_owned(),
-            many => format!("{many} messages processes"),
-        }
+        messages_processes_label(self.messages_processes)
     }
 
     /// The step with the most groups that held.
@@ -307,7 +320,7 @@ impl Results {
             "p50",
             "p99",
             "lost / out of order",
-            "outbox: most rows / oldest / at end",
+            "outbox: most / oldest row / at end",
             "messages µs/send",
             "CPU (cores)",
             "held",
@@ -403,11 +416,11 @@ impl Results {
                     super::trim(m.measured.as_secs_f64()),
                 ),
                 format!(
-                    "{} deliveries/s, p99 {}, {} lost; outbox at most {} rows, oldest {}",
+                    "{} deliveries/s, p99 {}, {} lost; outbox at most {}, oldest {}",
                     count(m.received.rate().round() as u64),
                     ms(m.received.percentile_ms(99.0)),
                     count(m.lost()),
-                    count(u64::try_from(window.backlog.max_rows).unwrap_or(0)),
+                    rows(window.backlog.max_rows),
                     ms(window.backlog.max_age.as_secs_f64() * 1e3),
                 ),
                 verdict(run.meets_w2_goal()),
@@ -457,8 +470,8 @@ impl Results {
                 format!(
                     "W2 ({} groups × {}, {}): {} deliveries/s of {} offered, p50 {} and p99 {}, fanout {:.2} µs of \
                      CPU per delivery ({:.2} µs for all three services), messages {:.1} µs per send; the messages \
-                     outbox held at most {} rows and its oldest row was at most {} old ({} rows when the last \
-                     message had been sent); over the window the machine was idle {} cores ({}).",
+                     outbox held at most {} and its oldest row was at most {} old ({} when the last message had \
+                     been sent); over the window the machine was idle {} cores ({}).",
                     count(window.groups as u64),
                     window.members,
                     run.label(),
@@ -469,9 +482,9 @@ impl Results {
                     m.server_micros(),
                     m.micros_per_delivery(m.spent.fanfare_micros()),
                     window.messages_micros_per_send(),
-                    count(u64::try_from(window.backlog.max_rows).unwrap_or(0)),
+                    rows(window.backlog.max_rows),
                     ms(window.backlog.max_age.as_secs_f64() * 1e3),
-                    count(u64::try_from(window.backlog.at_end).unwrap_or(0)),
+                    rows(window.backlog.at_end),
                     m.spent.idle.map_or("?".to_owned(), |idle| format!("{idle:.2}")),
                     m.spent.describe(),
                 )
