@@ -1,5 +1,5 @@
 //! Fanfare from the client side: the groups and their members (set up through the groups
-//! API, then left for the relays to settle), the `Subscribe` streams spread over the fanout
+//! API, then left for the outboxes to settle), the `Subscribe` streams spread over the fanout
 //! processes and over HTTP/2 connections, and the `SendMessage` sender.
 
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,8 @@ const SETUP_CONCURRENCY: usize = 8;
 const OPEN_CONCURRENCY: usize = 64;
 /// Attempts of a Subscribe refused as overloaded or unavailable.
 const OPEN_ATTEMPTS: u32 = 8;
-/// How long the relays may take to publish the setup's membership updates.
+/// How long the groups relay and the messages publishers may take to publish the setup's
+/// membership updates.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Connects to `url` (one HTTP/2 connection).
