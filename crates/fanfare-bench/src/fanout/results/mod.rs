@@ -1,7 +1,7 @@
 //! The fanout benchmark's figures: what each window measured (delivery, latency, CPU per
 //! delivery), each process's memory with and without streams, W2's ([`w2`], judged by
-//! [`sustain`]) and W3's results. The report section is laid out in [`section`] and judged against the goals in
-//! [`goals`].
+//! [`sustain`]) and W3's results. The report section is laid out in [`section`] and judged
+//! against the goals in [`goals`].
 
 mod goals;
 mod section;
