@@ -1,7 +1,9 @@
 //! Where the CPU went during a window, from `/proc`: this process (the service under test
 //! and the load generator, with the service processes it started, if any), every `postgres`
 //! process, everything else, and idle, each as an average number of cores. "Everything
-//! else" is how busy the machine was with other work.
+//! else" is how busy the machine was with other work. Where a service runs inside this
+//! process on a runtime of its own (the messages benchmark), its threads' share of this
+//! process is counted apart too, by thread name.
 
 use std::time::Instant;
 
@@ -12,6 +14,7 @@ pub struct CpuSnapshot {
     machine_total: u64,
     machine_idle: u64,
     process: u64,
+    service_threads: u64,
     postgres: u64,
 }
 
@@ -20,6 +23,9 @@ pub struct CpuSnapshot {
 pub struct CpuUsage {
     /// The benchmark process: service and load generator (and its child processes).
     pub process: f64,
+    /// Of `process`, the threads named [`SERVICE_THREAD_NAME`]: a service run on a tokio
+    /// runtime of its own inside this process (0 when there is none).
+    pub service: f64,
     /// All `postgres` processes (including other databases on the same server).
     pub postgres: f64,
     /// Every other process on the machine.
@@ -37,8 +43,9 @@ impl CpuSnapshot {
         // Services run as child processes (the fanout benchmark) count as the benchmark's:
         // the live ones by their own counters, the exited ones in ours once reaped.
         let process = own.own + own.reaped_children + children_ticks(std::process::id());
+        let service_threads = named_thread_ticks(SERVICE_THREAD_NAME);
         let postgres = postgres_ticks();
-        Some(Self { at, machine_total, machine_idle, process, postgres })
+        Some(Self { at, machine_total, machine_idle, process, service_threads, postgres })
     }
 
     /// Usage between `self` and the later `end`, spread over `cores` cores.
@@ -47,10 +54,11 @@ impl CpuSnapshot {
         let share = |ticks: u64| ticks as f64 / total * cores as f64;
         let idle = share(end.machine_idle.saturating_sub(self.machine_idle));
         let process = share(end.process.saturating_sub(self.process));
+        let service = share(end.service_threads.saturating_sub(self.service_threads)).min(process);
         let postgres = share(end.postgres.saturating_sub(self.postgres));
         let other = (cores as f64 - idle - process - postgres).max(0.0);
         debug_assert!(end.at >= self.at, "snapshots in order");
-        CpuUsage { process, postgres, other, idle }
+        CpuUsage { process, service, postgres, other, idle }
     }
 }
 
@@ -59,6 +67,26 @@ impl CpuUsage {
     pub fn describe(&self) -> String {
         format!("bench {:.2} · pg {:.2} · other {:.2} · idle {:.2}", self.process, self.postgres, self.other, self.idle)
     }
+}
+
+/// The name of the threads of a service's own runtime inside this process (at most 15
+/// bytes: what `/proc/<pid>/task/<tid>/comm` keeps of a thread's name).
+pub const SERVICE_THREAD_NAME: &str = "bench-service";
+
+/// CPU ticks the live threads of this process named `name` have used so far. Threads that
+/// exited take their ticks with them, so a runtime measured this way keeps its threads
+/// (see `thread_keep_alive`).
+fn named_thread_ticks(name: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name))
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| stat_ticks(&stat))
+        .map(|ticks| ticks.own)
+        .sum()
 }
 
 /// User and system CPU ticks process `pid` has used so far; `None` once it is gone.
@@ -92,7 +120,11 @@ struct ProcessTicks {
 /// Ticks of `/proc/<pid>/stat`; the command name may hold spaces, so fields are counted
 /// from the last `)`.
 fn process_ticks(pid: &str) -> Option<ProcessTicks> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Ticks of one `stat` line (a process's or a thread's: the same layout).
+fn stat_ticks(stat: &str) -> Option<ProcessTicks> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14..=17 of proc(5) (utime, stime, cutime, cstime) are at 11..=14 here,

@@ -1,8 +1,8 @@
 //! The baselines' client side, recording on the same [`Board`] as Fanfare's streams:
 //!
 //! - raw Redis pub/sub: N subscriber connections on one channel, each decoding every
-//!   update; the publisher PUBLISHes the encoded update (the bytes the messages relay
-//!   would publish);
+//!   update; the publisher PUBLISHes the encoded update (the bytes the messages
+//!   committer's publisher would publish);
 //! - the minimal tonic server ([`super::minimal`]): N streams over shared connections, the
 //!   publisher calls its `Publish`.
 
@@ -108,7 +108,7 @@ impl RedisPublisher {
 impl Publisher for RedisPublisher {
     async fn publish(&self, _sender: u32, seq: u64, text: String) -> anyhow::Result<()> {
         let mut update = baseline_update(BASELINE_SENDER, seq, text);
-        // One publish at a time, so event_seq order is publish order (as the relay does).
+        // One publish at a time, so event_seq order is publish order (as a commit lane's publisher does).
         let mut guard = self.connection.lock().await;
         let (connection, last) = &mut *guard;
         update.event_seq = *last + 1;

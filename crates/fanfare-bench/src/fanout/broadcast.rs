@@ -25,7 +25,9 @@ impl Bench<'_> {
         fanfare::add_members(&self.groups, owner, group, &members).await?;
         let added = setup.elapsed();
         let settled = fanfare::wait_settled(&self.admin).await?;
-        eprintln!("fanout: W1 N={streams}: {streams} members added in {added:.1?}, relays settled {settled:.1?} later");
+        eprintln!(
+            "fanout: W1 N={streams}: {streams} members added in {added:.1?}, outboxes settled {settled:.1?} later"
+        );
 
         let rate = self.args.w1_deliveries_per_second as f64 / streams as f64;
         let period = Duration::from_secs_f64(1.0 / rate.max(f64::EPSILON));
@@ -43,8 +45,9 @@ impl Bench<'_> {
         tokio::time::sleep(SETTLE_PAUSE).await;
         let with_streams = watched.rss(Role::Fanout);
         eprintln!("fanout: W1 N={streams}: streams open in {:.1?} over {} connections", open.took, open.connections);
-        let sender: Arc<dyn Publisher> =
-            Arc::new(fanfare::FanfareSender::connect(&self.cluster.messages.url(), 1, vec![(owner, group)]).await?);
+        let sender: Arc<dyn Publisher> = Arc::new(
+            fanfare::FanfareSender::connect(&self.cluster.messages_urls()[..1], 1, vec![(owner, group)]).await?,
+        );
         let counters_before = self.cluster.fanout_counters().await;
         for load in self.w1_loads(period) {
             let measurement =

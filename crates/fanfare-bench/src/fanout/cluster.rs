@@ -1,7 +1,7 @@
 //! The processes under test, each a child of this one so its CPU time and memory can be read
-//! from `/proc`: the release `fanfare` binary serving groups, messages and one or more
-//! fanout processes on one fresh database and one Redis namespace, and the minimal tonic
-//! streaming server (this binary's hidden `minimal-stream-server` subcommand).
+//! from `/proc`: the release `fanfare` binary serving groups, one or more messages processes
+//! and one or more fanout processes on one fresh database and one Redis namespace, and the
+//! minimal tonic streaming server (this binary's hidden `minimal-stream-server` subcommand).
 //!
 //! Each logs (JSON, warnings and errors only) to its own file; the fanout processes'
 //! Prometheus counters are read over HTTP after each scenario.
@@ -97,8 +97,10 @@ pub struct Cluster {
     common: Vec<(String, String)>,
     /// The groups service.
     pub groups: Process,
-    /// The messages service.
-    pub messages: Process,
+    /// The messages processes (at least one; groups and fanout call the first).
+    pub messages: Vec<Process>,
+    messages_starts: usize,
+    messages_env: Vec<(String, String)>,
     /// The fanout processes (stream g connects to process g mod their number).
     pub fanouts: Vec<Process>,
     fanout_starts: usize,
@@ -157,20 +159,21 @@ impl Cluster {
             ],
         )
         .await?;
+        let messages_env = vec![
+            ("FANFARE_GROUPS_URL".to_owned(), format!("http://{groups_addr}")),
+            ("FANFARE_MESSAGES_USER_SENDS_PER_SECOND".to_owned(), "0".to_owned()),
+            // W2 keeps up to one send per sender in flight: 4,000 at once when the machine
+            // falls behind. Shedding them would measure the shedding, not the fan-out.
+            ("FANFARE_MAX_CONCURRENT_REQUESTS".to_owned(), "16384".to_owned()),
+        ];
         let messages = spawn_service(
             &config.binary,
             &config.logs,
-            "messages",
+            "messages-0",
             Role::Messages,
             messages_addr,
             &common,
-            &[
-                ("FANFARE_GROUPS_URL".into(), format!("http://{groups_addr}")),
-                ("FANFARE_MESSAGES_USER_SENDS_PER_SECOND".into(), "0".into()),
-                // W2 keeps up to one send per sender in flight: 4,000 at once when the machine
-                // falls behind. Shedding them would measure the shedding, not the fan-out.
-                ("FANFARE_MAX_CONCURRENT_REQUESTS".into(), "16384".into()),
-            ],
+            &messages_env,
         )
         .await?;
         let fanout_env = vec![
@@ -184,12 +187,14 @@ impl Cluster {
             logs: config.logs,
             common,
             groups,
-            messages,
+            messages: vec![messages],
+            messages_starts: 1,
+            messages_env,
             fanouts: Vec::new(),
             fanout_starts: 0,
             fanout_env,
         };
-        for process in [&cluster.groups, &cluster.messages] {
+        for process in [&cluster.groups].into_iter().chain(&cluster.messages) {
             wait_serving(process).await?;
         }
         cluster.start_fanouts(config.fanouts).await?;
@@ -222,6 +227,33 @@ impl Cluster {
         self.start_fanouts(count).await
     }
 
+    /// Runs `count` messages processes (at least one) on the same database and Redis
+    /// namespace: starts the missing ones, stops the last ones beyond it.
+    pub async fn set_messages_processes(&mut self, count: usize) -> anyhow::Result<()> {
+        let count = count.max(1);
+        while self.messages.len() > count {
+            if let Some(process) = self.messages.pop() {
+                process.stop().await;
+            }
+        }
+        while self.messages.len() < count {
+            let name = format!("messages-{}-start{}", self.messages.len(), self.messages_starts);
+            self.messages_starts += 1;
+            let addr = free_port().await?;
+            let process =
+                spawn_service(&self.binary, &self.logs, &name, Role::Messages, addr, &self.common, &self.messages_env)
+                    .await?;
+            wait_serving(&process).await?;
+            self.messages.push(process);
+        }
+        Ok(())
+    }
+
+    /// The messages processes' URLs: sender j of W2 sends to process j mod their number.
+    pub fn messages_urls(&self) -> Vec<String> {
+        self.messages.iter().map(Process::url).collect()
+    }
+
     /// The fanout processes' URLs, in stream order.
     pub fn fanout_urls(&self) -> Vec<String> {
         self.fanouts.iter().map(Process::url).collect()
@@ -229,8 +261,9 @@ impl Cluster {
 
     /// The service processes to watch.
     pub fn watched(&self, redis: Option<u32>) -> Watched {
-        let processes = [&self.groups, &self.messages]
+        let processes = [&self.groups]
             .into_iter()
+            .chain(&self.messages)
             .chain(&self.fanouts)
             .map(|process| (process.role, process.pid))
             .collect();
@@ -240,7 +273,7 @@ impl Cluster {
     /// Fails if a service has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.groups.check_alive()?;
-        self.messages.check_alive()?;
+        self.messages.iter_mut().try_for_each(Process::check_alive)?;
         self.fanouts.iter_mut().try_for_each(Process::check_alive)
     }
 
@@ -284,7 +317,9 @@ impl Cluster {
         for process in self.fanouts {
             process.stop().await;
         }
-        self.messages.stop().await;
+        for process in self.messages {
+            process.stop().await;
+        }
         self.groups.stop().await;
     }
 }

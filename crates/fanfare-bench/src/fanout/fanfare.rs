@@ -1,5 +1,5 @@
 //! Fanfare from the client side: the groups and their members (set up through the groups
-//! API, then left for the relays to settle), the `Subscribe` streams spread over the fanout
+//! API, then left for the outboxes to settle), the `Subscribe` streams spread over the fanout
 //! processes and over HTTP/2 connections, and the `SendMessage` sender.
 
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,8 @@ const SETUP_CONCURRENCY: usize = 8;
 const OPEN_CONCURRENCY: usize = 64;
 /// Attempts of a Subscribe refused as overloaded or unavailable.
 const OPEN_ATTEMPTS: u32 = 8;
-/// How long the relays may take to publish the setup's membership updates.
+/// How long the groups relay and the messages publishers may take to publish the setup's
+/// membership updates.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Connects to `url` (one HTTP/2 connection).
@@ -119,7 +120,7 @@ pub async fn wait_settled(admin: &PgPool) -> anyhow::Result<Duration> {
         empty_in_a_row = if waiting == 0 { empty_in_a_row + 1 } else { 0 };
         anyhow::ensure!(
             started.elapsed() < SETTLE_TIMEOUT,
-            "the relays still had {waiting} updates to publish after {SETTLE_TIMEOUT:?}"
+            "the outboxes still held {waiting} updates after {SETTLE_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -251,29 +252,43 @@ fn lock(tally: &Mutex<StreamTally>) -> std::sync::MutexGuard<'_, StreamTally> {
     tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Sends with `SendMessage`: sender `s` posts as `routes[s].0` into group `routes[s].1`.
+/// Sends with `SendMessage`: sender `s` posts as `routes[s].0` into group `routes[s].1`,
+/// through messages process `s` mod the number of processes.
 pub struct FanfareSender {
-    clients: Vec<MessageServiceClient<Channel>>,
+    /// Per messages process, its connections.
+    clients: Vec<Vec<MessageServiceClient<Channel>>>,
     routes: Vec<(i64, i64)>,
 }
 
 impl FanfareSender {
-    /// A sender over `channels` connections to the messages service at `url`.
-    pub async fn connect(url: &str, channels: usize, routes: Vec<(i64, i64)>) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(channels);
-        for _ in 0..channels.max(1) {
-            clients.push(MessageServiceClient::new(connect(url).await?));
-        }
+    /// A sender over `channels` connections in all, dealt out in turn to the messages
+    /// processes at `urls` (each gets at least one).
+    pub async fn connect(urls: &[String], channels: usize, routes: Vec<(i64, i64)>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "a sender needs at least one messages process");
         anyhow::ensure!(!routes.is_empty(), "a sender needs at least one route");
+        let mut clients: Vec<Vec<MessageServiceClient<Channel>>> = vec![Vec::new(); urls.len()];
+        for index in 0..channels.max(urls.len()) {
+            let process = index % urls.len();
+            clients[process].push(MessageServiceClient::new(connect(&urls[process]).await?));
+        }
         Ok(Self { clients, routes })
     }
+}
+
+/// The connection sender `sender` uses: process `sender` mod `processes`, then its
+/// connections in turn.
+fn connection_of(sender: usize, processes: usize, per_process: usize) -> (usize, usize) {
+    let processes = processes.max(1);
+    (sender % processes, (sender / processes) % per_process.max(1))
 }
 
 #[async_trait]
 impl Publisher for FanfareSender {
     async fn publish(&self, sender: u32, seq: u64, text: String) -> anyhow::Result<()> {
         let (user, group) = self.routes[sender as usize % self.routes.len()];
-        let mut client = self.clients[sender as usize % self.clients.len()].clone();
+        let (process, slot) = connection_of(sender as usize, self.clients.len(), self.clients[0].len());
+        let connections = &self.clients[process];
+        let mut client = connections[slot % connections.len()].clone();
         let request = SendMessageRequest {
             group_id: group,
             // Unique per acting user: W1's slots share the owner, so the slot is part of it.
@@ -287,5 +302,19 @@ impl Publisher for FanfareSender {
             .with_context(|| format!("SendMessage by user {user} to group {group}"))?;
         anyhow::ensure!(!response.into_inner().duplicate, "SendMessage by user {user} was answered as a retry");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_alternate_between_the_messages_processes() {
+        assert_eq!(connection_of(0, 2, 8), (0, 0));
+        assert_eq!(connection_of(1, 2, 8), (1, 0));
+        assert_eq!(connection_of(2, 2, 8), (0, 1));
+        assert_eq!(connection_of(17, 2, 8), (1, 0));
+        assert_eq!(connection_of(5, 1, 16), (0, 5));
     }
 }

@@ -7,17 +7,20 @@
 //!    it, in the same run, raw Redis pub/sub with N subscriber connections and a minimal
 //!    tonic streaming server with N streams, fed the same updates at the same rates;
 //! 2. W2, many small groups: 500 CHAT groups × 8 member streams, every member sending one
-//!    message a second;
+//!    message a second, for 60 s, the messages outbox sampled meanwhile; then the highest
+//!    W2-shaped rate the machine sustains (more groups, shorter windows); all of it with one
+//!    messages process and again with two;
 //! 3. W3, a fan-out job over a million followers, at the highest rate the server allows.
 //!
 //! Streams connect to the fanout processes in turn (stream g to process g mod 2), so every
 //! group has listeners on both and every update reaches the second only through Redis.
 //!
-//! [`cluster`] runs the processes, [`probe`] reads their CPU time and memory; [`fanfare`]
-//! and [`baseline`] are the clients of the systems compared, [`load`] the senders, [`tally`]
-//! what the receivers saw; [`broadcast`] (W1), [`chats`] (W2) and [`jobs`] (W3) run the
+//! [`cluster`] runs the processes, [`probe`] reads their CPU time and memory, [`backlog`]
+//! the messages outbox; [`fanfare`] and [`baseline`] are the clients of the systems
+//! compared, [`load`] the senders, [`tally`] what the receivers saw; [`broadcast`] (W1), [`chats`] (W2) and [`jobs`] (W3) run the
 //! workloads, and [`results`] turns the figures into the report section.
 
+mod backlog;
 mod baseline;
 mod broadcast;
 mod chats;
@@ -89,9 +92,28 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 8)]
     pub w2_members: usize,
 
-    /// W2: measured seconds; 0 skips W2.
-    #[arg(long, default_value_t = 20.0)]
+    /// W2: measured seconds of the main window; 0 skips W2.
+    #[arg(long, default_value_t = 60.0)]
     pub w2_seconds: f64,
+
+    /// W2: numbers of messages processes, each running the main window and the
+    /// sustained-rate series (sender j sends through process j mod their number).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    pub w2_messages_processes: Vec<usize>,
+
+    /// W2 sustained rate: group counts (same members, 1 msg/s each) stepped through in
+    /// order after the main window, stopping at the first whose p99 send → receive reached
+    /// 50 ms or that lost a delivery; 0 skips the series.
+    #[arg(long, value_delimiter = ',', default_values_t = [500, 750, 1_000, 1_500])]
+    pub w2_sustain_groups: Vec<usize>,
+
+    /// W2 sustained rate: measured seconds of each step.
+    #[arg(long, default_value_t = 20.0)]
+    pub w2_sustain_seconds: f64,
+
+    /// W2: milliseconds between two readings of the messages outbox during a window.
+    #[arg(long, default_value_t = 500)]
+    pub w2_sample_ms: u64,
 
     /// W3: followers of the creator; 0 skips W3.
     #[arg(long, default_value_t = 1_000_000)]
@@ -150,6 +172,12 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Section> {
         "--streams-per-connection must be 1 to {most_streams} (the services' FANFARE_MAX_CONCURRENT_STREAMS)"
     );
     anyhow::ensure!((args.saturation_slots as usize) < tally::MAX_SLOTS, "--saturation-slots must be below 256");
+    anyhow::ensure!(
+        !args.w2_messages_processes.is_empty()
+            && args.w2_messages_processes.iter().all(|count| (1..=8).contains(count)),
+        "--w2-messages-processes takes 1 to 8 processes per entry"
+    );
+    anyhow::ensure!(args.w2_sample_ms > 0, "--w2-sample-ms must be at least 1");
     let binary = cluster::fanfare_binary(args.fanfare_binary.as_deref())?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let namespace = format!("bench-{run_id}");
@@ -175,7 +203,8 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Section> {
     })
     .await?;
     let groups = GroupServiceClient::new(fanfare::connect(&cluster.groups.url()).await?);
-    let mut bench = Bench { args, cluster, admin, redis, redis_pid, groups, logs, windows: 0, fresh: true };
+    let mut bench =
+        Bench { args, cluster, admin, redis, redis_pid, groups, logs, windows: 0, fresh: true, w2_users_taken: 0 };
     let mut results = Results::new(args.clone(), redis_pid.is_some());
 
     let outcome = bench.scenarios(&mut results, &mut redis_connection, &push_stream).await;
@@ -203,6 +232,8 @@ struct Bench<'a> {
     windows: u32,
     /// Whether the fanout processes have served no stream yet.
     fresh: bool,
+    /// W2 user ids handed out so far (from [`W2_USERS`] on).
+    w2_users_taken: i64,
 }
 
 impl Bench<'_> {
@@ -218,7 +249,7 @@ impl Bench<'_> {
             results.w1.push(size);
         }
         if self.args.w2_seconds > 0.0 && self.args.w2_groups > 0 && self.args.w2_members > 1 {
-            results.w2 = Some(self.w2().await.context("W2")?);
+            results.w2 = self.w2().await.context("W2")?;
         }
         if self.args.w3_followers > 0 {
             results.w3 = Some(self.w3(redis, push_stream).await.context("W3")?);

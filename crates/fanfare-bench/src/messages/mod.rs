@@ -4,7 +4,8 @@
 //!    groups it sends to) into one COMMUNITY group and spread over 1,000 groups, each window
 //!    beside the raw single-row INSERT of the same row shape at the same concurrency;
 //! 2. one hot group at hundreds of sends in flight, through the service and straight
-//!    through its committer on the store (no gRPC), with a few commit settings;
+//!    through its committer on the store (no gRPC), with a few commit settings, checked
+//!    gapless at the end;
 //! 3. the naive per-message counter (bump the group's counter row, insert, commit) into one
 //!    group, the design group commit replaces.
 //!
@@ -12,9 +13,14 @@
 //! answers, for a warm-up (excluded) and then a measured time. Every window is repeated
 //! `--runs` times, each run on a freshly started messages service; the report gives the
 //! median run and the range.
+//!
+//! The messages service runs on a tokio runtime of its own in this process
+//! ([`runtime::ServiceRuntime`]), so each window also says what the service itself spent
+//! per send, apart from the load generator and the groups service.
 
 mod counting;
 mod results;
+mod runtime;
 mod target;
 
 use std::fmt;
@@ -29,7 +35,7 @@ use fanfare_messages::config::CommitConfig;
 use crate::driver::{self, Outcome, SenderBounds};
 use crate::report::Section;
 use results::{HotPath, Results, Sample};
-use target::{Spread, Target, TargetSize};
+use target::{CommitterBus, Spread, Target, TargetSize};
 
 /// A warm-up that must touch every group of a sender stops after this long regardless.
 const WARM_UP_HARD_LIMIT: Duration = Duration::from_secs(60);
@@ -59,8 +65,9 @@ pub struct MessagesArgs {
     pub commit: CommitSetting,
 
     /// Commit settings the hot group is measured with, through the service and straight
-    /// through the committer. When --commit is among them, it is also measured with the
-    /// outbox relay off.
+    /// through the committer. When --commit is among them, the committer is also measured
+    /// publishing to an in-process bus nobody listens on (committing and acknowledging,
+    /// without Redis).
     #[arg(long, value_delimiter = ',', default_values = ["4/256/0", "1/1024/0", "2/512/0", "8/256/0", "4/256/1000"])]
     pub hot_commit: Vec<CommitSetting>,
 
@@ -91,7 +98,7 @@ pub struct MessagesArgs {
     pub raw_max_connections: u32,
 
     /// Publish committed updates through this Redis (e.g. redis://127.0.0.1:6379) instead
-    /// of the in-process bus.
+    /// of an in-process bus nobody listens on.
     #[arg(long)]
     pub redis_url: Option<String>,
 }
@@ -219,15 +226,17 @@ pub async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
             }
             target_mut(&mut target)?.stop_messages().await?;
             for &in_flight in &args.hot_in_flight {
-                let sample = retry(|| committer_window(&target, args, setting, in_flight, true)).await?;
+                let sample =
+                    retry(|| committer_window(&target, args, setting, in_flight, CommitterBus::Service)).await?;
                 let row = results.hot_row(HotPath::Committer, setting, in_flight);
                 eprintln!("{}", row.log_line(&sample));
                 row.series.samples.push(sample);
-                // The relay's share: the service's settings once more, right after, with
-                // nothing publishing.
+                // The service's settings once more, right after, publishing to an in-process
+                // bus nobody listens on: committing and acknowledging without Redis.
                 if setting == args.commit && in_flight == most_in_flight {
-                    let sample = retry(|| committer_window(&target, args, setting, in_flight, false)).await?;
-                    let row = results.hot_row(HotPath::CommitterWithoutRelay, setting, in_flight);
+                    let sample =
+                        retry(|| committer_window(&target, args, setting, in_flight, CommitterBus::InProcess)).await?;
+                    let row = results.hot_row(HotPath::CommitterInProcessBus, setting, in_flight);
                     eprintln!("{}", row.log_line(&sample));
                     row.series.samples.push(sample);
                 }
@@ -241,6 +250,7 @@ pub async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
         }
     }
 
+    results.hot_seqs = Some(target.message_seqs(target.hot).await?);
     results.storage = Some(target.storage().await?);
     Arc::into_inner(target).context("a load worker still holds the target")?.stop().await?;
     Ok(results.section())
@@ -295,8 +305,8 @@ where
     Call: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    // Each window starts with an empty outbox: what an earlier window's relay left behind
-    // (nobody subscribes, so nothing is lost) must not be published during this one.
+    // Each window starts with an empty outbox: rows an earlier window left unacknowledged
+    // (nobody subscribes, so nothing is lost) must not count as this one's.
     target.clear_outbox().await?;
     let warmed = driver::run_senders(senders, warm_up, call.clone()).await?;
     warmed.ensure_no_failures(&format!("the warm-up of {what}"))?;
@@ -346,16 +356,16 @@ async fn raw_window(
     sample
 }
 
-/// Posts straight to a committer on the store, into the hot group, with the outbox relay
-/// running or not.
+/// Posts straight to a committer on the store, into the hot group, its publisher
+/// publishing to `bus`.
 async fn committer_window(
     target: &Arc<Target>,
     args: &MessagesArgs,
     setting: CommitSetting,
     in_flight: usize,
-    relay: bool,
+    bus: CommitterBus,
 ) -> anyhow::Result<Sample> {
-    let (committer, shutdown) = target.start_committer(setting, relay);
+    let (committer, shutdown) = target.start_committer(setting, bus);
     let call_target = Arc::clone(target);
     let call = move |sender: usize| {
         let target = Arc::clone(&call_target);

@@ -4,7 +4,9 @@
 //! counted store, raw sqlx pools and groups outside the service's range for the baselines.
 //!
 //! The messages service can be stopped and started again with other commit settings (a
-//! fresh committer, relay and membership cache each time); the store, bus and database stay.
+//! fresh committer, publisher and membership cache each time); the store, bus and database
+//! stay. The service, its store and its bus run on a runtime of their own
+//! ([`ServiceRuntime`]), so its CPU time is read apart from the load generator's.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -38,6 +40,7 @@ use tonic::transport::Channel;
 
 use super::CommitSetting;
 use super::counting::CountingStore;
+use super::runtime::ServiceRuntime;
 use crate::driver;
 
 /// The user who creates every group (never a sender).
@@ -95,6 +98,15 @@ pub enum Spread {
     Hot,
 }
 
+/// Where the committer of a direct window publishes what it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitterBus {
+    /// The bus the service publishes to (in-process, or Redis with `--redis-url`).
+    Service,
+    /// An in-process bus nobody listens on: committing and acknowledging, without Redis.
+    InProcess,
+}
+
 /// The messages service while it runs.
 struct RunningMessages {
     clients: Vec<MessageServiceClient<Channel>>,
@@ -118,6 +130,8 @@ pub struct Target {
     groups_shutdown: CancellationToken,
     groups_task: JoinHandle<anyhow::Result<()>>,
     messages: Option<RunningMessages>,
+    /// Where the messages service, its store's pool and its bus run.
+    runtime: ServiceRuntime,
     /// Next message_seq of each raw baseline group (index 0..spread_groups: spread, then
     /// one more for the single group).
     raw_seqs: Vec<AtomicI64>,
@@ -137,10 +151,20 @@ impl Target {
         let database = TestDatabase::create().await?;
         let groups_store = PostgresGroupStore::connect(&database.url(), 8).await?;
         PostgresGroupStore::migrate(groups_store.pool()).await?;
-        let messages_store = PostgresMessageStore::connect(&database.url(), size.pool_size).await?;
-        PostgresMessageStore::migrate(messages_store.pool()).await?;
+        // The store's connections and the bus's are opened on the service's runtime, so
+        // their I/O is driven (and counted) there.
+        let runtime = ServiceRuntime::start()?;
+        let (url, redis_url) = (database.url(), redis_url.map(str::to_owned));
+        let (messages_store, bus) = runtime
+            .spawn(async move {
+                let store = PostgresMessageStore::connect(&url, size.pool_size).await?;
+                PostgresMessageStore::migrate(store.pool()).await?;
+                let bus = fanfare_bus::open_bus(redis_url.as_deref(), "").await.context("opening the bus")?;
+                anyhow::Ok((store, bus))
+            })
+            .await
+            .context("the messages store's setup panicked")??;
         let store = Arc::new(CountingStore::new(messages_store));
-        let bus = fanfare_bus::open_bus(redis_url, "").await.context("opening the bus")?;
 
         let mut config = GroupsConfig::for_dev(DependencyConfig::default());
         // The owner creates a thousand groups in a few seconds; the limit is not measured.
@@ -175,6 +199,7 @@ impl Target {
             groups_shutdown,
             groups_task,
             messages: None,
+            runtime,
             raw_seqs: (0..=size.spread_groups).map(|_| AtomicI64::new(0)).collect(),
             sequences: (0..=users).map(|_| AtomicU64::new(0)).collect(),
             admin,
@@ -236,12 +261,17 @@ impl Target {
         let mut config = MessagesConfig::for_dev(DependencyConfig::default(), format!("http://{}", self.groups_addr));
         config.limits.user_sends_per_second = 0;
         config.commit = commit.config();
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the messages service to 127.0.0.1:0")?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding the messages service to 127.0.0.1:0")?;
+        listener.set_nonblocking(true).context("making the messages listener non-blocking")?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let shutdown = CancellationToken::new();
         let store: Arc<dyn MessageStore> = Arc::clone(&self.store) as Arc<dyn MessageStore>;
-        let task =
-            tokio::spawn(fanfare_messages::serve(config, store, Arc::clone(&self.bus), listener, shutdown.clone()));
+        let (bus, serving) = (Arc::clone(&self.bus), shutdown.clone());
+        let task = self.runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).context("registering the messages listener")?;
+            fanfare_messages::serve(config, store, bus, listener, serving).await
+        });
         let mut clients = Vec::with_capacity(self.size.channels);
         for _ in 0..self.size.channels.max(1) {
             let channel = Channel::from_shared(format!("http://{addr}"))
@@ -336,23 +366,27 @@ impl Target {
         }
     }
 
-    /// A committer on the service's store, and the outbox relay when `relay`, as `serve`
-    /// starts them; stopped by cancelling the token (the committer drains first).
-    pub fn start_committer(&self, commit: CommitSetting, relay: bool) -> (Committer, CancellationToken) {
+    /// A committer on the service's store and its publisher, publishing to `bus`, as `serve`
+    /// starts them (on the service's runtime); stopped by cancelling the token (the
+    /// committer drains first).
+    pub fn start_committer(&self, commit: CommitSetting, bus: CommitterBus) -> (Committer, CancellationToken) {
         let shutdown = CancellationToken::new();
         let store: Arc<dyn MessageStore> = Arc::clone(&self.store) as Arc<dyn MessageStore>;
-        // Without Redis: the committer's lanes publish to an in-process bus nobody listens
-        // on, so the window measures committing and acknowledging alone.
-        let bus: Arc<dyn UpdateBus> = if relay { Arc::clone(&self.bus) } else { Arc::new(MemoryBus::new()) };
+        let bus: Arc<dyn UpdateBus> = match bus {
+            CommitterBus::Service => Arc::clone(&self.bus),
+            // Without Redis: the committer's lanes publish to an in-process bus nobody
+            // listens on, so the window measures committing and acknowledging alone.
+            CommitterBus::InProcess => Arc::new(MemoryBus::new()),
+        };
         let config = commit.config();
-        let publisher_shutdown = if relay { shutdown.clone() } else { CancellationToken::new() };
-        let publisher = Publisher::start(Arc::clone(&store), bus, config.commit_workers, publisher_shutdown);
+        let _on_service_runtime = self.runtime.enter();
+        let publisher = Publisher::start(Arc::clone(&store), bus, config.commit_workers, shutdown.clone());
         let committer = Committer::start(store, &config, publisher, shutdown.clone());
         (committer, shutdown)
     }
 
-    /// Empties the outbox a window without relay left behind (nobody subscribes: nothing
-    /// is lost), so the next window's relay does not publish it.
+    /// Empties the outbox (nobody subscribes, so nothing is lost): a window starts without
+    /// rows an earlier one left unacknowledged, so its count at the end is its own.
     pub async fn clear_outbox(&self) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM messages.outbox").execute(&self.admin).await.context("emptying the outbox")?;
         Ok(())
@@ -401,12 +435,26 @@ impl Target {
         Ok(())
     }
 
-    /// Rows waiting in the messages outbox (what the relay has not published yet).
+    /// Rows in the messages outbox: updates committed and not yet acknowledged (published
+    /// and deleted) by the committer's publisher.
     pub async fn outbox_backlog(&self) -> anyhow::Result<i64> {
         sqlx::query_scalar("SELECT count(*) FROM messages.outbox")
             .fetch_one(&self.admin)
             .await
             .context("counting the outbox backlog")
+    }
+
+    /// The messages of `group`: how many, and the lowest and highest message_seq. Gapless
+    /// when the count spans the range exactly.
+    pub async fn message_seqs(&self, group: i64) -> anyhow::Result<SeqSpan> {
+        let (messages, lowest, highest): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(message_seq), max(message_seq) FROM messages.messages WHERE group_id = $1",
+        )
+        .bind(group)
+        .fetch_one(&self.admin)
+        .await
+        .context("reading a group's message_seqs")?;
+        Ok(SeqSpan { messages, lowest: lowest.unwrap_or(0), highest: highest.unwrap_or(0) })
     }
 
     /// Rows in messages.messages, and its total size in bytes.
@@ -430,6 +478,27 @@ impl Target {
         self.store.inner().pool().close().await;
         drop(self.database);
         Ok(())
+    }
+}
+
+/// A group's messages: their count and the range of their message_seqs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqSpan {
+    /// Messages stored.
+    pub messages: i64,
+    /// The lowest message_seq (0 when there is none).
+    pub lowest: i64,
+    /// The highest message_seq (0 when there is none).
+    pub highest: i64,
+}
+
+impl SeqSpan {
+    /// Whether every message_seq from the lowest to the highest is there, once.
+    pub fn gapless(&self) -> bool {
+        match self.messages {
+            0 => true,
+            messages => self.highest - self.lowest + 1 == messages,
+        }
     }
 }
 
@@ -535,6 +604,13 @@ mod tests {
                 assert_eq!(index % senders, sender);
             }
         }
+    }
+
+    #[test]
+    fn a_span_is_gapless_when_its_count_fills_it() {
+        assert!(SeqSpan { messages: 0, lowest: 0, highest: 0 }.gapless());
+        assert!(SeqSpan { messages: 10, lowest: 1, highest: 10 }.gapless());
+        assert!(!SeqSpan { messages: 9, lowest: 1, highest: 10 }.gapless());
     }
 
     #[test]

@@ -86,12 +86,13 @@ impl Results {
                 table.row(exactly_once_row(w3.followers, job));
             }
         }
+        self.w2_goals(&mut table);
         let fanfare: Vec<&Measurement> = self.fanfare_measurements().collect();
         if !fanfare.is_empty() {
             let lost: u64 = fanfare.iter().map(|m| m.lost()).sum();
             let out_of_order: u64 = fanfare.iter().map(|m| m.health.out_of_order).sum();
             table.row(vec![
-                "no delivery lost or out of order (every Fanfare window)".to_owned(),
+                "no delivery lost or out of order (every Fanfare window at its offered load)".to_owned(),
                 format!("{} lost, {} out of order", count(lost), count(out_of_order)),
                 verdict(lost == 0 && out_of_order == 0),
             ]);
@@ -109,25 +110,7 @@ impl Results {
         let latency = self.w1.iter().find(|size| size.streams == GOAL_STREAMS).and_then(latency_reading);
         let memory: Vec<String> = self.w1.iter().filter_map(memory_reading).collect();
         let mut others = Vec::new();
-        if let Some(w2) = &self.w2 {
-            let m = &w2.measurement;
-            others.push(format!(
-                "W2 ({} groups × {}): {} deliveries/s of {} offered, p50 {} and p99 {}, fanout {:.2} µs of CPU per \
-                 delivery ({:.2} µs for all three services); {} updates were still waiting in the messages outbox \
-                 when the last message had been sent, and over the window the machine was idle {} cores ({}).",
-                count(w2.groups as u64),
-                w2.members,
-                count(m.received.rate().round() as u64),
-                count((m.streams * (w2.members - 1)) as u64),
-                ms(m.received.percentile_ms(50.0)),
-                ms(m.received.percentile_ms(99.0)),
-                m.server_micros(),
-                m.micros_per_delivery(m.spent.fanfare_micros()),
-                count(u64::try_from(w2.outbox_backlog).unwrap_or(0)),
-                m.spent.idle.map_or("?".to_owned(), |idle| format!("{idle:.2}")),
-                m.spent.describe(),
-            ));
-        }
+        others.extend(self.w2_reading());
         if let Some(w3) = &self.w3 {
             others.push(match &w3.outcome {
                 Ok(job) => format!(
@@ -152,12 +135,8 @@ impl Results {
 
     /// How much of the machine other work took during the windows.
     fn machine_reading(&self) -> String {
-        let windows: Vec<&Measurement> = self
-            .w1
-            .iter()
-            .flat_map(|size| size.measurements.iter())
-            .chain(self.w2.as_ref().map(|w2| &w2.measurement))
-            .collect();
+        let windows: Vec<&Measurement> =
+            self.w1.iter().flat_map(|size| size.measurements.iter()).chain(self.w2_measurements()).collect();
         let others: Vec<f64> = windows.iter().filter_map(|m| m.spent.other).collect();
         let idles: Vec<f64> = windows.iter().filter_map(|m| m.spent.idle).collect();
         let mut text = "The machine has 2 cores and is shared with other engineers' builds and tests (the load \

@@ -1,9 +1,12 @@
 //! The fanout benchmark's figures: what each window measured (delivery, latency, CPU per
-//! delivery), each process's memory with and without streams, W2's and W3's results. The
-//! report section is laid out in [`section`] and judged against the goals in [`goals`].
+//! delivery), each process's memory with and without streams, W2's ([`w2`], judged by
+//! [`sustain`]) and W3's results. The report section is laid out in [`section`] and judged
+//! against the goals in [`goals`].
 
 mod goals;
 mod section;
+mod sustain;
+mod w2;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,10 +18,13 @@ use super::probe::{Role, Spent};
 use super::tally::{Health, Received};
 use crate::report::count;
 
+pub use w2::{W2Run, W2Window, messages_processes_label};
+
 /// Which system a measurement is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
-    /// Fanfare: SendMessage → outbox → Redis → fanout processes → Subscribe streams.
+    /// Fanfare: SendMessage → commit → publish to Redis → fanout processes → Subscribe
+    /// streams.
     Fanfare,
     /// Raw Redis pub/sub: PUBLISH → N subscriber connections.
     Redis,
@@ -246,24 +252,6 @@ impl W1Size {
     }
 }
 
-/// W2's one window.
-#[derive(Debug)]
-pub struct W2Run {
-    /// CHAT groups.
-    pub groups: usize,
-    /// Members (streams) per group.
-    pub members: usize,
-    /// The window.
-    pub measurement: Measurement,
-    /// The fanout processes' memory.
-    pub memory: Memory,
-    /// What the fanout processes counted.
-    pub notes: Vec<String>,
-    /// Updates in the messages outbox (committed, not yet published) when the last message
-    /// had been sent.
-    pub outbox_backlog: i64,
-}
-
 /// Everything the benchmark measured.
 #[derive(Debug)]
 pub struct Results {
@@ -271,8 +259,8 @@ pub struct Results {
     redis_visible: bool,
     /// W1, per number of streams.
     pub w1: Vec<W1Size>,
-    /// W2.
-    pub w2: Option<W2Run>,
+    /// W2, once per number of messages processes.
+    pub w2: Vec<W2Run>,
     /// W3.
     pub w3: Option<JobRun>,
     /// Warnings and errors the services logged, by message.
@@ -308,7 +296,7 @@ pub fn counter_notes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f6
 impl Results {
     /// Empty results of a run with `args`.
     pub fn new(args: FanoutArgs, redis_visible: bool) -> Self {
-        Self { args, redis_visible, w1: Vec::new(), w2: None, w3: None, problems: Vec::new() }
+        Self { args, redis_visible, w1: Vec::new(), w2: Vec::new(), w3: None, problems: Vec::new() }
     }
 }
 

@@ -1,10 +1,8 @@
 //! The report section: how the figures were taken, the tables, what the fanout processes
 //! counted and logged, then the goals and the reading of the figures ([`super::goals`]).
 
-use std::fmt::Write as _;
-
 use super::super::payload::PAYLOAD_BYTES;
-use super::{Measurement, Results, Role, System, W2Run, count, ms, ordered, seconds, trim, window_notes};
+use super::{Measurement, Results, Role, System, count, ordered, seconds, trim, window_notes};
 use crate::fanout::jobs::JobRun;
 use crate::report::{Section, Table};
 
@@ -45,10 +43,15 @@ impl Results {
              open; per stream = (open − idle) ÷ streams. Fresh fanout processes for each configuration. For raw \
              Redis the process is the shared redis-server and a stream is a subscriber connection.",
         );
-        if let Some(w2) = &self.w2 {
+        if !self.w2.is_empty() {
             section.heading("W2: many small groups");
-            section.table(self.w2_table(w2));
-            section.paragraph(self.w2_paragraph(w2));
+            section.table(self.w2_table());
+            section.paragraph(self.w2_paragraph());
+            if self.w2.iter().any(|run| !run.steps.is_empty()) {
+                section.heading("W2: the highest sustained rate");
+                section.table(self.sustain_table());
+                section.paragraph(self.sustain_paragraph());
+            }
         }
         if let Some(w3) = &self.w3 {
             section.heading("W3: fan-out job");
@@ -70,8 +73,8 @@ impl Results {
              binary (`fanfare serve groups|messages|fanout`), started by the benchmark on a fresh, migrated \
              database and a Redis namespace of its own, so that each process's CPU time and memory can be read \
              from `/proc`. {} fanout processes share the Redis; stream g connects to process g mod {}, so every \
-             group has listeners on both and every update reaches the second only through Redis. The messages \
-             service runs with the per-user send limit off and room for 16,384 calls in flight, groups and \
+             group has listeners on both and every update reaches the second only through Redis. Each messages \
+             process runs with the per-user send limit off and room for 16,384 calls in flight, groups and \
              fanout with their per-user change limits off; everything else is the services' defaults \
              (stream inbox 256, one Redis subscriber per fanout process). Clients are in this process: streams \
              share HTTP/2 connections, {} streams each, within what both servers allow: Fanfare's advertise \
@@ -92,10 +95,13 @@ impl Results {
              tokio's default runtime), fed updates of the same shape and size at the same rates. The `fanfare` \
              processes run tokio without its LIFO slot (`crates/fanfare/src/main.rs`), so an HTTP/2 connection \
              writes the frames of all its woken streams at once. W2: {} CHAT groups × {} members, every \
-             member streaming and sending one message a second, start times spread evenly, {} s measured. \
-             W3: {} follow edges and counters written straight into Postgres, then one job at \
-             rate_limit_per_second {} polled until it finishes. One run of each (WORKLOADS.md asks for three; \
-             one keeps the section near ten minutes).",
+             member streaming and sending one message a second, start times spread evenly, {} s measured, the \
+             messages outbox read every {} ms; then the sustained-rate series ({} groups, {} s measured each, \
+             stopping at the first step that does not hold); all of W2 with {} messages processes in turn (on \
+             the same database and Redis namespace, sender j sending through process j mod their number; W1 \
+             and W3 run with one). W3: {} follow edges and counters written straight into Postgres, then one \
+             job at rate_limit_per_second {} polled until it finishes. One run of each (WORKLOADS.md asks for \
+             three).",
             args.fanout_processes,
             args.fanout_processes,
             args.streams_per_connection,
@@ -109,17 +115,22 @@ impl Results {
             args.w2_groups,
             args.w2_members,
             trim(args.w2_seconds),
+            args.w2_sample_ms,
+            list(&args.w2_sustain_groups),
+            trim(args.w2_sustain_seconds),
+            list(&args.w2_messages_processes),
             count(args.w3_followers),
             count(u64::try_from(args.w3_rate).unwrap_or(0)),
         )
     }
 
-    /// Every window of Fanfare itself (W1 and W2).
+    /// Every window of Fanfare itself at its offered load: W1 and W2's main windows (the
+    /// sustained-rate series goes past what the machine sustains on purpose).
     pub(super) fn fanfare_measurements(&self) -> impl Iterator<Item = &Measurement> {
         self.w1
             .iter()
             .flat_map(|size| size.measurements.iter())
-            .chain(self.w2.as_ref().map(|w2| &w2.measurement))
+            .chain(self.w2.iter().map(|run| &run.window.measurement))
             .filter(|m| m.system == System::Fanfare)
     }
 
@@ -202,95 +213,11 @@ impl Results {
                 table.row(memory.row(format!("W1, {} streams", count(size.streams as u64)), size.streams));
             }
         }
-        if let Some(w2) = &self.w2 {
-            let streams = w2.groups * w2.members;
-            table.row(w2.memory.row(format!("W2, {} streams", count(streams as u64)), streams));
+        for run in &self.w2 {
+            let streams = run.window.groups * run.window.members;
+            table.row(run.memory.row(format!("W2, {} streams, {}", count(streams as u64), run.label()), streams));
         }
         table
-    }
-
-    fn w2_table(&self, w2: &W2Run) -> Table {
-        let m = &w2.measurement;
-        let offered_deliveries = m.streams as f64 * (w2.members - 1) as f64;
-        let mut table = Table::new(&["figure", "value"]);
-        let rows: Vec<(&str, String)> = vec![
-            ("streams (members)", count(m.streams as u64)),
-            (
-                "messages offered / sent per second",
-                format!("{} / {}", count(m.streams as u64), count(m.msgs_per_second().round() as u64)),
-            ),
-            (
-                "deliveries per second offered / achieved",
-                format!("{} / {}", count(offered_deliveries as u64), count(m.received.rate().round() as u64)),
-            ),
-            ("sends failed", count(m.sent.failed)),
-            ("latest a send went out after it was due", format!("{:.0} ms", m.sent.max_late.as_secs_f64() * 1e3)),
-            (
-                "latency p50 / p99 / max",
-                format!(
-                    "{} / {} / {}",
-                    ms(m.received.percentile_ms(50.0)),
-                    ms(m.received.percentile_ms(99.0)),
-                    ms(m.received.max_ms())
-                ),
-            ),
-            ("lost / out of order", format!("{} / {}", count(m.lost()), count(m.health.out_of_order))),
-            (
-                "messages outbox backlog when the last message was sent",
-                count(u64::try_from(w2.outbox_backlog).unwrap_or(0)),
-            ),
-            ("echoes (a sender's own message on its own stream, not counted above)", count(m.received.echoes)),
-            ("fanout CPU µs per delivery", format!("{:.2}", m.server_micros())),
-            ("all Fanfare CPU µs per delivery", format!("{:.2}", m.micros_per_delivery(m.spent.fanfare_micros()))),
-            (
-                "redis / pg / bench CPU µs per delivery",
-                format!(
-                    "{:.2} / {:.2} / {:.2}",
-                    m.micros_per_delivery(m.spent.micros(Role::Redis)),
-                    m.micros_per_delivery(m.spent.micros(Role::Postgres)),
-                    m.micros_per_delivery(m.spent.micros(Role::Bench))
-                ),
-            ),
-            ("CPU (cores)", m.spent.describe()),
-        ];
-        for (figure, value) in rows {
-            table.row(vec![figure.to_owned(), value]);
-        }
-        table
-    }
-
-    fn w2_paragraph(&self, w2: &W2Run) -> String {
-        let m = &w2.measurement;
-        let offered = m.streams as f64;
-        let offered_deliveries = offered * (w2.members - 1) as f64;
-        let sends_kept_up = m.msgs_per_second() >= 0.95 * offered;
-        let deliveries_kept_up = m.received.rate() >= 0.95 * offered_deliveries;
-        // Deliveries that keep up arrive within milliseconds; a second means a queue.
-        let no_backlog = m.received.percentile_ms(99.0) < 1_000.0;
-        let mut text = format!(
-            "Each message goes to the other {} members of its group (its sender's own stream gets it too, as an \
-             echo, not counted). ",
-            w2.members - 1
-        );
-        if sends_kept_up && deliveries_kept_up && no_backlog {
-            text.push_str("The machine sustained the offered load.");
-            return text;
-        }
-        let _ = write!(
-            text,
-            "The machine did not sustain the offered load: {} of {} msgs/s were sent (each sender keeps one send \
-             in flight and catches up when late), {} deliveries/s of {} offered arrived, with a median latency of \
-             {} (time spent queued, not in transit); when the last message had been sent, {} committed updates were still \
-             waiting in the messages outbox for the relay to publish them. CPU over the window: {}.",
-            count(m.msgs_per_second().round() as u64),
-            count(offered as u64),
-            count(m.received.rate().round() as u64),
-            count(offered_deliveries as u64),
-            ms(m.received.percentile_ms(50.0)),
-            count(u64::try_from(w2.outbox_backlog).unwrap_or(0)),
-            m.spent.describe()
-        );
-        text
     }
 
     fn notes(&self) -> String {
@@ -303,11 +230,12 @@ impl Results {
                 lines.extend(window_notes(measurement, &format!("W1, {} streams", count(size.streams as u64))));
             }
         }
-        if let Some(w2) = &self.w2 {
-            for note in &w2.notes {
-                lines.push(format!("W2: {note}."));
+        for run in &self.w2 {
+            let scenario = format!("W2, {}", run.label());
+            for note in &run.notes {
+                lines.push(format!("{scenario}: {note}."));
             }
-            lines.extend(window_notes(&w2.measurement, "W2"));
+            lines.extend(window_notes(&run.window.measurement, &scenario));
         }
         match self.problems.as_slice() {
             [] => lines.push("The services logged no warning or error.".to_owned()),
@@ -319,6 +247,12 @@ impl Results {
         }
         lines.join(" ")
     }
+}
+
+/// `1, 2` or `500, 750, 1,000`.
+fn list(values: &[usize]) -> String {
+    let listed: Vec<String> = values.iter().map(|value| count(*value as u64)).collect();
+    listed.join(", ")
 }
 
 fn w3_table(w3: &JobRun) -> Table {
