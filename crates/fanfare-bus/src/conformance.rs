@@ -39,6 +39,7 @@ macro_rules! bus_conformance_tests {
             subscribing_twice_delivers_once,
             every_subscriber_receives_each_message,
             order_is_kept_within_a_channel,
+            publish_all_delivers_each_message_in_order,
             a_full_queue_reports_a_gap_without_blocking_the_publisher,
             a_handle_changes_channels_while_another_task_receives,
             a_dropped_subscriber_closes_its_handles,
@@ -207,6 +208,32 @@ pub async fn order_is_kept_within_a_channel(factory: &dyn BusFactory) {
     for payload in &payloads {
         assert_eq!(next_event(&mut subscriber).await, message(&channel, payload));
     }
+}
+
+/// `publish_all` delivers every message of the batch, each to its own channel, in order,
+/// interleaved with single publishes as they were made; an empty batch publishes nothing.
+pub async fn publish_all_delivers_each_message_in_order(factory: &dyn BusFactory) {
+    let bus = factory.bus(ROOMY_QUEUE_CAPACITY).await;
+    let (first, second) = (unique_channel("batch-a"), unique_channel("batch-b"));
+    let mut subscriber = subscriber_of(bus.as_ref(), &[&first, &second]).await;
+
+    bus.publish_all(&[]).await.expect("an empty batch");
+    publish(bus.as_ref(), &first, "before").await;
+    let batch: Vec<(String, Bytes)> = (0..100)
+        .map(|sequence| {
+            let channel = if sequence % 3 == 0 { &second } else { &first };
+            (channel.clone(), Bytes::from(sequence.to_string()))
+        })
+        .collect();
+    bus.publish_all(&batch).await.expect("the batch is published");
+    publish(bus.as_ref(), &first, "after").await;
+
+    assert_eq!(next_event(&mut subscriber).await, message(&first, "before"));
+    for (channel, payload) in &batch {
+        let payload = std::str::from_utf8(payload).expect("ASCII");
+        assert_eq!(next_event(&mut subscriber).await, message(channel, payload));
+    }
+    assert_eq!(next_event(&mut subscriber).await, message(&first, "after"));
 }
 
 /// A subscriber that does not read drops what exceeds its queue and reports a lag gap at

@@ -73,6 +73,17 @@ pub trait UpdateBus: Send + Sync + 'static {
     /// outbox) and retries. [`BusError::Unavailable`] is what a Redis outage returns.
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError>;
 
+    /// Publishes each `(channel, payload)` in order, as [`UpdateBus::publish`] would one
+    /// after another, but in as few round trips as the bus allows (Redis: one pipeline).
+    /// An error means some may have been published and the rest not: the caller keeps them
+    /// all and publishes them again (subscribers recognise a repeat).
+    async fn publish_all(&self, messages: &[(String, Bytes)]) -> Result<(), BusError> {
+        for (channel, payload) in messages {
+            self.publish(channel, payload.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Opens a subscriber, subscribed to no channel yet.
     ///
     /// A pod is meant to hold one for its lifetime and add and remove channels on it.

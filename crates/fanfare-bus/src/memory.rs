@@ -81,6 +81,19 @@ impl UpdateBus for MemoryBus {
         Ok(())
     }
 
+    async fn publish_all(&self, messages: &[(String, Bytes)]) -> Result<(), BusError> {
+        // One lock for the batch: nothing published concurrently lands in between.
+        let routes = self.shared.lock_routes();
+        for (channel, payload) in messages {
+            if let Some(subscribers) = routes.get(channel.as_str()) {
+                for queue in subscribers.values() {
+                    queue.push_message(channel, payload.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn subscriber(&self) -> Result<Subscriber, BusError> {
         let events = Arc::new(EventQueue::new(self.shared.queue_capacity));
         let control = MemorySubscription {

@@ -178,6 +178,23 @@ impl UpdateBus for RedisBus {
         self.run_command("publish", &command).await.map(|_receivers| ())
     }
 
+    async fn publish_all(&self, messages: &[(String, Bytes)]) -> Result<(), BusError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = ::redis::pipe();
+        for (channel, payload) in messages {
+            pipeline.cmd("PUBLISH").arg(self.namespace.redis_name(channel)).arg(payload.as_ref()).ignore();
+        }
+        // The whole pipeline gets the time of one command: it is one write and one read.
+        let limit = self.config.connection_timeout * 2 + self.config.response_timeout;
+        let mut connection = self.publisher.clone();
+        match tokio::time::timeout(limit, pipeline.query_async::<()>(&mut connection)).await {
+            Ok(result) => result.map_err(BusError::from_redis),
+            Err(_elapsed) => Err(BusError::timed_out("publish", limit)),
+        }
+    }
+
     async fn subscriber(&self) -> Result<Subscriber, BusError> {
         listener::start(self.client.clone(), Arc::clone(&self.config), self.namespace.clone()).await
     }

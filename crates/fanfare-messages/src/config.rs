@@ -97,8 +97,10 @@ pub struct CommitConfig {
     pub commit_batch_wait_us: u64,
 
     /// Commit lanes: batches committed at once, each on its own connection; every group
-    /// belongs to one lane, which commits and publishes its batches in order.
-    #[arg(long, env = "FANFARE_MESSAGES_COMMIT_WORKERS", default_value_t = 4)]
+    /// belongs to one lane, which commits and publishes its batches in order. More lanes
+    /// commit more in parallel but in smaller batches (more CPU per message in Postgres and
+    /// here); see docs/messages.md for the measurements behind the default.
+    #[arg(long, env = "FANFARE_MESSAGES_COMMIT_WORKERS", default_value_t = DEFAULT_COMMIT_WORKERS)]
     pub commit_workers: usize,
 
     /// Writes waiting to be committed before new ones are refused with RESOURCE_EXHAUSTED.
@@ -111,6 +113,10 @@ pub struct CommitConfig {
     pub outbox_recovery_grace_ms: u64,
 }
 
+/// Default of [`CommitConfig::commit_workers`]: one lane per pod; add pods, or lanes on a
+/// database with cores to spare.
+pub const DEFAULT_COMMIT_WORKERS: usize = 1;
+
 /// Default of [`CommitConfig::outbox_recovery_grace_ms`].
 pub const DEFAULT_OUTBOX_RECOVERY_GRACE_MS: u64 = 5_000;
 
@@ -119,7 +125,7 @@ impl Default for CommitConfig {
         Self {
             commit_batch_max: 256,
             commit_batch_wait_us: 0,
-            commit_workers: 4,
+            commit_workers: DEFAULT_COMMIT_WORKERS,
             commit_queue: 8_192,
             outbox_recovery_grace_ms: DEFAULT_OUTBOX_RECOVERY_GRACE_MS,
         }

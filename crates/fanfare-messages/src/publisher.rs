@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use fanfare_bus::{BusError, UpdateBus, group_channel, user_channel};
+use fanfare_bus::{UpdateBus, group_channel, user_channel};
 use fanfare_core::ids::GroupId;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::group_event::Change as GroupChange;
@@ -37,6 +37,10 @@ const LANE_QUEUE_BATCHES: usize = 1_024;
 const OUTBOX_PAGE: u32 = 1_000;
 /// How long to wait after the bus or the store failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Shortest time between two acknowledgement statements: under light load each publish
+/// would otherwise cost a statement of its own; an acknowledgement is never urgent (an
+/// unacknowledged update is republished only after the recovery grace, seconds later).
+const ACK_INTERVAL: Duration = Duration::from_millis(20);
 /// Acknowledgements kept for a retry while the store refuses them; beyond this the oldest
 /// are dropped (recovery then publishes those updates once more, harmlessly).
 const MAX_PENDING_ACKS: usize = 200_000;
@@ -248,26 +252,25 @@ pub(crate) async fn drain(
     }
 }
 
-/// Publishes `updates` one after another, stopping at the first failure; returns how many
-/// went out.
+/// Publishes `updates` in order in one pipelined batch; returns how many went out: all of
+/// them, or none when the bus failed (some may have reached it: they are published again,
+/// and subscribers recognise the repeats by event_seq).
 pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdate]) -> usize {
-    for (index, update) in updates.iter().enumerate() {
-        if let Err(error) = publish(bus, update).await {
-            tracing::warn!(error = ?error, group_id = %update.group_id, event_seq = update.event_seq, "publish failed");
-            return index;
+    let messages: Vec<(String, bytes::Bytes)> = updates
+        .iter()
+        .flat_map(|update| channels_of(update).into_iter().map(|channel| (channel, update.payload.clone())))
+        .collect();
+    match bus.publish_all(&messages).await {
+        Ok(()) => {
+            metrics::counter!("fanfare_messages_published_total").increment(updates.len() as u64);
+            updates.len()
+        }
+        Err(error) => {
+            let first = updates.first().map(|update| (update.group_id, update.event_seq));
+            tracing::warn!(error = ?error, updates = updates.len(), first = ?first, "publish failed");
+            0
         }
     }
-    updates.len()
-}
-
-/// Publishes one update to each of its channels in turn, stopping at the first failure (a
-/// retry publishes it to every channel again: subscribers recognise the repeat).
-async fn publish(bus: &dyn UpdateBus, update: &StoredUpdate) -> Result<(), BusError> {
-    for channel in channels_of(update) {
-        bus.publish(&channel, update.payload.clone()).await?;
-    }
-    metrics::counter!("fanfare_messages_published_total").increment(1);
-    Ok(())
 }
 
 /// The channels an update is published to, in order: its group's, then, when it is a member
@@ -320,8 +323,9 @@ impl AckSender {
     }
 }
 
-/// Deletes published updates from the outbox, as many per statement as arrived while the
-/// previous one ran: one round trip per batch of acknowledgements, not per update.
+/// Deletes published updates from the outbox, as many per statement as arrived since the
+/// previous one (at most one statement per [`ACK_INTERVAL`]): one round trip per batch of
+/// acknowledgements, not per update.
 struct Acker {
     store: Arc<dyn MessageStore>,
     receiver: mpsc::UnboundedReceiver<Vec<(GroupId, i64)>>,
@@ -351,6 +355,8 @@ impl Acker {
                 Ok(()) => {
                     metrics::counter!("fanfare_messages_outbox_acked_total").increment(pending.len() as u64);
                     pending.clear();
+                    // Let the next batch gather; the channel keeps what arrives meanwhile.
+                    tokio::time::sleep(ACK_INTERVAL).await;
                 }
                 Err(error) => {
                     tracing::warn!(error = ?error, pending = pending.len(), "outbox ack failed; will retry");

@@ -61,14 +61,14 @@ pub struct MessagesArgs {
 
     /// Commit settings of the messages service in the send windows, as
     /// workers/batch_max/wait_us (the default is the service's default).
-    #[arg(long, default_value = "4/256/0")]
+    #[arg(long, default_value = "1/256/0")]
     pub commit: CommitSetting,
 
     /// Commit settings the hot group is measured with, through the service and straight
     /// through the committer. When --commit is among them, the committer is also measured
     /// publishing to an in-process bus nobody listens on (committing and acknowledging,
     /// without Redis).
-    #[arg(long, value_delimiter = ',', default_values = ["4/256/0", "1/1024/0", "2/512/0", "8/256/0", "4/256/1000"])]
+    #[arg(long, value_delimiter = ',', default_values = ["1/256/0", "2/256/0", "4/256/0", "8/256/0", "1/256/1000"])]
     pub hot_commit: Vec<CommitSetting>,
 
     /// Measured seconds of each window.
@@ -401,10 +401,10 @@ mod tests {
 
     #[test]
     fn parses_commit_settings() {
-        let setting: CommitSetting = "4/256/0".parse().unwrap();
-        assert_eq!(setting, CommitSetting { workers: 4, batch_max: 256, wait_us: 0 });
+        let setting: CommitSetting = "1/256/0".parse().unwrap();
+        assert_eq!(setting, CommitSetting { workers: 1, batch_max: 256, wait_us: 0 });
         assert!(setting.is_default());
-        assert_eq!(setting.to_string(), "4/256/0");
+        assert_eq!(setting.to_string(), "1/256/0");
         let waiting: CommitSetting = "4/256/1000".parse().unwrap();
         assert!(!waiting.is_default());
         assert!("4/256".parse::<CommitSetting>().is_err());

@@ -354,7 +354,7 @@ impl Results {
         section.table(self.hot_table());
         section.paragraph(
             "Commit setting = workers / most writes per batch / batch wait in µs (the service's \
-             default is 4/256/0). In flight = senders, each a distinct member of the group. \
+             default is 1/256/0). In flight = senders, each a distinct member of the group. \
              `committer + store` submits the same posts to `fanfare_messages::committer::Committer` \
              on the same store, its publisher publishing each batch right after the commit to the \
              service's bus and acknowledging it, as the service does, but without gRPC, the load \
@@ -405,7 +405,7 @@ impl Results {
         let hot: Vec<String> = args.hot_in_flight.iter().map(|count| count.to_string()).collect();
         let commit = match args.commit.is_default() {
             true => format!("{} (the service's defaults)", args.commit),
-            false => format!("{} (not the service's defaults, 4/256/0)", args.commit),
+            false => format!("{} (not the service's defaults, 1/256/0)", args.commit),
         };
         let bus = match &args.redis_url {
             Some(_) => "the Redis at `--redis-url`, so publishing costs are included",
