@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
+use super::reorder::Reorder;
 
 /// What a stream listens to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -374,25 +375,55 @@ async fn open_subscriber(bus: &dyn UpdateBus) -> Result<fanfare_bus::Subscriber,
     Ok(subscriber)
 }
 
-/// Receives every bus event of the pod and hands it on, until `shutdown`.
+/// How often the reorder hold forgets groups no stream of the pod listens to any more.
+const REORDER_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Receives every bus event of the pod and hands it on, until `shutdown`. A group's update
+/// that arrives ahead of its predecessor is held briefly ([`Reorder`]).
 async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdown: CancellationToken) {
+    let mut reorder: Reorder<Arc<Envelope>> = Reorder::default();
+    let mut pruned_at = tokio::time::Instant::now();
     loop {
+        let deadline = reorder.next_deadline();
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
             event = subscriber.recv() => event,
+            () = sleep_until(deadline) => {
+                for envelope in reorder.expired(tokio::time::Instant::now()) {
+                    deliver(&hub, &envelope);
+                }
+                continue;
+            }
         };
         let Some(event) = event else {
             tracing::error!("the update bus subscriber stopped; live delivery is down on this pod");
             return;
         };
         match event {
-            BusEvent::Message { channel, payload } => dispatch_message(&hub, &channel, payload),
+            BusEvent::Message { channel, payload } => {
+                if let Some(group_id) = fanfare_bus::group_id_from_channel(&channel) {
+                    let Some(envelope) = envelope(group_id, payload) else { continue };
+                    let event_seq = envelope.event_seq;
+                    let now = tokio::time::Instant::now();
+                    for ready in reorder.accept(group_id, event_seq, Arc::new(envelope), now) {
+                        deliver(&hub, &ready);
+                    }
+                } else {
+                    dispatch_message(&hub, &channel, payload);
+                }
+            }
             BusEvent::Gap { reason: GapReason::Disconnected } => {
                 metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "disconnected").increment(1);
                 tracing::warn!("update bus disconnected; streams are repaired when it is back");
+                for envelope in reorder.reset() {
+                    deliver(&hub, &envelope);
+                }
             }
             BusEvent::Gap { reason: GapReason::Lagged } => {
                 metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "lagged").increment(1);
+                for envelope in reorder.reset() {
+                    deliver(&hub, &envelope);
+                }
                 for inbox in hub.every_inbox() {
                     inbox.repair_all();
                 }
@@ -404,25 +435,39 @@ async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdo
                 }
             }
         }
+        if pruned_at.elapsed() >= REORDER_PRUNE_INTERVAL {
+            pruned_at = tokio::time::Instant::now();
+            reorder.retain(|group| !hub.inboxes(Topic::Group(group)).is_empty());
+        }
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands a group's update to every local stream that carries the group.
+fn deliver(hub: &Hub, envelope: &Arc<Envelope>) {
+    let inboxes = hub.inboxes(Topic::Group(envelope.group_id));
+    let mut overflowed = 0u64;
+    for inbox in &inboxes {
+        if !inbox.push(Delivery::Update(Arc::clone(envelope))) {
+            overflowed += 1;
+        }
+    }
+    metrics::counter!("fanfare_fanout_dispatched_total").increment(inboxes.len() as u64);
+    if overflowed > 0 {
+        metrics::counter!("fanfare_fanout_stream_overflows_total").increment(overflowed);
+    }
+}
+
+/// Hands an update of a user channel or the notifications channel to the streams it is for.
 fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
-    if let Some(group_id) = fanfare_bus::group_id_from_channel(channel) {
-        let Some(envelope) = envelope(group_id, payload) else { return };
-        let envelope = Arc::new(envelope);
-        let inboxes = hub.inboxes(Topic::Group(group_id));
-        let mut overflowed = 0u64;
-        for inbox in &inboxes {
-            if !inbox.push(Delivery::Update(Arc::clone(&envelope))) {
-                overflowed += 1;
-            }
-        }
-        metrics::counter!("fanfare_fanout_dispatched_total").increment(inboxes.len() as u64);
-        if overflowed > 0 {
-            metrics::counter!("fanfare_fanout_stream_overflows_total").increment(overflowed);
-        }
-    } else if let Some(user_id) = fanfare_bus::user_id_from_channel(channel) {
+    if let Some(user_id) = fanfare_bus::user_id_from_channel(channel) {
         let Ok(update) = Update::decode(payload.as_ref()) else {
             tracing::warn!(channel, "undecodable update on a user channel");
             return;

@@ -16,6 +16,7 @@ mod cursor;
 mod hub;
 mod inbox;
 pub mod notify;
+mod reorder;
 mod stream;
 mod upstream;
 
