@@ -49,7 +49,7 @@ pub fn group_id_from_channel(channel: &str) -> Option<i64> {
 }
 
 /// The channel of updates addressed to one user rather than to a group, e.g.
-/// `fanfare:user:7`: the messages relay publishes there the update that makes the user a
+/// `fanfare:user:7`: the messages service publishes there the update that makes the user a
 /// member, so a stream of that user can start carrying the group at once.
 pub fn user_channel(user_id: i64) -> String {
     format!("{USER_CHANNEL_PREFIX}{user_id}")

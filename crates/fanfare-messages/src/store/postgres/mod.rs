@@ -355,11 +355,15 @@ impl MessageStore for PostgresMessageStore {
     }
 
     async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>> {
-        // One probe of the outbox key per lane: cheap while the outbox only holds rows in
-        // flight, and it never scans the whole table.
+        // One probe of the outbox key per lane: the first row in key order that is old
+        // enough. (An EXISTS is planned as a scan and aggregate of the whole table once the
+        // outbox has grown — a Redis outage leaves it large, and every pod asks once a
+        // second; without the ORDER BY the LIMIT is planned as a table scan per lane.)
         sqlx::query_scalar(
             "SELECT l.lane FROM messages.outbox_lanes l \
-             WHERE EXISTS (SELECT 1 FROM messages.outbox o WHERE o.lane = l.lane AND o.committed_at < $1) \
+             CROSS JOIN LATERAL ( \
+               SELECT 1 FROM messages.outbox o WHERE o.lane = l.lane AND o.committed_at < $1 \
+               ORDER BY o.lane, o.group_id, o.event_seq LIMIT 1) AS old \
              ORDER BY l.lane",
         )
         .bind(stored_time(committed_before))
