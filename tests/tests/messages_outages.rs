@@ -16,7 +16,7 @@ use fanfare_proto::common::v1 as common;
 use fanfare_proto::prost::Message as _;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::expect_code;
-use fanfare_tests::messages::{all_updates, history, send, send_ok, settle};
+use fanfare_tests::messages::{all_updates, eventually, history, send, send_ok, settle};
 use fanfare_tests::outage::{
     CuttableProxy, RedisServer, Services, postgres_messages_store, postgres_messages_store_with, postgres_stores,
 };
@@ -197,6 +197,49 @@ async fn redis_stopped_and_restarted_during_sends(storage: Storage) {
     assert_in_order_once(&received.arrivals, first + 1, last);
     assert_eq!(history(&mut client, 1, group_id).await.len(), 8, "every send was committed");
     drop(database);
+}
+
+/// Redis away does not take the messages service out of service: it stays ready, sends
+/// commit, and what they appended waits in the outbox (metered) until Redis is back.
+#[tokio::test]
+async fn redis_away_keeps_messages_ready_and_committing() {
+    let mut redis = RedisServer::start().await;
+    let (_database, groups_store, messages_store) = postgres_stores().await;
+    let services = Services::start(groups_store, Arc::clone(&messages_store), redis.bus().await, |config| {
+        config.limits.user_sends_per_second = 0;
+    })
+    .await;
+    let group_id = create_group(&services).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", services.messages_addr))
+        .expect("a valid address")
+        .connect()
+        .await
+        .expect("connect to messages");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let ready = || tonic_health::pb::HealthCheckRequest { service: fanfare_messages::SERVICE_NAME.to_owned() };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    eventually("messages is ready", || {
+        let mut health = health.clone();
+        async move { health.check(ready()).await.is_ok_and(|answer| answer.into_inner().status == serving) }
+    })
+    .await;
+
+    redis.kill().await;
+    let mut client = services.messages().await;
+    let mut last = 0;
+    for index in 0..3 {
+        last = send_ok(&mut client, 2, group_id, &format!("away-{index}"), "redis is away").await.event_seq;
+    }
+    // Several readiness checks (every 200 ms in tests) later, still ready.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answer = health.check(ready()).await.expect("health answers").into_inner();
+    assert_eq!(answer.status, serving, "readiness does not follow Redis");
+    let waiting = messages_store
+        .unpublished(&(0..fanfare_messages::domain::OUTBOX_LANES).collect::<Vec<_>>(), chrono::Utc::now(), None, 100)
+        .await
+        .expect("read the outbox");
+    assert!(waiting.iter().any(|update| update.event_seq == last), "the sends wait in the outbox: {waiting:?}");
+    drop(redis);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The bus as a dependency whose reachability decides a service's health: sends and live
-//! delivery wait while it is down, which an operator must see.
+//! The bus as a dependency whose reachability decides a service's health: fanout's live
+//! delivery waits while it is down, which an operator must see. (The messages service does
+//! not use it: its sends keep committing while the bus is away.)
 
 use std::sync::Arc;
 

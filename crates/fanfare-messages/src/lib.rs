@@ -19,7 +19,7 @@ pub mod store;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fanfare_bus::{BusProbe, UpdateBus};
+use fanfare_bus::UpdateBus;
 use fanfare_core::server::{DependencyProbe, GrpcServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -102,8 +102,10 @@ pub async fn serve(
     tokio::spawn(invalidation::listen(Arc::clone(&bus), Arc::clone(&directory), background.clone()));
     tokio::spawn(prune_periodically(Arc::clone(&store), config.limits.update_retention(), background.clone()));
 
-    let probes: [Arc<dyn DependencyProbe>; 2] =
-        [Arc::new(StoreProbe(Arc::clone(&store))), Arc::new(BusProbe(Arc::clone(&bus)))];
+    // Readiness follows the store alone: while Redis is away sends still commit (their
+    // updates wait in the outbox and go out in order when it is back), so a pod that
+    // cannot reach Redis still does its work.
+    let probes: [Arc<dyn DependencyProbe>; 1] = [Arc::new(StoreProbe(Arc::clone(&store)))];
     let service = Arc::new(MessagesService::new(store, committer, directory, coalescer, bus, config.limits.clone()));
     let mut server =
         GrpcServer::new(SERVICE_NAME, config.server.clone()).add_service(MessagesGrpc::new(service).into_server());
