@@ -20,6 +20,7 @@ on_every_storage!(
     a_removed_member_is_refused_until_added_again,
     a_muted_member_is_refused_until_unmuted,
     a_promotion_grants_moderation_at_once,
+    moderators_act_only_on_the_messages_of_those_they_outrank,
     strangers_are_refused_and_private_chats_stay_hidden,
     history_hidden_from_new_members_starts_at_their_join,
     a_new_members_unread_count_starts_at_their_join_when_history_is_hidden,
@@ -114,7 +115,14 @@ async fn a_muted_member_is_refused_until_unmuted(storage: Storage) {
     .await;
     let refused = expect_code(send(client, 2, group_id, "k-2", "can you hear me").await, Code::PermissionDenied);
     assert!(refused.message().contains("muted"), "{}", refused.message());
-    // A muted member still reads and reacts; only posting is refused.
+    // Nor may they edit or react: each would reach every member's screen.
+    let seq = history(client, 2, group_id).await[0].message_seq;
+    let edit = pb::EditMessageRequest { group_id, message_seq: seq, text: "edited while muted".into() };
+    let refused = expect_code(client.edit_message(as_user(2, edit)).await, Code::PermissionDenied);
+    assert!(refused.message().contains("muted"), "{}", refused.message());
+    let react = pb::AddReactionRequest { group_id, message_seq: seq, emoji: "🔥".into() };
+    expect_code(client.add_reaction(as_user(2, react)).await, Code::PermissionDenied);
+    // A muted member still reads.
     assert_eq!(history(client, 2, group_id).await.len(), 1);
 
     let unmute = groups_pb::UnmuteMemberRequest { group_id, user_id: 2 };
@@ -149,6 +157,51 @@ async fn a_promotion_grants_moderation_at_once(storage: Storage) {
     )
     .await;
     client.pin_message(as_user(2, pin)).await.expect("an admin pins");
+}
+
+/// An admin moderates plain members but not the owner nor another admin; the owner
+/// moderates everyone; anyone deletes their own.
+async fn moderators_act_only_on_the_messages_of_those_they_outrank(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(GroupKind::Community, 1, &[2, 3, 4]).await;
+    set_role(&mut fixture.groups, 1, group_id, 2, Role::Admin).await;
+    set_role(&mut fixture.groups, 1, group_id, 3, Role::Admin).await;
+    let client = &mut fixture.messages;
+    wait_for_group_event(
+        client,
+        1,
+        group_id,
+        0,
+        |change| matches!(change, GroupChange::MemberRoleChanged(changed) if changed.user_id == 3),
+    )
+    .await;
+    let owners = send_ok(client, 1, group_id, "o", "the owner's").await.message_seq;
+    let other_admins = send_ok(client, 3, group_id, "a", "another admin's").await.message_seq;
+    let members = send_ok(client, 4, group_id, "m", "a member's").await.message_seq;
+    let own = send_ok(client, 2, group_id, "s", "the admin's own").await.message_seq;
+    let delete = |message_seq| pb::DeleteMessageRequest { group_id, message_seq };
+
+    let refused = expect_code(client.delete_message(as_user(2, delete(owners))).await, Code::PermissionDenied);
+    assert!(refused.message().contains("outrank"), "{}", refused.message());
+    expect_code(client.delete_message(as_user(2, delete(other_admins))).await, Code::PermissionDenied);
+    client.delete_message(as_user(2, delete(members))).await.expect("an admin deletes a member's message");
+    client.delete_message(as_user(2, delete(own))).await.expect("an admin deletes their own");
+    client.delete_message(as_user(1, delete(other_admins))).await.expect("the owner deletes an admin's message");
+
+    let purge = |user_id| pb::PurgeUserMessagesRequest { group_id, user_id, since: None };
+    expect_code(client.purge_user_messages(as_user(2, purge(1))).await, Code::PermissionDenied);
+    expect_code(client.purge_user_messages(as_user(2, purge(3))).await, Code::PermissionDenied);
+    send_ok(client, 3, group_id, "a-2", "another admin's, again").await;
+    client.purge_user_messages(as_user(1, purge(3))).await.expect("the owner purges an admin");
+    client.purge_user_messages(as_user(2, purge(4))).await.expect("an admin purges a member");
+
+    let kept: Vec<i64> = history(client, 1, group_id)
+        .await
+        .iter()
+        .filter(|message| !message.text.is_empty())
+        .map(|message| message.message_seq)
+        .collect();
+    assert_eq!(kept, [owners], "only the owner's message was out of every admin's reach");
 }
 
 async fn strangers_are_refused_and_private_chats_stay_hidden(storage: Storage) {

@@ -61,6 +61,24 @@ impl MemberInfo {
     pub fn moderates(&self) -> bool {
         matches!(self.role, common::Role::Owner | common::Role::Admin)
     }
+
+    /// Whether this member may moderate what `other` wrote: the owner outranks everyone
+    /// else, an admin outranks plain members and former members (`None`), nobody outranks
+    /// their own rank.
+    pub fn outranks(&self, other: Option<&MemberInfo>) -> bool {
+        let rank = |role: common::Role| match role {
+            common::Role::Owner => 3,
+            common::Role::Admin => 2,
+            common::Role::Member | common::Role::Unspecified => 1,
+        };
+        let theirs = other.map_or(1, |member| rank(member.role));
+        self.moderates() && rank(self.role) > theirs
+    }
+
+    /// Whether the member is muted at `now`.
+    pub fn muted_at(&self, now: DateTime<Utc>) -> bool {
+        self.muted_until.is_some_and(|until| until > now)
+    }
 }
 
 /// A user's standing in a group.

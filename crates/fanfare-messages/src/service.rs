@@ -122,6 +122,41 @@ impl MessagesService {
         Ok((access, member))
     }
 
+    /// A membership that may add to the timeline: a writer who is not muted (a muted member
+    /// may neither post, edit nor react; they may still read and delete their own messages).
+    async fn unmuted_writer(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
+        let (access, member) = self.writer(group, user).await?;
+        if let Some(until) = member.muted_until.filter(|_| member.muted_at(now())) {
+            return Err(MessagesError::PermissionDenied(format!(
+                "user {user} is muted in group {group} until {}",
+                until.to_rfc3339()
+            )));
+        }
+        Ok((access, member))
+    }
+
+    /// Refuses a moderator acting on `target`'s messages unless they outrank `target` (the
+    /// owner outranks admins, admins outrank members; acting on one's own is always allowed).
+    async fn check_outranks(
+        &self,
+        group: GroupId,
+        actor: UserId,
+        member: &MemberInfo,
+        target: UserId,
+    ) -> MessagesResult<()> {
+        if actor == target {
+            return Ok(());
+        }
+        let theirs = self.directory.access(group, target).await?.membership;
+        if member.outranks(theirs.as_ref()) {
+            return Ok(());
+        }
+        Err(MessagesError::PermissionDenied(format!(
+            "user {actor} does not outrank user {target} in group {group}: only the owner moderates an admin's \
+             messages, and nobody the owner's"
+        )))
+    }
+
     /// A moderator's membership.
     async fn moderator(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
         let (access, member) = self.writer(group, user).await?;
@@ -145,15 +180,7 @@ impl MessagesService {
         if let Some(limiter) = &self.send_limiter {
             limiter.check(actor).map_err(|retry_after| MessagesError::RateLimited { user: actor, retry_after })?;
         }
-        let (access, member) = self.writer(request.group, actor).await?;
-        let now = now();
-        if let Some(until) = member.muted_until.filter(|until| *until > now) {
-            return Err(MessagesError::PermissionDenied(format!(
-                "user {actor} is muted in group {} until {}",
-                request.group,
-                until.to_rfc3339()
-            )));
-        }
+        let (access, member) = self.unmuted_writer(request.group, actor).await?;
         let admins_only = access.group.post_policy == common::PostPolicy::AdminsOnly
             || access.group.kind == common::GroupKind::Broadcast;
         if admins_only && !member.moderates() {
@@ -186,7 +213,7 @@ impl MessagesService {
         message_seq: i64,
         text: MessageText,
     ) -> MessagesResult<Message> {
-        self.writer(group, actor).await?;
+        self.unmuted_writer(group, actor).await?;
         let write = LogWrite::Edit { group, message_seq, editor: actor, text, edit_window: self.limits.edit_window() };
         match self.committer.submit(write).await? {
             Applied::Edited(message) => Ok(message),
@@ -197,6 +224,14 @@ impl MessagesService {
     /// Deletes a message (its sender, or an owner or admin).
     pub async fn delete_message(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<Message> {
         let (_, member) = self.writer(group, actor).await?;
+        if member.moderates() {
+            // The sender never changes: read it first, and refuse a moderator who does not
+            // outrank them (a message that does not exist is answered by the write).
+            let found = self.store.get_messages(group, &[message_seq]).await?;
+            if let Some(message) = found.first() {
+                self.check_outranks(group, actor, &member, message.sender).await?;
+            }
+        }
         let write = LogWrite::Delete { group, message_seq, actor, actor_moderates: member.moderates() };
         match self.committer.submit(write).await? {
             Applied::Deleted(message) => Ok(message),
@@ -212,7 +247,8 @@ impl MessagesService {
         user: UserId,
         since: Option<DateTime<Utc>>,
     ) -> MessagesResult<(i64, Option<i64>)> {
-        self.moderator(group, actor).await?;
+        let (_, member) = self.moderator(group, actor).await?;
+        self.check_outranks(group, actor, &member, user).await?;
         // Every message was sent after the epoch, so an earlier `since` means all of them;
         // dropping it also keeps times PostgreSQL cannot store (before 4713 BC) out of the query.
         let since = since.filter(|since| *since > DateTime::UNIX_EPOCH);
@@ -233,7 +269,7 @@ impl MessagesService {
         emoji: Emoji,
         add: bool,
     ) -> MessagesResult<Vec<ReactionCount>> {
-        let (access, _) = self.writer(group, actor).await?;
+        let (access, _) = self.unmuted_writer(group, actor).await?;
         let coalesce = access.group.member_count > self.limits.reaction_coalesce_above_members;
         let write = LogWrite::React {
             group,
