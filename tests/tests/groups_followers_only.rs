@@ -150,6 +150,20 @@ async fn a_minimum_follow_age_holds_fresh_followers_back(storage: Storage) {
     assert!(refused.message().contains(&stated), "says when ({stated}): {refused:?}");
     assert_eq!(membership(&mut client, channel, 2).await, None);
 
+    // Old enough exactly at followed_at + the minimum, not at the next whole second: a
+    // follow a day before a moment just past this second's start qualifies now, although
+    // rounding up would hold it back until the next second.
+    let now = Utc::now();
+    let this_second = DateTime::from_timestamp(now.timestamp(), 0).expect("a time");
+    if now - this_second > Duration::milliseconds(500) {
+        // Late in the second: the join below could cross into the next one and pass anyway.
+        tokio::time::sleep((this_second + Duration::seconds(1) - now).to_std().expect("positive")).await;
+    }
+    let just_past_a_second = DateTime::from_timestamp(Utc::now().timestamp(), 1_000).expect("a time");
+    follow_since(&fanout, 5, 1, just_past_a_second - Duration::days(1)).await;
+    let joined = join(&mut client, 5, channel).await.expect("a follower exactly old enough joins");
+    assert_eq!(joined.outcome, pb::JoinOutcome::Joined as i32);
+
     // Followed for a day and a minute: old enough.
     follow_since(&fanout, 3, 1, Utc::now() - Duration::days(1) - Duration::minutes(1)).await;
     let joined = join(&mut client, 3, channel).await.expect("an old enough follower joins");

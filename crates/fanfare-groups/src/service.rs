@@ -334,8 +334,8 @@ impl GroupsService {
             return Err(GroupsError::NotAFollower { group: group.id, owner });
         };
         let min_follow_age_seconds = group.settings.min_follow_age_seconds;
-        let joinable_at = rules::joinable_from(followed_at, min_follow_age_seconds);
-        if joinable_at > now() {
+        if !rules::follow_old_enough(followed_at, min_follow_age_seconds, now()) {
+            let joinable_at = rules::joinable_from(followed_at, min_follow_age_seconds);
             return Err(GroupsError::FollowTooRecent { group: group.id, owner, min_follow_age_seconds, joinable_at });
         }
         Ok(())

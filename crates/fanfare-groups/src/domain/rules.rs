@@ -72,9 +72,17 @@ pub fn check_settings(kind: GroupKind, settings: &Settings) -> Result<(), (&'sta
     Ok(())
 }
 
+/// Whether a follow since `followed_at` is old enough at `now` for a FOLLOWERS_ONLY group
+/// whose minimum follow age is `min_follow_age_seconds`: `followed_at + min_follow_age <=
+/// now`, exactly (docs/groups.md).
+pub fn follow_old_enough(followed_at: DateTime<Utc>, min_follow_age_seconds: u32, now: DateTime<Utc>) -> bool {
+    followed_at + Duration::seconds(i64::from(min_follow_age_seconds)) <= now
+}
+
 /// When a user who has followed the owner since `followed_at` may join a FOLLOWERS_ONLY
-/// group whose minimum follow age is `min_follow_age_seconds`: rounded up to the whole
-/// second, so that a caller told "from 12:00:01" is not refused at 12:00:01.
+/// group whose minimum follow age is `min_follow_age_seconds`, as the refusal states it:
+/// rounded up to the whole second, so that a caller told "from 12:00:01" is not refused at
+/// 12:00:01 (the rule itself, [`follow_old_enough`], is exact).
 pub fn joinable_from(followed_at: DateTime<Utc>, min_follow_age_seconds: u32) -> DateTime<Utc> {
     let earliest = followed_at + Duration::seconds(i64::from(min_follow_age_seconds));
     if min_follow_age_seconds == 0 {
@@ -152,6 +160,15 @@ mod tests {
         assert_eq!(check_settings(GroupKind::Community, &settings).unwrap_err().0, "min_follow_age_seconds");
         settings.join_policy = JoinPolicy::FollowersOnly;
         assert!(check_settings(GroupKind::Community, &settings).is_ok());
+    }
+
+    #[test]
+    fn a_follow_is_old_enough_exactly_at_its_minimum_age() {
+        let followed_at = DateTime::from_timestamp(1_700_000_000, 250_000_000).unwrap();
+        let exactly = followed_at + Duration::seconds(60);
+        assert!(follow_old_enough(followed_at, 60, exactly), "at followed_at + 60 s, not at the next whole second");
+        assert!(!follow_old_enough(followed_at, 60, exactly - Duration::microseconds(1)));
+        assert!(follow_old_enough(followed_at, 0, followed_at));
     }
 
     #[test]
