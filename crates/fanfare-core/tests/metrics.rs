@@ -76,3 +76,53 @@ async fn calls_are_counted_and_timed_on_the_metrics_endpoint() {
     shutdown.cancel();
     tokio::time::timeout(PATIENCE, server).await.expect("serve returns").expect("no panic").expect("clean shutdown");
 }
+
+/// Calls without a token to made-up methods of a served service all land under one
+/// `method="unknown"` series: no caller can grow the label set.
+#[tokio::test]
+async fn unauthenticated_calls_to_made_up_methods_share_one_label() {
+    let metrics_addr = free_port_addr();
+    install_metrics_exporter(metrics_addr).expect("exporter installs");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let grpc_addr = listener.local_addr().expect("bound address");
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig { service_token: Some("a-token".to_owned()), ..ServerConfig::for_dev() };
+    let server = tokio::spawn(GrpcServer::new("fanfare.test.v1.Metrics", config).serve(listener, shutdown.clone()));
+    let channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("server accepts connections");
+
+    for index in 0..50 {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        // A service every server advertises (reflection), so its name is a known label.
+        let path = format!("/grpc.reflection.v1.ServerReflection/MadeUp{index}");
+        let refused = grpc
+            .unary::<_, (), _>(
+                tonic::Request::new(()),
+                http::uri::PathAndQuery::try_from(path).expect("a valid path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .expect_err("no token");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    }
+
+    let body = scrape(metrics_addr).await;
+    let refused_series: Vec<&str> = body
+        .lines()
+        .filter(|line| line.starts_with("fanfare_grpc_requests_total") && line.contains("UNAUTHENTICATED"))
+        .collect();
+    assert_eq!(
+        refused_series,
+        [
+            r#"fanfare_grpc_requests_total{service="grpc.reflection.v1.ServerReflection",method="unknown",code="UNAUTHENTICATED"} 50"#
+        ],
+        "one series for every refused call:\n{body}"
+    );
+    assert!(!body.contains("MadeUp"), "no made-up name reaches a label");
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, server).await.expect("serve returns").expect("no panic").expect("clean shutdown");
+}

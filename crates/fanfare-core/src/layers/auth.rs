@@ -134,12 +134,47 @@ where
         match self.layer.authorize(request.headers()) {
             Ok(()) => Box::pin(self.inner.call(request)),
             Err(status) => {
-                // The `grpc_request` span already names the method and request id.
-                tracing::warn!(reason = status.message(), "rejected unauthenticated call");
+                // The `grpc_request` span already names the method and request id. At most
+                // one line a second: a flood of calls without a token must not flood the log.
+                if let Some(suppressed) = REJECTION_LOG.admit() {
+                    tracing::warn!(reason = status.message(), suppressed, "rejected unauthenticated call");
+                }
                 let response = status.into_http();
                 Box::pin(async move { Ok(response) })
             }
         }
+    }
+}
+
+/// The one rejection log line a second (with how many were left out since the last).
+static REJECTION_LOG: RateLimitedLog = RateLimitedLog::new();
+
+/// Lets one log line through per second, counting the ones it holds back.
+struct RateLimitedLog {
+    /// The second (since the Unix epoch) of the last line let through.
+    last_second: std::sync::atomic::AtomicU64,
+    /// Lines held back since then.
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimitedLog {
+    const fn new() -> Self {
+        Self { last_second: std::sync::atomic::AtomicU64::new(0), suppressed: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// `Some(lines held back since the last one)` when this line may go out.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let second =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if second > last
+            && self.last_second.compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -185,5 +220,16 @@ mod tests {
     fn debug_output_hides_the_token() {
         let printed = format!("{:?}", AuthLayer::require_token("hunter2"));
         assert!(!printed.contains("hunter2"));
+    }
+
+    #[test]
+    fn rejections_are_logged_once_a_second_with_the_count_held_back() {
+        let log = RateLimitedLog::new();
+        assert_eq!(log.admit(), Some(0), "the first line goes out");
+        assert_eq!(log.admit(), None);
+        assert_eq!(log.admit(), None);
+        // The next second lets one through again, saying how many were held back.
+        log.last_second.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(log.admit(), Some(2));
     }
 }

@@ -95,8 +95,11 @@ where
                 // Only layers outside this one turn an error into a status; count it as such.
                 Err(_) => Code::Unknown,
             };
-            // A method this service lacks answers UNIMPLEMENTED: do not keep its name.
-            let method = if code == Code::Unimplemented { UNKNOWN.to_owned() } else { method };
+            // A method this service lacks answers UNIMPLEMENTED, and a call refused for want
+            // of credentials never reached a method: keep neither name, so callers (with a
+            // token or without) cannot grow the label set.
+            let method =
+                if matches!(code, Code::Unimplemented | Code::Unauthenticated) { UNKNOWN.to_owned() } else { method };
             ::metrics::histogram!(
                 REQUEST_DURATION_SECONDS,
                 "service" => service.clone(),
