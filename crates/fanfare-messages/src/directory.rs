@@ -118,10 +118,93 @@ pub trait Directory: Send + Sync + 'static {
 
 type GroupsClient = GroupServiceClient<InterceptedService<Channel, ServiceTokenInterceptor>>;
 
-#[derive(Default)]
+/// Most group settings one pod caches.
+const MAX_CACHED_GROUPS: usize = 50_000;
+/// Most memberships one pod caches (about 100 bytes each).
+const MAX_CACHED_MEMBERS: usize = 500_000;
+
+/// Group settings and memberships read from the groups service, each trusted for the TTL.
+/// Memberships are indexed by group, so dropping a group's is one removal, and both maps
+/// are bounded: a full map first drops what has expired, and if that is not enough, starts
+/// over empty (a cache miss costs one call to groups; unbounded growth costs the pod).
 struct Cache {
     groups: HashMap<GroupId, (GroupInfo, Instant)>,
-    members: HashMap<(GroupId, UserId), (Option<MemberInfo>, Instant)>,
+    members: HashMap<GroupId, HashMap<UserId, (Option<MemberInfo>, Instant)>>,
+    /// Memberships held, over every group.
+    member_count: usize,
+    max_groups: usize,
+    max_members: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::bounded(MAX_CACHED_GROUPS, MAX_CACHED_MEMBERS)
+    }
+}
+
+impl Cache {
+    fn bounded(max_groups: usize, max_members: usize) -> Self {
+        Self { groups: HashMap::new(), members: HashMap::new(), member_count: 0, max_groups, max_members }
+    }
+
+    fn group(&self, group: GroupId, ttl: Duration) -> Option<GroupInfo> {
+        self.groups.get(&group).filter(|(_, at)| at.elapsed() < ttl).map(|(info, _)| info.clone())
+    }
+
+    fn member(&self, group: GroupId, user: UserId, ttl: Duration) -> Option<Option<MemberInfo>> {
+        let (member, at) = self.members.get(&group)?.get(&user)?;
+        (at.elapsed() < ttl).then(|| member.clone())
+    }
+
+    fn put_group(&mut self, info: GroupInfo, ttl: Duration) {
+        if self.groups.len() >= self.max_groups && !self.groups.contains_key(&info.id) {
+            self.groups.retain(|_, (_, at)| at.elapsed() < ttl);
+            if self.groups.len() >= self.max_groups {
+                self.groups.clear();
+            }
+        }
+        self.groups.insert(info.id, (info, Instant::now()));
+    }
+
+    fn put_member(&mut self, group: GroupId, user: UserId, member: Option<MemberInfo>, ttl: Duration) {
+        if self.member_count >= self.max_members {
+            for members in self.members.values_mut() {
+                members.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            self.members.retain(|_, members| !members.is_empty());
+            self.member_count = self.members.values().map(HashMap::len).sum();
+            if self.member_count >= self.max_members {
+                self.members.clear();
+                self.member_count = 0;
+            }
+        }
+        if self.members.entry(group).or_default().insert(user, (member, Instant::now())).is_none() {
+            self.member_count += 1;
+        }
+    }
+
+    fn forget_member(&mut self, group: GroupId, user: UserId) {
+        let Some(members) = self.members.get_mut(&group) else { return };
+        if members.remove(&user).is_some() {
+            self.member_count -= 1;
+        }
+        if members.is_empty() {
+            self.members.remove(&group);
+        }
+    }
+
+    fn forget_group(&mut self, group: GroupId) {
+        self.groups.remove(&group);
+        if let Some(members) = self.members.remove(&group) {
+            self.member_count -= members.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.members.clear();
+        self.member_count = 0;
+    }
 }
 
 /// The directory over the groups service's gRPC API, with a TTL cache.
@@ -148,13 +231,11 @@ impl GrpcDirectory {
     }
 
     fn cached_group(&self, group: GroupId) -> Option<GroupInfo> {
-        let cache = self.cache();
-        cache.groups.get(&group).filter(|(_, at)| at.elapsed() < self.ttl).map(|(info, _)| info.clone())
+        self.cache().group(group, self.ttl)
     }
 
     fn cached_member(&self, group: GroupId, user: UserId) -> Option<Option<MemberInfo>> {
-        let cache = self.cache();
-        cache.members.get(&(group, user)).filter(|(_, at)| at.elapsed() < self.ttl).map(|(info, _)| info.clone())
+        self.cache().member(group, user, self.ttl)
     }
 
     async fn fetch_group(&self, group: GroupId, user: UserId) -> Result<GroupInfo, DirectoryError> {
@@ -169,7 +250,7 @@ impl GrpcDirectory {
             .group
             .map(group_info)
             .ok_or_else(|| DirectoryError::Unavailable("GetGroup answered without a group".to_owned()))??;
-        self.cache().groups.insert(group, (info.clone(), Instant::now()));
+        self.cache().put_group(info.clone(), self.ttl);
         Ok(info)
     }
 
@@ -181,7 +262,7 @@ impl GrpcDirectory {
             Err(status) if status.code() == Code::NotFound => None,
             Err(status) => return Err(unavailable(&status)),
         };
-        self.cache().members.insert((group, user), (member.clone(), Instant::now()));
+        self.cache().put_member(group, user, member.clone(), self.ttl);
         Ok(member)
     }
 }
@@ -229,13 +310,15 @@ fn member_info(membership: groups::Membership) -> Result<MemberInfo, DirectoryEr
 #[async_trait]
 impl Directory for GrpcDirectory {
     async fn access(&self, group: GroupId, user: UserId) -> Result<Access, DirectoryError> {
-        let membership = match self.cached_member(group, user) {
-            Some(member) => member,
-            None => self.fetch_member(group, user).await?,
-        };
+        // The group first: a group that does not exist (or a chat hidden from this user)
+        // leaves nothing cached about a membership of it.
         let info = match self.cached_group(group) {
             Some(info) => info,
             None => self.fetch_group(group, user).await?,
+        };
+        let membership = match self.cached_member(group, user) {
+            Some(member) => member,
+            None => self.fetch_member(group, user).await?,
         };
         Ok(Access { group: info, membership })
     }
@@ -262,19 +345,15 @@ impl Directory for GrpcDirectory {
     }
 
     fn invalidate_member(&self, group: GroupId, user: UserId) {
-        self.cache().members.remove(&(group, user));
+        self.cache().forget_member(group, user);
     }
 
     fn invalidate_group(&self, group: GroupId) {
-        let mut cache = self.cache();
-        cache.groups.remove(&group);
-        cache.members.retain(|(cached_group, _), _| *cached_group != group);
+        self.cache().forget_group(group);
     }
 
     fn clear(&self) {
-        let mut cache = self.cache();
-        cache.groups.clear();
-        cache.members.clear();
+        self.cache().clear();
     }
 }
 
@@ -305,5 +384,67 @@ pub fn invalidate_for(directory: &dyn Directory, event: &common::GroupEvent) {
         // that may lag by the TTL, which is harmless.
         Some(user) => directory.invalidate_member(group, user),
         None => directory.invalidate_group(group),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn member() -> MemberInfo {
+        MemberInfo { role: common::Role::Member, joined_at: DateTime::UNIX_EPOCH, muted_until: None }
+    }
+
+    fn group_info(id: i64) -> GroupInfo {
+        GroupInfo {
+            id: GroupId::from_trusted(id),
+            kind: common::GroupKind::Community,
+            post_policy: common::PostPolicy::AllMembers,
+            slow_mode: Duration::ZERO,
+            history_visible_to_new_members: true,
+            archived: false,
+            member_count: 1,
+        }
+    }
+
+    #[test]
+    fn memberships_are_dropped_by_group_and_counted() {
+        let mut cache = Cache::default();
+        let (one, two) = (GroupId::from_trusted(1), GroupId::from_trusted(2));
+        for user in 1..=3 {
+            cache.put_member(one, UserId::from_trusted(user), Some(member()), TTL);
+        }
+        cache.put_member(two, UserId::from_trusted(1), None, TTL);
+        cache.put_member(two, UserId::from_trusted(1), Some(member()), TTL);
+        assert_eq!(cache.member_count, 4, "a replaced entry is counted once");
+        cache.forget_member(one, UserId::from_trusted(2));
+        assert_eq!(cache.member(one, UserId::from_trusted(2), TTL), None);
+        assert_eq!(cache.member(one, UserId::from_trusted(1), TTL), Some(Some(member())));
+        cache.forget_group(one);
+        assert_eq!(cache.member(one, UserId::from_trusted(1), TTL), None);
+        assert_eq!(cache.member_count, 1);
+        assert_eq!(cache.member(two, UserId::from_trusted(1), TTL), Some(Some(member())));
+        cache.clear();
+        assert_eq!(cache.member_count, 0);
+    }
+
+    #[test]
+    fn both_maps_stay_within_their_bounds() {
+        let mut cache = Cache::bounded(10, 100);
+        for index in 0..1_000 {
+            cache.put_member(GroupId::from_trusted(index % 7 + 1), UserId::from_trusted(index + 1), None, TTL);
+            cache.put_group(group_info(index + 1), TTL);
+            assert!(cache.member_count <= 100 && cache.groups.len() <= 10, "bounded at insert {index}");
+            assert_eq!(cache.member_count, cache.members.values().map(HashMap::len).sum::<usize>());
+        }
+        // Expired entries go first when full: with a zero TTL everything has expired.
+        let mut expiring = Cache::bounded(10, 100);
+        for index in 0..100 {
+            expiring.put_member(GroupId::from_trusted(1), UserId::from_trusted(index + 1), None, Duration::ZERO);
+        }
+        expiring.put_member(GroupId::from_trusted(2), UserId::from_trusted(1), None, Duration::ZERO);
+        assert_eq!(expiring.member_count, 1, "the expired ones were dropped, the new one kept");
     }
 }
