@@ -7,13 +7,16 @@ use fanfare_proto::common::v1::group_event::Change as GroupChange;
 use fanfare_proto::common::v1::update::Change;
 use fanfare_proto::messages::v1 as pb;
 use fanfare_testkit::Storage;
-use fanfare_tests::messages::{Client, all_updates, eventually, history, kind, page, send_ok, start, updates_page};
+use fanfare_tests::messages::{
+    Client, all_updates, eventually, history, kind, page, send_ok, start, start_with, updates_page,
+};
 use fanfare_tests::on_every_storage;
 
 on_every_storage!(
     the_log_pages_by_event_seq_and_holds_membership_changes,
     a_position_older_than_the_retained_log_answers_resync_required,
     system_updates_are_appended_once_per_outbox_id,
+    a_page_of_big_updates_is_cut_by_size_and_pages_on,
 );
 
 async fn the_log_pages_by_event_seq_and_holds_membership_changes(storage: Storage) {
@@ -156,4 +159,31 @@ async fn system_updates_are_appended_once_per_outbox_id(storage: Storage) {
     assert_eq!(all_updates(client, 5, other_group).await.len() as i64, other_latest + 1);
     // Relayed changes are not messages.
     assert!(history(client, 1, group_id).await.is_empty());
+}
+
+/// A page of maximum-size messages stays within every caller's 4 MiB message limit: the
+/// server cuts it by size (saying `has_more`) and the caller pages on to the end.
+async fn a_page_of_big_updates_is_cut_by_size_and_pages_on(storage: Storage) {
+    let mut fixture = start_with(storage, |config| config.limits.user_sends_per_second = 0).await;
+    let group_id = fixture.group(common::GroupKind::Community, 1, &[]).await;
+    let client = &mut fixture.messages;
+    let before = all_updates(client, 1, group_id).await.last().map_or(0, |update| update.event_seq);
+    // 300 messages of 4,096 four-byte characters: about 4.9 MB of log, more than one 4 MiB
+    // response could carry.
+    let text = "😀".repeat(4_096);
+    let mut last = 0;
+    for index in 0..300 {
+        last = send_ok(client, 1, group_id, &format!("big-{index}"), &text).await.event_seq;
+    }
+    let first = page(updates_page(client, 1, group_id, before, 1_000).await.expect("a page, not a too-large error"));
+    assert!(first.has_more, "cut short: {} updates", first.updates.len());
+    assert!(first.updates.len() < 300, "the page holds {} updates", first.updates.len());
+    let mut seen: Vec<i64> = first.updates.iter().map(|update| update.event_seq).collect();
+    while seen.last().copied().unwrap_or(before) < last {
+        let after = seen.last().copied().unwrap_or(before);
+        let next = page(updates_page(client, 1, group_id, after, 1_000).await.expect("a page"));
+        assert!(!next.updates.is_empty(), "a page after {after} holds something");
+        seen.extend(next.updates.iter().map(|update| update.event_seq));
+    }
+    assert_eq!(seen, (before + 1..=last).collect::<Vec<_>>(), "every update once, in order");
 }

@@ -358,10 +358,12 @@ impl MessagesService {
         if after < position.last_event_seq && after + 1 < position.oldest_retained_event_seq {
             return Ok(UpdatesAnswer::ResyncRequired(position));
         }
-        let has_more = read.updates.last().is_some_and(|last| last.event_seq < position.last_event_seq);
+        let mut page = read.updates;
+        page.truncate(within_page_bytes(&page));
+        let has_more = page.last().is_some_and(|last| last.event_seq < position.last_event_seq);
         let updates = match Self::visible_since(&access, &member) {
-            Some(since) => read.updates.into_iter().map(|update| redact_before(update, since)).collect(),
-            None => read.updates,
+            Some(since) => page.into_iter().map(|update| redact_before(update, since)).collect(),
+            None => page,
         };
         Ok(UpdatesAnswer::Page { updates, position, has_more })
     }
@@ -442,4 +444,42 @@ fn unexpected(write: &str, applied: &Applied) -> MessagesError {
     MessagesError::Store(crate::store::StoreError::Internal(anyhow::anyhow!(
         "a {write} write was answered with {applied:?}"
     )))
+}
+
+/// Most payload bytes one `GetUpdates` page carries: a page is cut short (answering
+/// `has_more`) before it grows past this, whatever its row limit, so it stays well inside
+/// every caller's 4 MiB message limit (fanout's catch-up reads included).
+pub const MAX_UPDATES_PAGE_BYTES: usize = 1 << 20;
+
+/// How many of `updates` fit in one page by size: at least one (a single update is bounded
+/// by the text and attachment limits), then as many as stay within [`MAX_UPDATES_PAGE_BYTES`].
+fn within_page_bytes(updates: &[StoredUpdate]) -> usize {
+    let mut total = 0;
+    for (index, update) in updates.iter().enumerate() {
+        total += update.payload.len();
+        if total > MAX_UPDATES_PAGE_BYTES && index > 0 {
+            return index;
+        }
+    }
+    updates.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(bytes: usize) -> StoredUpdate {
+        StoredUpdate { group_id: GroupId::from_trusted(1), event_seq: 1, payload: bytes::Bytes::from(vec![0; bytes]) }
+    }
+
+    #[test]
+    fn a_page_is_cut_by_size_but_always_holds_one_update() {
+        let small: Vec<StoredUpdate> = (0..10).map(|_| update(100)).collect();
+        assert_eq!(within_page_bytes(&small), 10);
+        let big: Vec<StoredUpdate> = (0..10).map(|_| update(MAX_UPDATES_PAGE_BYTES / 3)).collect();
+        assert_eq!(within_page_bytes(&big), 3, "as many as fit");
+        let huge = vec![update(MAX_UPDATES_PAGE_BYTES * 2), update(1)];
+        assert_eq!(within_page_bytes(&huge), 1, "one update always goes");
+        assert_eq!(within_page_bytes(&[]), 0);
+    }
 }
