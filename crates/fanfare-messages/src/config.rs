@@ -97,7 +97,8 @@ pub struct CommitConfig {
     pub commit_batch_wait_us: u64,
 
     /// Commit lanes: batches committed at once, each on its own connection; every group
-    /// belongs to one lane, which commits and publishes its batches in order. More lanes
+    /// belongs to one lane, which commits and publishes its batches in order (at most 64,
+    /// one per outbox lane; more would stay idle). More lanes
     /// commit more in parallel but in smaller batches (more CPU per message in Postgres and
     /// here); see docs/messages.md for the measurements behind the default.
     #[arg(long, env = "FANFARE_MESSAGES_COMMIT_WORKERS", default_value_t = DEFAULT_COMMIT_WORKERS)]

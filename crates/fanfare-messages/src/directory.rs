@@ -74,11 +74,6 @@ impl MemberInfo {
         let theirs = other.map_or(1, |member| rank(member.role));
         self.moderates() && rank(self.role) > theirs
     }
-
-    /// Whether the member is muted at `now`.
-    pub fn muted_at(&self, now: DateTime<Utc>) -> bool {
-        self.muted_until.is_some_and(|until| until > now)
-    }
 }
 
 /// A user's standing in a group.

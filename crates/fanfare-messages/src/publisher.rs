@@ -65,7 +65,8 @@ impl Publisher {
         lanes: usize,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let lanes = lanes.max(1);
+        // A lane owns whole outbox lanes: more lanes than those would stay idle.
+        let lanes = lanes.clamp(1, usize::try_from(OUTBOX_LANES).unwrap_or(1));
         let acks = Acker::start(Arc::clone(&store));
         let handles = (0..lanes)
             .map(|lane| {
@@ -160,9 +161,9 @@ impl LanePublisher {
                 tracing::debug!(lane = self.lane, "publisher stopped");
                 return;
             };
-            let published = publish_in_order(self.bus.as_ref(), &batch).await;
-            self.acks.send(&batch[..published]);
-            if published < batch.len() {
+            if publish_in_order(self.bus.as_ref(), &batch).await {
+                self.acks.send(&batch);
+            } else {
                 tracing::warn!(lane = self.lane, "publish failed; the lane catches up from the outbox");
                 self.spilled.store(true, Ordering::SeqCst);
             }
@@ -238,24 +239,22 @@ pub(crate) async fn drain(
         };
         let Some(last) = page.last() else { return Ok(total) };
         after = Some((last.group_id, last.event_seq));
-        let published = publish_in_order(bus, &page).await;
-        let keys: Vec<(GroupId, i64)> =
-            page[..published].iter().map(|update| (update.group_id, update.event_seq)).collect();
+        if !publish_in_order(bus, &page).await {
+            return Err(());
+        }
+        let keys: Vec<(GroupId, i64)> = page.iter().map(|update| (update.group_id, update.event_seq)).collect();
         if let Err(error) = store.ack_outbox(&keys).await {
             // Left in the outbox: published once more later, recognised by event_seq.
             tracing::warn!(error = ?error, "outbox ack failed");
         }
-        total += published;
-        if published < page.len() {
-            return Err(());
-        }
+        total += page.len();
     }
 }
 
-/// Publishes `updates` in order in one pipelined batch; returns how many went out: all of
-/// them, or none when the bus failed (some may have reached it: they are published again,
-/// and subscribers recognise the repeats by event_seq).
-pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdate]) -> usize {
+/// Publishes `updates` in order in one pipelined batch; answers whether all of them went
+/// out. On `false` some may have reached the bus: the caller publishes them all again, and
+/// subscribers recognise the repeats by event_seq.
+pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdate]) -> bool {
     let messages: Vec<(String, bytes::Bytes)> = updates
         .iter()
         .flat_map(|update| channels_of(update).into_iter().map(|channel| (channel, update.payload.clone())))
@@ -263,12 +262,12 @@ pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdat
     match bus.publish_all(&messages).await {
         Ok(()) => {
             metrics::counter!("fanfare_messages_published_total").increment(updates.len() as u64);
-            updates.len()
+            true
         }
         Err(error) => {
             let first = updates.first().map(|update| (update.group_id, update.event_seq));
             tracing::warn!(error = ?error, updates = updates.len(), first = ?first, "publish failed");
-            0
+            false
         }
     }
 }

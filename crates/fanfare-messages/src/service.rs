@@ -126,7 +126,7 @@ impl MessagesService {
     /// may neither post, edit nor react; they may still read and delete their own messages).
     async fn unmuted_writer(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
         let (access, member) = self.writer(group, user).await?;
-        if let Some(until) = member.muted_until.filter(|_| member.muted_at(now())) {
+        if let Some(until) = member.muted_until.filter(|until| *until > now()) {
             return Err(MessagesError::PermissionDenied(format!(
                 "user {user} is muted in group {group} until {}",
                 until.to_rfc3339()
