@@ -31,7 +31,11 @@ pub fn install_metrics_exporter(addr: SocketAddr) -> anyhow::Result<()> {
 /// Describes the metrics of the gRPC server layers (help text and units). Call after the
 /// recorder is installed; [`install_metrics_exporter`] does.
 pub fn describe_grpc_metrics() {
-    describe_counter!(REQUESTS_TOTAL, Unit::Count, "gRPC calls answered, by service, method and gRPC status code.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "gRPC calls answered, by service, method, caller and gRPC status code."
+    );
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
         Unit::Seconds,

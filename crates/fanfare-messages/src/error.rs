@@ -99,7 +99,9 @@ fn commit_status(error: CommitError, message: String) -> Status {
 fn write_status(error: WriteError, message: String) -> Status {
     match error {
         WriteError::MessageNotFound { .. } | WriteError::ReplyTargetNotFound(_) => Status::not_found(message),
-        WriteError::IdempotencyConflict { .. } => Status::already_exists(message),
+        WriteError::IdempotencyConflict { .. } | WriteError::SystemEventConflict { .. } => {
+            Status::already_exists(message)
+        }
         WriteError::SlowMode { group, retry_after } => {
             status::resource_exhausted(message, format!("group:{group}:slow-mode"), Some(retry_after))
         }

@@ -389,10 +389,20 @@ impl MessagesService {
     }
 
     /// Appends relayed groups events, in order; returns each one's event_seq.
-    pub async fn append_system_updates(&self, events: Vec<SystemEvent>) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
+    /// Appends events relayed by `source` (the caller's name), idempotent on (source,
+    /// outbox id) with the content compared.
+    pub async fn append_system_updates(
+        &self,
+        source: &str,
+        events: Vec<SystemEvent>,
+    ) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
         let writes = events
             .iter()
-            .map(|system| LogWrite::System { outbox_id: system.outbox_id, event: system.event.clone() })
+            .map(|system| LogWrite::System {
+                source: source.to_owned(),
+                outbox_id: system.outbox_id,
+                event: system.event.clone(),
+            })
             .collect();
         // Invalidate before the entries become visible too: the groups service committed these
         // changes before relaying them, so whatever is fetched from here on already reflects
