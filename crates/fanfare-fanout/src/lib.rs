@@ -128,13 +128,16 @@ pub async fn serve(
     let live = Live::start(&config.live, token, Arc::clone(&backends.bus), shutdown.clone())
         .await
         .context("starting live delivery")?;
-    let follows = Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone()));
+    let shared_limits = backends.bus.shared_limits();
+    let follows =
+        Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone(), shared_limits.clone()));
     let workers = JobWorkers::spawn(&config.jobs, &backends, shutdown.clone());
     let jobs = Arc::new(JobService::new(
         Arc::clone(&backends.jobs),
         Arc::clone(&backends.follows),
         config.jobs.clone(),
         workers.on_start(),
+        shared_limits,
     ));
 
     let store_probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&backends.follows)));

@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_bus::UpdateBus;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
-use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_core::rate_limit::UserLimit;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
@@ -67,7 +67,47 @@ pub struct MessagesService {
     coalescer: Arc<ReactionCoalescer>,
     bus: Arc<dyn UpdateBus>,
     limits: MessageLimits,
-    send_limiter: Option<UserRateLimiter>,
+    rate_limits: RateLimits,
+}
+
+/// The per-user rate limits, one per kind of action; `None` where turned off.
+#[derive(Debug)]
+struct RateLimits {
+    sends: Option<UserLimit>,
+    changes: Option<UserLimit>,
+    reactions: Option<UserLimit>,
+}
+
+impl RateLimits {
+    /// The limits `limits` sets, counted across pods where the bus can keep them.
+    fn new(limits: &MessageLimits, bus: &dyn UpdateBus) -> Self {
+        let shared = bus.shared_limits();
+        Self {
+            sends: UserLimit::new("sends", limits.user_sends_per_second, limits.user_sends_burst, shared.clone()),
+            changes: UserLimit::new(
+                "changes",
+                limits.user_changes_per_second,
+                limits.user_changes_burst,
+                shared.clone(),
+            ),
+            reactions: UserLimit::new(
+                "reactions",
+                limits.user_reactions_per_second,
+                limits.user_reactions_burst,
+                shared,
+            ),
+        }
+    }
+}
+
+/// Takes one unit of `limit` for `user`, refusing `RateLimited` when none is left.
+async fn check_limit(limit: Option<&UserLimit>, user: UserId) -> MessagesResult<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    limit.check(user).await.map_err(|retry_after| MessagesError::RateLimited {
+        user,
+        action: limit.action(),
+        retry_after,
+    })
 }
 
 fn now() -> DateTime<Utc> {
@@ -84,8 +124,8 @@ impl MessagesService {
         bus: Arc<dyn UpdateBus>,
         limits: MessageLimits,
     ) -> Self {
-        let send_limiter = UserRateLimiter::new(limits.user_sends_per_second, limits.user_sends_burst);
-        Self { store, committer, directory, coalescer, bus, limits, send_limiter }
+        let rate_limits = RateLimits::new(&limits, bus.as_ref());
+        Self { store, committer, directory, coalescer, bus, limits, rate_limits }
     }
 
     /// The limits in force (the adapter parses with them).
@@ -177,9 +217,7 @@ impl MessagesService {
 
     /// Posts a message.
     pub async fn send_message(&self, actor: UserId, request: SendMessage) -> MessagesResult<(Message, bool)> {
-        if let Some(limiter) = &self.send_limiter {
-            limiter.check(actor).map_err(|retry_after| MessagesError::RateLimited { user: actor, retry_after })?;
-        }
+        check_limit(self.rate_limits.sends.as_ref(), actor).await?;
         let (access, member) = self.unmuted_writer(request.group, actor).await?;
         let admins_only = access.group.post_policy == common::PostPolicy::AdminsOnly
             || access.group.kind == common::GroupKind::Broadcast;
@@ -213,6 +251,7 @@ impl MessagesService {
         message_seq: i64,
         text: MessageText,
     ) -> MessagesResult<Message> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         self.unmuted_writer(group, actor).await?;
         let write = LogWrite::Edit { group, message_seq, editor: actor, text, edit_window: self.limits.edit_window() };
         match self.committer.submit(write).await? {
@@ -223,6 +262,7 @@ impl MessagesService {
 
     /// Deletes a message (its sender, or an owner or admin).
     pub async fn delete_message(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<Message> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.writer(group, actor).await?;
         if member.moderates() {
             // The sender never changes: read it first, and refuse a moderator who does not
@@ -247,6 +287,7 @@ impl MessagesService {
         user: UserId,
         since: Option<DateTime<Utc>>,
     ) -> MessagesResult<(i64, Option<i64>)> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.moderator(group, actor).await?;
         self.check_outranks(group, actor, &member, user).await?;
         // Every message was sent after the epoch, so an earlier `since` means all of them;
@@ -269,6 +310,7 @@ impl MessagesService {
         emoji: Emoji,
         add: bool,
     ) -> MessagesResult<Vec<ReactionCount>> {
+        check_limit(self.rate_limits.reactions.as_ref(), actor).await?;
         let (access, _) = self.unmuted_writer(group, actor).await?;
         let coalesce = access.group.member_count > self.limits.reaction_coalesce_above_members;
         let write = LogWrite::React {
@@ -293,6 +335,7 @@ impl MessagesService {
 
     /// Pins or unpins a message (owner or admin).
     pub async fn pin(&self, actor: UserId, group: GroupId, message_seq: i64, pin: bool) -> MessagesResult<()> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         self.moderator(group, actor).await?;
         let write = LogWrite::Pin { group, message_seq, actor, pin, max_pins: self.limits.max_pins };
         match self.committer.submit(write).await? {

@@ -25,15 +25,20 @@ use crate::store::{StoreError, StoreResult};
 const COLUMNS: &str = "job_id, creator_id, idempotency_key, kind, payload_ref, rate_limit_per_second, state, \
      followers_total, followers_done, cursor_followed_at, cursor_follower_id, created_at, started_at, finished_at";
 
-/// The claim: the oldest pending job, or running job whose lease is released or ran out,
-/// skipping rows another claim holds; leased to `$1` until `$2`, at `$3`. `takeover` says
-/// whether it took the job from a worker whose lease ran out. Public so a test can check
-/// the plan uses `jobs_runnable`.
+/// The claim: a pending job, or running job whose lease is released or ran out, skipping
+/// rows another claim holds; leased to `$1` until `$2`, at `$3`. Fair between creators: the
+/// job of the creator with the fewest jobs running under a live lease goes first, the oldest
+/// among equals, so one creator's queue of big jobs does not hold back everyone else's.
+/// `takeover` says whether it took the job from a worker whose lease ran out. Public so a
+/// test can check the plan uses `jobs_runnable`.
 pub const CLAIM_SQL: &str = "WITH candidate AS ( \
-       SELECT job_id, state = 'RUNNING' AND lease_token IS NOT NULL AS takeover FROM fanout.jobs \
+       SELECT job_id, state = 'RUNNING' AND lease_token IS NOT NULL AS takeover FROM fanout.jobs AS c \
        WHERE state IN ('PENDING', 'RUNNING') \
          AND (state = 'PENDING' OR lease_expires_at IS NULL OR lease_expires_at <= $3) \
-       ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+       ORDER BY (SELECT count(*) FROM fanout.jobs AS r \
+                 WHERE r.creator_id = c.creator_id AND r.state = 'RUNNING' AND r.lease_expires_at > $3), \
+                job_id \
+       LIMIT 1 FOR UPDATE SKIP LOCKED) \
      UPDATE fanout.jobs AS j SET state = 'RUNNING', lease_token = $1, lease_expires_at = $2, \
        started_at = COALESCE(j.started_at, $3) \
      FROM candidate WHERE j.job_id = candidate.job_id \
@@ -204,6 +209,17 @@ impl JobStore for PostgresJobStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(failed("reading a fan-out job"))?;
+        row.map(FanoutJob::try_from).transpose()
+    }
+
+    async fn find(&self, creator: UserId, key: &IdempotencyKey) -> StoreResult<Option<FanoutJob>> {
+        let select = format!("SELECT {COLUMNS} FROM fanout.jobs WHERE creator_id = $1 AND idempotency_key = $2");
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(creator.get())
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(failed("finding a fan-out job by key"))?;
         row.map(FanoutJob::try_from).transpose()
     }
 
