@@ -4,6 +4,7 @@
 //! `cargo nextest run -p fanfare-tests -E 'test(/^fanout_live::/)'`.
 
 mod boundary_lists;
+mod broadcast_audience;
 mod fanout_follows;
 mod fanout_input;
 mod fanout_jobs;
