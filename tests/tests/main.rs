@@ -5,6 +5,7 @@
 
 mod boundary_callers;
 mod boundary_lists;
+mod broadcast_audience;
 mod fanout_follows;
 mod fanout_input;
 mod fanout_jobs;

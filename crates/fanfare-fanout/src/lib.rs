@@ -90,7 +90,7 @@ impl FanoutBackends {
             PostgresFollowStore::migrate(store.pool()).await.context("migrating the fanout schema")?;
         }
         tracing::info!("fanout store: postgres");
-        let jobs = Arc::new(PostgresJobStore::from_pool(store.pool().clone()));
+        let jobs = Arc::new(PostgresJobStore::sharing(store.shared_pool().clone()));
         Ok(Self { follows: Arc::new(store), jobs, bus, sink })
     }
 }

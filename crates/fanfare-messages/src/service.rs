@@ -16,6 +16,7 @@ use crate::coalescer::ReactionCoalescer;
 use crate::committer::Committer;
 use crate::config::MessageLimits;
 use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
+use crate::domain::visibility::LogView;
 use crate::domain::{
     Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread,
 };
@@ -215,6 +216,17 @@ impl MessagesService {
         hidden.then_some(member.joined_at)
     }
 
+    /// What of the group's log `reader` may not see: older messages' content (as
+    /// [`Self::visible_since`]), and, for a plain member of a BROADCAST group, who else is in
+    /// it (the rule the groups service applies to listing members).
+    fn log_view(reader: UserId, access: &Access, member: &MemberInfo) -> LogView {
+        LogView {
+            reader,
+            messages_before: Self::visible_since(access, member),
+            hides_audience: access.group.kind == common::GroupKind::Broadcast && !member.moderates(),
+        }
+    }
+
     /// Posts a message.
     pub async fn send_message(&self, actor: UserId, request: SendMessage) -> MessagesResult<(Message, bool)> {
         check_limit(self.rate_limits.sends.as_ref(), actor).await?;
@@ -404,10 +416,8 @@ impl MessagesService {
         let mut page = read.updates;
         page.truncate(within_page_bytes(&page));
         let has_more = page.last().is_some_and(|last| last.event_seq < position.last_event_seq);
-        let updates = match Self::visible_since(&access, &member) {
-            Some(since) => page.into_iter().map(|update| redact_before(update, since)).collect(),
-            None => page,
-        };
+        let view = Self::log_view(actor, &access, &member);
+        let updates = if view.sees_all() { page } else { page.into_iter().map(|update| view.redact(update)).collect() };
         Ok(UpdatesAnswer::Page { updates, position, has_more })
     }
 
@@ -470,26 +480,6 @@ impl MessagesService {
         }
         Ok(appended)
     }
-}
-
-/// A log entry as a member who may not see history from before `since` receives it: entries
-/// about older messages keep their place in the log (so the stream has no hole) but carry
-/// no content.
-fn redact_before(update: StoredUpdate, since: DateTime<Utc>) -> StoredUpdate {
-    use fanfare_proto::redact::{carried_message_mut, clear_content};
-    use prost::Message as _;
-    let Ok(mut decoded) = common::Update::decode(update.payload.as_ref()) else {
-        // Undecodable entries are reported by the adapter, which decodes every entry.
-        return update;
-    };
-    let Some(message) = carried_message_mut(&mut decoded) else { return update };
-    let created_at =
-        message.created_at.as_ref().and_then(|time| fanfare_core::time::parse_timestamp("created_at", time).ok());
-    if created_at.is_none_or(|created_at| created_at >= since) {
-        return update;
-    }
-    clear_content(message);
-    StoredUpdate { payload: decoded.encode_to_vec().into(), ..update }
 }
 
 /// A store that answered a write with the outcome of another kind of write: a bug.

@@ -4,6 +4,7 @@
 pub mod rules;
 pub mod updates;
 pub mod values;
+pub mod visibility;
 
 pub use values::*;
 

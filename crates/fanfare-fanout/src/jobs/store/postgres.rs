@@ -61,18 +61,30 @@ const CHECKPOINT_SQL: &str = "UPDATE fanout.jobs SET cursor_followed_at = $3, cu
 /// A [`JobStore`] on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresJobStore {
-    pool: PgPool,
+    pool: fanfare_postgres::Pool,
 }
 
 impl PostgresJobStore {
     /// A store on `pool`, which must be migrated (`PostgresFollowStore::migrate`).
     pub fn from_pool(pool: PgPool) -> Self {
+        Self::sharing(fanfare_postgres::Pool::new(pool))
+    }
+
+    /// A store on the pool another store uses, sharing what is known of the database's
+    /// reachability (the follow store's, whose health probe keeps it current).
+    pub fn sharing(pool: fanfare_postgres::Pool) -> Self {
         Self { pool }
     }
 
     /// The pool, for tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A connection for one statement: at once an unavailable error while the database is
+    /// known to be down (`fanfare_postgres::Pool`).
+    async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(failed("acquiring a connection"))
     }
 }
 
@@ -184,7 +196,7 @@ impl JobStore for PostgresJobStore {
             .bind(rate)
             .bind(count(new.followers_total))
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("inserting a fan-out job"))?;
         if let Some(row) = inserted {
@@ -196,7 +208,7 @@ impl JobStore for PostgresJobStore {
         let existing: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(new.creator.get())
             .bind(new.request.idempotency_key.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job by key"))?;
         Ok(Created { job: existing.try_into()?, created: false })
@@ -206,7 +218,7 @@ impl JobStore for PostgresJobStore {
         let select = format!("SELECT {COLUMNS} FROM fanout.jobs WHERE job_id = $1");
         let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(id.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job"))?;
         row.map(FanoutJob::try_from).transpose()
@@ -232,7 +244,7 @@ impl JobStore for PostgresJobStore {
             .bind(creator.get())
             .bind(before.map_or(i64::MAX, JobId::get))
             .bind(limit.as_limit() + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .map_err(failed("listing fan-out jobs"))?;
         rows.into_iter().map(FanoutJob::try_from).collect()
@@ -248,7 +260,7 @@ impl JobStore for PostgresJobStore {
             .bind(id.get())
             .bind(creator.get())
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("cancelling a fan-out job"))?;
         if let Some(row) = cancelled {
@@ -258,7 +270,7 @@ impl JobStore for PostgresJobStore {
         let unchanged: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(id.get())
             .bind(creator.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job to cancel"))?;
         unchanged.map(|row| Ok(Cancelled { job: row.try_into()?, changed: false })).transpose()
@@ -271,7 +283,7 @@ impl JobStore for PostgresJobStore {
             .bind(token)
             .bind(expires_at)
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("claiming a fan-out job"))?;
         let Some(claimed) = claimed else {
@@ -299,7 +311,7 @@ impl JobStore for PostgresJobStore {
             .bind(checkpoint.finished)
             .bind(stored(now))
             .bind(renewed)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("checkpointing a fan-out job"))?;
         let Some((state, lease_expires_at)) = row else {
@@ -320,7 +332,7 @@ impl JobStore for PostgresJobStore {
         )
         .bind(lease.job.get())
         .bind(lease.token)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await
         .map_err(failed("releasing a fan-out job"))?;
         Ok(())

@@ -35,7 +35,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_proto::common::v1 as common;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::queue::{KeyOf, Queue, TakenKey};
@@ -47,7 +47,11 @@ use crate::domain::{Message, NewMessage};
 use crate::store::{Applied, Committed, LogWrite, StoreError, StoreResult, WriteError, system_event_digest};
 
 /// Applies a batch of writes in one transaction (see the module docs).
-pub(super) async fn apply(pool: &PgPool, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
+pub(super) async fn apply(
+    pool: &fanfare_postgres::Pool,
+    writes: Vec<LogWrite>,
+    now: DateTime<Utc>,
+) -> StoreResult<Committed> {
     if writes.is_empty() {
         return Ok(Committed::default());
     }
@@ -76,7 +80,7 @@ enum Attempt {
 }
 
 async fn attempt(
-    pool: &PgPool,
+    pool: &fanfare_postgres::Pool,
     writes: &[LogWrite],
     now: DateTime<Utc>,
     known_keys: &HashMap<KeyOf, TakenKey>,
