@@ -229,7 +229,7 @@ impl JobStore for PostgresJobStore {
         let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(creator.get())
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("finding a fan-out job by key"))?;
         row.map(FanoutJob::try_from).transpose()
