@@ -291,7 +291,9 @@ impl MessagesService {
         }
     }
 
-    /// Deletes every message of `user` (since a time) as one update (owner or admin).
+    /// Deletes every message of `user` (since a time) in one commit, listed by one update per
+    /// [`MAX_PURGED_PER_UPDATE`](crate::domain::MAX_PURGED_PER_UPDATE) messages (owner or
+    /// admin).
     pub async fn purge_user_messages(
         &self,
         actor: UserId,

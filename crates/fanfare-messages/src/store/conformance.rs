@@ -27,8 +27,8 @@ use super::{
 };
 use crate::domain::updates::message_to_proto;
 use crate::domain::{
-    Attachment, ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount,
-    StoredUpdate, Unread,
+    Attachment, ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    ReactionCount, StoredUpdate, Unread,
 };
 
 /// Something that holds a store under test (and whatever must live as long as it, such
@@ -72,6 +72,7 @@ macro_rules! message_store_conformance_tests {
             edits_need_the_sender_a_live_message_and_the_window,
             deletes_make_tombstones_once_and_moderators_may_delete,
             purge_tombstones_a_users_messages_since_a_time,
+            a_large_purge_is_listed_by_bounded_updates,
             reactions_add_and_remove_idempotently,
             reactions_are_limited_to_distinct_emojis,
             reaction_updates_are_appended_only_when_asked,
@@ -658,6 +659,32 @@ pub async fn purge_tombstones_a_users_messages_since_a_time(store: &dyn MessageS
     assert_eq!(kinds(&updates), ["posted", "posted", "posted", "posted", "deleted", "purged", "purged"]);
     let Some(Change::MessagesPurged(purged)) = &updates[5].change else { unreachable!("checked above") };
     assert_eq!((purged.user_id, purged.message_seqs.clone(), purged.purged_by_user_id), (1, vec![2], 9));
+}
+
+/// A purge of more than [`MAX_PURGED_PER_UPDATE`] messages appends one update per that many,
+/// in order and in one commit, every message listed once.
+pub async fn a_large_purge_is_listed_by_bounded_updates(store: &dyn MessageStore) {
+    let chat = group(7);
+    let count = MAX_PURGED_PER_UPDATE * 2 + 1;
+    let posts = (0..count).map(|index| post(chat, user(1), &format!("k{index}"), text("m"))).collect();
+    store.apply(posts, at(0)).await.unwrap();
+    let purge = LogWrite::Purge { group: chat, user: user(1), since: None, actor: user(9) };
+    let last = i64::try_from(count).unwrap() + 3;
+    let Ok(Applied::Purged { message_seqs, event_seq }) = apply_one(store, purge, at(1)).await else {
+        panic!("a purge")
+    };
+    assert_eq!((message_seqs.len(), event_seq), (count, Some(last)));
+    let read = store.get_updates(chat, i64::try_from(count).unwrap(), PageSize::new(10)).await.unwrap();
+    let listed: Vec<Vec<i64>> = read
+        .updates
+        .iter()
+        .map(|stored| match common::Update::decode(stored.payload.as_ref()).expect("decodable").change {
+            Some(Change::MessagesPurged(purged)) => purged.message_seqs,
+            other => panic!("a purge update: {other:?}"),
+        })
+        .collect();
+    assert_eq!(listed.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_PURGED_PER_UPDATE, MAX_PURGED_PER_UPDATE, 1]);
+    assert_eq!(listed.concat(), (1..=i64::try_from(count).unwrap()).collect::<Vec<_>>());
 }
 
 /// Adding a reaction twice or removing one never added changes nothing; totals are per

@@ -28,8 +28,8 @@ use super::{
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{
-    ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate,
-    Unread, outbox_lane,
+    ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    ReactionCount, StoredUpdate, Unread, outbox_lane,
 };
 
 /// A [`MessageStore`] in memory; clones share the same data.
@@ -301,9 +301,12 @@ impl State {
                 stored.make_tombstone(now);
             }
         }
-        let change = TimelineChange::Purged { user, message_seqs: &message_seqs, by: actor };
-        let event_seq = self.append(group, &change, now);
-        Applied::Purged { message_seqs, event_seq: Some(event_seq) }
+        let mut event_seq = None;
+        for chunk in message_seqs.chunks(MAX_PURGED_PER_UPDATE) {
+            let change = TimelineChange::Purged { user, message_seqs: chunk, by: actor };
+            event_seq = Some(self.append(group, &change, now));
+        }
+        Applied::Purged { message_seqs, event_seq }
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of `LogWrite::React`

@@ -197,11 +197,14 @@ pub enum Applied {
     Edited(Message),
     /// Deleted: the tombstone.
     Deleted(Message),
-    /// Purged these messages under one update (`None` when there was nothing to purge).
+    /// Purged these messages, listed by one update per [`MAX_PURGED_PER_UPDATE`] of them
+    /// (none when there was nothing to purge).
+    ///
+    /// [`MAX_PURGED_PER_UPDATE`]: crate::domain::MAX_PURGED_PER_UPDATE
     Purged {
         /// The messages now tombstones.
         message_seqs: Vec<i64>,
-        /// The update, if one was appended.
+        /// The last update appended, if any.
         event_seq: Option<i64>,
     },
     /// Reacted.
