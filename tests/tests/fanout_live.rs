@@ -28,6 +28,8 @@ on_every_storage!(
     a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered,
     live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
     two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order,
+    streams_per_user_are_capped_per_pod,
+    subscribe_calls_are_rate_limited_per_user,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -539,4 +541,67 @@ fn edited(stream: &Subscription, group: i64) -> Vec<Message> {
             _ => None,
         })
         .collect()
+}
+
+/// A user holds at most FANFARE_FANOUT_MAX_STREAMS_PER_USER streams on a pod (a closed one
+/// frees its place); the refusal is RESOURCE_EXHAUSTED.
+async fn streams_per_user_are_capped_per_pod(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 1, |config| {
+        config.live.max_streams_per_user = 2;
+        config.live.user_subscribes_per_minute = 0;
+    })
+    .await;
+    live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (first, _) = subscribe_fresh(&mut client, 2).await;
+    let (_second, _) = subscribe_fresh(&mut client, 2).await;
+    let refused = Subscription::open(&mut client, 2, pb::SubscribeRequest::default()).await.err().expect("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("2 streams"), "{refused:?}");
+    let (_theirs, _) = subscribe_fresh(&mut client, 1).await;
+
+    // Closing one frees its place (the pod forgets a stream once its response is dropped).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..250 {
+        match Subscription::open(&mut client, 2, pb::SubscribeRequest::default()).await {
+            Ok(subscription) => {
+                reopened = Some(subscription);
+                break;
+            }
+            Err(status) if status.message().contains("streams on this pod") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("only the stream cap may refuse here: {status:?}"),
+        }
+    }
+    let mut reopened = reopened.expect("a closed stream frees its place");
+    assert!(matches!(reopened.next().await, Some(Received::Heartbeat(_))));
+}
+
+/// Subscribe calls, each of which catches up from the log, are rate-limited per user: on
+/// Redis (Postgres runs) the burst is one for all pods; in process each pod counts alone.
+async fn subscribe_calls_are_rate_limited_per_user(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 2, |config| {
+        config.live.user_subscribes_per_minute = 1;
+        config.live.user_subscribes_burst = 2;
+    })
+    .await;
+    live.chat(1, &[2]).await;
+    let mut one = live.client(0).await;
+    let mut other = live.client(1).await;
+    let (_first, _) = subscribe_fresh(&mut one, 2).await;
+    let (_second, _) = subscribe_fresh(&mut one, 2).await;
+    let refused = Subscription::open(&mut one, 2, pb::SubscribeRequest::default()).await.err().expect("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("subscribes too often"), "{refused:?}");
+    let elsewhere = Subscription::open(&mut other, 2, pb::SubscribeRequest::default()).await;
+    match storage {
+        Storage::Postgres => {
+            let status = elsewhere.err().expect("the burst is spent for every pod");
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        }
+        Storage::Memory => assert!(elsewhere.is_ok(), "without Redis the other pod counts alone"),
+    }
+    let (_theirs, _) = subscribe_fresh(&mut one, 1).await;
 }
