@@ -29,6 +29,7 @@ on_every_storage!(
     live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
     two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order,
     streams_per_user_are_capped_per_pod,
+    a_resume_position_the_log_never_reached_is_answered_with_resync,
     subscribe_calls_are_rate_limited_per_user,
 );
 
@@ -604,4 +605,36 @@ async fn subscribe_calls_are_rate_limited_per_user(storage: Storage) {
         Storage::Memory => assert!(elsewhere.is_ok(), "without Redis the other pod counts alone"),
     }
     let (_theirs, _) = subscribe_fresh(&mut one, 1).await;
+}
+
+/// A resume position past the end of a group's log was never handed out by that log: it went
+/// backwards (a restore, an asynchronous failover). The stream says `resync` for the group
+/// instead of skipping the re-issued seqs as duplicates, then goes on live from the log's end.
+async fn a_resume_position_the_log_never_reached_is_answered_with_resync(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2]).await;
+    let latest = live.send(1, group, "before").await.event_seq;
+    let mut client = live.client(0).await;
+    let request = pb::SubscribeRequest {
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: latest + 100 }],
+        cursor: String::new(),
+    };
+    let mut stream = Subscription::open(&mut client, 2, request).await.expect("Subscribe opens");
+    let mut resync = None;
+    for _ in 0..4 {
+        match stream.next().await.expect("a frame") {
+            Received::Resync(frame) => {
+                resync = Some(frame);
+                break;
+            }
+            Received::Heartbeat(_) => {}
+            other => panic!("a resync before anything of the group: {other:?}"),
+        }
+    }
+    let resync = resync.expect("a resync frame");
+    assert_eq!((resync.group_id, resync.latest_event_seq), (group, latest));
+    live.send(1, group, "after").await;
+    stream.until_message(group, "after").await;
+    let keys: Vec<String> = stream.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
+    assert_eq!(keys, ["after"], "live from the log's end, nothing skipped");
 }
