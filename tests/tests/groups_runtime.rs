@@ -239,3 +239,34 @@ async fn every_change_writes_its_outbox_event_in_order(storage: Storage) {
     let Change::OwnershipTransferred(moved) = &changes[14] else { unreachable!() };
     assert_eq!((moved.previous_owner_user_id, moved.new_owner_user_id), (1, 3));
 }
+
+/// With REDIS_URL set, a user's changes are counted once for every groups pod: creating
+/// groups alternately on two pods spends one burst.
+#[tokio::test]
+async fn with_redis_the_change_limit_holds_across_pods() {
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| fanfare_testkit::stack::DEFAULT_REDIS_URL.to_owned());
+    let namespace = format!("groups-limits-{}", uuid::Uuid::new_v4().simple());
+    let configure = |config: &mut fanfare_groups::GroupsConfig| {
+        config.limits.user_changes_per_second = 1;
+        config.limits.user_changes_burst = 3;
+        config.dependencies.redis_url = Some(redis_url.clone());
+        config.dependencies.redis_namespace = namespace.clone();
+    };
+    let (_one, mut first) = start_with(Storage::Memory, configure).await;
+    let (_other, mut second) = start_with(Storage::Memory, configure).await;
+    let mut created = 0;
+    let mut refused = None;
+    for attempt in 0..6 {
+        let client = if attempt % 2 == 0 { &mut first } else { &mut second };
+        match client.create_group(create_request(None)).await {
+            Ok(_) => created += 1,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    assert_eq!(created, 3, "one burst of 3 for both pods");
+    let status = refused.expect("the fourth is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}

@@ -91,6 +91,17 @@ pub async fn serve(
     if let Some(follow_graph) = follow_graph {
         service = service.with_follow_graph(follow_graph);
     }
+    // Groups keeps nothing on Redis; with REDIS_URL set, each user's changes are counted there
+    // across pods (docs/runtime.md, "Rate limits"). Not a dependency of health: the pod's own
+    // count decides while Redis is away.
+    if let Some(redis_url) = &config.dependencies.redis_url {
+        let bus = fanfare_bus::open_bus(Some(redis_url), &config.dependencies.redis_namespace)
+            .await
+            .context("opening Redis for the shared rate limits")?;
+        if let Some(shared) = bus.shared_limits() {
+            service = service.with_shared_limits(shared);
+        }
+    }
     let service = Arc::new(service);
     let served = GrpcServer::new(SERVICE_NAME, config.server.clone())
         .add_service(GroupsGrpc::new(service).into_server())

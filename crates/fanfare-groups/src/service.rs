@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
-use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_core::rate_limit::{SharedLimits, UserLimit};
 use fanfare_core::validation::FieldViolation;
 
 use crate::config::GroupLimits;
@@ -65,7 +65,7 @@ pub enum JoinResult {
 pub struct GroupsService {
     store: Arc<dyn GroupStore>,
     limits: GroupLimits,
-    change_limiter: Option<UserRateLimiter>,
+    change_limit: Option<UserLimit>,
     /// Who follows whom, for FOLLOWERS_ONLY joins; `None` when no fanout service is
     /// configured, and then such joins are refused.
     follow_graph: Option<Arc<dyn FollowGraph>>,
@@ -77,10 +77,22 @@ fn now() -> DateTime<Utc> {
 }
 
 impl GroupsService {
-    /// A service over `store` enforcing `limits`.
+    /// A service over `store` enforcing `limits`, each pod counting its own calls.
     pub fn new(store: Arc<dyn GroupStore>, limits: GroupLimits) -> Self {
-        let change_limiter = UserRateLimiter::new(limits.user_changes_per_second, limits.user_changes_burst);
-        Self { store, limits, change_limiter, follow_graph: None }
+        let change_limit =
+            UserLimit::new("group-changes", limits.user_changes_per_second, limits.user_changes_burst, None);
+        Self { store, limits, change_limit, follow_graph: None }
+    }
+
+    /// The same service, counting each user's changes across pods in `shared` (Redis).
+    pub fn with_shared_limits(self, shared: Arc<dyn SharedLimits>) -> Self {
+        let change_limit = UserLimit::new(
+            "group-changes",
+            self.limits.user_changes_per_second,
+            self.limits.user_changes_burst,
+            Some(shared),
+        );
+        Self { change_limit, ..self }
     }
 
     /// The same service, admitting users to FOLLOWERS_ONLY groups when `follow_graph` says
@@ -112,10 +124,10 @@ impl GroupsService {
     }
 
     /// Counts one change against the caller's rate limit.
-    fn take_change_budget(&self, actor: UserId) -> GroupsResult<()> {
-        match &self.change_limiter {
-            Some(limiter) => {
-                limiter.check(actor).map_err(|retry_after| GroupsError::RateLimited { user: actor, retry_after })
+    async fn take_change_budget(&self, actor: UserId) -> GroupsResult<()> {
+        match &self.change_limit {
+            Some(limit) => {
+                limit.check(actor).await.map_err(|retry_after| GroupsError::RateLimited { user: actor, retry_after })
             }
             None => Ok(()),
         }
@@ -198,7 +210,7 @@ impl GroupsService {
 
     /// Creates a group owned by the actor.
     pub async fn create_group(&self, actor: UserId, request: CreateGroup) -> GroupsResult<Group> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let settings = request.settings.unwrap_or_else(|| rules::default_settings(request.kind));
         if let Err((field, description)) = rules::check_settings(request.kind, &settings) {
             let violation = FieldViolation::new(format!("settings.{field}"), description);
@@ -246,7 +258,7 @@ impl GroupsService {
         group_id: GroupId,
         update: SettingsUpdate,
     ) -> GroupsResult<Group> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.moderator(&group, actor).await?;
         if update.is_empty() {
@@ -268,7 +280,7 @@ impl GroupsService {
 
     /// Archives a group (owner only).
     pub async fn archive_group(&self, actor: UserId, group_id: GroupId) -> GroupsResult<Group> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.owner(&group, actor).await?;
         Ok(self.store.archive_group(group_id, actor, now()).await?)
@@ -282,7 +294,7 @@ impl GroupsService {
     /// one call to the fanout service in between; the policy itself is advisory like the
     /// rest of the read (a policy changed during the join applies to the next one).
     pub async fn join_group(&self, actor: UserId, group_id: GroupId) -> GroupsResult<JoinResult> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let JoinContext { group, membership, active_ban } = self.store.join_context(group_id, actor, now()).await?;
         let group = group.ok_or(StoreError::GroupNotFound(group_id))?;
         // As `visible_group`: a private group reads as missing to a non-member.
@@ -349,7 +361,7 @@ impl GroupsService {
 
     /// Leaves a group; the owner must transfer ownership first.
     pub async fn leave_group(&self, actor: UserId, group_id: GroupId) -> GroupsResult<()> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let membership = self.actor_membership(&group, actor).await?;
         if membership.role == Role::Owner {
@@ -366,7 +378,7 @@ impl GroupsService {
 
     /// Adds users (any member of a CHAT group; owner or admin elsewhere), all or none.
     pub async fn add_members(&self, actor: UserId, group_id: GroupId, users: &[UserId]) -> GroupsResult<AddedMembers> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let membership = self.actor_membership(&group, actor).await?;
         if !may_invite(group.kind, membership.role) {
@@ -380,7 +392,7 @@ impl GroupsService {
 
     /// Removes a member the actor outranks (owner or admin).
     pub async fn remove_member(&self, actor: UserId, group_id: GroupId, user: UserId) -> GroupsResult<()> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let moderator = self.moderator(&group, actor).await?;
         let target = self
@@ -446,7 +458,7 @@ impl GroupsService {
         user: UserId,
         role: Role,
     ) -> GroupsResult<Membership> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         if role == Role::Owner {
             return Err(GroupsError::InvalidRequest(
                 FieldViolation::new(
@@ -463,7 +475,7 @@ impl GroupsService {
 
     /// Hands ownership to another member (owner only).
     pub async fn transfer_ownership(&self, actor: UserId, group_id: GroupId, new_owner: UserId) -> GroupsResult<Group> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.owner(&group, actor).await?;
         if new_owner == actor {
@@ -483,7 +495,7 @@ impl GroupsService {
         user: UserId,
         terms: BanTerms,
     ) -> GroupsResult<Ban> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let moderator = self.moderator(&group, actor).await?;
         if let Some(target) = self.store.get_membership(group_id, user).await? {
@@ -494,7 +506,7 @@ impl GroupsService {
 
     /// Lifts a ban (owner or admin).
     pub async fn unban_member(&self, actor: UserId, group_id: GroupId, user: UserId) -> GroupsResult<()> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.moderator(&group, actor).await?;
         Ok(self.store.unban(group_id, user, actor, now()).await?)
@@ -537,7 +549,7 @@ impl GroupsService {
         user: UserId,
         until: Option<DateTime<Utc>>,
     ) -> GroupsResult<Membership> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let moderator = self.moderator(&group, actor).await?;
         let target = self
@@ -572,7 +584,7 @@ impl GroupsService {
         group_id: GroupId,
         user: UserId,
     ) -> GroupsResult<Membership> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.moderator(&group, actor).await?;
         let limits = self.membership_limits(group.kind);
@@ -581,7 +593,7 @@ impl GroupsService {
 
     /// Rejects a join request (owner or admin).
     pub async fn reject_join_request(&self, actor: UserId, group_id: GroupId, user: UserId) -> GroupsResult<()> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         self.moderator(&group, actor).await?;
         Ok(self.store.reject_join_request(group_id, user).await?)
@@ -595,7 +607,7 @@ impl GroupsService {
         ttl: chrono::Duration,
         max_uses: u32,
     ) -> GroupsResult<Invite> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let group = self.open_group(group_id).await?;
         let membership = self.actor_membership(&group, actor).await?;
         if !may_invite(group.kind, membership.role) {
@@ -619,7 +631,7 @@ impl GroupsService {
 
     /// Revokes an invite (its creator, or an owner or admin of its group).
     pub async fn revoke_invite(&self, actor: UserId, code: &InviteCode) -> GroupsResult<()> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let invite = self.store.get_invite(code).await?.ok_or(StoreError::InviteNotFound)?;
         // An archived group refuses every change, revoking its invites included.
         let group = self.open_group(invite.group_id).await?;
@@ -632,7 +644,7 @@ impl GroupsService {
 
     /// Joins through an invite code, whatever the group's join policy.
     pub async fn join_with_invite(&self, actor: UserId, code: &InviteCode) -> GroupsResult<Redemption> {
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let invite = self.store.get_invite(code).await?.ok_or(StoreError::InviteNotFound)?;
         let group = self.group(invite.group_id).await?;
         let limits = self.membership_limits(group.kind);
