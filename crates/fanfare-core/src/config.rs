@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::tls::TlsConfig;
+
 /// Default request timeout, in milliseconds.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default limit on requests served at once before new ones are shed.
@@ -70,6 +72,10 @@ pub struct ServerConfig {
     /// caller until one ends.
     #[arg(long, env = "FANFARE_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
+
+    /// TLS of the server and of this service's calls to the others (`crate::tls`).
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 impl ServerConfig {
@@ -84,6 +90,7 @@ impl ServerConfig {
             health_check_interval_ms: 200,
             max_connection_age_ms: DEFAULT_MAX_CONNECTION_AGE_MS,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -124,6 +131,7 @@ impl ServerConfig {
                 "FANFARE_MAX_CONNECTION_AGE_MS must be 0 (no limit) or at least {MIN_MAX_CONNECTION_AGE_MS}"
             ));
         }
+        self.tls.check()?;
         match (&self.service_token, self.allow_unauthenticated) {
             (Some(token), _) if token.trim().is_empty() => {
                 Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned())

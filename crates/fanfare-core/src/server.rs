@@ -1,12 +1,13 @@
 //! The gRPC server every Fanfare service runs: its routes plus health, reflection, the tower
-//! layers of [`crate::layers`], HTTP/2 keepalive, connection age and stream limits, and
-//! graceful shutdown, in one builder.
+//! layers of [`crate::layers`], TLS when configured ([`crate::tls`]), HTTP/2 keepalive,
+//! connection age and stream limits, and graceful shutdown, in one builder.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -18,7 +19,11 @@ use tonic_health::ServingStatus;
 use crate::config::ServerConfig;
 pub use crate::health::DependencyProbe;
 use crate::health::{HealthState, run_probe_loop};
-use crate::layers::{AuthLayer, LoadShedLayer, MessageSizeLayer, MetricsLayer, RequestIdLayer, TimeoutLayer};
+use crate::layers::{
+    AuthLayer, LoadShedLayer, MessageSizeLayer, MetricsLayer, PeerIdentityLayer, RequestIdLayer, TimeoutLayer,
+};
+use crate::tls::ServerTls;
+use crate::tls::server::tls_incoming;
 
 /// How often an idle connection is pinged to detect dead peers and keep proxies from
 /// closing it.
@@ -86,6 +91,16 @@ const DESCRIPTOR_SETS: [&[u8]; 5] = [
 /// (GOAWAY): its caller opens a new one, which may reach another pod, for its next calls.
 /// The calls and streams already open on it are left to finish; a long `Subscribe` keeps its
 /// connection open until it ends.
+///
+/// # TLS
+///
+/// With [`TlsConfig::tls_cert_file`](crate::tls::TlsConfig::tls_cert_file) set, every
+/// connection is TLS (HTTP/2 by ALPN) and plaintext clients are refused at the handshake;
+/// the files are checked for a new version every
+/// [`tls_reload_interval_ms`](crate::tls::TlsConfig::tls_reload_interval_ms) and new
+/// handshakes use it at once. With a client CA as well, a client must present a
+/// certificate it signed, and the certificate's [`PeerIdentity`](crate::tls::PeerIdentity)
+/// is in each call's request extensions.
 pub struct GrpcServer {
     service_name: &'static str,
     config: ServerConfig,
@@ -157,6 +172,7 @@ impl GrpcServer {
         self.check()?;
         let local_addr = listener.local_addr().context("cannot read the listener's address")?;
         let config = self.config;
+        let tls = ServerTls::load(&config.tls).context("cannot load the server's TLS certificate")?;
 
         let initial_status = if self.probes.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
         let health = HealthState::new(self.service_name, initial_status).await;
@@ -173,6 +189,7 @@ impl GrpcServer {
             .add_service(reflection_v1alpha);
 
         let layers = tower::ServiceBuilder::new()
+            .layer(PeerIdentityLayer)
             .layer(RequestIdLayer)
             .layer(MetricsLayer::new(advertised.iter().copied()))
             .layer(AuthLayer::from_config(&config))
@@ -206,9 +223,21 @@ impl GrpcServer {
                 );
             }
         };
-        tracing::info!(service = self.service_name, addr = %local_addr, "grpc server listening");
-
-        let serving = router.serve_with_incoming_shutdown(incoming, stop_accepting);
+        let tls_reload =
+            tls.as_ref().map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls.reload_interval(), shutdown.clone())));
+        let serving = match &tls {
+            Some(tls) => {
+                router.serve_with_incoming_shutdown(tls_incoming(incoming, Arc::clone(tls)), stop_accepting).boxed()
+            }
+            None => router.serve_with_incoming_shutdown(incoming, stop_accepting).boxed(),
+        };
+        tracing::info!(
+            service = self.service_name,
+            addr = %local_addr,
+            tls = tls.is_some(),
+            client_certificates = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates()),
+            "grpc server listening"
+        );
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(config.shutdown_grace()).await;
@@ -223,8 +252,12 @@ impl GrpcServer {
                 Ok(())
             }
         };
-        // Also stops the probe loop when the server failed before shutdown.
+        // Also stops the probe loop (and the certificate reloads) when the server failed before
+        // shutdown.
         probe_loop.abort();
+        if let Some(tls_reload) = tls_reload {
+            tls_reload.abort();
+        }
         if result.is_ok() {
             tracing::info!(service = self.service_name, "grpc server stopped");
         }

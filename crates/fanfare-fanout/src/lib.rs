@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use fanfare_bus::{BusProbe, UpdateBus};
 use fanfare_core::server::{DependencyProbe, GrpcServer};
+use fanfare_core::tls::ClientTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -125,7 +126,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg).context("invalid fanout configuration")?;
     let token = config.server.service_token.as_deref();
-    let live = Live::start(&config.live, token, Arc::clone(&backends.bus), shutdown.clone())
+    let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
+    let live = Live::start(&config.live, token, &client_tls, Arc::clone(&backends.bus), shutdown.clone())
         .await
         .context("starting live delivery")?;
     let follows = Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone()));
