@@ -1,0 +1,171 @@
+//! TLS on every hop (docs/security.md, "TLS"): groups, messages and fanout each serve mTLS
+//! with certificates made by the test, and call each other at `https://` URLs trusting the
+//! test CA and presenting a client certificate: groups → messages (the outbox relay),
+//! groups → fanout (FOLLOWERS_ONLY joins), messages → groups (who may post), fanout → groups
+//! and messages (streams and their catch-up). A caller does CreateGroup → SendMessage →
+//! Subscribe / GetUpdates end to end over TLS; a plaintext caller, or one without a client
+//! certificate, is refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanfare_core::client::lazy_channel;
+use fanfare_core::config::DependencyConfig;
+use fanfare_core::tls::ClientTls;
+use fanfare_core::tls::testing::TestTlsFiles;
+use fanfare_fanout::{FanoutBackends, FanoutConfig};
+use fanfare_groups::GroupsConfig;
+use fanfare_groups::store::MemoryGroupStore;
+use fanfare_messages::MessagesConfig;
+use fanfare_messages::store::MemoryMessageStore;
+use fanfare_proto::common::v1::{GroupKind, JoinPolicy, PostPolicy, Update, group_event, update};
+use fanfare_proto::fanout::v1 as fanout_pb;
+use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
+use fanfare_proto::groups::v1 as groups_pb;
+use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use fanfare_proto::messages::v1 as messages_pb;
+use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
+use fanfare_testkit::as_user;
+use fanfare_tests::groups::settings;
+use fanfare_tests::live::subscribe_fresh;
+use fanfare_tests::messages::{EVENTUALLY, all_updates_paged, eventually, send_ok};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The three services, serving mTLS on port 0 and calling each other over `https://`.
+struct TlsServices {
+    groups: SocketAddr,
+    messages: SocketAddr,
+    fanout: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TlsServices {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The URL other services and the test use: the name the certificates carry.
+fn https(addr: SocketAddr) -> String {
+    format!("https://localhost:{}", addr.port())
+}
+
+impl TlsServices {
+    async fn start(files: &TestTlsFiles) -> Self {
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let (groups_listener, messages_listener, fanout_listener) =
+            (bind().await.expect("bind"), bind().await.expect("bind"), bind().await.expect("bind"));
+        let groups = groups_listener.local_addr().expect("an address");
+        let messages = messages_listener.local_addr().expect("an address");
+        let fanout = fanout_listener.local_addr().expect("an address");
+
+        let mut groups_config = GroupsConfig::for_dev(DependencyConfig::default());
+        groups_config.server.tls = files.server_config(true);
+        groups_config.messages_url = Some(https(messages));
+        groups_config.fanout_url = Some(https(fanout));
+        let mut messages_config = MessagesConfig::for_dev(DependencyConfig::default(), https(groups));
+        messages_config.server.tls = files.server_config(true);
+        let mut fanout_config = FanoutConfig::for_dev(DependencyConfig::default(), https(groups), https(messages));
+        fanout_config.server.tls = files.server_config(true);
+
+        let shutdown = CancellationToken::new();
+        let bus = fanfare_bus::open_bus(None, "").await.expect("an in-process bus");
+        tokio::spawn(fanfare_groups::serve(
+            groups_config,
+            Arc::new(MemoryGroupStore::new()),
+            groups_listener,
+            shutdown.clone(),
+        ));
+        tokio::spawn(fanfare_messages::serve(
+            messages_config,
+            Arc::new(MemoryMessageStore::new()),
+            Arc::clone(&bus),
+            messages_listener,
+            shutdown.clone(),
+        ));
+        tokio::spawn(fanfare_fanout::serve(
+            fanout_config,
+            FanoutBackends::in_memory(bus),
+            fanout_listener,
+            shutdown.clone(),
+        ));
+        Self { groups, messages, fanout, shutdown }
+    }
+}
+
+fn channel(url: &str, tls: &ClientTls) -> Channel {
+    lazy_channel(url, None, tls).expect("a valid URL")
+}
+
+#[tokio::test]
+async fn the_services_speak_tls_to_each_other_and_to_their_callers() {
+    let files = TestTlsFiles::new();
+    let services = TlsServices::start(&files).await;
+    let tls = ClientTls::load(&files.client_config()).expect("the client certificate loads");
+    let mut groups = GroupServiceClient::new(channel(&https(services.groups), &tls));
+    let mut messages = MessageServiceClient::new(channel(&https(services.messages), &tls));
+    let mut fanout = FanoutServiceClient::new(channel(&https(services.fanout), &tls));
+
+    // groups → fanout: user 2 may join user 1's FOLLOWERS_ONLY community once following.
+    fanout.follow(as_user(2, fanout_pb::FollowRequest { creator_user_id: 1 })).await.expect("Follow over TLS");
+    let request = groups_pb::CreateGroupRequest {
+        kind: GroupKind::Community as i32,
+        title: "over TLS".to_owned(),
+        settings: Some(settings(JoinPolicy::FollowersOnly, PostPolicy::AllMembers)),
+        ..Default::default()
+    };
+    let group = groups.create_group(as_user(1, request)).await.expect("CreateGroup over TLS").into_inner();
+    let group_id = group.group.expect("the group").group_id;
+    groups
+        .join_group(as_user(2, groups_pb::JoinGroupRequest { group_id }))
+        .await
+        .expect("a follower joins: groups asked fanout over TLS");
+
+    // fanout → groups: user 2's stream knows the group; messages → groups: user 1 may post;
+    // the post reaches the stream.
+    let (mut subscription, _) = subscribe_fresh(&mut fanout, 2).await;
+    send_ok(&mut messages, 1, group_id, "tls-1", "sent over TLS").await;
+    tokio::time::timeout(EVENTUALLY, subscription.until_message(group_id, "tls-1"))
+        .await
+        .expect("the message reaches the stream");
+
+    // groups → messages: the outbox relay brings both joins into the log.
+    let changes = |log: &[Update]| -> Vec<&'static str> {
+        let mut names: Vec<&str> = log
+            .iter()
+            .filter_map(|entry| match entry.change.as_ref()? {
+                update::Change::GroupEvent(event) => match event.change.as_ref()? {
+                    group_event::Change::MemberJoined(_) => Some("joined"),
+                    _ => None,
+                },
+                update::Change::MessagePosted(_) => Some("posted"),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    eventually("both joins are relayed into the log", || {
+        let mut messages = messages.clone();
+        async move { changes(&all_updates_paged(&mut messages, 2, group_id, 100).await) == ["joined", "joined", "posted"] }
+    })
+    .await;
+
+    // Callers without TLS, or without a certificate from the CA, are refused.
+    let plaintext = GroupServiceClient::new(channel(&format!("http://{}", services.groups), &tls))
+        .get_group(as_user(1, groups_pb::GetGroupRequest { group_id }))
+        .await;
+    assert!(plaintext.is_err(), "{plaintext:?}");
+    let anonymous = ClientTls::default().with_ca_pem(files.ca().pem());
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        MessageServiceClient::new(channel(&https(services.messages), &anonymous))
+            .get_updates(as_user(2, messages_pb::GetUpdatesRequest { group_id, ..Default::default() })),
+    )
+    .await
+    .expect("refused at once");
+    assert!(refused.is_err(), "{refused:?}");
+}
