@@ -5,6 +5,10 @@
 //! and messages (streams and their catch-up). A caller does CreateGroup → SendMessage →
 //! Subscribe / GetUpdates end to end over TLS; a plaintext caller, or one without a client
 //! certificate, is refused.
+//!
+//! Below the services: PostgreSQL with `ssl=on` reached with `sslmode=verify-full`, and
+//! Redis on a TLS port reached at `rediss://` with the test CA (a private server of each,
+//! started once per test process by the testkit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use fanfare_core::tls::ClientTls;
 use fanfare_core::tls::testing::TestTlsFiles;
 use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_groups::GroupsConfig;
-use fanfare_groups::store::MemoryGroupStore;
+use fanfare_groups::store::{GroupStore as _, MemoryGroupStore, PostgresGroupStore};
 use fanfare_messages::MessagesConfig;
 use fanfare_messages::store::MemoryMessageStore;
 use fanfare_proto::common::v1::{GroupKind, JoinPolicy, PostPolicy, Update, group_event, update};
@@ -27,6 +31,7 @@ use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::messages::v1 as messages_pb;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_testkit::as_user;
+use fanfare_testkit::tls_servers::TlsPostgres;
 use fanfare_tests::groups::settings;
 use fanfare_tests::live::subscribe_fresh;
 use fanfare_tests::messages::{EVENTUALLY, all_updates_paged, eventually, send_ok};
@@ -168,4 +173,37 @@ async fn the_services_speak_tls_to_each_other_and_to_their_callers() {
     .await
     .expect("refused at once");
     assert!(refused.is_err(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn postgres_is_reached_with_sslmode_verify_full() {
+    use sqlx::{Connection as _, PgConnection};
+
+    let postgres = TlsPostgres::shared();
+    let verify_full = postgres.url("verify-full");
+    let mut connection = PgConnection::connect(&verify_full).await.expect("verify-full connects");
+    let (ssl,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&mut connection)
+        .await
+        .expect("pg_stat_ssl answers");
+    assert!(ssl, "the connection is TLS");
+    connection.close().await.expect("close");
+
+    // A store opens its pool, migrates and answers through the same URL, as a service's
+    // DATABASE_URL would.
+    let store = PostgresGroupStore::connect(&verify_full, 2).await.expect("the groups store connects");
+    PostgresGroupStore::migrate(store.pool()).await.expect("migrations run over TLS");
+    store.ping().await.expect("the store answers");
+
+    // The server requires TLS; a certificate from another CA, or for another name, fails.
+    let plaintext = PgConnection::connect(&postgres.url("disable")).await;
+    assert!(plaintext.is_err(), "plaintext is refused by pg_hba");
+    let stranger = TestTlsFiles::new();
+    let other_ca = verify_full.replace(
+        &postgres.files().path("ca.crt").display().to_string(),
+        &stranger.path("ca.crt").display().to_string(),
+    );
+    assert!(PgConnection::connect(&other_ca).await.is_err(), "an unknown CA is refused");
+    let other_name = verify_full.replace("@localhost:", "@127.0.0.2:");
+    assert!(PgConnection::connect(&other_name).await.is_err(), "a name the certificate lacks is refused");
 }
