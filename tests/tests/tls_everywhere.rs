@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use fanfare_bus::{BusEvent, UpdateBus};
 use fanfare_core::client::lazy_channel;
 use fanfare_core::config::DependencyConfig;
 use fanfare_core::tls::ClientTls;
@@ -31,7 +33,7 @@ use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::messages::v1 as messages_pb;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_testkit::as_user;
-use fanfare_testkit::tls_servers::TlsPostgres;
+use fanfare_testkit::tls_servers::{TlsPostgres, TlsRedis};
 use fanfare_tests::groups::settings;
 use fanfare_tests::live::subscribe_fresh;
 use fanfare_tests::messages::{EVENTUALLY, all_updates_paged, eventually, send_ok};
@@ -206,4 +208,63 @@ async fn postgres_is_reached_with_sslmode_verify_full() {
     assert!(PgConnection::connect(&other_ca).await.is_err(), "an unknown CA is refused");
     let other_name = verify_full.replace("@localhost:", "@127.0.0.2:");
     assert!(PgConnection::connect(&other_name).await.is_err(), "a name the certificate lacks is refused");
+}
+
+/// A bus on the TLS Redis, trusting the test CA, as a service configured with
+/// `REDIS_URL=rediss://…` and `FANFARE_REDIS_CA_FILE` opens it.
+async fn rediss_bus(namespace: &str) -> Arc<dyn UpdateBus> {
+    let redis = TlsRedis::shared();
+    let dependencies = DependencyConfig {
+        redis_url: Some(redis.url()),
+        redis_ca_file: Some(redis.files().path("ca.crt")),
+        redis_namespace: namespace.to_owned(),
+        ..DependencyConfig::default()
+    };
+    fanfare_bus::open_configured_bus(&dependencies).await.expect("the bus opens")
+}
+
+#[tokio::test]
+async fn the_bus_publishes_and_subscribes_over_rediss() {
+    let bus = rediss_bus("tls-round-trip").await;
+    let mut subscriber = bus.subscriber().await.expect("a subscriber connects over TLS");
+    subscriber.subscribe("fanfare:group:1").await.expect("SUBSCRIBE over TLS");
+    bus.publish("fanfare:group:1", Bytes::from_static(b"over TLS")).await.expect("PUBLISH over TLS");
+    let event = tokio::time::timeout(EVENTUALLY, subscriber.recv()).await.expect("an event in time");
+    assert_eq!(
+        event,
+        Some(BusEvent::Message { channel: "fanfare:group:1".to_owned(), payload: Bytes::from_static(b"over TLS") })
+    );
+
+    // Without the test CA (the system's roots) the server's certificate is refused.
+    let untrusting = fanfare_bus::open_bus(Some(&TlsRedis::shared().url()), "tls-refused").await.expect("opens lazily");
+    let refused = untrusting.publish("fanfare:group:1", Bytes::from_static(b"refused")).await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// The bus conformance suite on the TLS Redis.
+mod rediss_conformance {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use fanfare_bus::UpdateBus;
+    use fanfare_bus::conformance::BusFactory;
+
+    /// A new bus with its own connections per call, in a namespace of its own.
+    struct RedissBusFactory;
+
+    #[async_trait]
+    impl BusFactory for RedissBusFactory {
+        async fn bus(&self, queue_capacity: usize) -> Arc<dyn UpdateBus> {
+            let redis = fanfare_testkit::tls_servers::TlsRedis::shared();
+            let root_ca_pem = std::fs::read(redis.files().path("ca.crt")).expect("the CA file");
+            let config = fanfare_bus::RedisBusConfig {
+                queue_capacity,
+                root_ca_pem: Some(root_ca_pem),
+                ..fanfare_bus::RedisBusConfig::new(redis.url())
+            };
+            Arc::new(fanfare_bus::RedisBus::open(config).await.expect("open the bus"))
+        }
+    }
+
+    fanfare_bus::bus_conformance_tests!(RedissBusFactory);
 }

@@ -3,6 +3,7 @@
 //! overridable by flags or environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -171,6 +172,10 @@ pub struct DependencyConfig {
     /// Redis URL; unset for the in-process bus.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM CA certificates trusted for a `rediss://` REDIS_URL; unset, the system's roots.
+    #[arg(long, env = "FANFARE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Prefix of every Redis channel and key this deployment uses, so several deployments or
     /// test runs can share one Redis. Empty for none; otherwise letters, digits, `_`, `.` and

@@ -77,6 +77,7 @@ impl FanoutBackends {
             Some(url) => Arc::new(
                 RedisStreamSink::open(
                     url,
+                    dependencies.redis_ca_file.as_deref(),
                     &jobs::sink::push_stream_key(&dependencies.redis_namespace, &config.jobs.push_stream),
                     config.jobs.push_stream_max_len,
                 )
@@ -108,9 +109,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 /// Runs the fanout service on `listener` until `shutdown` is cancelled, on the backends its
 /// configuration names.
 pub async fn run(config: FanoutConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref(), &config.dependencies.redis_namespace)
-        .await
-        .context("opening the bus")?;
+    let bus = fanfare_bus::open_configured_bus(&config.dependencies).await.context("opening the bus")?;
     let backends = FanoutBackends::open(&config, bus).await?;
     serve(config, backends, listener, shutdown).await
 }

@@ -69,9 +69,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 /// names.
 pub async fn run(config: MessagesConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref(), &config.dependencies.redis_namespace)
-        .await
-        .context("opening the bus")?;
+    let bus = fanfare_bus::open_configured_bus(&config.dependencies).await.context("opening the bus")?;
     serve(config, store, bus, listener, shutdown).await
 }
 
