@@ -100,7 +100,9 @@ const DESCRIPTOR_SETS: [&[u8]; 5] = [
 /// [`tls_reload_interval_ms`](crate::tls::TlsConfig::tls_reload_interval_ms) and new
 /// handshakes use it at once. With a client CA as well, a client must present a
 /// certificate it signed, and the certificate's [`PeerIdentity`](crate::tls::PeerIdentity)
-/// is in each call's request extensions.
+/// is in each call's request extensions. Kubernetes' gRPC probes cannot speak TLS: with
+/// [`plaintext_health_addr`](crate::tls::TlsConfig::plaintext_health_addr) the same health
+/// statuses are also served in plaintext there, and nothing else is.
 pub struct GrpcServer {
     service_name: &'static str,
     config: ServerConfig,
@@ -173,6 +175,14 @@ impl GrpcServer {
         let local_addr = listener.local_addr().context("cannot read the listener's address")?;
         let config = self.config;
         let tls = ServerTls::load(&config.tls).context("cannot load the server's TLS certificate")?;
+        let health_listener = match config.tls.plaintext_health_addr {
+            Some(addr) if tls.is_some() => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind the plaintext health address {addr}"))?,
+            ),
+            _ => None,
+        };
 
         let initial_status = if self.probes.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
         let health = HealthState::new(self.service_name, initial_status).await;
@@ -223,6 +233,17 @@ impl GrpcServer {
                 );
             }
         };
+        let plaintext_health = health_listener.map(|listener| {
+            let service = health.service(shutdown.clone());
+            let shutdown = shutdown.clone();
+            tracing::info!(addr = ?listener.local_addr().ok(), "plaintext grpc health listening");
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(
+                Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
+            )
+        });
         let tls_reload =
             tls.as_ref().map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls.reload_interval(), shutdown.clone())));
         let serving = match &tls {
@@ -257,6 +278,9 @@ impl GrpcServer {
         probe_loop.abort();
         if let Some(tls_reload) = tls_reload {
             tls_reload.abort();
+        }
+        if let Some(plaintext_health) = plaintext_health {
+            plaintext_health.abort();
         }
         if result.is_ok() {
             tracing::info!(service = self.service_name, "grpc server stopped");

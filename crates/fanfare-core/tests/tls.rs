@@ -272,3 +272,30 @@ async fn serve_once(tls: TlsConfig) -> anyhow::Result<()> {
     shutdown.cancel();
     serving.await
 }
+
+#[tokio::test]
+async fn health_is_also_served_in_plaintext_where_asked_and_nothing_else_is() {
+    let files = TestTlsFiles::new();
+    let free = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let health_addr = free.local_addr().expect("an address");
+    drop(free);
+    let server = start(TlsConfig { plaintext_health_addr: Some(health_addr), ..files.server_config(true) }).await;
+
+    let plaintext = channel(&format!("http://{health_addr}"), &ClientTls::default());
+    let answered = async {
+        loop {
+            if health(plaintext.clone()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, answered).await.expect("health answers in plaintext, without a certificate");
+    let other = ask_who(plaintext).await.expect_err("only health is served there");
+    assert_eq!(other.code(), Code::Unimplemented, "{other:?}");
+    let main_port = health(channel(&format!("http://{}", server.addr), &ClientTls::default())).await;
+    assert!(main_port.is_err(), "the gRPC port stays TLS only: {main_port:?}");
+
+    let without_tls = TlsConfig { plaintext_health_addr: Some(health_addr), ..TlsConfig::default() };
+    assert!(without_tls.check().is_err(), "a plaintext server needs no second health port");
+}

@@ -10,6 +10,7 @@ pub mod server;
 pub mod testing;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +49,11 @@ pub struct TlsConfig {
     #[arg(long, env = "FANFARE_TLS_RELOAD_INTERVAL_MS", default_value_t = DEFAULT_TLS_RELOAD_INTERVAL_MS)]
     pub tls_reload_interval_ms: u64,
 
+    /// With TLS on, also serve gRPC health (`grpc.health.v1` only, plaintext) at this
+    /// address, for Kubernetes' gRPC probes, which cannot speak TLS.
+    #[arg(long, env = "FANFARE_PLAINTEXT_HEALTH_ADDR", requires = "tls_cert_file")]
+    pub plaintext_health_addr: Option<SocketAddr>,
+
     /// This service's calls to the other services.
     #[command(flatten)]
     pub client: TlsClientConfig,
@@ -60,6 +66,7 @@ impl Default for TlsConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             tls_reload_interval_ms: DEFAULT_TLS_RELOAD_INTERVAL_MS,
+            plaintext_health_addr: None,
             client: TlsClientConfig::default(),
         }
     }
@@ -83,6 +90,9 @@ impl TlsConfig {
         }
         if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
             return Err("FANFARE_TLS_CLIENT_CA_FILE needs FANFARE_TLS_CERT_FILE and FANFARE_TLS_KEY_FILE".to_owned());
+        }
+        if self.plaintext_health_addr.is_some() && self.tls_cert_file.is_none() {
+            return Err("FANFARE_PLAINTEXT_HEALTH_ADDR is for TLS servers: health is plaintext already".to_owned());
         }
         if self.tls_reload_interval_ms < MIN_TLS_RELOAD_INTERVAL_MS {
             return Err(format!("FANFARE_TLS_RELOAD_INTERVAL_MS must be at least {MIN_TLS_RELOAD_INTERVAL_MS}"));

@@ -35,6 +35,23 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// The only application protocol served: gRPC is HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
+/// Connections closed because their TLS handshake failed or timed out.
+pub const HANDSHAKE_FAILURES_TOTAL: &str = "fanfare_tls_handshake_failures_total";
+/// New versions of the certificate files, by outcome: `reloaded` or `refused`.
+pub const CERTIFICATE_RELOADS_TOTAL: &str = "fanfare_tls_certificate_reloads_total";
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        HANDSHAKE_FAILURES_TOTAL,
+        metrics::Unit::Count,
+        "Connections closed because their TLS handshake failed (plaintext, no or an untrusted client certificate) or timed out."
+    );
+    metrics::describe_counter!(
+        CERTIFICATE_RELOADS_TOTAL,
+        metrics::Unit::Count,
+        "New versions of the TLS certificate, key or client CA files, by outcome: reloaded, or refused (unusable; the current one stays)."
+    );
+}
 
 /// The files a server's TLS is made of.
 #[derive(Debug, Clone)]
@@ -97,8 +114,9 @@ pub struct ServerTls {
     current: RwLock<Arc<rustls::ServerConfig>>,
     /// What `current` was built from.
     loaded: Mutex<TlsFileContents>,
-    /// The last contents that failed to load, so a broken version is logged once.
-    refused: Mutex<Option<TlsFileContents>>,
+    /// The last version that could not be used (its contents, or why the files could not be
+    /// read), so each broken version is logged and counted once.
+    refused: Mutex<Option<Result<TlsFileContents, String>>>,
 }
 
 impl ServerTls {
@@ -110,6 +128,7 @@ impl ServerTls {
         let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: config.tls_client_ca_file.clone() };
         let contents = files.read()?;
         let built = files.build(&contents)?;
+        describe_metrics();
         Ok(Some(Arc::new(Self {
             files,
             current: RwLock::new(Arc::new(built)),
@@ -153,19 +172,21 @@ impl ServerTls {
             }
             match self.reload_if_changed() {
                 Ok(true) => {
+                    metrics::counter!(CERTIFICATE_RELOADS_TOTAL, "outcome" => "reloaded").increment(1);
                     *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = None;
                     tracing::info!(cert = %self.files.cert.display(), "tls certificate reloaded");
                 }
                 Ok(false) => {}
                 Err(error) => {
-                    let contents = self.files.read().ok();
+                    let attempt = self.files.read().map_err(|error| format!("{error:#}"));
                     let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
-                    if contents.is_none() || *refused != contents {
+                    if refused.as_ref() != Some(&attempt) {
+                        metrics::counter!(CERTIFICATE_RELOADS_TOTAL, "outcome" => "refused").increment(1);
                         tracing::warn!(
                             error = format!("{error:#}"),
                             "cannot reload the tls certificate; new connections keep the current one"
                         );
-                        *refused = contents;
+                        *refused = Some(attempt);
                     }
                 }
             }
@@ -224,8 +245,14 @@ async fn accept_loop(
                     // The server has stopped taking connections when this fails.
                     let _ = ready.send(Ok(connection)).await;
                 }
-                Ok(Err(error)) => tracing::debug!(?peer, error = %error, "tls handshake failed"),
-                Err(_elapsed) => tracing::debug!(?peer, "tls handshake timed out"),
+                Ok(Err(error)) => {
+                    metrics::counter!(HANDSHAKE_FAILURES_TOTAL).increment(1);
+                    tracing::debug!(?peer, error = %error, "tls handshake failed");
+                }
+                Err(_elapsed) => {
+                    metrics::counter!(HANDSHAKE_FAILURES_TOTAL).increment(1);
+                    tracing::debug!(?peer, "tls handshake timed out");
+                }
             }
             drop(permit);
         });

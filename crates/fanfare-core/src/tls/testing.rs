@@ -136,6 +136,7 @@ impl TestTlsFiles {
             tls_key_file: Some(self.path("tls.key")),
             tls_client_ca_file: mtls.then(|| self.path("ca.crt")),
             tls_reload_interval_ms: 20,
+            plaintext_health_addr: None,
             client: self.client_config(),
         }
     }
