@@ -3,6 +3,7 @@
 //! connection age and stream limits, and graceful shutdown, in one builder.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,17 +234,10 @@ impl GrpcServer {
                 );
             }
         };
-        let plaintext_health = health_listener.map(|listener| {
-            let service = health.service(shutdown.clone());
-            let shutdown = shutdown.clone();
-            tracing::info!(addr = ?listener.local_addr().ok(), "plaintext grpc health listening");
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(
-                Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
-            )
-        });
+        let plaintext_health = match health_listener {
+            Some(listener) => Some(tokio::spawn(serve_plaintext_health(listener, &health, shutdown.clone())?)),
+            None => None,
+        };
         let tls_reload =
             tls.as_ref().map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls.reload_interval(), shutdown.clone())));
         let serving = match &tls {
@@ -316,6 +310,34 @@ impl GrpcServer {
 /// cancelled, so the client reconnects to another instance.
 pub fn shutdown_status() -> tonic::Status {
     tonic::Status::unavailable("server is shutting down; reconnect to another instance")
+}
+
+/// Health alone, in plaintext, on `listener` until `shutdown`: the same statuses as the
+/// main port, for probes that cannot speak TLS, with reflection that knows health alone
+/// (so `grpcurl -plaintext` works and no other schema is shown).
+fn serve_plaintext_health(
+    listener: TcpListener,
+    health: &HealthState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static> {
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE)
+    };
+    let configure = tonic_reflection::server::Builder::configure;
+    let reflection_v1 = reflection(configure()).build_v1().context("cannot build health reflection v1")?;
+    let reflection_v1alpha =
+        reflection(configure()).build_v1alpha().context("cannot build health reflection v1alpha")?;
+    tracing::info!(addr = ?listener.local_addr().ok(), "plaintext grpc health listening");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(Server::builder()
+        .add_service(health.service(shutdown.clone()))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
 }
 
 /// A reflection builder with every descriptor set, advertising `services`.

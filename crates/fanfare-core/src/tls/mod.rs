@@ -107,16 +107,16 @@ impl TlsConfig {
 pub struct TlsClientConfig {
     /// PEM CA certificates that sign the other services' certificates; unset, the system's
     /// trusted roots.
-    #[arg(long, env = "FANFARE_TLS_CA_FILE")]
+    #[arg(long, global = true, env = "FANFARE_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
 
     /// PEM certificate chain presented to services that require client certificates (mTLS),
     /// with FANFARE_TLS_CLIENT_KEY_FILE. Read when the channel is built.
-    #[arg(long, env = "FANFARE_TLS_CLIENT_CERT_FILE", requires = "tls_client_key_file")]
+    #[arg(long, global = true, env = "FANFARE_TLS_CLIENT_CERT_FILE", requires = "tls_client_key_file")]
     pub tls_client_cert_file: Option<PathBuf>,
 
     /// PEM private key of FANFARE_TLS_CLIENT_CERT_FILE.
-    #[arg(long, env = "FANFARE_TLS_CLIENT_KEY_FILE", requires = "tls_client_cert_file")]
+    #[arg(long, global = true, env = "FANFARE_TLS_CLIENT_KEY_FILE", requires = "tls_client_cert_file")]
     pub tls_client_key_file: Option<PathBuf>,
 }
 
