@@ -114,10 +114,12 @@ impl RedisServer {
 }
 
 /// A TCP proxy to `upstream` whose connections can be cut (open ones reset, new ones
-/// refused) and restored: a database that becomes unreachable.
+/// refused) or stalled (open ones reset, new ones accepted and never answered, as a host
+/// that stopped answering), and restored: a database that becomes unreachable.
 pub struct CuttableProxy {
     address: SocketAddr,
     cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     accepting: JoinHandle<()>,
 }
@@ -128,9 +130,11 @@ impl CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let cut = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0);
-        let accepting = tokio::spawn(accept(listener, upstream, Arc::clone(&cut), generation.subscribe()));
-        Self { address, cut, generation, accepting }
+        let accepting =
+            tokio::spawn(accept(listener, upstream, Arc::clone(&cut), Arc::clone(&stalled), generation.subscribe()));
+        Self { address, cut, stalled, generation, accepting }
     }
 
     /// Where to connect.
@@ -144,9 +148,19 @@ impl CuttableProxy {
         self.generation.send_modify(|generation| *generation += 1);
     }
 
-    /// Lets connections through again.
+    /// Resets every open connection and holds new ones open without an answer until
+    /// [`restore`](Self::restore): connecting seems to work, then nothing comes back.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    /// Lets connections through again (closing the ones held by [`stall`](Self::stall)).
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        if self.stalled.swap(false, Ordering::SeqCst) {
+            self.generation.send_modify(|generation| *generation += 1);
+        }
     }
 }
 
@@ -156,7 +170,13 @@ impl Drop for CuttableProxy {
     }
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, cut: Arc<AtomicBool>, generation: watch::Receiver<u64>) {
+async fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    generation: watch::Receiver<u64>,
+) {
     // Dropping the set (when the proxy aborts this task) ends every connection.
     let mut connections = JoinSet::new();
     while let Ok((client, _)) = listener.accept().await {
@@ -166,6 +186,13 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, cut: Arc<AtomicBool
         }
         let mut cuts = generation.clone();
         cuts.mark_unchanged();
+        if stalled.load(Ordering::SeqCst) {
+            connections.spawn(async move {
+                let _held = client;
+                let _ = cuts.changed().await;
+            });
+            continue;
+        }
         connections.spawn(async move {
             let Ok(mut server) = TcpStream::connect(upstream).await else { return };
             let mut client = client;
@@ -175,6 +202,38 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, cut: Arc<AtomicBool
             }
         });
     }
+}
+
+/// The address of the database `options` name, to put a proxy in front of.
+pub fn database_address(options: &PgConnectOptions) -> SocketAddr {
+    use std::net::ToSocketAddrs;
+    (options.get_host(), options.get_port())
+        .to_socket_addrs()
+        .expect("the database address resolves")
+        .next()
+        .expect("an address")
+}
+
+/// Waits until the health of `service` at `address` says NOT_SERVING (its readiness probe
+/// found its dependency away).
+pub async fn wait_until_not_serving(address: SocketAddr, service: &str) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("a valid endpoint")
+        .connect()
+        .await
+        .expect("connect to the service");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    crate::messages::eventually(&format!("{service} reports NOT_SERVING"), || {
+        let mut health = health.clone();
+        let request = HealthCheckRequest { service: service.to_owned() };
+        async move {
+            let status = health.check(request).await.map(|answer| answer.into_inner().status);
+            status.is_ok_and(|status| status == ServingStatus::NotServing as i32)
+        }
+    })
+    .await;
 }
 
 /// A fresh database with both schemas migrated, and stores on it.

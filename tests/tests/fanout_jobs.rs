@@ -31,6 +31,7 @@ on_every_storage!(
     jobs_are_read_listed_and_cancelled_by_their_creator_only,
     bad_requests_name_every_bad_field,
     a_creator_without_followers_succeeds_at_once_and_cancelling_then_changes_nothing,
+    a_creator_starting_jobs_too_often_is_told_when_to_retry,
 );
 
 /// The creator in every test.
@@ -337,4 +338,40 @@ async fn a_job_started_on_a_pod_is_claimed_at_once_not_at_the_next_poll() {
     let second = start_job(&mut client, CREATOR, "second", 0).await.job.expect("a job").job_id;
     let job = wait_for_job(&mut client, CREATOR, second, Duration::from_secs(8), succeeded).await;
     assert_eq!(job.followers_done, 20);
+}
+
+/// Starting jobs is rate-limited per creator (FANFARE_FANOUT_USER_JOBS_*): past the burst a
+/// new job is refused RESOURCE_EXHAUSTED with a retry delay and nothing is created, while a
+/// retry of a job already started is still answered and other creators are unaffected.
+async fn a_creator_starting_jobs_too_often_is_told_when_to_retry(storage: Storage) {
+    let mut backends = JobBackends::open(storage).await.expect("backends");
+    backends.add_followers(CREATOR, 100, 3).await;
+    let (_service, mut client) = backends
+        .serve(|config| {
+            config.jobs.job_workers = 0;
+            config.jobs.user_jobs_per_minute = 1;
+            config.jobs.user_jobs_burst = 2;
+        })
+        .await;
+    let first = start_job(&mut client, CREATOR, "one", 0).await;
+    start_job(&mut client, CREATOR, "two", 0).await;
+    let refused = client
+        .start_fanout_job(as_user(
+            CREATOR,
+            start_request(pb::FanoutJobKind::BroadcastNotification, "post-1", "three", 0),
+        ))
+        .await;
+    let status = expect_code(refused, Code::ResourceExhausted);
+    assert!(status.message().contains("too often"), "{status:?}");
+    let listed = client
+        .list_fanout_jobs(as_user(CREATOR, pb::ListFanoutJobsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.jobs.len(), 2, "the refused start created nothing");
+
+    let again = start_job(&mut client, CREATOR, "one", 0).await;
+    assert!(!again.created);
+    assert_eq!(again.job, first.job, "a retry of a started job is answered");
+    assert!(start_job(&mut client, 2, "theirs", 0).await.created, "another creator has a quota of their own");
 }

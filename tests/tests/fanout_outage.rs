@@ -1,15 +1,20 @@
 //! Live delivery through a Redis restart: the stream keeps its place and, once Redis is
-//! back, delivers everything committed meanwhile, in order, with nothing twice.
+//! back, delivers everything committed meanwhile, in order, with nothing twice. And the
+//! fanout store's database known to be away: calls are refused at once, then served again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_fanout::FanoutBackends;
+use fanfare_fanout::store::PostgresFollowStore;
 use fanfare_proto::common::v1 as common;
 use fanfare_testkit::as_user;
+use fanfare_tests::expect_code;
 use fanfare_tests::fanout::{TestFanout, dev_config};
 use fanfare_tests::live::subscribe_fresh;
-use fanfare_tests::messages::{settle, text};
+use fanfare_tests::messages::{eventually, settle, text};
 use fanfare_tests::outage::{RedisServer, Services, postgres_stores};
+use tonic::Code;
 
 /// A message committed while Redis is down waits in the outbox for its lease (10 s) before
 /// the relay publishes it again; the stream must have it well within this.
@@ -88,4 +93,58 @@ async fn a_pod_started_without_redis_serves_streams_once_redis_is_up() {
         assert!(tokio::time::Instant::now() < deadline, "the pod never connected to Redis: {status:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// With its database known to be away (readiness NOT_SERVING), fanout refuses a follow and a
+/// fan-out job (whose store shares the follow store's pool) with a 1 s deadline UNAVAILABLE
+/// at once, and serves them again once the database answers.
+#[tokio::test]
+async fn a_database_known_to_be_down_fails_fast_and_recovers() {
+    use fanfare_proto::fanout::v1 as pb;
+    use fanfare_tests::outage::{CuttableProxy, database_address, wait_until_not_serving};
+
+    let database = fanfare_testkit::TestDatabase::create().await.expect("a test database");
+    let migrated = PostgresFollowStore::connect(&database.url(), 2).await.expect("connect");
+    PostgresFollowStore::migrate(migrated.pool()).await.expect("migrate the fanout schema");
+    let options = database.options();
+    let proxy = CuttableProxy::start(database_address(&options)).await;
+    let proxied = options.host("127.0.0.1").port(proxy.address().port());
+    // The production pool's acquire timeout.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(proxied);
+    let store = PostgresFollowStore::from_pool(pool);
+    let mut backends = FanoutBackends::in_memory(fanfare_bus::open_bus(None, "").await.expect("a bus"));
+    backends.jobs = Arc::new(fanfare_fanout::jobs::PostgresJobStore::sharing(store.shared_pool().clone()));
+    backends.follows = Arc::new(store);
+    let config = dev_config(fanfare_tests::fanout::NOBODY_URL, fanfare_tests::fanout::NOBODY_URL);
+    let pod = TestFanout::serve(config, backends, None).await.expect("fanout starts");
+    let mut client = pod.client().await.expect("a fanout client");
+    client.follow(as_user(2, pb::FollowRequest { creator_user_id: 1 })).await.expect("a follow before the outage");
+
+    proxy.stall();
+    wait_until_not_serving(pod.addr, fanfare_fanout::SERVICE_NAME).await;
+    let mut follow = as_user(3, pb::FollowRequest { creator_user_id: 1 });
+    follow.set_timeout(Duration::from_secs(1));
+    let refused = expect_code(client.follow(follow).await, Code::Unavailable);
+    assert!(refused.message().contains("retry"), "{}", refused.message());
+    let job = || pb::StartFanoutJobRequest {
+        kind: pb::FanoutJobKind::BroadcastNotification as i32,
+        payload_ref: "post-1".into(),
+        idempotency_key: "job-1".into(),
+        rate_limit_per_second: 0,
+    };
+    let mut start = as_user(1, job());
+    start.set_timeout(Duration::from_secs(1));
+    expect_code(client.start_fanout_job(start).await, Code::Unavailable);
+
+    proxy.restore();
+    eventually("follows succeed again", || {
+        let mut client = client.clone();
+        async move { client.follow(as_user(3, pb::FollowRequest { creator_user_id: 1 })).await.is_ok() }
+    })
+    .await;
+    client.start_fanout_job(as_user(1, job())).await.expect("a job starts again");
+    pod.stop().await.expect("fanout stops cleanly");
 }

@@ -1,6 +1,7 @@
 //! The groups service with its database gone: every call that needs the store answers
-//! UNAVAILABLE with a retry delay (nothing half-written), health says NOT_SERVING, and the
-//! service itself keeps running.
+//! UNAVAILABLE with a retry delay (nothing half-written), at once while the database is
+//! known to be away, health says NOT_SERVING, and the service itself keeps running and
+//! serves again when the database is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,11 @@ use fanfare_groups::GroupsConfig;
 use fanfare_groups::store::PostgresGroupStore;
 use fanfare_proto::groups::v1 as pb;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
+use fanfare_testkit::TestDatabase;
 use fanfare_testkit::as_user;
 use fanfare_tests::expect_code;
+use fanfare_tests::messages::eventually;
+use fanfare_tests::outage::{CuttableProxy, database_address, wait_until_not_serving};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -58,6 +62,60 @@ async fn a_dead_database_answers_unavailable_and_health_not_serving() {
     let request = HealthCheckRequest { service: fanfare_groups::SERVICE_NAME.to_owned() };
     let answer = health.check(request).await.expect("health answers even when the database is down");
     assert_eq!(answer.into_inner().status, ServingStatus::NotServing as i32);
+
+    shutdown.cancel();
+    server.await.expect("the server task").expect("the server stops cleanly");
+}
+
+/// With the database known to be away (readiness NOT_SERVING), a call with a 1 s deadline
+/// is refused UNAVAILABLE rather than waiting out the pool's acquire timeout into
+/// DEADLINE_EXCEEDED; when the database answers again, calls succeed.
+#[tokio::test]
+async fn a_database_known_to_be_down_fails_fast_and_recovers() {
+    let database = TestDatabase::create().await.expect("a test database");
+    let migrated = PostgresGroupStore::connect(&database.url(), 2).await.expect("connect");
+    PostgresGroupStore::migrate(migrated.pool()).await.expect("migrate the groups schema");
+    let options = database.options();
+    let proxy = CuttableProxy::start(database_address(&options)).await;
+    let proxied = options.host("127.0.0.1").port(proxy.address().port());
+    // The production pool's acquire timeout.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(proxied);
+    let store = Arc::new(PostgresGroupStore::from_pool(pool));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = GroupsConfig::for_dev(DependencyConfig::default());
+    let server = tokio::spawn(fanfare_groups::serve(config, store, listener, shutdown.clone()));
+    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut groups = GroupServiceClient::new(channel);
+    let create = || pb::CreateGroupRequest {
+        kind: fanfare_proto::common::v1::GroupKind::Community as i32,
+        title: "Skaters".into(),
+        ..Default::default()
+    };
+    let group_id =
+        groups.create_group(as_user(1, create())).await.expect("created").into_inner().group.unwrap().group_id;
+
+    proxy.stall();
+    wait_until_not_serving(address, fanfare_groups::SERVICE_NAME).await;
+    let mut request = as_user(1, pb::GetGroupRequest { group_id });
+    request.set_timeout(Duration::from_secs(1));
+    let refused = expect_code(groups.get_group(request).await, Code::Unavailable);
+    assert!(refused.message().contains("retry"), "{}", refused.message());
+    let mut request = as_user(1, create());
+    request.set_timeout(Duration::from_secs(1));
+    expect_code(groups.create_group(request).await, Code::Unavailable);
+
+    proxy.restore();
+    eventually("calls succeed again", || {
+        let mut groups = groups.clone();
+        async move { groups.get_group(as_user(1, pb::GetGroupRequest { group_id })).await.is_ok() }
+    })
+    .await;
+    groups.create_group(as_user(1, create())).await.expect("a change succeeds again");
 
     shutdown.cancel();
     server.await.expect("the server task").expect("the server stops cleanly");

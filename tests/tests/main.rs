@@ -3,7 +3,9 @@
 //! says what it covers. Run one area with
 //! `cargo nextest run -p fanfare-tests -E 'test(/^fanout_live::/)'`.
 
+mod boundary_callers;
 mod boundary_lists;
+mod broadcast_audience;
 mod fanout_follows;
 mod fanout_input;
 mod fanout_jobs;

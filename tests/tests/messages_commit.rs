@@ -1,7 +1,7 @@
 //! The group committer and several pods (docs/messages.md "Group commit", "No hole, ever",
 //! "Who may do what"): a full commit queue answers RESOURCE_EXHAUSTED with a delay, a batch
 //! whose transaction fails answers UNAVAILABLE and leaves no hole, and a membership change
-//! appended by one pod is honoured by every other.
+//! appended by one pod is honoured by every other, as are slow mode and per-user rate limits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ on_every_storage!(
     a_failed_commit_answers_unavailable_and_leaves_no_hole,
     every_pod_refuses_a_banned_member,
     slow_mode_holds_across_pods,
+    per_user_limits_on_every_action_hold_across_pods,
 );
 
 /// Stores for `storage`, and the database they live in.
@@ -208,4 +209,81 @@ async fn slow_mode_holds_across_pods(storage: Storage) {
     let delay = expect_retry_after(send(&mut another_pod, 2, group_id, "k-2", "second, elsewhere").await);
     assert!(delay > Duration::from_secs(20) && delay <= Duration::from_secs(30), "{delay:?}");
     assert_eq!(history(&mut another_pod, 2, group_id).await.len(), 1);
+}
+
+/// Reactions and changes are rate-limited per user like sends, and on Redis the quota is one
+/// for all pods: a user alternating between two pods gets the burst once. (With the
+/// in-process bus of `make run` there is no shared store, and each pod counts alone.)
+async fn per_user_limits_on_every_action_hold_across_pods(storage: Storage) {
+    let (_database, groups_store, messages_store) = stores(storage).await;
+    let (bus, shared): (Arc<dyn UpdateBus>, bool) = match storage {
+        Storage::Memory => (fanfare_bus::open_bus(None, "").await.expect("a bus"), false),
+        Storage::Postgres => {
+            let url =
+                std::env::var("REDIS_URL").unwrap_or_else(|_| fanfare_testkit::stack::DEFAULT_REDIS_URL.to_owned());
+            let namespace = format!("limits-{}", uuid::Uuid::new_v4().simple());
+            (fanfare_bus::open_bus(Some(&url), &namespace).await.expect("a redis bus"), true)
+        }
+    };
+    let mut services = Services::start(groups_store, Arc::clone(&messages_store), Arc::clone(&bus), |config| {
+        // Slow refills, so that no unit comes back while the test runs.
+        config.limits.user_reactions_per_second = 1;
+        config.limits.user_reactions_burst = 3;
+        config.limits.user_changes_per_second = 1;
+        config.limits.user_changes_burst = 2;
+    })
+    .await;
+    let other_pod = services.start_another_messages_pod(messages_store, bus).await;
+    let mut groups = services.groups().await;
+    let group_id = fanfare_tests::groups::create(&mut groups, 1, common::GroupKind::Community).await.group_id;
+    fanfare_tests::groups::add(&mut groups, 1, group_id, &[2]).await;
+    settle(services.groups_store.as_ref()).await;
+    let mut pods = [
+        services.messages().await,
+        Client::connect(format!("http://{other_pod}")).await.expect("connect to the other pod"),
+    ];
+    send(&mut pods[0], 2, group_id, "k-1", "first").await.expect("the first post");
+
+    // Six reaction toggles, alternating pods.
+    let mut allowed = 0;
+    let mut refused = Vec::new();
+    for index in 0..6_usize {
+        let pod = &mut pods[index % 2];
+        let emoji = "👍".to_owned();
+        let result = if index % 4 < 2 {
+            pod.add_reaction(as_user(2, pb::AddReactionRequest { group_id, message_seq: 1, emoji })).await.map(|_| ())
+        } else {
+            pod.remove_reaction(as_user(2, pb::RemoveReactionRequest { group_id, message_seq: 1, emoji }))
+                .await
+                .map(|_| ())
+        };
+        match result {
+            Ok(()) => allowed += 1,
+            Err(status) => refused.push(status),
+        }
+    }
+    assert_eq!(allowed, if shared { 3 } else { 6 }, "the burst of 3, once for both pods when shared: {refused:?}");
+    for status in refused {
+        assert!(status.message().contains("reactions"), "{status:?}");
+        expect_retry_after::<()>(Err(status));
+    }
+
+    // Edits count as changes: a burst of 2 on one pod, then none left on the other (shared) or
+    // on the same one (not shared).
+    for index in 0..2 {
+        let edit = pb::EditMessageRequest { group_id, message_seq: 1, text: format!("edit {index}") };
+        pods[0].edit_message(as_user(2, edit)).await.expect("within the burst");
+    }
+    let edit = pb::EditMessageRequest { group_id, message_seq: 1, text: "one too many".to_owned() };
+    let delay = expect_retry_after(pods[usize::from(shared)].edit_message(as_user(2, edit)).await);
+    assert!(delay <= Duration::from_secs(1), "{delay:?}");
+    if !shared {
+        return;
+    }
+    let mut messages = history(&mut pods[1], 2, group_id).await;
+    assert_eq!(
+        messages.pop().map(|message| message.text),
+        Some("edit 1".to_owned()),
+        "the refused edit changed nothing"
+    );
 }

@@ -16,9 +16,10 @@ use fanfare_proto::common::v1 as common;
 use fanfare_proto::prost::Message as _;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::expect_code;
-use fanfare_tests::messages::{all_updates, eventually, history, send, send_ok, settle};
+use fanfare_tests::messages::{all_updates, eventually, history, send, send_ok, settle, text};
 use fanfare_tests::outage::{
-    CuttableProxy, RedisServer, Services, postgres_messages_store, postgres_messages_store_with, postgres_stores,
+    CuttableProxy, RedisServer, Services, database_address, postgres_messages_store, postgres_messages_store_with,
+    postgres_stores, wait_until_not_serving,
 };
 use tonic::Code;
 
@@ -92,6 +93,38 @@ async fn a_database_outage_writes_nothing_and_the_retry_posts_once() {
     assert_eq!(history(&mut client, 2, group_id).await, vec![first, second]);
     let event_seqs: Vec<i64> = all_updates(&mut client, 1, group_id).await.iter().map(|u| u.event_seq).collect();
     assert_eq!(event_seqs, (1..=event_seqs.len() as i64).collect::<Vec<i64>>(), "no hole in the log");
+}
+
+/// A database known to be away (readiness already NOT_SERVING) costs a caller no wait: a
+/// send with a 1 s deadline is refused UNAVAILABLE, not left to run into its deadline while
+/// the pool waits for a connection; once the database answers again, sends succeed.
+#[tokio::test]
+async fn a_database_known_to_be_down_fails_fast_and_recovers() {
+    let (database, groups_store, _) = postgres_stores().await;
+    let options = database.options();
+    let proxy = CuttableProxy::start(database_address(&options)).await;
+    let proxied = options.host("127.0.0.1").port(proxy.address().port());
+    let store: Arc<dyn MessageStore> = Arc::new(postgres_messages_store_with(proxied));
+    let bus = fanfare_bus::open_bus(None, "").await.expect("a bus");
+    let services = Services::start(groups_store, store, bus, |_| {}).await;
+    let group_id = create_group(&services).await;
+    let mut client = services.messages().await;
+    send_ok(&mut client, 2, group_id, "k-1", "before").await;
+
+    // A host that stopped answering: connections open, nothing comes back.
+    proxy.stall();
+    wait_until_not_serving(services.messages_addr, fanfare_messages::SERVICE_NAME).await;
+    let mut request = as_user(2, text(group_id, "k-2", "during"));
+    request.set_timeout(Duration::from_secs(1));
+    let refused = expect_code(client.send_message(request).await, Code::Unavailable);
+    assert!(refused.message().contains("retry"), "{}", refused.message());
+
+    proxy.restore();
+    eventually("sends succeed again", || {
+        let mut client = client.clone();
+        async move { send(&mut client, 2, group_id, "k-2", "during").await.is_ok() }
+    })
+    .await;
 }
 
 /// What a subscriber of one group's channel received.

@@ -10,6 +10,7 @@
 //! the conformance suite both of them pass.
 
 mod error;
+mod limits;
 mod memory;
 mod probe;
 mod queue;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use fanfare_core::config::DependencyConfig;
 
 pub use crate::error::BusError;
+pub use crate::limits::RedisLimits;
 pub use crate::memory::{DEFAULT_MEMORY_QUEUE_CAPACITY, MemoryBus};
 pub use crate::probe::BusProbe;
 pub use crate::redis::{
@@ -93,6 +95,12 @@ pub trait UpdateBus: Send + Sync + 'static {
 
     /// Checks that the bus can publish right now, for health reporting.
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Rate limits counted for every pod on the bus's server, if it can keep them (Redis
+    /// can; an in-process bus has only one pod, whose own count is the limit).
+    fn shared_limits(&self) -> Option<std::sync::Arc<dyn fanfare_core::rate_limit::SharedLimits>> {
+        None
+    }
 }
 
 /// What a [`Subscriber`] receives.

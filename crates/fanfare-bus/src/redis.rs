@@ -189,6 +189,10 @@ impl RedisBus {
 
 #[async_trait]
 impl UpdateBus for RedisBus {
+    fn shared_limits(&self) -> Option<Arc<dyn fanfare_core::rate_limit::SharedLimits>> {
+        Some(Arc::new(crate::limits::RedisLimits::new(self.publisher.clone(), self.namespace.redis_name(""))))
+    }
+
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
         let mut command = ::redis::cmd("PUBLISH");
         command.arg(self.namespace.redis_name(channel)).arg(payload.as_ref());

@@ -265,3 +265,43 @@ async fn a_connection_that_goes_silent_is_caught_by_ping() {
     publish(&publishing_bus, &channel, "after").await;
     assert_eq!(next_event(&mut subscriber).await, message(&channel, "after"));
 }
+
+/// Two buses (two pods) on one Redis and namespace share each user's quota: the burst is
+/// spent once between them, the wait is named, other users and namespaces are not touched,
+/// and the quota refills at its rate.
+#[tokio::test]
+async fn rate_limits_are_shared_by_every_bus_of_a_namespace() {
+    use fanfare_core::rate_limit::LimitQuota;
+    let namespace = format!("limits-{:08x}", rand::random::<u32>());
+    let first = open_namespaced_bus(&namespace).await.shared_limits().expect("redis keeps shared limits");
+    let second = open_namespaced_bus(&namespace).await.shared_limits().expect("redis keeps shared limits");
+    let quota = LimitQuota::new(2, 4).expect("a quota");
+    let key = "limit:test:1";
+
+    let mut allowed = 0;
+    for index in 0..8 {
+        let limits = if index % 2 == 0 { &first } else { &second };
+        if limits.take(key, quota).await.expect("redis answers").is_ok() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 4, "the burst of 4 is spent once across both pods (eight tries at once)");
+    let wait = first.take(key, quota).await.expect("redis answers").expect_err("over the quota");
+    assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "one unit comes back every 500 ms: {wait:?}");
+
+    assert!(first.take("limit:test:2", quota).await.expect("redis answers").is_ok(), "another user has its own");
+    let elsewhere = open_namespaced_bus(&format!("{namespace}-other")).await.shared_limits().expect("limits");
+    assert!(elsewhere.take(key, quota).await.expect("redis answers").is_ok(), "another namespace has its own");
+
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    assert!(second.take(key, quota).await.expect("redis answers").is_ok(), "a unit came back at the rate");
+}
+
+#[tokio::test]
+async fn without_redis_a_shared_limit_check_fails_rather_than_hangs() {
+    use fanfare_core::rate_limit::LimitQuota;
+    let bus = open_bus(format!("redis://127.0.0.1:{}", free_port()), 16).await;
+    let limits = bus.shared_limits().expect("redis keeps shared limits");
+    let answer = limits.take("limit:test:1", LimitQuota::new(1, 1).expect("a quota")).await;
+    assert!(answer.is_err(), "an unreachable Redis is an error the caller falls back from: {answer:?}");
+}

@@ -40,9 +40,16 @@ pub enum LogFormat {
 /// Settings of the gRPC server every service runs.
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
-    /// Bearer token callers must send in `authorization: Bearer <token>`.
+    /// The token this service sends (`authorization: Bearer <token>`) when it calls the other
+    /// services. Without a callers file it is also the one token this server accepts, from
+    /// a single caller named `shared` that may call everything.
     #[arg(long, env = "FANFARE_SERVICE_TOKEN", hide_env_values = true)]
     pub service_token: Option<String>,
+
+    /// A TOML file naming each caller, the digests of its tokens and the methods it may call
+    /// (see docs/security.md). When set, it alone decides who may call this server.
+    #[arg(long, env = "FANFARE_CALLERS_FILE")]
+    pub callers_file: Option<PathBuf>,
 
     /// Accept calls without a service token. For local development only; logged as a warning.
     #[arg(long, env = "FANFARE_ALLOW_UNAUTHENTICATED", default_value_t = false)]
@@ -84,6 +91,7 @@ impl ServerConfig {
     pub fn for_dev() -> Self {
         Self {
             service_token: None,
+            callers_file: None,
             allow_unauthenticated: true,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -133,12 +141,10 @@ impl ServerConfig {
             ));
         }
         self.tls.check()?;
-        match (&self.service_token, self.allow_unauthenticated) {
-            (Some(token), _) if token.trim().is_empty() => {
-                Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned())
-            }
-            (None, false) => Err(
-                "no service token: set FANFARE_SERVICE_TOKEN, or FANFARE_ALLOW_UNAUTHENTICATED=true for local development"
+        match (&self.service_token, &self.callers_file, self.allow_unauthenticated) {
+            (Some(token), _, _) if token.trim().is_empty() => Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned()),
+            (None, None, false) => Err(
+                "no callers: set FANFARE_CALLERS_FILE or FANFARE_SERVICE_TOKEN, or FANFARE_ALLOW_UNAUTHENTICATED=true for local development"
                     .to_owned(),
             ),
             _ => Ok(()),

@@ -1,6 +1,7 @@
 //! The runtime every Fanfare service shares: ids, validation, caller identity, paging,
 //! config, error→`Status` helpers, telemetry, shutdown and the gRPC server builder.
 
+pub mod callers;
 pub mod client;
 pub mod config;
 pub mod health;

@@ -8,6 +8,7 @@ use metrics::{Unit, describe_counter, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::layers::metrics::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL};
+use crate::rate_limit::{RATE_LIMIT_FALLBACKS_TOTAL, RATE_LIMITED_TOTAL};
 
 /// Histogram buckets of every `_seconds` metric: 0.5 ms to 10 s.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -31,10 +32,24 @@ pub fn install_metrics_exporter(addr: SocketAddr) -> anyhow::Result<()> {
 /// Describes the metrics of the gRPC server layers (help text and units). Call after the
 /// recorder is installed; [`install_metrics_exporter`] does.
 pub fn describe_grpc_metrics() {
-    describe_counter!(REQUESTS_TOTAL, Unit::Count, "gRPC calls answered, by service, method and gRPC status code.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "gRPC calls answered, by service, method, caller and gRPC status code."
+    );
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
         Unit::Seconds,
         "Time from receiving a gRPC call to sending its response headers, by service and method."
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        Unit::Count,
+        "Calls refused by a per-user rate limit, by action and by the count that refused (pod or shared)."
+    );
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS_TOTAL,
+        Unit::Count,
+        "Rate-limit checks the shared store (Redis) did not answer in time, decided by the pod's own count, by action."
     );
 }

@@ -173,6 +173,7 @@ impl GrpcServer {
     /// [the type's docs](Self#shutdown)). Fails at once if the configuration is invalid.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         self.check()?;
+        let auth = AuthLayer::from_config(&self.config).context("cannot set up caller authentication")?;
         let local_addr = listener.local_addr().context("cannot read the listener's address")?;
         let config = self.config;
         let tls = ServerTls::load(&config.tls).context("cannot load the server's TLS certificate")?;
@@ -203,7 +204,7 @@ impl GrpcServer {
             .layer(PeerIdentityLayer)
             .layer(RequestIdLayer)
             .layer(MetricsLayer::new(advertised.iter().copied()))
-            .layer(AuthLayer::from_config(&config))
+            .layer(auth)
             .layer(LoadShedLayer::new(config.max_concurrent_requests))
             .layer(TimeoutLayer::new(config.request_timeout(), self.streaming_methods.iter().copied()))
             .layer(MessageSizeLayer);
@@ -294,10 +295,8 @@ impl GrpcServer {
             );
         }
         if self.config.allow_unauthenticated {
-            if self.config.service_token.is_some() {
-                tracing::warn!(
-                    "allow_unauthenticated is set but a service token is configured: the token is still required"
-                );
+            if self.config.service_token.is_some() || self.config.callers_file.is_some() {
+                tracing::warn!("allow_unauthenticated is set but callers are configured: a token is still required");
             } else {
                 tracing::warn!("accepting unauthenticated calls: for local development only, never in production");
             }

@@ -65,8 +65,8 @@ async fn calls_are_counted_and_timed_on_the_metrics_endpoint() {
     for expected in [
         "# HELP fanfare_grpc_requests_total",
         "# HELP fanfare_grpc_request_duration_seconds",
-        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"} 1"#,
-        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="NOT_FOUND"} 1"#,
+        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",caller="none",code="OK"} 1"#,
+        r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",caller="none",code="NOT_FOUND"} 1"#,
         r#"fanfare_grpc_request_duration_seconds_bucket{service="grpc.health.v1.Health",method="Check",le="0.0005"}"#,
         r#"fanfare_grpc_request_duration_seconds_bucket{service="grpc.health.v1.Health",method="Check",le="10"}"#,
     ] {
@@ -118,11 +118,74 @@ async fn unauthenticated_calls_to_made_up_methods_share_one_label() {
     assert_eq!(
         refused_series,
         [
-            r#"fanfare_grpc_requests_total{service="grpc.reflection.v1.ServerReflection",method="unknown",code="UNAUTHENTICATED"} 50"#
+            r#"fanfare_grpc_requests_total{service="grpc.reflection.v1.ServerReflection",method="unknown",caller="none",code="UNAUTHENTICATED"} 50"#
         ],
         "one series for every refused call:\n{body}"
     );
     assert!(!body.contains("MadeUp"), "no made-up name reaches a label");
     shutdown.cancel();
     tokio::time::timeout(PATIENCE, server).await.expect("serve returns").expect("no panic").expect("clean shutdown");
+}
+
+/// A named caller's calls carry its name; the made-up methods it may not call land under
+/// `method="unknown"` like every other refusal.
+#[tokio::test]
+async fn calls_are_labelled_with_their_callers_name() {
+    use fanfare_core::callers::token_sha256_hex;
+    let metrics_addr = free_port_addr();
+    install_metrics_exporter(metrics_addr).expect("exporter installs");
+    let path = std::env::temp_dir().join(format!("fanfare-metrics-callers-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "[[callers]]\nname = \"viewer\"\ntoken_sha256 = [\"{}\"]\nmethods = [\"grpc.reflection.v1alpha.ServerReflection/*\"]\n",
+            token_sha256_hex("viewer-token")
+        ),
+    )
+    .expect("callers file written");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let grpc_addr = listener.local_addr().expect("bound address");
+    let shutdown = CancellationToken::new();
+    let config =
+        ServerConfig { callers_file: Some(path.clone()), allow_unauthenticated: false, ..ServerConfig::for_dev() };
+    let server = tokio::spawn(GrpcServer::new("fanfare.test.v1.Metrics", config).serve(listener, shutdown.clone()));
+    let channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .expect("valid endpoint")
+        .connect()
+        .await
+        .expect("server accepts connections");
+
+    for (service, expected) in [
+        ("grpc.reflection.v1.ServerReflection", tonic::Code::PermissionDenied),
+        ("grpc.reflection.v1alpha.ServerReflection", tonic::Code::Unimplemented),
+    ] {
+        for index in 0..10 {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.expect("ready");
+            let mut request = tonic::Request::new(());
+            request.metadata_mut().insert("authorization", "Bearer viewer-token".parse().expect("valid"));
+            let path = format!("/{service}/MadeUp{index}");
+            let refused = grpc
+                .unary::<_, (), _>(
+                    request,
+                    http::uri::PathAndQuery::try_from(path).expect("a valid path"),
+                    tonic_prost::ProstCodec::<(), ()>::default(),
+                )
+                .await
+                .expect_err("no such method for the viewer");
+            assert_eq!(refused.code(), expected, "{refused:?}");
+        }
+    }
+
+    let body = scrape(metrics_addr).await;
+    for expected in [
+        r#"fanfare_grpc_requests_total{service="grpc.reflection.v1.ServerReflection",method="unknown",caller="viewer",code="PERMISSION_DENIED"} 10"#,
+        r#"fanfare_grpc_requests_total{service="grpc.reflection.v1alpha.ServerReflection",method="unknown",caller="viewer",code="UNIMPLEMENTED"} 10"#,
+    ] {
+        assert!(body.contains(expected), "{expected} missing from:\n{body}");
+    }
+    assert!(!body.contains("MadeUp"), "no made-up name reaches a label");
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, server).await.expect("serve returns").expect("no panic").expect("clean shutdown");
+    std::fs::remove_file(path).ok();
 }

@@ -254,13 +254,69 @@ async fn shutdown_gives_up_on_calls_after_the_grace_period() {
     server.stop().await.expect("serve returns after the grace period");
 }
 
+/// A callers file written to a fresh temporary path.
+fn callers_file(text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("fanfare-callers-{}.toml", uuid_like()));
+    std::fs::write(&path, text).expect("temp file written");
+    path
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("after the epoch").as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn callers_reach_only_their_methods_with_any_of_their_tokens() {
+    use fanfare_core::callers::token_sha256_hex;
+    let path = callers_file(&format!(
+        "[[callers]]\nname = \"viewer\"\ntoken_sha256 = [\"{old}\", \"{new}\"]\n\
+         methods = [\"grpc.reflection.v1.ServerReflection/ServerReflectionInfo\"]\n\
+         [[callers]]\nname = \"relay\"\ntoken_sha256 = [\"{relay}\"]\nmethods = [\"fanfare.test.v1.Other/*\"]\n",
+        old = token_sha256_hex("old-token"),
+        new = token_sha256_hex("new-token"),
+        relay = token_sha256_hex("relay-token"),
+    ));
+    let config = ServerConfig { callers_file: Some(path.clone()), allow_unauthenticated: false, ..dev_config() };
+    let server = start(GrpcServer::new(SERVICE, config)).await;
+    let channel = server.channel().await;
+
+    // A rotation: the old and the new token are both the viewer's.
+    for token in ["old-token", "new-token"] {
+        let services = list_services_v1(channel.clone(), Some(token)).await.expect("the viewer may reflect");
+        assert!(services.iter().any(|name| name == "grpc.health.v1.Health"));
+    }
+    let denied = list_services_v1(channel.clone(), Some("relay-token")).await.expect_err("the relay may not");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("`relay`"), "the refusal names the caller: {denied:?}");
+    let unknown = list_services_v1(channel.clone(), Some("other-token")).await.expect_err("unknown token");
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    let missing = list_services_v1(channel.clone(), None).await.expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    wait_for_health(&channel, SERVICE, ServingStatus::Serving).await;
+
+    server.stop().await.expect("clean shutdown");
+    std::fs::remove_file(path).ok();
+}
+
+#[tokio::test]
+async fn refuses_to_start_with_an_invalid_callers_file() {
+    let path = callers_file("[[callers]]\nname = \"x\"\ntoken_sha256 = [\"not-hex\"]\nmethods = [\"*\"]\n");
+    let config = ServerConfig { callers_file: Some(path.clone()), allow_unauthenticated: false, ..dev_config() };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let error = GrpcServer::new(SERVICE, config).serve(listener, CancellationToken::new()).await.expect_err("refused");
+    assert!(format!("{error:#}").contains("token_sha256"), "{error:#}");
+    std::fs::remove_file(path).ok();
+}
+
 #[tokio::test]
 async fn refuses_to_start_without_authentication() {
     let config = ServerConfig { service_token: None, allow_unauthenticated: false, ..dev_config() };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let result = GrpcServer::new(SERVICE, config).serve(listener, CancellationToken::new()).await;
     let error = result.expect_err("the server refuses to start");
-    assert!(error.to_string().contains("service token"), "{error:#}");
+    assert!(error.to_string().contains("FANFARE_CALLERS_FILE"), "{error:#}");
 }
 
 #[tokio::test]

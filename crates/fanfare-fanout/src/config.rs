@@ -139,6 +139,10 @@ pub const DEFAULT_JOB_LEASE_SECONDS: u64 = 30;
 pub const DEFAULT_JOB_WORKERS: usize = 2;
 /// Default pause between looks for a job to run, in milliseconds.
 pub const DEFAULT_JOB_POLL_MS: u64 = 1_000;
+/// Default fan-out jobs one creator may start per minute, sustained.
+pub const DEFAULT_USER_JOBS_PER_MINUTE: u32 = 6;
+/// Default fan-out jobs one creator may start at once.
+pub const DEFAULT_USER_JOBS_BURST: u32 = 3;
 /// Default Redis Stream the push service reads notifications from.
 pub const DEFAULT_PUSH_STREAM: &str = "fanfare:push:notifications";
 /// Default approximate cap of the push stream's length (`XADD MAXLEN ~`).
@@ -171,6 +175,15 @@ pub struct JobsConfig {
     #[arg(long, env = "FANFARE_FANOUT_JOB_POLL_MS", default_value_t = DEFAULT_JOB_POLL_MS)]
     pub job_poll_ms: u64,
 
+    /// Fan-out jobs one creator may start per minute (sustained, across pods when Redis is
+    /// configured); 0 turns the limit off.
+    #[arg(long, env = "FANFARE_FANOUT_USER_JOBS_PER_MINUTE", default_value_t = DEFAULT_USER_JOBS_PER_MINUTE)]
+    pub user_jobs_per_minute: u32,
+
+    /// Fan-out jobs one creator may start at once.
+    #[arg(long, env = "FANFARE_FANOUT_USER_JOBS_BURST", default_value_t = DEFAULT_USER_JOBS_BURST)]
+    pub user_jobs_burst: u32,
+
     /// The Redis Stream notifications are appended to for the push service.
     #[arg(long, env = "FANFARE_FANOUT_PUSH_STREAM", default_value = DEFAULT_PUSH_STREAM)]
     pub push_stream: String,
@@ -189,6 +202,8 @@ impl Default for JobsConfig {
             job_lease_seconds: DEFAULT_JOB_LEASE_SECONDS,
             job_workers: DEFAULT_JOB_WORKERS,
             job_poll_ms: DEFAULT_JOB_POLL_MS,
+            user_jobs_per_minute: DEFAULT_USER_JOBS_PER_MINUTE,
+            user_jobs_burst: DEFAULT_USER_JOBS_BURST,
             push_stream: DEFAULT_PUSH_STREAM.to_owned(),
             push_stream_max_len: DEFAULT_PUSH_STREAM_MAX_LEN,
         }

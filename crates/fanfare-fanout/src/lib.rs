@@ -92,7 +92,7 @@ impl FanoutBackends {
             PostgresFollowStore::migrate(store.pool()).await.context("migrating the fanout schema")?;
         }
         tracing::info!("fanout store: postgres");
-        let jobs = Arc::new(PostgresJobStore::from_pool(store.pool().clone()));
+        let jobs = Arc::new(PostgresJobStore::sharing(store.shared_pool().clone()));
         Ok(Self { follows: Arc::new(store), jobs, bus, sink })
     }
 }
@@ -129,13 +129,16 @@ pub async fn serve(
     let live = Live::start(&config.live, token, &client_tls, Arc::clone(&backends.bus), shutdown.clone())
         .await
         .context("starting live delivery")?;
-    let follows = Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone()));
+    let shared_limits = backends.bus.shared_limits();
+    let follows =
+        Arc::new(FanoutService::new(Arc::clone(&backends.follows), config.limits.clone(), shared_limits.clone()));
     let workers = JobWorkers::spawn(&config.jobs, &backends, shutdown.clone());
     let jobs = Arc::new(JobService::new(
         Arc::clone(&backends.jobs),
         Arc::clone(&backends.follows),
         config.jobs.clone(),
         workers.on_start(),
+        shared_limits,
     ));
 
     let store_probe: Arc<dyn DependencyProbe> = Arc::new(StoreProbe(Arc::clone(&backends.follows)));

@@ -21,7 +21,7 @@ mod postgres {
 }
 
 /// Migrations in `crates/fanfare-fanout/migrations`.
-const MIGRATIONS: i64 = 2;
+const MIGRATIONS: i64 = 3;
 
 /// Connections per test pool: enough for the concurrency tests to overlap for real.
 const TEST_POOL_CONNECTIONS: u32 = 8;

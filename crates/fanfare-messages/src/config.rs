@@ -11,6 +11,16 @@ use crate::domain::DEFAULT_MAX_TEXT_CHARS;
 /// Default address of the groups service.
 pub const DEFAULT_GROUPS_URL: &str = "http://127.0.0.1:50051";
 
+/// Default sustained rate of one user's edits, deletions, pins and purges, per second.
+pub const DEFAULT_USER_CHANGES_PER_SECOND: u32 = 5;
+/// Default burst of one user's edits, deletions, pins and purges.
+pub const DEFAULT_USER_CHANGES_BURST: u32 = 20;
+/// Default sustained rate of one user's reaction changes, per second: every one is a log
+/// entry delivered to the whole group (below the coalescing size).
+pub const DEFAULT_USER_REACTIONS_PER_SECOND: u32 = 10;
+/// Default burst of one user's reaction changes.
+pub const DEFAULT_USER_REACTIONS_BURST: u32 = 30;
+
 /// Limits and tuning of the messages service.
 #[derive(Debug, Clone, Args)]
 pub struct MessageLimits {
@@ -38,6 +48,23 @@ pub struct MessageLimits {
     #[arg(long, env = "FANFARE_MESSAGES_USER_SENDS_BURST", default_value_t = 10)]
     pub user_sends_burst: u32,
 
+    /// Edits, deletions, pins, unpins and purges one user may make per second (sustained);
+    /// 0 turns the limit off.
+    #[arg(long, env = "FANFARE_MESSAGES_USER_CHANGES_PER_SECOND", default_value_t = DEFAULT_USER_CHANGES_PER_SECOND)]
+    pub user_changes_per_second: u32,
+
+    /// Edits, deletions, pins, unpins and purges one user may make at once.
+    #[arg(long, env = "FANFARE_MESSAGES_USER_CHANGES_BURST", default_value_t = DEFAULT_USER_CHANGES_BURST)]
+    pub user_changes_burst: u32,
+
+    /// Reactions one user may add or remove per second (sustained); 0 turns the limit off.
+    #[arg(long, env = "FANFARE_MESSAGES_USER_REACTIONS_PER_SECOND", default_value_t = DEFAULT_USER_REACTIONS_PER_SECOND)]
+    pub user_reactions_per_second: u32,
+
+    /// Reactions one user may add or remove at once.
+    #[arg(long, env = "FANFARE_MESSAGES_USER_REACTIONS_BURST", default_value_t = DEFAULT_USER_REACTIONS_BURST)]
+    pub user_reactions_burst: u32,
+
     /// Groups larger than this get reactions coalesced into one update per message per window.
     #[arg(long, env = "FANFARE_MESSAGES_REACTION_COALESCE_ABOVE_MEMBERS", default_value_t = 100)]
     pub reaction_coalesce_above_members: i64,
@@ -60,6 +87,10 @@ impl Default for MessageLimits {
             max_pins: 50,
             user_sends_per_second: 5,
             user_sends_burst: 10,
+            user_changes_per_second: DEFAULT_USER_CHANGES_PER_SECOND,
+            user_changes_burst: DEFAULT_USER_CHANGES_BURST,
+            user_reactions_per_second: DEFAULT_USER_REACTIONS_PER_SECOND,
+            user_reactions_burst: DEFAULT_USER_REACTIONS_BURST,
             reaction_coalesce_above_members: 100,
             reaction_coalesce_window_ms: 500,
             update_retention_hours: 7 * 24,

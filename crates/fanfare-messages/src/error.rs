@@ -34,11 +34,13 @@ pub enum MessagesError {
         /// What is wrong.
         message: String,
     },
-    /// The caller sends too fast.
-    #[error("user {user} is sending too fast; retry in {retry_after:?}")]
+    /// The caller acts too fast (`action`: sends, changes or reactions).
+    #[error("user {user} {action} too fast; retry in {retry_after:?}")]
     RateLimited {
         /// The caller.
         user: UserId,
+        /// What the caller did too often, as the limit is named.
+        action: &'static str,
         /// When a retry will be accepted.
         retry_after: Duration,
     },
@@ -70,8 +72,8 @@ impl From<MessagesError> for Status {
             MessagesError::InvalidRequest(invalid) => status::invalid_argument(&invalid),
             MessagesError::PermissionDenied(_) => Status::permission_denied(message),
             MessagesError::FailedPrecondition { kind, .. } => status::failed_precondition(message, kind, "group"),
-            MessagesError::RateLimited { user, retry_after } => {
-                status::resource_exhausted(message, format!("user:{user}:sends"), Some(retry_after))
+            MessagesError::RateLimited { user, action, retry_after } => {
+                status::resource_exhausted(message, format!("user:{user}:{action}"), Some(retry_after))
             }
             MessagesError::NotFound(_) | MessagesError::GroupNotFound(_) => Status::not_found(message),
             MessagesError::Directory(DirectoryError::GroupNotFound(_)) => Status::not_found(message),
@@ -99,7 +101,9 @@ fn commit_status(error: CommitError, message: String) -> Status {
 fn write_status(error: WriteError, message: String) -> Status {
     match error {
         WriteError::MessageNotFound { .. } | WriteError::ReplyTargetNotFound(_) => Status::not_found(message),
-        WriteError::IdempotencyConflict { .. } => Status::already_exists(message),
+        WriteError::IdempotencyConflict { .. } | WriteError::SystemEventConflict { .. } => {
+            Status::already_exists(message)
+        }
         WriteError::SlowMode { group, retry_after } => {
             status::resource_exhausted(message, format!("group:{group}:slow-mode"), Some(retry_after))
         }

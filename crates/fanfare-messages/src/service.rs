@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_bus::UpdateBus;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
-use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_core::rate_limit::UserLimit;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
@@ -16,6 +16,7 @@ use crate::coalescer::ReactionCoalescer;
 use crate::committer::Committer;
 use crate::config::MessageLimits;
 use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
+use crate::domain::visibility::LogView;
 use crate::domain::{
     Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread,
 };
@@ -67,7 +68,47 @@ pub struct MessagesService {
     coalescer: Arc<ReactionCoalescer>,
     bus: Arc<dyn UpdateBus>,
     limits: MessageLimits,
-    send_limiter: Option<UserRateLimiter>,
+    rate_limits: RateLimits,
+}
+
+/// The per-user rate limits, one per kind of action; `None` where turned off.
+#[derive(Debug)]
+struct RateLimits {
+    sends: Option<UserLimit>,
+    changes: Option<UserLimit>,
+    reactions: Option<UserLimit>,
+}
+
+impl RateLimits {
+    /// The limits `limits` sets, counted across pods where the bus can keep them.
+    fn new(limits: &MessageLimits, bus: &dyn UpdateBus) -> Self {
+        let shared = bus.shared_limits();
+        Self {
+            sends: UserLimit::new("sends", limits.user_sends_per_second, limits.user_sends_burst, shared.clone()),
+            changes: UserLimit::new(
+                "changes",
+                limits.user_changes_per_second,
+                limits.user_changes_burst,
+                shared.clone(),
+            ),
+            reactions: UserLimit::new(
+                "reactions",
+                limits.user_reactions_per_second,
+                limits.user_reactions_burst,
+                shared,
+            ),
+        }
+    }
+}
+
+/// Takes one unit of `limit` for `user`, refusing `RateLimited` when none is left.
+async fn check_limit(limit: Option<&UserLimit>, user: UserId) -> MessagesResult<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    limit.check(user).await.map_err(|retry_after| MessagesError::RateLimited {
+        user,
+        action: limit.action(),
+        retry_after,
+    })
 }
 
 fn now() -> DateTime<Utc> {
@@ -84,8 +125,8 @@ impl MessagesService {
         bus: Arc<dyn UpdateBus>,
         limits: MessageLimits,
     ) -> Self {
-        let send_limiter = UserRateLimiter::new(limits.user_sends_per_second, limits.user_sends_burst);
-        Self { store, committer, directory, coalescer, bus, limits, send_limiter }
+        let rate_limits = RateLimits::new(&limits, bus.as_ref());
+        Self { store, committer, directory, coalescer, bus, limits, rate_limits }
     }
 
     /// The limits in force (the adapter parses with them).
@@ -175,11 +216,20 @@ impl MessagesService {
         hidden.then_some(member.joined_at)
     }
 
+    /// What of the group's log `reader` may not see: older messages' content (as
+    /// [`Self::visible_since`]), and, for a plain member of a BROADCAST group, who else is in
+    /// it (the rule the groups service applies to listing members).
+    fn log_view(reader: UserId, access: &Access, member: &MemberInfo) -> LogView {
+        LogView {
+            reader,
+            messages_before: Self::visible_since(access, member),
+            hides_audience: access.group.kind == common::GroupKind::Broadcast && !member.moderates(),
+        }
+    }
+
     /// Posts a message.
     pub async fn send_message(&self, actor: UserId, request: SendMessage) -> MessagesResult<(Message, bool)> {
-        if let Some(limiter) = &self.send_limiter {
-            limiter.check(actor).map_err(|retry_after| MessagesError::RateLimited { user: actor, retry_after })?;
-        }
+        check_limit(self.rate_limits.sends.as_ref(), actor).await?;
         let (access, member) = self.unmuted_writer(request.group, actor).await?;
         let admins_only = access.group.post_policy == common::PostPolicy::AdminsOnly
             || access.group.kind == common::GroupKind::Broadcast;
@@ -213,6 +263,7 @@ impl MessagesService {
         message_seq: i64,
         text: MessageText,
     ) -> MessagesResult<Message> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         self.unmuted_writer(group, actor).await?;
         let write = LogWrite::Edit { group, message_seq, editor: actor, text, edit_window: self.limits.edit_window() };
         match self.committer.submit(write).await? {
@@ -223,6 +274,7 @@ impl MessagesService {
 
     /// Deletes a message (its sender, or an owner or admin).
     pub async fn delete_message(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<Message> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.writer(group, actor).await?;
         if member.moderates() {
             // The sender never changes: read it first, and refuse a moderator who does not
@@ -239,7 +291,9 @@ impl MessagesService {
         }
     }
 
-    /// Deletes every message of `user` (since a time) as one update (owner or admin).
+    /// Deletes every message of `user` (since a time) in one commit, listed by one update per
+    /// [`MAX_PURGED_PER_UPDATE`](crate::domain::MAX_PURGED_PER_UPDATE) messages (owner or
+    /// admin).
     pub async fn purge_user_messages(
         &self,
         actor: UserId,
@@ -247,6 +301,7 @@ impl MessagesService {
         user: UserId,
         since: Option<DateTime<Utc>>,
     ) -> MessagesResult<(i64, Option<i64>)> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.moderator(group, actor).await?;
         self.check_outranks(group, actor, &member, user).await?;
         // Every message was sent after the epoch, so an earlier `since` means all of them;
@@ -269,6 +324,7 @@ impl MessagesService {
         emoji: Emoji,
         add: bool,
     ) -> MessagesResult<Vec<ReactionCount>> {
+        check_limit(self.rate_limits.reactions.as_ref(), actor).await?;
         let (access, _) = self.unmuted_writer(group, actor).await?;
         let coalesce = access.group.member_count > self.limits.reaction_coalesce_above_members;
         let write = LogWrite::React {
@@ -293,6 +349,7 @@ impl MessagesService {
 
     /// Pins or unpins a message (owner or admin).
     pub async fn pin(&self, actor: UserId, group: GroupId, message_seq: i64, pin: bool) -> MessagesResult<()> {
+        check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         self.moderator(group, actor).await?;
         let write = LogWrite::Pin { group, message_seq, actor, pin, max_pins: self.limits.max_pins };
         match self.committer.submit(write).await? {
@@ -361,10 +418,8 @@ impl MessagesService {
         let mut page = read.updates;
         page.truncate(within_page_bytes(&page));
         let has_more = page.last().is_some_and(|last| last.event_seq < position.last_event_seq);
-        let updates = match Self::visible_since(&access, &member) {
-            Some(since) => page.into_iter().map(|update| redact_before(update, since)).collect(),
-            None => page,
-        };
+        let view = Self::log_view(actor, &access, &member);
+        let updates = if view.sees_all() { page } else { page.into_iter().map(|update| view.redact(update)).collect() };
         Ok(UpdatesAnswer::Page { updates, position, has_more })
     }
 
@@ -389,10 +444,20 @@ impl MessagesService {
     }
 
     /// Appends relayed groups events, in order; returns each one's event_seq.
-    pub async fn append_system_updates(&self, events: Vec<SystemEvent>) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
+    /// Appends events relayed by `source` (the caller's name), idempotent on (source,
+    /// outbox id) with the content compared.
+    pub async fn append_system_updates(
+        &self,
+        source: &str,
+        events: Vec<SystemEvent>,
+    ) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
         let writes = events
             .iter()
-            .map(|system| LogWrite::System { outbox_id: system.outbox_id, event: system.event.clone() })
+            .map(|system| LogWrite::System {
+                source: source.to_owned(),
+                outbox_id: system.outbox_id,
+                event: system.event.clone(),
+            })
             .collect();
         // Invalidate before the entries become visible too: the groups service committed these
         // changes before relaying them, so whatever is fetched from here on already reflects
@@ -417,26 +482,6 @@ impl MessagesService {
         }
         Ok(appended)
     }
-}
-
-/// A log entry as a member who may not see history from before `since` receives it: entries
-/// about older messages keep their place in the log (so the stream has no hole) but carry
-/// no content.
-fn redact_before(update: StoredUpdate, since: DateTime<Utc>) -> StoredUpdate {
-    use fanfare_proto::redact::{carried_message_mut, clear_content};
-    use prost::Message as _;
-    let Ok(mut decoded) = common::Update::decode(update.payload.as_ref()) else {
-        // Undecodable entries are reported by the adapter, which decodes every entry.
-        return update;
-    };
-    let Some(message) = carried_message_mut(&mut decoded) else { return update };
-    let created_at =
-        message.created_at.as_ref().and_then(|time| fanfare_core::time::parse_timestamp("created_at", time).ok());
-    if created_at.is_none_or(|created_at| created_at >= since) {
-        return update;
-    }
-    clear_content(message);
-    StoredUpdate { payload: decoded.encode_to_vec().into(), ..update }
 }
 
 /// A store that answered a write with the outcome of another kind of write: a bug.

@@ -1,8 +1,13 @@
-//! Postgres plumbing every store shares: opening a pool, applying a service's migrations
-//! in its own schema, and telling retryable sqlx failures from the rest.
+//! Postgres plumbing every store shares: opening a pool that fails fast while its database
+//! is known to be down ([`Pool`]), applying a service's migrations in its own schema, and
+//! telling retryable sqlx failures from the rest.
 //!
 //! Each service keeps its own `sqlx::migrate!("./migrations")` (the macro embeds paths
 //! relative to the crate that expands it) and passes the resulting migrator to [`migrate`].
+
+mod pool;
+
+pub use pool::{ACQUIRE_WHILE_DOWN, PING_TIMEOUT, Pool};
 
 use std::str::FromStr;
 use std::time::Duration;

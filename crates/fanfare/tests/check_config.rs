@@ -43,3 +43,23 @@ fn malformed_values_are_refused_by_the_parser() {
     assert!(!ok, "{text}");
     assert!(text.contains("invalid value '10s'"), "{text}");
 }
+
+/// The dev overlay's callers files (deploy/k8s/overlays/dev/callers) are ones the services
+/// accept, and keep the relay method for the groups service alone.
+#[test]
+fn the_dev_overlay_callers_files_are_valid() {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/overlays/dev/callers");
+    for service in ["groups", "messages", "fanout"] {
+        let callers = fanfare_core::callers::Callers::load(&folder.join(format!("{service}.toml")))
+            .unwrap_or_else(|error| panic!("{service}: {error:#}"));
+        let ops = callers.by_token("dev-ops-token").expect("fanfare ctl's token is named");
+        assert!(ops.is_operator(), "{service}");
+        assert!(callers.by_token("dev-gateway-token").is_some(), "{service}");
+    }
+    let messages = fanfare_core::callers::Callers::load(&folder.join("messages.toml")).expect("valid");
+    let append = "/fanfare.messages.v1.MessageService/AppendSystemUpdates";
+    assert!(messages.by_token("dev-groups-token").expect("groups").may_call(append));
+    for other in ["dev-gateway-token", "dev-ops-token", "dev-fanout-token"] {
+        assert!(!messages.by_token(other).expect("named").may_call(append), "{other}");
+    }
+}

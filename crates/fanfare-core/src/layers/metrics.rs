@@ -1,4 +1,6 @@
-//! Request metrics: a counter by method and gRPC code and a latency histogram by method.
+//! Request metrics: a counter by method, caller and gRPC code and a latency histogram by
+//! method. The caller is the name the auth layer gave it (`none` when it named none), so the
+//! label takes only the values of the callers file.
 //!
 //! The code is read from the response headers. Tonic puts an error status there
 //! ("trailers-only" responses) but an OK status in the trailers, so a 200 response without
@@ -14,8 +16,9 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
+use super::auth::{CallerLabel, RefusedByAuth};
 
-/// Counter of finished calls, labelled `service`, `method` and `code`.
+/// Counter of finished calls, labelled `service`, `method`, `caller` and `code`.
 pub const REQUESTS_TOTAL: &str = "fanfare_grpc_requests_total";
 /// Histogram of call latency in seconds, labelled `service` and `method`.
 pub const REQUEST_DURATION_SECONDS: &str = "fanfare_grpc_request_duration_seconds";
@@ -23,6 +26,8 @@ pub const REQUEST_DURATION_SECONDS: &str = "fanfare_grpc_request_duration_second
 /// Label value standing in for services and methods this server does not serve, so that
 /// callers cannot grow the label set without bound.
 const UNKNOWN: &str = "unknown";
+/// Caller label of calls the auth layer named no caller for (refused or health checks).
+const NO_CALLER: &str = "none";
 
 /// Records [`REQUESTS_TOTAL`] and [`REQUEST_DURATION_SECONDS`] for every call.
 #[derive(Debug, Clone)]
@@ -90,16 +95,20 @@ where
         Box::pin(async move {
             let result = response.await;
             let elapsed = started.elapsed();
-            let code = match &result {
-                Ok(response) => response_code(response),
+            let (code, caller, refused) = match &result {
+                Ok(response) => (
+                    response_code(response),
+                    response.extensions().get::<CallerLabel>().map(|label| Arc::clone(&label.0)),
+                    response.extensions().get::<RefusedByAuth>().is_some(),
+                ),
                 // Only layers outside this one turn an error into a status; count it as such.
-                Err(_) => Code::Unknown,
+                Err(_) => (Code::Unknown, None, false),
             };
-            // A method this service lacks answers UNIMPLEMENTED, and a call refused for want
-            // of credentials never reached a method: keep neither name, so callers (with a
-            // token or without) cannot grow the label set.
-            let method =
-                if matches!(code, Code::Unimplemented | Code::Unauthenticated) { UNKNOWN.to_owned() } else { method };
+            // A method this service lacks answers UNIMPLEMENTED, and a call the auth layer
+            // refused never reached a method: keep neither name, so callers (with a token or
+            // without) cannot grow the label set.
+            let method = if refused || code == Code::Unimplemented { UNKNOWN.to_owned() } else { method };
+            let caller = caller.map_or_else(|| NO_CALLER.to_owned(), |name| name.to_string());
             ::metrics::histogram!(
                 REQUEST_DURATION_SECONDS,
                 "service" => service.clone(),
@@ -110,6 +119,7 @@ where
                 REQUESTS_TOTAL,
                 "service" => service,
                 "method" => method,
+                "caller" => caller,
                 "code" => code_name(code),
             )
             .increment(1);

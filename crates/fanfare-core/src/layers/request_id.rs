@@ -1,7 +1,7 @@
 //! Request ids: each call gets the caller's `x-request-id` (or a fresh UUID v7), carried in
 //! the request extensions, echoed in the response headers, and recorded on a `grpc_request`
-//! tracing span around the call, so one id ties together the logs of every service a request
-//! crosses.
+//! tracing span around the call (with the caller, once the auth layer has named it), so one
+//! id ties together the logs of every service a request crosses.
 
 use std::fmt;
 use std::task::{Context, Poll};
@@ -109,6 +109,7 @@ where
             "grpc_request",
             request_id = %request_id,
             method = %request.uri().path(),
+            caller = tracing::field::Empty,
         );
         let header_value = HeaderValue::from_str(request_id.as_str()).ok();
         request.extensions_mut().insert(request_id);

@@ -30,6 +30,14 @@ pub enum JobError {
         /// The job it was used for.
         job: JobId,
     },
+    /// The creator starts jobs too often.
+    #[error("user {user} starts fan-out jobs too often; retry in {retry_after:?}")]
+    RateLimited {
+        /// The creator.
+        user: fanfare_core::ids::UserId,
+        /// When a retry will be accepted.
+        retry_after: std::time::Duration,
+    },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -46,6 +54,9 @@ impl From<JobError> for Status {
             JobError::NotFound(_) => Status::not_found(message),
             // As the messages service answers a reused client_message_id with other content.
             JobError::IdempotencyConflict { .. } => Status::already_exists(message),
+            JobError::RateLimited { user, retry_after } => {
+                fanfare_core::status::resource_exhausted(message, format!("user:{user}:fanout-jobs"), Some(retry_after))
+            }
             JobError::Store(store) => FanoutError::Store(store).into(),
         }
     }

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::{Cursor, Page, PageSize};
+use fanfare_core::rate_limit::{LimitQuota, SharedLimits, UserLimit};
 
 use super::domain::{FanoutJob, JobId, NewJob, StartJob};
 use super::error::{JobError, JobResult};
@@ -32,18 +33,23 @@ pub struct JobService {
     follows: Arc<dyn FollowStore>,
     config: JobsConfig,
     started: Arc<Notify>,
+    start_limit: Option<UserLimit>,
 }
 
 impl JobService {
     /// A service over `store`, counting followers in `follows`, with `config`'s rates;
-    /// `started` is notified for every job it creates (the pod's workers listen).
+    /// `started` is notified for every job it creates (the pod's workers listen). Job starts
+    /// are limited per creator, across pods when `shared` limits are given.
     pub fn new(
         store: Arc<dyn JobStore>,
         follows: Arc<dyn FollowStore>,
         config: JobsConfig,
         started: Arc<Notify>,
+        shared: Option<Arc<dyn SharedLimits>>,
     ) -> Self {
-        Self { store, follows, config, started }
+        let start_limit = LimitQuota::per_minute(config.user_jobs_per_minute, config.user_jobs_burst)
+            .and_then(|quota| UserLimit::with_quota("fanout-jobs", quota, shared));
+        Self { store, follows, config, started, start_limit }
     }
 
     /// The rate of a job that does not ask for one, followers per second.
@@ -60,6 +66,13 @@ impl JobService {
     /// with the same key (`created: false`). The same key for something else (another kind
     /// or payload) is an [`JobError::IdempotencyConflict`]; a different rate is not.
     pub async fn start(&self, actor: UserId, request: StartJob) -> JobResult<Created> {
+        if let Some(limit) = &self.start_limit
+            && let Err(retry_after) = limit.check(actor).await
+            // A retry of a job already started is answered, not limited.
+            && self.store.find(actor, &request.idempotency_key).await?.is_none()
+        {
+            return Err(JobError::RateLimited { user: actor, retry_after });
+        }
         let counts = self.follows.get_counts(&[actor]).await?;
         let followers_total = counts.first().map_or(0, |counts| counts.followers);
         let new = NewJob { creator: actor, request: request.clone(), followers_total };

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
 use fanfare_proto::common::v1::{Role, Update, group_event, update};
-use fanfare_proto::redact::carried_message;
+use fanfare_proto::redact::{carried_message, membership_subject};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -517,6 +517,7 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
             .map(|created| created.seconds.saturating_mul(1_000_000).saturating_add(i64::from(created.nanos / 1_000))),
+        member_subject: membership_subject(&update),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
         bytes,

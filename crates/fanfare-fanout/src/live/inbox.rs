@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use fanfare_proto::common::v1::Update;
-use fanfare_proto::redact::{carried_message_mut, clear_content};
+use fanfare_proto::redact::{carried_message_mut, clear_content, clear_members};
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -48,15 +48,20 @@ pub(crate) struct Envelope {
     /// since the epoch: a member who may not see history from before their join gets the
     /// update of an older message without its content.
     pub message_created_micros: Option<i64>,
+    /// The user this membership event is about, if it is one: a member from whom the group
+    /// hides its audience gets it without its users unless it is about them.
+    pub member_subject: Option<i64>,
     /// How this update changes who sees history from before their join, if it does.
     pub access_change: Option<AccessChange>,
-    /// `bytes` with the message's content cleared: made once per pod, by the first stream
-    /// that needs it.
+    /// `bytes` as a reader who may not see it whole gets it: made once per pod, by the first
+    /// stream that needs it.
     pub redacted: OnceLock<Bytes>,
 }
 
 impl Envelope {
-    /// The update with its message's content cleared (`fanfare_proto::redact`).
+    /// The update with what may be hidden from a reader cleared (`fanfare_proto::redact`): a
+    /// message's content, or a membership event's users. An update is at most one of the
+    /// two, so one copy serves both kinds of reader.
     pub fn redacted(&self) -> &Bytes {
         self.redacted.get_or_init(|| {
             // The hub built this envelope from a decodable update; were it not, a contentless
@@ -69,6 +74,7 @@ impl Envelope {
             if let Some(message) = carried_message_mut(&mut update) {
                 clear_content(message);
             }
+            clear_members(&mut update);
             Bytes::from(update.encode_to_vec())
         })
     }
@@ -211,6 +217,7 @@ mod tests {
             bytes: Bytes::new(),
             ended_membership_of: None,
             message_created_micros: None,
+            member_subject: None,
             access_change: None,
             redacted: OnceLock::new(),
         }))

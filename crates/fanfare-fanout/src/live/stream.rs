@@ -86,10 +86,11 @@ pub(crate) struct LiveStream {
     taken: Vec<Delivery>,
     /// Groups whose position changed since the operators' copy in `info` was updated.
     touched: Vec<i64>,
-    /// Per carried group, whether the user sees its history from before their join; kept
-    /// up to date by the group's own updates (settings, roles) as they are delivered.
+    /// Per carried group, what of it the user sees whole (history from before their join,
+    /// other members); kept up to date by the group's own updates (settings, roles) as they
+    /// are delivered.
     access: HashMap<i64, Access>,
-    /// Whether any carried group hides history from this user (most carry none: then no
+    /// Whether any carried group hides anything from this user (most carry none: then no
     /// delivery looks at `access`).
     any_hidden: bool,
     finished: bool,
@@ -456,17 +457,22 @@ impl LiveStream {
         Ok(())
     }
 
-    /// `envelope` as this stream's user may see it: without its message's content when the
-    /// message is older than what the group lets them see (`GetUpdates` hides the same).
+    /// `envelope` as this stream's user may see it (`GetUpdates` hides the same): without its
+    /// message's content when the message is older than what the group lets them see;
+    /// without its users when it is a membership event about someone else and the group hides
+    /// its audience from them. Decided from what the stream already knows, with no lookup.
     fn visible_bytes<'a>(&self, envelope: &'a Envelope) -> &'a Bytes {
         if !self.any_hidden {
             return &envelope.bytes;
         }
-        let hidden_before = self.access.get(&envelope.group_id).and_then(Access::hidden_before);
-        match (envelope.message_created_micros, hidden_before) {
-            (Some(created), Some(before)) if created < before => envelope.redacted(),
-            _ => &envelope.bytes,
-        }
+        let Some(access) = self.access.get(&envelope.group_id) else { return &envelope.bytes };
+        let old_message = match (envelope.message_created_micros, access.hidden_before()) {
+            (Some(created), Some(before)) => created < before,
+            _ => false,
+        };
+        let another_member =
+            access.hides_audience() && envelope.member_subject.is_some_and(|subject| subject != self.user);
+        if old_message || another_member { envelope.redacted() } else { &envelope.bytes }
     }
 
     /// Follows a change of who sees `group`'s history, as the log delivers it.
@@ -481,7 +487,8 @@ impl LiveStream {
     }
 
     fn refresh_hidden(&mut self) {
-        self.any_hidden = self.access.values().any(|access| access.hidden_before().is_some());
+        self.any_hidden =
+            self.access.values().any(|access| access.hidden_before().is_some() || access.hides_audience());
     }
 
     /// Records `seq` as the last delivered update of `group`.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::tls::ClientTls;
-use fanfare_proto::common::v1::Role;
+use fanfare_proto::common::v1::{GroupKind, Role};
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
-use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, ListUserGroupsRequest, Membership};
+use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, Group, ListUserGroupsRequest, Membership};
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
 use tonic::Status;
@@ -32,9 +32,10 @@ pub(crate) struct Upstream {
     messages: MessagesClient,
 }
 
-/// What decides whether a member sees a group's history from before their join (the rule
-/// the messages service applies to `GetUpdates`): hidden when the group hides history from
-/// new members and the member does not moderate it.
+/// What decides what of a group's log a member sees whole (the rules the messages service
+/// applies to `GetUpdates`): history from before their join is hidden when the group hides
+/// it from new members and the member does not moderate it; other members are hidden from
+/// plain members of a BROADCAST group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Access {
     /// When the member joined, in µs since the epoch.
@@ -43,21 +44,33 @@ pub(crate) struct Access {
     pub moderates: bool,
     /// The group's `history_visible_to_new_members`.
     pub history_visible: bool,
+    /// Whether the group is a BROADCAST group (a kind never changes).
+    pub broadcast: bool,
 }
 
 impl Access {
-    fn new(membership: Option<&Membership>, history_visible: bool) -> Self {
+    fn new(membership: Option<&Membership>, group: Option<&Group>) -> Self {
+        let history_visible = group
+            .and_then(|group| group.settings.as_ref())
+            .is_some_and(|settings| settings.history_visible_to_new_members);
+        let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
         let joined_micros =
             membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, |joined| {
                 joined.seconds.saturating_mul(1_000_000).saturating_add(i64::from(joined.nanos / 1_000))
             });
         let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
-        Self { joined_micros, moderates, history_visible }
+        Self { joined_micros, moderates, history_visible, broadcast }
     }
 
     /// Messages created before this (µs since the epoch) reach the member without content.
     pub fn hidden_before(&self) -> Option<i64> {
         (!self.history_visible && !self.moderates).then_some(self.joined_micros)
+    }
+
+    /// Whether membership events about other users reach the member without them: a plain
+    /// member of a BROADCAST group (the groups service lists its members to moderators only).
+    pub fn hides_audience(&self) -> bool {
+        self.broadcast && !self.moderates
     }
 }
 
@@ -95,9 +108,7 @@ impl Upstream {
             let page = self.groups.clone().list_user_groups(as_user(user, request)).await?.into_inner();
             groups.extend(page.groups.iter().filter_map(|entry| {
                 let group = entry.group.as_ref()?;
-                let history_visible =
-                    group.settings.as_ref().is_some_and(|settings| settings.history_visible_to_new_members);
-                Some((group.group_id, Access::new(entry.membership.as_ref(), history_visible)))
+                Some((group.group_id, Access::new(entry.membership.as_ref(), Some(group))))
             }));
             if groups.len() > max {
                 return Err(Status::failed_precondition(format!(
@@ -115,11 +126,9 @@ impl Upstream {
     pub async fn access(&self, user: i64, group: i64) -> Result<Access, Status> {
         let request = GetGroupRequest { group_id: group };
         let group_info = self.groups.clone().get_group(as_user(user, request)).await?.into_inner().group;
-        let history_visible =
-            group_info.and_then(|group| group.settings).is_some_and(|settings| settings.history_visible_to_new_members);
         let request = GetMembershipRequest { group_id: group, user_id: user };
         let membership = self.groups.clone().get_membership(as_user(user, request)).await?.into_inner().membership;
-        Ok(Access::new(membership.as_ref(), history_visible))
+        Ok(Access::new(membership.as_ref(), group_info.as_ref()))
     }
 
     /// One page of `group`'s update log after `after`, read as `user`.

@@ -19,7 +19,7 @@ impl FanoutService {
     /// Makes the actor follow `creator`; following again returns the existing edge.
     pub async fn follow(&self, actor: UserId, creator: UserId) -> FanoutResult<Followed> {
         check_follow(actor, creator).map_err(|violation| FanoutError::InvalidRequest(violation.into()))?;
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let limit = following_limit(self.limits.max_following);
         let followed = self.store.follow(actor, creator, limit, now()).await?;
         if followed.created {
@@ -31,7 +31,7 @@ impl FanoutService {
     /// Makes the actor stop following `creator`; reports whether they were following.
     pub async fn unfollow(&self, actor: UserId, creator: UserId) -> FanoutResult<bool> {
         check_follow(actor, creator).map_err(|violation| FanoutError::InvalidRequest(violation.into()))?;
-        self.take_change_budget(actor)?;
+        self.take_change_budget(actor).await?;
         let removed = self.store.unfollow(actor, creator).await?;
         if removed {
             tracing::debug!(follower = %actor, creator = %creator, "unfollowed");

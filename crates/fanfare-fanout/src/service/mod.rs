@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_core::ids::UserId;
-use fanfare_core::rate_limit::UserRateLimiter;
+use fanfare_core::rate_limit::{SharedLimits, UserLimit};
 
 use crate::config::FollowLimits;
 use crate::error::{FanoutError, FanoutResult};
@@ -20,7 +20,7 @@ use crate::store::FollowStore;
 pub struct FanoutService {
     store: Arc<dyn FollowStore>,
     limits: FollowLimits,
-    change_limiter: Option<UserRateLimiter>,
+    change_limit: Option<UserLimit>,
 }
 
 /// The current time at the precision every store keeps (microseconds).
@@ -29,10 +29,12 @@ fn now() -> DateTime<Utc> {
 }
 
 impl FanoutService {
-    /// A service over `store` enforcing `limits`.
-    pub fn new(store: Arc<dyn FollowStore>, limits: FollowLimits) -> Self {
-        let change_limiter = UserRateLimiter::new(limits.user_changes_per_second, limits.user_changes_burst);
-        Self { store, limits, change_limiter }
+    /// A service over `store` enforcing `limits`, counting follow changes across pods when
+    /// `shared` limits are given.
+    pub fn new(store: Arc<dyn FollowStore>, limits: FollowLimits, shared: Option<Arc<dyn SharedLimits>>) -> Self {
+        let change_limit =
+            UserLimit::new("follow-changes", limits.user_changes_per_second, limits.user_changes_burst, shared);
+        Self { store, limits, change_limit }
     }
 
     /// The largest batch of ids one call may carry.
@@ -41,10 +43,10 @@ impl FanoutService {
     }
 
     /// Counts one change against the caller's rate limit.
-    fn take_change_budget(&self, actor: UserId) -> FanoutResult<()> {
-        match &self.change_limiter {
-            Some(limiter) => {
-                limiter.check(actor).map_err(|retry_after| FanoutError::RateLimited { user: actor, retry_after })
+    async fn take_change_budget(&self, actor: UserId) -> FanoutResult<()> {
+        match &self.change_limit {
+            Some(limit) => {
+                limit.check(actor).await.map_err(|retry_after| FanoutError::RateLimited { user: actor, retry_after })
             }
             None => Ok(()),
         }

@@ -55,7 +55,7 @@ pub const LIST_FOLLOWING_SQL: &str = "SELECT creator_id AS other, followed_at FR
 /// A [`FollowStore`] on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresFollowStore {
-    pool: PgPool,
+    pool: fanfare_postgres::Pool,
 }
 
 impl PostgresFollowStore {
@@ -67,12 +67,24 @@ impl PostgresFollowStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool: fanfare_postgres::Pool::new(pool) }
     }
 
     /// The pool, for health checks and tests.
     pub fn pool(&self) -> &PgPool {
+        self.pool.inner()
+    }
+
+    /// The pool with what is known of the database's reachability, for another store to
+    /// share ([`crate::jobs::PostgresJobStore::sharing`]).
+    pub fn shared_pool(&self) -> &fanfare_postgres::Pool {
         &self.pool
+    }
+
+    /// A connection for one statement: at once an unavailable error while the database is
+    /// known to be down (`fanfare_postgres::Pool`).
+    async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.during("acquiring a connection")
     }
 
     /// Creates schema `fanout` and applies pending migrations, recording them in
@@ -320,7 +332,7 @@ impl FollowStore for PostgresFollowStore {
         )
         .bind(ids(creators))
         .bind(follower.get())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("checking follows")?;
         let by_creator: HashMap<i64, DateTime<Utc>> =
@@ -344,7 +356,7 @@ impl FollowStore for PostgresFollowStore {
             .bind(before.map(|key| key.followed_at))
             .bind(before.map(|key| key.user.get()))
             .bind(limit.as_limit() + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("listing followers")?;
         let follows = rows.into_iter().map(|row| Follow {
@@ -367,7 +379,7 @@ impl FollowStore for PostgresFollowStore {
             .bind(before.map(|key| key.followed_at))
             .bind(before.map(|key| key.user.get()))
             .bind(limit.as_limit() + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("listing follows")?;
         let follows = rows.into_iter().map(|row| Follow {
@@ -389,7 +401,7 @@ impl FollowStore for PostgresFollowStore {
              FROM fanout.follow_counts WHERE user_id = ANY($1) GROUP BY user_id",
         )
         .bind(ids(users))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("reading follow counts")?;
         let mut by_user = HashMap::with_capacity(rows.len());
@@ -403,7 +415,7 @@ impl FollowStore for PostgresFollowStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging the database")?;
+        self.pool.ping().await.during("pinging the database")?;
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ const BROADCAST_COUNTER_SHARDS: i16 = 16;
 /// A [`GroupStore`] on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresGroupStore {
-    pool: PgPool,
+    pool: fanfare_postgres::Pool,
 }
 
 impl PostgresGroupStore {
@@ -62,12 +62,18 @@ impl PostgresGroupStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool: fanfare_postgres::Pool::new(pool) }
     }
 
     /// The pool, for health checks and tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A connection for one statement: at once an unavailable error while the database is
+    /// known to be down (`fanfare_postgres::Pool`).
+    async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.during("acquiring a connection")
     }
 
     /// Creates schema `groups` and applies pending migrations, recording them in
@@ -834,7 +840,7 @@ impl PostgresGroupStore {
             .bind(GroupKind::Broadcast.code())
             .bind(BROADCAST_COUNTER_SHARDS)
             .bind(payload)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
         {
             Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(REFUSED_GROUP_FULL) => {
@@ -987,7 +993,7 @@ impl GroupStore for PostgresGroupStore {
     async fn get_group(&self, group: GroupId) -> StoreResult<Option<Group>> {
         let row: Option<GroupRow> = sqlx::query_as(select_group!("WHERE g.id = $1"))
             .bind(group.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .during("reading a group")?;
         row.map(GroupRow::into_group).transpose()
@@ -997,7 +1003,7 @@ impl GroupStore for PostgresGroupStore {
         let ids: Vec<i64> = groups.iter().map(|group| group.get()).collect();
         let rows: Vec<GroupRow> = sqlx::query_as(select_group!("WHERE g.id = ANY($1)"))
             .bind(&ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("reading groups")?;
         let found: BTreeMap<GroupId, Group> =
@@ -1087,7 +1093,7 @@ impl GroupStore for PostgresGroupStore {
         .bind(group.get())
         .bind(user.get())
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .during("reading a join's context")?;
         match row {
@@ -1256,7 +1262,7 @@ impl GroupStore for PostgresGroupStore {
             .bind(group.get())
             .bind(after_id)
             .bind(fetch_limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("listing members")?,
             Some(role) => sqlx::query_as(
@@ -1267,7 +1273,7 @@ impl GroupStore for PostgresGroupStore {
             .bind(role.code())
             .bind(after_id)
             .bind(fetch_limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("listing members by role")?,
         };
@@ -1296,7 +1302,7 @@ impl GroupStore for PostgresGroupStore {
         .bind(before.map(|(joined_at, _)| joined_at))
         .bind(before.map(|(_, group)| group.get()))
         .bind(limit.as_limit() + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("listing a user's groups")?;
         rows.into_iter()
@@ -1401,7 +1407,7 @@ impl GroupStore for PostgresGroupStore {
         .bind(after.map_or(0, UserId::get))
         .bind(now)
         .bind(limit.as_limit() + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("listing bans")?;
         Ok(rows.into_iter().map(BanRow::into_ban).collect())
@@ -1483,7 +1489,7 @@ impl GroupStore for PostgresGroupStore {
         .bind(after.map(|(requested_at, _)| requested_at))
         .bind(after.map(|(_, user)| user.get()))
         .bind(limit.as_limit() + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("listing join requests")?;
         Ok(rows.into_iter().map(JoinRequestRow::into_request).collect())
@@ -1520,7 +1526,7 @@ impl GroupStore for PostgresGroupStore {
         let deleted = sqlx::query("DELETE FROM groups.join_requests WHERE group_id = $1 AND user_id = $2")
             .bind(group.get())
             .bind(user.get())
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await
             .during("rejecting a join request")?;
         if deleted.rows_affected() > 0 {
@@ -1528,7 +1534,7 @@ impl GroupStore for PostgresGroupStore {
         }
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM groups.groups WHERE id = $1")
             .bind(group.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .during("reading a group")?;
         match exists {
@@ -1568,7 +1574,7 @@ impl GroupStore for PostgresGroupStore {
     async fn get_invite(&self, code: &InviteCode) -> StoreResult<Option<Invite>> {
         let row: Option<InviteRow> = sqlx::query_as(select_invite!("WHERE code = $1"))
             .bind(code.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .during("reading an invite")?;
         row.map(InviteRow::into_invite).transpose()
@@ -1581,7 +1587,7 @@ impl GroupStore for PostgresGroupStore {
         )
         .bind(code.as_str())
         .bind(stored_time(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .during("revoking an invite")?;
         row.ok_or(StoreError::InviteNotFound)?.into_invite()
@@ -1696,7 +1702,7 @@ impl GroupStore for PostgresGroupStore {
         sqlx::query("UPDATE groups.outbox SET published_at = $2 WHERE id = ANY($1) AND published_at IS NULL")
             .bind(ids)
             .bind(stored_time(now))
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await
             .during("marking outbox rows published")?;
         Ok(())
@@ -1705,7 +1711,7 @@ impl GroupStore for PostgresGroupStore {
     async fn oldest_unpublished(&self) -> StoreResult<Option<DateTime<Utc>>> {
         // By id rather than by time, so the partial index answers with one probe.
         sqlx::query_scalar("SELECT created_at FROM groups.outbox WHERE published_at IS NULL ORDER BY id LIMIT 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .during("reading the outbox lag")
     }
@@ -1715,7 +1721,7 @@ impl GroupStore for PostgresGroupStore {
             sqlx::query_as("SELECT id, group_id, payload FROM groups.outbox WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(after_id)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.connection().await?)
                 .await
                 .during("reading the outbox")?;
         Ok(rows
@@ -1725,7 +1731,7 @@ impl GroupStore for PostgresGroupStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging the database")?;
+        self.pool.ping().await.during("pinging the database")?;
         Ok(())
     }
 }

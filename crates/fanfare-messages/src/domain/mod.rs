@@ -4,6 +4,7 @@
 pub mod rules;
 pub mod updates;
 pub mod values;
+pub mod visibility;
 
 pub use values::*;
 
@@ -143,6 +144,11 @@ pub struct Unread {
 /// scales with pods while each group's updates still go out in order. The migration that
 /// creates `messages.outbox` computes the same lane (`group_id % 64`); change both together.
 pub const OUTBOX_LANES: i16 = 64;
+
+/// Most message_seqs one `MessagesPurged` update lists: a larger purge appends one update per
+/// this many messages, in the same commit, so no log entry grows with the purge (a page of
+/// updates stays small, and every subscriber can be caught up).
+pub const MAX_PURGED_PER_UPDATE: usize = 1_000;
 
 /// The outbox recovery lane a group's updates wait in (see [`OUTBOX_LANES`]).
 pub fn outbox_lane(group: GroupId) -> i16 {

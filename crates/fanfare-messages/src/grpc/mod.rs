@@ -5,6 +5,7 @@ mod parse;
 
 use std::sync::Arc;
 
+use fanfare_core::callers::Caller;
 use fanfare_core::identity::acting_user;
 use fanfare_core::ids::UserId;
 use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
@@ -18,6 +19,9 @@ use crate::domain::updates::{message_to_proto, reactions_to_proto};
 use crate::domain::{LogPosition, StoredUpdate};
 use crate::error::MessagesError;
 use crate::service::{MessagesService, UpdatesAnswer};
+
+/// The source of events relayed by the built-in caller (no callers file): the groups service.
+pub const GROUPS_SOURCE: &str = "groups";
 
 /// The tonic service over a [`MessagesService`].
 #[derive(Clone)]
@@ -218,7 +222,11 @@ impl MessageService for MessagesGrpc {
         request: Request<pb::AppendSystemUpdatesRequest>,
     ) -> GrpcResult<pb::AppendSystemUpdatesResponse> {
         let events = parse::system_events(request.get_ref()).map_err(invalid)?;
-        let appended = self.service.append_system_updates(events).await?;
+        // Named callers relay under their own name. Without a callers file every caller is
+        // the one built-in caller and, as only the groups service relays, its events are
+        // recorded as the groups service's.
+        let source = Caller::of(&request).filter(|caller| caller.is_named()).map_or(GROUPS_SOURCE, Caller::name);
+        let appended = self.service.append_system_updates(source, events).await?;
         Ok(Response::new(pb::AppendSystemUpdatesResponse {
             appended: appended
                 .into_iter()

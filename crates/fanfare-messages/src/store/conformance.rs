@@ -27,8 +27,8 @@ use super::{
 };
 use crate::domain::updates::message_to_proto;
 use crate::domain::{
-    Attachment, ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount,
-    StoredUpdate, Unread,
+    Attachment, ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    ReactionCount, StoredUpdate, Unread,
 };
 
 /// Something that holds a store under test (and whatever must live as long as it, such
@@ -72,13 +72,14 @@ macro_rules! message_store_conformance_tests {
             edits_need_the_sender_a_live_message_and_the_window,
             deletes_make_tombstones_once_and_moderators_may_delete,
             purge_tombstones_a_users_messages_since_a_time,
+            a_large_purge_is_listed_by_bounded_updates,
             reactions_add_and_remove_idempotently,
             reactions_are_limited_to_distinct_emojis,
             reaction_updates_are_appended_only_when_asked,
             pins_toggle_once_and_respect_the_limit,
             deleted_messages_refuse_edits_reactions_and_pins,
             missing_messages_are_not_found_by_every_kind,
-            system_events_are_idempotent_on_the_outbox_id,
+            system_events_are_idempotent_on_the_source_and_outbox_id,
             list_messages_pages_both_ways,
             list_messages_skips_messages_before_not_before,
             get_messages_skip_unknown_seqs_and_ids,
@@ -414,7 +415,7 @@ pub async fn a_mixed_batch_is_gapless_and_refused_writes_take_no_seq(store: &dyn
         post(second, user(1), "b1", text("b1")),
         post(first, user(2), "bad-reply", Content { reply_to_message_seq: Some(5), ..text("x") }),
         edit(first, 1, user(2), "not mine"),
-        LogWrite::System { outbox_id: 7, event: member_left(first, user(9)) },
+        LogWrite::System { source: "groups".to_owned(), outbox_id: 7, event: member_left(first, user(9)) },
         post(first, user(2), "a2", Content { reply_to_message_seq: Some(1), ..text("a2") }),
         react(first, 1, user(3), "👍", true, true),
         pin(first, 2, true),
@@ -660,6 +661,32 @@ pub async fn purge_tombstones_a_users_messages_since_a_time(store: &dyn MessageS
     assert_eq!((purged.user_id, purged.message_seqs.clone(), purged.purged_by_user_id), (1, vec![2], 9));
 }
 
+/// A purge of more than [`MAX_PURGED_PER_UPDATE`] messages appends one update per that many,
+/// in order and in one commit, every message listed once.
+pub async fn a_large_purge_is_listed_by_bounded_updates(store: &dyn MessageStore) {
+    let chat = group(7);
+    let count = MAX_PURGED_PER_UPDATE * 2 + 1;
+    let posts = (0..count).map(|index| post(chat, user(1), &format!("k{index}"), text("m"))).collect();
+    store.apply(posts, at(0)).await.unwrap();
+    let purge = LogWrite::Purge { group: chat, user: user(1), since: None, actor: user(9) };
+    let last = i64::try_from(count).unwrap() + 3;
+    let Ok(Applied::Purged { message_seqs, event_seq }) = apply_one(store, purge, at(1)).await else {
+        panic!("a purge")
+    };
+    assert_eq!((message_seqs.len(), event_seq), (count, Some(last)));
+    let read = store.get_updates(chat, i64::try_from(count).unwrap(), PageSize::new(10)).await.unwrap();
+    let listed: Vec<Vec<i64>> = read
+        .updates
+        .iter()
+        .map(|stored| match common::Update::decode(stored.payload.as_ref()).expect("decodable").change {
+            Some(Change::MessagesPurged(purged)) => purged.message_seqs,
+            other => panic!("a purge update: {other:?}"),
+        })
+        .collect();
+    assert_eq!(listed.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_PURGED_PER_UPDATE, MAX_PURGED_PER_UPDATE, 1]);
+    assert_eq!(listed.concat(), (1..=i64::try_from(count).unwrap()).collect::<Vec<_>>());
+}
+
 /// Adding a reaction twice or removing one never added changes nothing; totals are per
 /// emoji, ordered by emoji, and read back with the message.
 pub async fn reactions_add_and_remove_idempotently(store: &dyn MessageStore) {
@@ -787,13 +814,19 @@ pub async fn missing_messages_are_not_found_by_every_kind(store: &dyn MessageSto
     assert_eq!(position(store, chat).await.last_event_seq, 1);
 }
 
-/// A relayed group event is appended once per groups-outbox id, within a batch or across
-/// batches; a repeat answers the original position.
-pub async fn system_events_are_idempotent_on_the_outbox_id(store: &dyn MessageStore) {
+/// A relayed group event is appended once per (source, outbox id), within a batch or across
+/// batches; a repeat answers the original position, the same id from another source is
+/// another event, and a repeat with other content is refused and appends nothing.
+pub async fn system_events_are_idempotent_on_the_source_and_outbox_id(store: &dyn MessageStore) {
     let chat = group(4);
     send(store, chat, user(1), "m", at(0)).await;
     let event = member_left(chat, user(2));
-    let system = |outbox_id: i64| LogWrite::System { outbox_id, event: event.clone() };
+    let from = |source: &str, outbox_id: i64, event: &common::GroupEvent| LogWrite::System {
+        source: source.to_owned(),
+        outbox_id,
+        event: event.clone(),
+    };
+    let system = |outbox_id: i64| from("groups", outbox_id, &event);
     let outcomes = store.apply(vec![system(41), system(41), system(42)], at(1)).await.unwrap().outcomes;
     assert_eq!(
         outcomes,
@@ -809,9 +842,30 @@ pub async fn system_events_are_idempotent_on_the_outbox_id(store: &dyn MessageSt
     );
     let updates = log_of(store, chat).await;
     assert_eq!(kinds(&updates), ["posted", "group_event", "group_event"]);
-    assert_eq!(updates[1].change, Some(Change::GroupEvent(event)));
+    assert_eq!(updates[1].change, Some(Change::GroupEvent(event.clone())));
     let counters = position(store, chat).await;
     assert_eq!((counters.last_event_seq, counters.last_message_seq), (3, 1), "events are not messages");
+
+    // Another content under a taken (source, outbox id): refused, within a batch or across.
+    let forged = member_left(chat, user(3));
+    assert_eq!(
+        apply_one(store, from("groups", 41, &forged), at(3)).await,
+        Err(WriteError::SystemEventConflict { origin: "groups".to_owned(), outbox_id: 41, original_seq: 2 })
+    );
+    let outcomes = store.apply(vec![system(43), from("groups", 43, &forged)], at(3)).await.unwrap().outcomes;
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok(Applied::SystemAppended { event_seq: 4, duplicate: false }),
+            Err(WriteError::SystemEventConflict { origin: "groups".to_owned(), outbox_id: 43, original_seq: 4 }),
+        ]
+    );
+    // Outbox ids are per source: another source's 41 is its own event.
+    assert_eq!(
+        apply_one(store, from("billing", 41, &event), at(4)).await,
+        Ok(Applied::SystemAppended { event_seq: 5, duplicate: false })
+    );
+    assert_eq!(position(store, chat).await.last_event_seq, 5, "refused repeats appended nothing");
 }
 
 // ---------------------------------------------------------------------------------------

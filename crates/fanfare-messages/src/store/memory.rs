@@ -23,13 +23,13 @@ use uuid::Uuid;
 
 use super::{
     Applied, Committed, Direction, LogWrite, MessageStore, OutboxCursor, StoreError, StoreResult, UpdatesRead,
-    WriteError,
+    WriteError, system_event_digest,
 };
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{
-    ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate,
-    Unread, outbox_lane,
+    ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    ReactionCount, StoredUpdate, Unread, outbox_lane,
 };
 
 /// A [`MessageStore`] in memory; clones share the same data.
@@ -63,7 +63,8 @@ struct State {
     read_markers: HashMap<(GroupId, UserId), i64>,
     last_posted: HashMap<(GroupId, UserId), DateTime<Utc>>,
     /// Groups outbox id → the event_seq its event was appended at.
-    system_events: HashMap<i64, i64>,
+    /// Relayed events appended: (source, outbox id) → (event_seq, content digest).
+    system_events: HashMap<(String, i64), (i64, Vec<u8>)>,
     /// Unpublished updates by (lane, group, event_seq), as PostgreSQL keys them, with their
     /// commit time.
     outbox: BTreeMap<(i16, GroupId, i64), DateTime<Utc>>,
@@ -161,7 +162,7 @@ impl State {
             LogWrite::Pin { group, message_seq, actor, pin, max_pins } => {
                 self.pin(group, message_seq, actor, pin, max_pins, now)
             }
-            LogWrite::System { outbox_id, event } => Ok(self.system(outbox_id, event, now)),
+            LogWrite::System { source, outbox_id, event } => self.system(source, outbox_id, event, now),
         }
     }
 
@@ -300,9 +301,12 @@ impl State {
                 stored.make_tombstone(now);
             }
         }
-        let change = TimelineChange::Purged { user, message_seqs: &message_seqs, by: actor };
-        let event_seq = self.append(group, &change, now);
-        Applied::Purged { message_seqs, event_seq: Some(event_seq) }
+        let mut event_seq = None;
+        for chunk in message_seqs.chunks(MAX_PURGED_PER_UPDATE) {
+            let change = TimelineChange::Purged { user, message_seqs: chunk, by: actor };
+            event_seq = Some(self.append(group, &change, now));
+        }
+        Applied::Purged { message_seqs, event_seq }
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of `LogWrite::React`
@@ -366,19 +370,30 @@ impl State {
         Ok(Applied::Pinned { event_seq: Some(self.append(group, &change, now)) })
     }
 
-    fn system(&mut self, outbox_id: i64, event: common::GroupEvent, now: DateTime<Utc>) -> Applied {
-        if let Some(&event_seq) = self.system_events.get(&outbox_id) {
-            return Applied::SystemAppended { event_seq, duplicate: true };
+    fn system(
+        &mut self,
+        source: String,
+        outbox_id: i64,
+        event: common::GroupEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, WriteError> {
+        let digest = system_event_digest(&event);
+        let key = (source, outbox_id);
+        if let Some((event_seq, original)) = self.system_events.get(&key) {
+            if *original != digest {
+                return Err(WriteError::SystemEventConflict { origin: key.0, outbox_id, original_seq: *event_seq });
+            }
+            return Ok(Applied::SystemAppended { event_seq: *event_seq, duplicate: true });
         }
         let group = GroupId::from_trusted(event.group_id);
         let event_seq = self.append(group, &TimelineChange::System(&event), now);
-        self.system_events.insert(outbox_id, event_seq);
+        self.system_events.insert(key, (event_seq, digest));
         if let Some(joined) = joined_member(&event) {
             let latest = self.position(group).last_message_seq;
             let marker = self.read_markers.entry((group, joined)).or_default();
             *marker = (*marker).max(latest);
         }
-        Applied::SystemAppended { event_seq, duplicate: false }
+        Ok(Applied::SystemAppended { event_seq, duplicate: false })
     }
 }
 

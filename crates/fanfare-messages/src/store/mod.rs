@@ -153,9 +153,12 @@ pub enum LogWrite {
         max_pins: usize,
     },
     /// Appends a membership or settings change relayed from the groups outbox. Idempotent on
-    /// `outbox_id`: a repeat answers the original event_seq (`duplicate: true`).
+    /// (`source`, `outbox_id`): a repeat with the same content answers the original event_seq
+    /// (`duplicate: true`), one with other content is refused (`SystemEventConflict`).
     System {
-        /// The groups outbox row id.
+        /// Who relayed it (the caller's name): outbox ids are unique per source only.
+        source: String,
+        /// The source's outbox row id.
         outbox_id: i64,
         /// The change (its `group_id` names the group).
         event: common::GroupEvent,
@@ -194,11 +197,14 @@ pub enum Applied {
     Edited(Message),
     /// Deleted: the tombstone.
     Deleted(Message),
-    /// Purged these messages under one update (`None` when there was nothing to purge).
+    /// Purged these messages, listed by one update per [`MAX_PURGED_PER_UPDATE`] of them
+    /// (none when there was nothing to purge).
+    ///
+    /// [`MAX_PURGED_PER_UPDATE`]: crate::domain::MAX_PURGED_PER_UPDATE
     Purged {
         /// The messages now tombstones.
         message_seqs: Vec<i64>,
-        /// The update, if one was appended.
+        /// The last update appended, if any.
         event_seq: Option<i64>,
     },
     /// Reacted.
@@ -248,6 +254,18 @@ pub enum WriteError {
         /// The key.
         key: String,
         /// The original message's seq.
+        original_seq: i64,
+    },
+    /// A relayed event reused a (source, outbox id) already appended with other content.
+    #[error(
+        "outbox id {outbox_id} of {origin:?} was already appended (event_seq {original_seq}) with different content; outbox ids must not be reused"
+    )]
+    SystemEventConflict {
+        /// Who relayed it (the source).
+        origin: String,
+        /// The reused outbox id.
+        outbox_id: i64,
+        /// Where the original event is in its group's log.
         original_seq: i64,
     },
     /// The sender posted too recently for the group's slow mode.
@@ -401,4 +419,12 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Reports whether the store is reachable (for health).
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// The content digest a relayed event is compared by when its (source, outbox id) repeats:
+/// SHA-256 of its protobuf encoding.
+pub fn system_event_digest(event: &common::GroupEvent) -> Vec<u8> {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    sha2::Sha256::digest(event.encode_to_vec()).to_vec()
 }

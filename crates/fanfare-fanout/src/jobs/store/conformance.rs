@@ -61,6 +61,8 @@ macro_rules! job_store_conformance_tests {
             only_the_creator_cancels,
             a_released_job_is_claimable_at_once,
             concurrent_claims_never_share_a_job,
+            claims_are_fair_between_creators,
+            find_answers_a_creators_job_by_key,
         );
     };
     (@each $factory:expr; $($test:ident),+ $(,)?) => {
@@ -353,4 +355,26 @@ pub async fn concurrent_claims_never_share_a_job(store: &dyn JobStore) {
     let distinct: HashSet<JobId> = claimed.iter().copied().collect();
     assert_eq!(claimed.len(), 5, "{claimed:?}");
     assert_eq!(distinct.len(), 5, "{claimed:?}");
+}
+
+/// One creator's queue does not hold back another's: a claim takes the job of the creator
+/// with the fewest jobs running, the oldest among equals.
+pub async fn claims_are_fair_between_creators(store: &dyn JobStore) {
+    let busy = [create(store, 1, "a", 0).await, create(store, 1, "b", 1).await, create(store, 1, "c", 2).await];
+    let late = create(store, 2, "d", 3).await;
+    let mut claimed = Vec::new();
+    for second in 10..14 {
+        claimed.push(store.claim(LEASE, at(second)).await.expect("claim succeeds").expect("a job").job.id);
+    }
+    assert_eq!(claimed, [busy[0].id, late.id, busy[1].id, busy[2].id], "the late creator's job runs second");
+}
+
+/// A job is found by its creator and key, and by nobody else's.
+pub async fn find_answers_a_creators_job_by_key(store: &dyn JobStore) {
+    let job = create(store, 1, "launch", 0).await;
+    let key = IdempotencyKey::parse("key", "launch").expect("a valid key");
+    assert_eq!(store.find(user(1), &key).await.expect("find succeeds"), Some(job));
+    assert_eq!(store.find(user(2), &key).await.expect("find succeeds"), None, "keys are per creator");
+    let other = IdempotencyKey::parse("key", "other").expect("a valid key");
+    assert_eq!(store.find(user(1), &other).await.expect("find succeeds"), None);
 }

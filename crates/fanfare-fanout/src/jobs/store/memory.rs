@@ -13,7 +13,7 @@ use fanfare_core::paging::PageSize;
 use uuid::Uuid;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
-use crate::jobs::domain::{FanoutJob, JobId, JobState, NewJob};
+use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobState, NewJob};
 use crate::store::{StoreError, StoreResult};
 
 /// A [`JobStore`] in memory; clones share the same jobs.
@@ -113,6 +113,12 @@ impl JobStore for MemoryJobStore {
         Ok(self.lock()?.jobs.get(&id).map(|row| row.job.clone()))
     }
 
+    async fn find(&self, creator: UserId, key: &IdempotencyKey) -> StoreResult<Option<FanoutJob>> {
+        let state = self.lock()?;
+        let id = state.keys.get(&(creator, key.as_str().to_owned()));
+        Ok(id.and_then(|id| state.jobs.get(id)).map(|row| row.job.clone()))
+    }
+
     async fn list(&self, creator: UserId, before: Option<JobId>, limit: PageSize) -> StoreResult<Vec<FanoutJob>> {
         let state = self.lock()?;
         let below = before.map_or(i64::MAX, JobId::get);
@@ -137,7 +143,20 @@ impl JobStore for MemoryJobStore {
 
     async fn claim(&self, lease: Duration, now: DateTime<Utc>) -> StoreResult<Option<Claim>> {
         let mut state = self.lock()?;
-        let Some(row) = state.jobs.values_mut().find(|row| row.runnable(now)) else {
+        // Fair between creators, as the Postgres claim: fewest jobs running under a live
+        // lease first, then the oldest.
+        let mut running: HashMap<UserId, usize> = HashMap::new();
+        for row in state.jobs.values() {
+            if row.job.state == JobState::Running && row.lease_expires_at.is_some_and(|expires_at| expires_at > now) {
+                *running.entry(row.job.creator).or_default() += 1;
+            }
+        }
+        let Some(row) = state
+            .jobs
+            .values_mut()
+            .filter(|row| row.runnable(now))
+            .min_by_key(|row| (running.get(&row.job.creator).copied().unwrap_or(0), row.job.id))
+        else {
             return Ok(None);
         };
         let takeover = row.job.state == JobState::Running && row.lease_token.is_some();

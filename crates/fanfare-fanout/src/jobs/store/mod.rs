@@ -24,7 +24,7 @@ use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 use uuid::Uuid;
 
-use super::domain::{FanoutJob, JobId, NewJob};
+use super::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
 use crate::domain::FollowKey;
 use crate::store::StoreResult;
 
@@ -109,6 +109,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The job with this id, whoever created it.
     async fn get(&self, id: JobId) -> StoreResult<Option<FanoutJob>>;
+
+    /// `creator`'s job started with `key`, if there is one.
+    async fn find(&self, creator: UserId, key: &IdempotencyKey) -> StoreResult<Option<FanoutJob>>;
 
     /// `creator`'s jobs newest first (by descending id), strictly before `before`, at most
     /// `limit + 1` rows (the extra row tells the caller there is more).

@@ -25,15 +25,20 @@ use crate::store::{StoreError, StoreResult};
 const COLUMNS: &str = "job_id, creator_id, idempotency_key, kind, payload_ref, rate_limit_per_second, state, \
      followers_total, followers_done, cursor_followed_at, cursor_follower_id, created_at, started_at, finished_at";
 
-/// The claim: the oldest pending job, or running job whose lease is released or ran out,
-/// skipping rows another claim holds; leased to `$1` until `$2`, at `$3`. `takeover` says
-/// whether it took the job from a worker whose lease ran out. Public so a test can check
-/// the plan uses `jobs_runnable`.
+/// The claim: a pending job, or running job whose lease is released or ran out, skipping
+/// rows another claim holds; leased to `$1` until `$2`, at `$3`. Fair between creators: the
+/// job of the creator with the fewest jobs running under a live lease goes first, the oldest
+/// among equals, so one creator's queue of big jobs does not hold back everyone else's.
+/// `takeover` says whether it took the job from a worker whose lease ran out. Public so a
+/// test can check the plan uses `jobs_runnable`.
 pub const CLAIM_SQL: &str = "WITH candidate AS ( \
-       SELECT job_id, state = 'RUNNING' AND lease_token IS NOT NULL AS takeover FROM fanout.jobs \
+       SELECT job_id, state = 'RUNNING' AND lease_token IS NOT NULL AS takeover FROM fanout.jobs AS c \
        WHERE state IN ('PENDING', 'RUNNING') \
          AND (state = 'PENDING' OR lease_expires_at IS NULL OR lease_expires_at <= $3) \
-       ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+       ORDER BY (SELECT count(*) FROM fanout.jobs AS r \
+                 WHERE r.creator_id = c.creator_id AND r.state = 'RUNNING' AND r.lease_expires_at > $3), \
+                job_id \
+       LIMIT 1 FOR UPDATE SKIP LOCKED) \
      UPDATE fanout.jobs AS j SET state = 'RUNNING', lease_token = $1, lease_expires_at = $2, \
        started_at = COALESCE(j.started_at, $3) \
      FROM candidate WHERE j.job_id = candidate.job_id \
@@ -56,18 +61,30 @@ const CHECKPOINT_SQL: &str = "UPDATE fanout.jobs SET cursor_followed_at = $3, cu
 /// A [`JobStore`] on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresJobStore {
-    pool: PgPool,
+    pool: fanfare_postgres::Pool,
 }
 
 impl PostgresJobStore {
     /// A store on `pool`, which must be migrated (`PostgresFollowStore::migrate`).
     pub fn from_pool(pool: PgPool) -> Self {
+        Self::sharing(fanfare_postgres::Pool::new(pool))
+    }
+
+    /// A store on the pool another store uses, sharing what is known of the database's
+    /// reachability (the follow store's, whose health probe keeps it current).
+    pub fn sharing(pool: fanfare_postgres::Pool) -> Self {
         Self { pool }
     }
 
     /// The pool, for tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A connection for one statement: at once an unavailable error while the database is
+    /// known to be down (`fanfare_postgres::Pool`).
+    async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(failed("acquiring a connection"))
     }
 }
 
@@ -179,7 +196,7 @@ impl JobStore for PostgresJobStore {
             .bind(rate)
             .bind(count(new.followers_total))
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("inserting a fan-out job"))?;
         if let Some(row) = inserted {
@@ -191,7 +208,7 @@ impl JobStore for PostgresJobStore {
         let existing: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(new.creator.get())
             .bind(new.request.idempotency_key.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job by key"))?;
         Ok(Created { job: existing.try_into()?, created: false })
@@ -201,9 +218,20 @@ impl JobStore for PostgresJobStore {
         let select = format!("SELECT {COLUMNS} FROM fanout.jobs WHERE job_id = $1");
         let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(id.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job"))?;
+        row.map(FanoutJob::try_from).transpose()
+    }
+
+    async fn find(&self, creator: UserId, key: &IdempotencyKey) -> StoreResult<Option<FanoutJob>> {
+        let select = format!("SELECT {COLUMNS} FROM fanout.jobs WHERE creator_id = $1 AND idempotency_key = $2");
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(creator.get())
+            .bind(key.as_str())
+            .fetch_optional(&mut *self.connection().await?)
+            .await
+            .map_err(failed("finding a fan-out job by key"))?;
         row.map(FanoutJob::try_from).transpose()
     }
 
@@ -216,7 +244,7 @@ impl JobStore for PostgresJobStore {
             .bind(creator.get())
             .bind(before.map_or(i64::MAX, JobId::get))
             .bind(limit.as_limit() + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .map_err(failed("listing fan-out jobs"))?;
         rows.into_iter().map(FanoutJob::try_from).collect()
@@ -232,7 +260,7 @@ impl JobStore for PostgresJobStore {
             .bind(id.get())
             .bind(creator.get())
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("cancelling a fan-out job"))?;
         if let Some(row) = cancelled {
@@ -242,7 +270,7 @@ impl JobStore for PostgresJobStore {
         let unchanged: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(id.get())
             .bind(creator.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("reading a fan-out job to cancel"))?;
         unchanged.map(|row| Ok(Cancelled { job: row.try_into()?, changed: false })).transpose()
@@ -255,7 +283,7 @@ impl JobStore for PostgresJobStore {
             .bind(token)
             .bind(expires_at)
             .bind(stored(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("claiming a fan-out job"))?;
         let Some(claimed) = claimed else {
@@ -283,7 +311,7 @@ impl JobStore for PostgresJobStore {
             .bind(checkpoint.finished)
             .bind(stored(now))
             .bind(renewed)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await
             .map_err(failed("checkpointing a fan-out job"))?;
         let Some((state, lease_expires_at)) = row else {
@@ -304,7 +332,7 @@ impl JobStore for PostgresJobStore {
         )
         .bind(lease.job.get())
         .bind(lease.token)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await
         .map_err(failed("releasing a fan-out job"))?;
         Ok(())

@@ -11,7 +11,7 @@ use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
-use crate::jobs::domain::{FanoutJob, JobId, NewJob};
+use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
 use crate::store::{StoreError, StoreResult};
 
 /// A job store whose first checkpoint after `after` successful ones fails without reaching
@@ -43,6 +43,10 @@ impl JobStore for CheckpointFailsOnce {
 
     async fn get(&self, id: JobId) -> StoreResult<Option<FanoutJob>> {
         self.inner.get(id).await
+    }
+
+    async fn find(&self, creator: UserId, key: &IdempotencyKey) -> StoreResult<Option<FanoutJob>> {
+        self.inner.find(creator, key).await
     }
 
     async fn list(&self, creator: UserId, before: Option<JobId>, limit: PageSize) -> StoreResult<Vec<FanoutJob>> {

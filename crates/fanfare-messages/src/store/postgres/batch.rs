@@ -35,7 +35,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_proto::common::v1 as common;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::queue::{KeyOf, Queue, TakenKey};
@@ -44,10 +44,14 @@ use super::timeline;
 use crate::domain::rules::{joined_member, slow_mode_wait, stored_time};
 use crate::domain::updates::TimelineChange;
 use crate::domain::{Message, NewMessage};
-use crate::store::{Applied, Committed, LogWrite, StoreError, StoreResult, WriteError};
+use crate::store::{Applied, Committed, LogWrite, StoreError, StoreResult, WriteError, system_event_digest};
 
 /// Applies a batch of writes in one transaction (see the module docs).
-pub(super) async fn apply(pool: &PgPool, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
+pub(super) async fn apply(
+    pool: &fanfare_postgres::Pool,
+    writes: Vec<LogWrite>,
+    now: DateTime<Utc>,
+) -> StoreResult<Committed> {
     if writes.is_empty() {
         return Ok(Committed::default());
     }
@@ -76,7 +80,7 @@ enum Attempt {
 }
 
 async fn attempt(
-    pool: &PgPool,
+    pool: &fanfare_postgres::Pool,
     writes: &[LogWrite],
     now: DateTime<Utc>,
     known_keys: &HashMap<KeyOf, TakenKey>,
@@ -90,7 +94,7 @@ async fn attempt(
     for write in writes {
         match write {
             LogWrite::Post { message, slow_mode } => batch.post(message.clone(), *slow_mode)?,
-            LogWrite::System { outbox_id, event } => batch.system(*outbox_id, event)?,
+            LogWrite::System { source, outbox_id, event } => batch.system(source, *outbox_id, event)?,
             other => {
                 // Edits, deletes, purges, reactions and pins read the messages table: what
                 // the batch queued before them must be in it.
@@ -152,13 +156,18 @@ struct Counters {
     changed: bool,
 }
 
+/// Relayed events by (source, outbox id): their event_seq and content digest (`None` for rows
+/// recorded before digests were kept).
+type AppendedSystemEvents = HashMap<(String, i64), (i64, Option<Vec<u8>>)>;
+
 /// The state of one batch inside its transaction.
 pub(super) struct Batch {
     now: DateTime<Utc>,
     logs: BTreeMap<GroupId, Counters>,
     keys: HashMap<KeyOf, TakenKey>,
     last_posted: HashMap<(GroupId, UserId), DateTime<Utc>>,
-    system_events: HashMap<i64, i64>,
+    /// Relayed events appended before or in this batch.
+    system_events: AppendedSystemEvents,
     /// What the batch accepted and has not written yet.
     queue: Queue,
     /// Retried posts, answered at the next flush with the message as it then stands:
@@ -275,15 +284,22 @@ impl Batch {
         Ok(Some(Ok(Applied::Posted { message, duplicate: false })))
     }
 
-    fn system(&mut self, outbox_id: i64, event: &common::GroupEvent) -> StoreResult<()> {
-        if let Some(&event_seq) = self.system_events.get(&outbox_id) {
-            self.results.push(Some(Ok(Applied::SystemAppended { event_seq, duplicate: true })));
+    fn system(&mut self, source: &str, outbox_id: i64, event: &common::GroupEvent) -> StoreResult<()> {
+        let digest = system_event_digest(event);
+        let key = (source.to_owned(), outbox_id);
+        if let Some((event_seq, original)) = self.system_events.get(&key) {
+            let answer = if original.as_ref().is_some_and(|original| *original != digest) {
+                Err(WriteError::SystemEventConflict { origin: key.0, outbox_id, original_seq: *event_seq })
+            } else {
+                Ok(Applied::SystemAppended { event_seq: *event_seq, duplicate: true })
+            };
+            self.results.push(Some(answer));
             return Ok(());
         }
         let group = GroupId::from_trusted(event.group_id);
         let event_seq = self.append(group, &TimelineChange::System(event))?;
-        self.system_events.insert(outbox_id, event_seq);
-        self.queue.push_system_event(outbox_id, group, event_seq);
+        self.system_events.insert(key, (event_seq, Some(digest.clone())));
+        self.queue.push_system_event(source, outbox_id, group, event_seq, digest);
         if let Some(joined) = joined_member(event) {
             let last_message_seq = self.counters(group)?.last_message_seq;
             self.queue.push_joined_marker(group, joined, last_message_seq);
@@ -429,23 +445,33 @@ async fn last_posts(
         .collect())
 }
 
-/// The batch's system events that were appended before: outbox id → event_seq.
-async fn appended_system_events(connection: &mut PgConnection, writes: &[LogWrite]) -> StoreResult<HashMap<i64, i64>> {
-    let outbox_ids: Vec<i64> = writes
+/// The batch's system events that were appended before: (source, outbox id) → (event_seq,
+/// content digest).
+async fn appended_system_events(
+    connection: &mut PgConnection,
+    writes: &[LogWrite],
+) -> StoreResult<AppendedSystemEvents> {
+    let (sources, outbox_ids): (Vec<&str>, Vec<i64>) = writes
         .iter()
         .filter_map(|write| match write {
-            LogWrite::System { outbox_id, .. } => Some(*outbox_id),
+            LogWrite::System { source, outbox_id, .. } => Some((source.as_str(), *outbox_id)),
             _ => None,
         })
-        .collect();
+        .unzip();
     if outbox_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT outbox_id, event_seq FROM messages.system_events WHERE outbox_id = ANY($1)")
-            .bind(outbox_ids)
-            .fetch_all(&mut *connection)
-            .await
-            .during("reading appended system events")?;
-    Ok(rows.into_iter().collect())
+    let rows: Vec<(String, i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT e.source, e.outbox_id, e.event_seq, e.content_digest FROM messages.system_events e \
+         JOIN unnest($1::text[], $2::bigint[]) AS k (source, outbox_id) USING (source, outbox_id)",
+    )
+    .bind(sources)
+    .bind(outbox_ids)
+    .fetch_all(&mut *connection)
+    .await
+    .during("reading appended system events")?;
+    Ok(rows
+        .into_iter()
+        .map(|(source, outbox_id, event_seq, digest)| ((source, outbox_id), (event_seq, digest)))
+        .collect())
 }

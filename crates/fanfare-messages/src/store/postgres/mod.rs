@@ -41,7 +41,7 @@ const PRUNE_GROUPS_PER_TRANSACTION: usize = 100;
 /// A [`MessageStore`] on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresMessageStore {
-    pool: PgPool,
+    pool: fanfare_postgres::Pool,
 }
 
 impl PostgresMessageStore {
@@ -53,12 +53,18 @@ impl PostgresMessageStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool: fanfare_postgres::Pool::new(pool) }
     }
 
     /// The pool, for health checks and tests.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.inner()
+    }
+
+    /// A connection for one statement: at once an unavailable error while the database is
+    /// known to be down (`fanfare_postgres::Pool`).
+    async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.during("acquiring a connection")
     }
 
     /// Creates schema `messages` and applies pending migrations, recording them in
@@ -126,7 +132,7 @@ impl MessageStore for PostgresMessageStore {
             sqlx::query_as(select_messages!("WHERE m.group_id = $1 AND m.message_id = ANY($2) ORDER BY m.message_seq"))
                 .bind(group.get())
                 .bind(ids)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.connection().await?)
                 .await
                 .during("reading messages by id")?;
         message_rows(rows)
@@ -165,7 +171,7 @@ impl MessageStore for PostgresMessageStore {
             .bind(anchor)
             .bind(not_before)
             .bind(limit.as_limit() + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await
             .during("listing messages")?;
         message_rows(rows)
@@ -179,7 +185,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(group.get())
         .bind(after)
         .bind(limit.as_limit())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("reading updates")?;
         // Read after the entries, so the position is never behind them.
@@ -201,7 +207,7 @@ impl MessageStore for PostgresMessageStore {
              FROM messages.group_logs WHERE group_id = ANY($1)",
         )
         .bind(&group_ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("reading log positions")?;
         let found: HashMap<i64, LogPosition> = rows
@@ -229,7 +235,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(group.get())
         .bind(user.get())
         .bind(message_seq)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await
         .during("marking messages read")
     }
@@ -259,7 +265,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(user.get())
         .bind(&group_ids)
         .bind(EVERYONE)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("counting unread messages")?;
         let found: HashMap<i64, Unread> = rows
@@ -313,7 +319,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(after_group)
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("reading unpublished updates")?;
         Ok(rows
@@ -348,7 +354,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(lanes)
         .bind(groups)
         .bind(seqs)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await
         .during("acknowledging outbox entries")?;
         Ok(())
@@ -367,7 +373,7 @@ impl MessageStore for PostgresMessageStore {
              ORDER BY l.lane",
         )
         .bind(stored_time(committed_before))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("finding orphaned outbox lanes")
     }
@@ -383,7 +389,7 @@ impl MessageStore for PostgresMessageStore {
         .bind(owner)
         .bind(lease_end(now, lease))
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await
         .during("claiming an outbox lane")?;
         Ok(claimed.is_some())
@@ -395,7 +401,7 @@ impl MessageStore for PostgresMessageStore {
         )
         .bind(lane)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await
         .during("releasing an outbox lane")?;
         Ok(())
@@ -415,7 +421,7 @@ impl MessageStore for PostgresMessageStore {
              ORDER BY old.group_id",
         )
         .bind(stored_time(before))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await
         .during("finding updates to prune")?;
         let cutoffs: Vec<(i64, i64)> = cutoffs.into_iter().filter(|(_, cutoff)| *cutoff >= 1).collect();
@@ -428,7 +434,7 @@ impl MessageStore for PostgresMessageStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging the database")?;
+        self.pool.ping().await.during("pinging the database")?;
         Ok(())
     }
 }

@@ -32,14 +32,23 @@ pub(super) type CounterRow = (i64, i64, i64);
 pub(super) struct Queue {
     /// New messages with their content digests.
     messages: Vec<(Message, Vec<u8>)>,
-    /// New system events: (groups outbox id, group, event_seq).
-    system_events: Vec<(i64, GroupId, i64)>,
+    /// New system events.
+    system_events: Vec<SystemEventRow>,
     /// Read markers of members who just joined: they start at the group's latest message.
     joined_markers: Vec<(GroupId, UserId, i64)>,
     /// New log entries; every queued row comes with one.
     updates: Vec<StoredUpdate>,
     /// Log entries already written by this transaction, in order: what the batch appended.
     written: Vec<StoredUpdate>,
+}
+
+/// The record of one appended relayed event.
+struct SystemEventRow {
+    source: String,
+    outbox_id: i64,
+    group: GroupId,
+    event_seq: i64,
+    digest: Vec<u8>,
 }
 
 /// Every statement a flush makes, as one: each table's rows arrive as parallel arrays and
@@ -67,8 +76,8 @@ unpublished AS (
   INSERT INTO messages.outbox (group_id, event_seq, committed_at)
   SELECT group_id, event_seq, $13 FROM unnest($20::bigint[], $21::bigint[]) AS u (group_id, event_seq)),
 relayed AS (
-  INSERT INTO messages.system_events (outbox_id, group_id, event_seq)
-  SELECT * FROM unnest($23::bigint[], $24::bigint[], $25::bigint[])),
+  INSERT INTO messages.system_events (source, outbox_id, group_id, event_seq, content_digest)
+  SELECT * FROM unnest($31::text[], $23::bigint[], $24::bigint[], $25::bigint[], $32::bytea[])),
 advanced AS (
   UPDATE messages.group_logs
   SET last_event_seq = ($27::bigint[])[array_position($26::bigint[], group_id)],
@@ -112,8 +121,15 @@ impl Queue {
     }
 
     /// Queues the record of an appended system event.
-    pub(super) fn push_system_event(&mut self, outbox_id: i64, group: GroupId, event_seq: i64) {
-        self.system_events.push((outbox_id, group, event_seq));
+    pub(super) fn push_system_event(
+        &mut self,
+        source: &str,
+        outbox_id: i64,
+        group: GroupId,
+        event_seq: i64,
+        digest: Vec<u8>,
+    ) {
+        self.system_events.push(SystemEventRow { source: source.to_owned(), outbox_id, group, event_seq, digest });
     }
 
     /// Writes and empties the queue, storing `counters` with it. Returns the idempotency
@@ -156,8 +172,10 @@ impl Queue {
         let update_groups: Vec<i64> = updates.iter().map(|update| update.group_id.get()).collect();
         let update_seqs: Vec<i64> = updates.iter().map(|update| update.event_seq).collect();
         let payloads: Vec<&[u8]> = updates.iter().map(|update| update.payload.as_ref()).collect();
+        let system_sources: Vec<&str> = system_events.iter().map(|row| row.source.as_str()).collect();
+        let system_digests: Vec<&[u8]> = system_events.iter().map(|row| row.digest.as_slice()).collect();
         let (outbox_ids, system_groups, system_seqs) =
-            unzip3(system_events.into_iter().map(|(outbox_id, group, seq)| (outbox_id, group.get(), seq)));
+            unzip3(system_events.iter().map(|row| (row.outbox_id, row.group.get(), row.event_seq)));
         let (counter_groups, last_event_seqs, last_message_seqs) = unzip3(counters);
 
         let written: Vec<(Uuid, i64, i64, String, i64, Vec<u8>)> = sqlx::query_as(WRITE_QUEUE)
@@ -191,6 +209,8 @@ impl Queue {
             .bind(last_message_seqs)
             .bind(sender_groups)
             .bind(sender_ids)
+            .bind(system_sources)
+            .bind(system_digests)
             .fetch_all(&mut *connection)
             .await
             .during("writing a batch")?;

@@ -15,10 +15,10 @@ use fanfare_core::ids::{GroupId, UserId};
 use sqlx::PgConnection;
 
 use super::batch::Batch;
-use super::rows::{self, During as _, MessageRow, mention_rows, select_messages, sorted_totals, totals_from};
+use super::rows::{self, During as _, EVERYONE, mention_rows, sorted_totals, totals_from};
 use crate::domain::rules::edit_window_closed;
 use crate::domain::updates::TimelineChange;
-use crate::domain::{Content, Emoji, Message, MessageText, ReactionCount};
+use crate::domain::{Content, Emoji, MAX_PURGED_PER_UPDATE, Message, MessageText, ReactionCount};
 use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 
 /// What one write came to.
@@ -125,25 +125,38 @@ async fn purge(
     since: Option<DateTime<Utc>>,
     actor: UserId,
 ) -> StoreResult<Outcome> {
-    let live: Vec<MessageRow> = sqlx::query_as(select_messages!(
-        "WHERE m.group_id = $1 AND m.sender_id = $2 AND m.deleted_at IS NULL \
-         AND m.created_at >= COALESCE($3, '-infinity'::timestamptz) ORDER BY m.message_seq"
-    ))
+    // Only what the tombstoning needs (seqs and mention rows), never the content: a purge of
+    // a prolific user reads a few bytes per message.
+    let live: Vec<(i64, bool, Vec<i64>)> = sqlx::query_as(
+        "SELECT message_seq, mentions_all, mentions FROM messages.messages \
+         WHERE group_id = $1 AND sender_id = $2 AND deleted_at IS NULL \
+         AND created_at >= COALESCE($3, '-infinity'::timestamptz) ORDER BY message_seq",
+    )
     .bind(group.get())
     .bind(user.get())
     .bind(since)
     .fetch_all(&mut *connection)
     .await
     .during("reading messages to purge")?;
-    let live: Vec<Message> = live.into_iter().map(MessageRow::into_message).collect::<StoreResult<_>>()?;
     if live.is_empty() {
         return Ok(Ok(Applied::Purged { message_seqs: Vec::new(), event_seq: None }));
     }
-    let tombstones = make_tombstones(connection, group, live, batch.now()).await?;
-    let message_seqs: Vec<i64> = tombstones.iter().map(|message| message.message_seq).collect();
-    let change = TimelineChange::Purged { user, message_seqs: &message_seqs, by: actor };
-    let event_seq = batch.append(group, &change)?;
-    Ok(Ok(Applied::Purged { message_seqs, event_seq: Some(event_seq) }))
+    let mut mentioned_users = BTreeSet::new();
+    for (_, mentions_all, mentions) in &live {
+        if *mentions_all {
+            mentioned_users.insert(EVERYONE);
+        } else {
+            mentioned_users.extend(mentions.iter().copied());
+        }
+    }
+    let message_seqs: Vec<i64> = live.into_iter().map(|(message_seq, ..)| message_seq).collect();
+    clear_messages(connection, group, &message_seqs, mentioned_users.into_iter().collect(), batch.now()).await?;
+    let mut event_seq = None;
+    for chunk in message_seqs.chunks(MAX_PURGED_PER_UPDATE) {
+        let change = TimelineChange::Purged { user, message_seqs: chunk, by: actor };
+        event_seq = Some(batch.append(group, &change)?);
+    }
+    Ok(Ok(Applied::Purged { message_seqs, event_seq }))
 }
 
 /// Turns live messages of one group into tombstones: content, pin, reactions and mentions
@@ -155,10 +168,31 @@ async fn make_tombstones(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Message>> {
     let message_seqs: Vec<i64> = live.iter().map(|message| message.message_seq).collect();
-    // Every mention row of these messages names one of these users: matching users and
-    // messages separately is exact, and follows the (group, user, message) index.
     let mentioned_users: BTreeSet<i64> = live.iter().flat_map(|message| mention_rows(&message.content)).collect();
-    let mentioned_users: Vec<i64> = mentioned_users.into_iter().collect();
+    clear_messages(connection, group, &message_seqs, mentioned_users.into_iter().collect(), now).await?;
+    Ok(live
+        .into_iter()
+        .map(|message| Message {
+            content: Content::default(),
+            deleted_at: Some(now),
+            reactions: Vec::new(),
+            pinned: false,
+            ..message
+        })
+        .collect())
+}
+
+/// Clears messages of one group: content, pin, reactions and mentions. `mentioned_users` are
+/// the users their mention rows name (every mention row of these messages names one of them:
+/// matching users and messages separately is exact, and follows the (group, user, message)
+/// index).
+async fn clear_messages(
+    connection: &mut PgConnection,
+    group: GroupId,
+    message_seqs: &[i64],
+    mentioned_users: Vec<i64>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     sqlx::query(
         "WITH unreacted AS ( \
            DELETE FROM messages.reactions WHERE group_id = $1 AND message_seq = ANY($2)), \
@@ -172,22 +206,13 @@ async fn make_tombstones(
          WHERE group_id = $1 AND message_seq = ANY($2)",
     )
     .bind(group.get())
-    .bind(&message_seqs)
+    .bind(message_seqs)
     .bind(now)
     .bind(mentioned_users)
     .execute(&mut *connection)
     .await
     .during("deleting messages")?;
-    Ok(live
-        .into_iter()
-        .map(|message| Message {
-            content: Content::default(),
-            deleted_at: Some(now),
-            reactions: Vec::new(),
-            pinned: false,
-            ..message
-        })
-        .collect())
+    Ok(())
 }
 
 /// The fields of `LogWrite::React` past the message.
