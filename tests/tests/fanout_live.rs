@@ -28,6 +28,9 @@ on_every_storage!(
     a_stream_that_cannot_catch_up_asks_to_reconnect_from_what_it_delivered,
     live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
     two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order,
+    streams_per_user_are_capped_per_pod,
+    a_resume_position_the_log_never_reached_is_answered_with_resync,
+    subscribe_calls_are_rate_limited_per_user,
 );
 
 async fn a_stream_carries_every_group_in_order(storage: Storage) {
@@ -539,4 +542,99 @@ fn edited(stream: &Subscription, group: i64) -> Vec<Message> {
             _ => None,
         })
         .collect()
+}
+
+/// A user holds at most FANFARE_FANOUT_MAX_STREAMS_PER_USER streams on a pod (a closed one
+/// frees its place); the refusal is RESOURCE_EXHAUSTED.
+async fn streams_per_user_are_capped_per_pod(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 1, |config| {
+        config.live.max_streams_per_user = 2;
+        config.live.user_subscribes_per_minute = 0;
+    })
+    .await;
+    live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (first, _) = subscribe_fresh(&mut client, 2).await;
+    let (_second, _) = subscribe_fresh(&mut client, 2).await;
+    let refused = Subscription::open(&mut client, 2, pb::SubscribeRequest::default()).await.err().expect("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("2 streams"), "{refused:?}");
+    let (_theirs, _) = subscribe_fresh(&mut client, 1).await;
+
+    // Closing one frees its place (the pod forgets a stream once its response is dropped).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..250 {
+        match Subscription::open(&mut client, 2, pb::SubscribeRequest::default()).await {
+            Ok(subscription) => {
+                reopened = Some(subscription);
+                break;
+            }
+            Err(status) if status.message().contains("streams on this pod") => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("only the stream cap may refuse here: {status:?}"),
+        }
+    }
+    let mut reopened = reopened.expect("a closed stream frees its place");
+    assert!(matches!(reopened.next().await, Some(Received::Heartbeat(_))));
+}
+
+/// Subscribe calls, each of which catches up from the log, are rate-limited per user: on
+/// Redis (Postgres runs) the burst is one for all pods; in process each pod counts alone.
+async fn subscribe_calls_are_rate_limited_per_user(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 2, |config| {
+        config.live.user_subscribes_per_minute = 1;
+        config.live.user_subscribes_burst = 2;
+    })
+    .await;
+    live.chat(1, &[2]).await;
+    let mut one = live.client(0).await;
+    let mut other = live.client(1).await;
+    let (_first, _) = subscribe_fresh(&mut one, 2).await;
+    let (_second, _) = subscribe_fresh(&mut one, 2).await;
+    let refused = Subscription::open(&mut one, 2, pb::SubscribeRequest::default()).await.err().expect("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("subscribes too often"), "{refused:?}");
+    let elsewhere = Subscription::open(&mut other, 2, pb::SubscribeRequest::default()).await;
+    match storage {
+        Storage::Postgres => {
+            let status = elsewhere.err().expect("the burst is spent for every pod");
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        }
+        Storage::Memory => assert!(elsewhere.is_ok(), "without Redis the other pod counts alone"),
+    }
+    let (_theirs, _) = subscribe_fresh(&mut one, 1).await;
+}
+
+/// A resume position past the end of a group's log was never handed out by that log: it went
+/// backwards (a restore, an asynchronous failover). The stream says `resync` for the group
+/// instead of skipping the re-issued seqs as duplicates, then goes on live from the log's end.
+async fn a_resume_position_the_log_never_reached_is_answered_with_resync(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2]).await;
+    let latest = live.send(1, group, "before").await.event_seq;
+    let mut client = live.client(0).await;
+    let request = pb::SubscribeRequest {
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: latest + 100 }],
+        cursor: String::new(),
+    };
+    let mut stream = Subscription::open(&mut client, 2, request).await.expect("Subscribe opens");
+    let mut resync = None;
+    for _ in 0..4 {
+        match stream.next().await.expect("a frame") {
+            Received::Resync(frame) => {
+                resync = Some(frame);
+                break;
+            }
+            Received::Heartbeat(_) => {}
+            other => panic!("a resync before anything of the group: {other:?}"),
+        }
+    }
+    let resync = resync.expect("a resync frame");
+    assert_eq!((resync.group_id, resync.latest_event_seq), (group, latest));
+    live.send(1, group, "after").await;
+    stream.until_message(group, "after").await;
+    let keys: Vec<String> = stream.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
+    assert_eq!(keys, ["after"], "live from the log's end, nothing skipped");
 }

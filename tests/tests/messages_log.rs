@@ -57,10 +57,16 @@ async fn the_log_pages_by_event_seq_and_holds_membership_changes(storage: Storag
     let last = page(updates_page(client, 3, group_id, 4, 0).await.expect("read"));
     assert_eq!(last.updates, updates[4..].to_vec(), "page_size 0 means the default");
     assert!(!last.has_more);
-    for after in [7, 8, i64::MAX] {
-        let beyond = page(updates_page(client, 3, group_id, after, 1_000).await.expect("read past the end"));
-        assert!(beyond.updates.is_empty() && !beyond.has_more, "after {after}");
-        assert_eq!(beyond.latest_event_seq, 7);
+    let at_the_end = page(updates_page(client, 3, group_id, 7, 1_000).await.expect("read at the end"));
+    assert!(at_the_end.updates.is_empty() && !at_the_end.has_more);
+    assert_eq!(at_the_end.latest_event_seq, 7);
+    // A position the log never reached: it went backwards (a restore), so the caller resyncs
+    // rather than mixing two histories.
+    for after in [8, i64::MAX] {
+        match updates_page(client, 3, group_id, after, 1_000).await.expect("read past the end") {
+            pb::get_updates_response::Result::ResyncRequired(resync) => assert_eq!(resync.latest_event_seq, 7),
+            other => panic!("after {after}: resync required, got {other:?}"),
+        }
     }
 }
 

@@ -59,6 +59,12 @@ pub const DEFAULT_BACKFILL_PAGE_SIZE: i32 = 500;
 pub const DEFAULT_RECONNECT_AFTER_MS: u32 = 1_000;
 /// Default largest number of groups one stream carries.
 pub const DEFAULT_MAX_GROUPS_PER_STREAM: usize = 10_000;
+/// Default most streams one user may hold open on one pod.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
+/// Default Subscribe calls one user may make per minute, sustained.
+pub const DEFAULT_USER_SUBSCRIBES_PER_MINUTE: u32 = 60;
+/// Default Subscribe calls one user may make at once.
+pub const DEFAULT_USER_SUBSCRIBES_BURST: u32 = 20;
 
 /// Live delivery (`Subscribe`): the services it reads from and the per-stream limits.
 #[derive(Debug, Clone, Args)]
@@ -90,6 +96,19 @@ pub struct LiveConfig {
     /// Groups one stream may carry; a user in more gets FAILED_PRECONDITION.
     #[arg(long, env = "FANFARE_FANOUT_MAX_GROUPS_PER_STREAM", default_value_t = DEFAULT_MAX_GROUPS_PER_STREAM)]
     pub max_groups_per_stream: usize,
+
+    /// Streams one user may hold open on one pod; one more is refused RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FANFARE_FANOUT_MAX_STREAMS_PER_USER", default_value_t = DEFAULT_MAX_STREAMS_PER_USER)]
+    pub max_streams_per_user: usize,
+
+    /// Subscribe calls one user may make per minute (sustained, across pods on Redis), each
+    /// of which catches up from the log; 0 turns the limit off.
+    #[arg(long, env = "FANFARE_FANOUT_USER_SUBSCRIBES_PER_MINUTE", default_value_t = DEFAULT_USER_SUBSCRIBES_PER_MINUTE)]
+    pub user_subscribes_per_minute: u32,
+
+    /// Subscribe calls one user may make at once.
+    #[arg(long, env = "FANFARE_FANOUT_USER_SUBSCRIBES_BURST", default_value_t = DEFAULT_USER_SUBSCRIBES_BURST)]
+    pub user_subscribes_burst: u32,
 }
 
 impl LiveConfig {
@@ -103,11 +122,17 @@ impl LiveConfig {
             backfill_page_size: DEFAULT_BACKFILL_PAGE_SIZE,
             reconnect_after_ms: DEFAULT_RECONNECT_AFTER_MS,
             max_groups_per_stream: DEFAULT_MAX_GROUPS_PER_STREAM,
+            max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
+            user_subscribes_per_minute: DEFAULT_USER_SUBSCRIBES_PER_MINUTE,
+            user_subscribes_burst: DEFAULT_USER_SUBSCRIBES_BURST,
         }
     }
 
     /// Rejects settings that cannot work.
     pub fn check(&self) -> Result<(), String> {
+        if self.max_streams_per_user == 0 {
+            return Err("FANFARE_FANOUT_MAX_STREAMS_PER_USER must be at least 1".to_owned());
+        }
         if self.stream_queue_capacity == 0 || self.heartbeat_ms == 0 || self.max_groups_per_stream == 0 {
             return Err("FANFARE_FANOUT_STREAM_QUEUE_CAPACITY, FANFARE_FANOUT_HEARTBEAT_MS and \
                         FANFARE_FANOUT_MAX_GROUPS_PER_STREAM must be at least 1"

@@ -415,6 +415,12 @@ impl MessagesService {
         if after < position.last_event_seq && after + 1 < position.oldest_retained_event_seq {
             return Ok(UpdatesAnswer::ResyncRequired(position));
         }
+        // A position past the end was never handed out by this log: the log went backwards
+        // (a restore, an asynchronous failover) and the caller holds history it no longer
+        // has. Carrying on would mix two histories under the same seqs.
+        if after > position.last_event_seq {
+            return Ok(UpdatesAnswer::ResyncRequired(position));
+        }
         let mut page = read.updates;
         page.truncate(within_page_bytes(&page));
         let has_more = page.last().is_some_and(|last| last.event_seq < position.last_event_seq);

@@ -52,6 +52,35 @@ pub async fn migrate(pool: &PgPool, mut migrator: Migrator, schema: &'static str
     outcome.with_context(|| format!("migrating the {schema} schema"))
 }
 
+/// Gives `role` what a service needs at run time in `schema`, and nothing more: the schema's
+/// tables to read and write (rows only) and its sequences, but not its migrations table, and
+/// no DDL (it neither owns nor may create anything). Run after every migration, so tables
+/// added by a release are covered. The role must exist (the operators create it, with its
+/// password or certificate); a name that is not a plain lower-case identifier is refused.
+pub async fn grant_runtime_role(pool: &PgPool, schema: &'static str, role: &str) -> anyhow::Result<()> {
+    let plain = role.len() <= 63
+        && role.starts_with(|first: char| first.is_ascii_lowercase() || first == '_')
+        && role.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+    if !plain {
+        anyhow::bail!("runtime role {role:?} must be a lower-case identifier (a-z, 0-9, _; at most 63 bytes)");
+    }
+    // Both names are plain identifiers (the schema is a constant), so quoting is enough.
+    let statements = [
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\""),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\""),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""),
+        format!("REVOKE ALL ON \"{schema}\"._sqlx_migrations FROM \"{role}\""),
+    ];
+    let mut transaction = pool.begin().await.with_context(|| format!("granting {role} the {schema} schema"))?;
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *transaction)
+            .await
+            .with_context(|| format!("granting {role} the {schema} schema"))?;
+    }
+    transaction.commit().await.with_context(|| format!("granting {role} the {schema} schema"))
+}
+
 /// How sqlx 0.9 words a connection that closed before answering its `SSLRequest`.
 const CLOSED_DURING_SSL_REQUEST: &str = "unexpected response from SSLRequest: 0x00";
 

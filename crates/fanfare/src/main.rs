@@ -44,9 +44,18 @@ enum Command {
     },
     /// Apply every service's schema migrations to DATABASE_URL (safe from several pods).
     Migrate {
-        /// PostgreSQL URL.
+        /// PostgreSQL URL, as the role that owns the schemas.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
+        /// The role the groups service runs as: granted rows of the groups schema, no DDL.
+        #[arg(long, env = "FANFARE_MIGRATE_GROUPS_ROLE")]
+        groups_role: Option<String>,
+        /// The role the messages service runs as: granted rows of the messages schema, no DDL.
+        #[arg(long, env = "FANFARE_MIGRATE_MESSAGES_ROLE")]
+        messages_role: Option<String>,
+        /// The role the fanout service runs as: granted rows of the fanout schema, no DDL.
+        #[arg(long, env = "FANFARE_MIGRATE_FANOUT_ROLE")]
+        fanout_role: Option<String>,
         #[command(flatten)]
         telemetry: TelemetryConfig,
     },
@@ -146,12 +155,22 @@ async fn run_command() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { service } => serve(*service).await,
-        Command::Migrate { database_url, telemetry: telemetry_config } => {
+        Command::Migrate { database_url, groups_role, messages_role, fanout_role, telemetry: telemetry_config } => {
             telemetry::init_tracing(&telemetry_config);
             fanfare_groups::migrate(&database_url).await?;
             fanfare_messages::migrate(&database_url).await?;
             fanfare_fanout::migrate(&database_url).await?;
             tracing::info!("migrations applied: groups, messages, fanout");
+            let grants = [("groups", groups_role), ("messages", messages_role), ("fanout", fanout_role)];
+            if grants.iter().any(|(_, role)| role.is_some()) {
+                let pool = fanfare_postgres::connect(&database_url, 1, "fanfare-migrate").await?;
+                for (schema, role) in grants {
+                    if let Some(role) = role {
+                        fanfare_postgres::grant_runtime_role(&pool, schema, &role).await?;
+                        tracing::info!(schema, role, "runtime role granted its schema's rows");
+                    }
+                }
+            }
             Ok(())
         }
         Command::Dev(args) => dev::run(*args).await,

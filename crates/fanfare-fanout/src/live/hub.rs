@@ -68,6 +68,8 @@ struct StreamEntry {
 struct Registry {
     topics: HashMap<Topic, Vec<(StreamId, Arc<Inbox>)>>,
     streams: HashMap<StreamId, StreamEntry>,
+    /// Open streams per user.
+    streams_per_user: HashMap<i64, usize>,
     /// The pod is shutting down: every stream, even one registered from now on, is closed.
     closed: bool,
 }
@@ -148,17 +150,23 @@ impl Hub {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a new stream with its inbox; it listens to nothing yet.
-    pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>) -> StreamId {
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+    /// Registers a new stream with its inbox; it listens to nothing yet. `None` when its user
+    /// already holds `max_per_user` streams here.
+    pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>, max_per_user: usize) -> Option<StreamId> {
         let mut registry = self.registry();
+        let open = registry.streams_per_user.entry(info.user).or_default();
+        if *open >= max_per_user {
+            return None;
+        }
+        *open += 1;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         if registry.closed {
             inbox.close();
         }
         registry.streams.insert(id, StreamEntry { inbox, info });
         drop(registry);
         metrics::gauge!("fanfare_fanout_streams_open").increment(1.0);
-        id
+        Some(id)
     }
 
     /// Makes `stream` listen to `topics`, returning once every channel they need is
@@ -213,8 +221,14 @@ impl Hub {
     pub fn close_stream(self: &Arc<Self>, stream: StreamId) {
         let emptied: Vec<Topic> = {
             let mut registry = self.registry();
-            if registry.streams.remove(&stream).is_none() {
+            let Some(entry) = registry.streams.remove(&stream) else {
                 return;
+            };
+            if let Some(open) = registry.streams_per_user.get_mut(&entry.info.user) {
+                *open -= 1;
+                if *open == 0 {
+                    registry.streams_per_user.remove(&entry.info.user);
+                }
             }
             let topics: Vec<Topic> = registry
                 .topics

@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_bus::UpdateBus;
+use fanfare_core::ids::UserId;
+use fanfare_core::rate_limit::{LimitQuota, UserLimit};
 use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -41,6 +43,8 @@ pub struct Live {
     hub: Arc<Hub>,
     upstream: Upstream,
     settings: Arc<StreamSettings>,
+    /// Subscribe calls per user: each one catches up from the log.
+    open_limit: Option<UserLimit>,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +60,8 @@ impl Live {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         describe_metrics();
+        let open_limit = LimitQuota::per_minute(config.user_subscribes_per_minute, config.user_subscribes_burst)
+            .and_then(|quota| UserLimit::with_quota("subscribes", quota, bus.shared_limits()));
         let hub = Hub::start(bus, Duration::from_millis(config.heartbeat_ms), shutdown.clone()).await;
         let upstream = Upstream::connect(config, service_token, tls)?;
         let settings = Arc::new(StreamSettings {
@@ -63,16 +69,26 @@ impl Live {
             max_groups: config.max_groups_per_stream,
             reconnect_after_ms: config.reconnect_after_ms,
             queue_capacity: config.stream_queue_capacity,
+            max_streams_per_user: config.max_streams_per_user,
             // Looked up once here, not at every frame.
             deliveries: metrics::counter!("fanfare_fanout_deliveries_total"),
         });
-        Ok(Arc::new(Self { hub, upstream, settings, shutdown }))
+        Ok(Arc::new(Self { hub, upstream, settings, open_limit, shutdown }))
     }
 
     /// Opens `user`'s stream, resuming each group in `resume` after its position.
     pub(crate) async fn open(&self, user: i64, resume: Resume) -> Result<LiveStream, Status> {
         if self.shutdown.is_cancelled() {
             return Err(fanfare_core::server::shutdown_status());
+        }
+        if let Some(limit) = &self.open_limit
+            && let Err(retry_after) = limit.check(UserId::from_trusted(user)).await
+        {
+            return Err(fanfare_core::status::resource_exhausted(
+                format!("user {user} subscribes too often; retry in {retry_after:?}"),
+                format!("user:{user}:subscribes"),
+                Some(retry_after),
+            ));
         }
         LiveStream::open(user, resume, Arc::clone(&self.hub), self.upstream.clone(), Arc::clone(&self.settings)).await
     }

@@ -42,6 +42,7 @@ pub(crate) struct StreamSettings {
     pub max_groups: usize,
     pub reconnect_after_ms: u32,
     pub queue_capacity: usize,
+    pub max_streams_per_user: usize,
     /// `fanfare_fanout_deliveries_total`.
     pub deliveries: metrics::Counter,
 }
@@ -115,7 +116,12 @@ impl LiveStream {
     ) -> Result<Self, Status> {
         let inbox = Inbox::new(settings.queue_capacity);
         let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
-        let id = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info));
+        let Some(id) = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info), settings.max_streams_per_user) else {
+            return Err(Status::resource_exhausted(format!(
+                "user {user} already holds {} streams on this pod; close one before opening another",
+                settings.max_streams_per_user
+            )));
+        };
         let mut stream = Self {
             user,
             id,
