@@ -37,7 +37,7 @@ impl PushStream {
     /// A fresh stream key.
     pub fn create() -> anyhow::Result<Self> {
         let key = format!("fanfare-test:{}:push", uuid::Uuid::new_v4().simple());
-        Ok(Self { sink: RedisStreamSink::open(&redis_url(), &key, 10_000_000)? })
+        Ok(Self { sink: RedisStreamSink::open(&redis_url(), None, &key, 10_000_000)? })
     }
 
     /// The stream's key.

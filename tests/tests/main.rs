@@ -32,3 +32,4 @@ mod messages_outages;
 mod messages_reactions;
 mod messages_send;
 mod messages_user_channel;
+mod tls_everywhere;

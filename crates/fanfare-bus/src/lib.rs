@@ -20,8 +20,10 @@ mod subscriber;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use bytes::Bytes;
+use fanfare_core::config::DependencyConfig;
 
 pub use crate::error::BusError;
 pub use crate::limits::RedisLimits;
@@ -29,7 +31,7 @@ pub use crate::memory::{DEFAULT_MEMORY_QUEUE_CAPACITY, MemoryBus};
 pub use crate::probe::BusProbe;
 pub use crate::redis::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_PING_INTERVAL, DEFAULT_RECONNECT_MAX_DELAY, DEFAULT_RECONNECT_MIN_DELAY,
-    DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, MAX_NAMESPACE_LEN, RedisBus, RedisBusConfig,
+    DEFAULT_REDIS_QUEUE_CAPACITY, DEFAULT_RESPONSE_TIMEOUT, MAX_NAMESPACE_LEN, RedisBus, RedisBusConfig, redis_client,
 };
 pub use crate::subscriber::{Subscriber, SubscriberHandle};
 
@@ -149,6 +151,23 @@ pub async fn open_bus(redis_url: Option<&str>, namespace: &str) -> Result<std::s
         }
         None => Ok(std::sync::Arc::new(MemoryBus::new())),
     }
+}
+
+/// Opens the bus a service's configuration names: [`open_bus`] with `REDIS_URL` and
+/// `FANFARE_REDIS_NAMESPACE`, trusting the CA certificates of `FANFARE_REDIS_CA_FILE` for a
+/// `rediss://` URL.
+pub async fn open_configured_bus(dependencies: &DependencyConfig) -> anyhow::Result<std::sync::Arc<dyn UpdateBus>> {
+    let Some(url) = &dependencies.redis_url else {
+        return Ok(std::sync::Arc::new(MemoryBus::new()));
+    };
+    let root_ca_pem = dependencies
+        .redis_ca_file
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("reading FANFARE_REDIS_CA_FILE {}", path.display())))
+        .transpose()?;
+    let config =
+        RedisBusConfig { namespace: dependencies.redis_namespace.clone(), root_ca_pem, ..RedisBusConfig::new(url) };
+    Ok(std::sync::Arc::new(RedisBus::open(config).await.context("opening the Redis bus")?))
 }
 
 #[cfg(test)]

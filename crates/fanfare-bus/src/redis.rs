@@ -69,6 +69,9 @@ pub struct RedisBusConfig {
     /// Callers never see it: they publish and subscribe to `c`, and receive messages of `c`.
     /// Only ASCII letters, digits, `_`, `.` and `-`, at most [`MAX_NAMESPACE_LEN`] of them.
     pub namespace: String,
+    /// PEM CA certificates that sign the server's certificate, for a `rediss://` URL; `None`
+    /// for the system's trusted roots. Ignored for `redis://`.
+    pub root_ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisBusConfig {
@@ -83,7 +86,21 @@ impl RedisBusConfig {
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
             ping_interval: DEFAULT_PING_INTERVAL,
             namespace: String::new(),
+            root_ca_pem: None,
         }
+    }
+}
+
+/// A client of the Redis at `url`: over TLS for a `rediss://` URL, checking the server's
+/// certificate against `root_ca_pem` (PEM CA certificates) or, without it, the system's
+/// trusted roots. Connects nowhere yet.
+pub fn redis_client(url: &str, root_ca_pem: Option<&[u8]>) -> Result<Client, RedisError> {
+    match root_ca_pem {
+        Some(root_cert) if url.starts_with("rediss://") => {
+            let certificates = ::redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert.to_vec()) };
+            Client::build_with_tls(url, certificates)
+        }
+        _ => Client::open(url),
     }
 }
 
@@ -139,7 +156,7 @@ impl RedisBus {
         let namespace = ChannelNamespace::new(&config.namespace).map_err(|reason| {
             BusError::InvalidConfig(RedisError::from((ErrorKind::InvalidClientConfig, "invalid namespace", reason)))
         })?;
-        let client = Client::open(config.url.as_str()).map_err(BusError::InvalidConfig)?;
+        let client = redis_client(&config.url, config.root_ca_pem.as_deref()).map_err(BusError::InvalidConfig)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(Some(config.response_timeout))

@@ -1,5 +1,6 @@
 //! What a service needs to call another service: a channel to its URL that spreads calls over
-//! every address the URL's host name resolves to, and the service token on every call.
+//! every address the URL's host name resolves to, TLS for `https://` URLs, and the service
+//! token on every call.
 //!
 //! A Kubernetes headless Service resolves to one address per ready pod. HTTP/2 keeps a
 //! connection open as long as it can, so a client that resolved the name once would send every
@@ -21,7 +22,9 @@ use http::uri::Scheme;
 use tokio::sync::mpsc::Sender;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::tls::ClientTls;
 
 /// How long connecting to another service may take before a call fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,6 +96,11 @@ pub struct ClientOptions {
     pub dns_refresh: Duration,
     /// What resolves the host name.
     pub resolver: Arc<dyn Resolve>,
+    /// The TLS of `https://` URLs (ignored for `http://` ones).
+    pub tls: ClientTls,
+    /// The name the service's certificate must carry; `None` for the URL's host. Set when
+    /// the URL names one pod by address but its certificate names the Service.
+    pub server_name: Option<String>,
 }
 
 impl ClientOptions {
@@ -103,7 +111,19 @@ impl ClientOptions {
             connect_timeout: CONNECT_TIMEOUT,
             dns_refresh: DNS_REFRESH_INTERVAL,
             resolver: Arc::new(SystemResolver),
+            tls: ClientTls::default(),
+            server_name: None,
         }
+    }
+
+    /// The same options checking the service's certificate for `server_name`.
+    pub fn with_server_name(self, server_name: impl Into<String>) -> Self {
+        Self { server_name: Some(server_name.into()), ..self }
+    }
+
+    /// The same options with `tls` for `https://` URLs.
+    pub fn with_tls(self, tls: ClientTls) -> Self {
+        Self { tls, ..self }
     }
 
     /// The same options resolving host names with `resolver`.
@@ -124,16 +144,19 @@ impl fmt::Debug for ClientOptions {
             .field("call_timeout", &self.call_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("dns_refresh", &self.dns_refresh)
+            .field("tls", &self.tls)
+            .field("server_name", &self.server_name)
             .finish_non_exhaustive()
     }
 }
 
 /// A channel to the service at `url`, connected on first use and reconnecting as needed;
 /// each unary call is bounded by `call_timeout` (streaming calls set their own). Balanced
-/// over every address of the URL's host, re-resolved every [`DNS_REFRESH_INTERVAL`]; see
-/// [`lazy_channel_with`]. Must be called within a tokio runtime.
-pub fn lazy_channel(url: &str, call_timeout: Option<Duration>) -> anyhow::Result<Channel> {
-    lazy_channel_with(url, ClientOptions::new(call_timeout))
+/// over every address of the URL's host, re-resolved every [`DNS_REFRESH_INTERVAL`]; an
+/// `https://` URL is reached over TLS with `tls`. See [`lazy_channel_with`]. Must be called
+/// within a tokio runtime.
+pub fn lazy_channel(url: &str, call_timeout: Option<Duration>, tls: &ClientTls) -> anyhow::Result<Channel> {
+    lazy_channel_with(url, ClientOptions::new(call_timeout).with_tls(tls.clone()))
 }
 
 /// [`lazy_channel`] with explicit options.
@@ -146,14 +169,24 @@ pub fn lazy_channel(url: &str, call_timeout: Option<Duration>) -> anyhow::Result
 /// a first resolution succeeds the channel connects by name, so calls fail as they would
 /// on a plain channel rather than waiting. The task ends when the last clone of the channel
 /// is dropped.
+///
+/// An `https://` URL is reached over TLS ([`ClientOptions::tls`]); every connection checks
+/// the service's certificate against the URL's host name, not the address it resolved to.
 pub fn lazy_channel_with(url: &str, options: ClientOptions) -> anyhow::Result<Channel> {
     let uri = Uri::try_from(url)?;
     let host = uri.host().with_context(|| format!("URL {url:?} names no host"))?;
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tls = match uri.scheme_str() {
+        Some("https") => Some(options.tls.tonic_config(options.server_name.as_deref().unwrap_or(bare_host))),
+        Some("http") => None,
+        _ => anyhow::bail!("URL {url:?} is neither http:// nor https://"),
+    };
+    // Checked now, so the refresher's endpoints cannot fail later.
+    let direct = endpoint(uri.clone(), &options, tls.as_ref()).with_context(|| format!("the TLS settings of {url}"))?;
     let is_ip_literal = bare_host.parse::<IpAddr>().is_ok();
     let is_loopback_name = bare_host.eq_ignore_ascii_case("localhost") || bare_host.ends_with(".localhost");
     if is_ip_literal || is_loopback_name {
-        return Ok(endpoint(uri, &options).connect_lazy());
+        return Ok(direct.connect_lazy());
     }
 
     let default_port = if uri.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
@@ -164,6 +197,7 @@ pub fn lazy_channel_with(url: &str, options: ClientOptions) -> anyhow::Result<Ch
         port,
         uri,
         options,
+        tls,
         changes,
         current: BTreeSet::new(),
         connecting_by_name: false,
@@ -191,6 +225,8 @@ struct Refresher {
     port: u16,
     uri: Uri,
     options: ClientOptions,
+    /// The TLS settings of an `https://` URL.
+    tls: Option<ClientTlsConfig>,
     changes: Sender<Change<Backend, Endpoint>>,
     /// The last good set of addresses, each one connection in the balancer.
     current: BTreeSet<SocketAddr>,
@@ -227,8 +263,8 @@ impl Refresher {
         let removed: Vec<SocketAddr> = self.current.difference(&addresses).copied().collect();
         // Additions first, so the balancer never runs out of connections.
         for address in &added {
-            let endpoint = endpoint(self.address_uri(*address), &self.options).origin(self.uri.clone());
-            self.send(Change::Insert(Backend::Address(*address), endpoint)).await?;
+            let Some(endpoint) = self.endpoint(self.address_uri(*address)) else { continue };
+            self.send(Change::Insert(Backend::Address(*address), endpoint.origin(self.uri.clone()))).await?;
         }
         for address in &removed {
             self.send(Change::Remove(Backend::Address(*address))).await?;
@@ -272,11 +308,26 @@ impl Refresher {
                 "cannot resolve the service host; keeping its last addresses"
             );
         }
-        if self.current.is_empty() && !self.connecting_by_name {
-            self.send(Change::Insert(Backend::ByName, endpoint(self.uri.clone(), &self.options))).await?;
+        if self.current.is_empty()
+            && !self.connecting_by_name
+            && let Some(endpoint) = self.endpoint(self.uri.clone())
+        {
+            self.send(Change::Insert(Backend::ByName, endpoint)).await?;
             self.connecting_by_name = true;
         }
         Ok(())
+    }
+
+    /// A connection's settings, or `None` (logged) in the unexpected case that the TLS
+    /// settings checked by [`lazy_channel_with`] no longer apply.
+    fn endpoint(&self, uri: Uri) -> Option<Endpoint> {
+        match endpoint(uri, &self.options, self.tls.as_ref()) {
+            Ok(endpoint) => Some(endpoint),
+            Err(error) => {
+                tracing::error!(host = %self.host, error = %error, "cannot configure a connection");
+                None
+            }
+        }
     }
 
     /// The URL with its host and port replaced by `address`.
@@ -293,10 +344,17 @@ impl Refresher {
 }
 
 /// One connection's settings.
-fn endpoint(uri: Uri, options: &ClientOptions) -> Endpoint {
+fn endpoint(
+    uri: Uri,
+    options: &ClientOptions,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
     let mut endpoint = Channel::builder(uri).connect_timeout(options.connect_timeout);
     if let Some(timeout) = options.call_timeout {
         endpoint = endpoint.timeout(timeout);
     }
-    endpoint
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
 }

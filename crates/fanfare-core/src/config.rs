@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::tls::TlsConfig;
+
 /// Default request timeout, in milliseconds.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Default limit on requests served at once before new ones are shed.
@@ -78,6 +80,10 @@ pub struct ServerConfig {
     /// caller until one ends.
     #[arg(long, env = "FANFARE_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
+
+    /// TLS of the server and of this service's calls to the others (`crate::tls`).
+    #[command(flatten)]
+    pub tls: TlsConfig,
 }
 
 impl ServerConfig {
@@ -93,6 +99,7 @@ impl ServerConfig {
             health_check_interval_ms: 200,
             max_connection_age_ms: DEFAULT_MAX_CONNECTION_AGE_MS,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            tls: TlsConfig::default(),
         }
     }
 
@@ -133,6 +140,7 @@ impl ServerConfig {
                 "FANFARE_MAX_CONNECTION_AGE_MS must be 0 (no limit) or at least {MIN_MAX_CONNECTION_AGE_MS}"
             ));
         }
+        self.tls.check()?;
         match (&self.service_token, &self.callers_file, self.allow_unauthenticated) {
             (Some(token), _, _) if token.trim().is_empty() => Err("FANFARE_SERVICE_TOKEN is set but empty".to_owned()),
             (None, None, false) => Err(
@@ -170,6 +178,10 @@ pub struct DependencyConfig {
     /// Redis URL; unset for the in-process bus.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM CA certificates trusted for a `rediss://` REDIS_URL; unset, the system's roots.
+    #[arg(long, env = "FANFARE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Prefix of every Redis channel and key this deployment uses, so several deployments or
     /// test runs can share one Redis. Empty for none; otherwise letters, digits, `_`, `.` and

@@ -16,6 +16,7 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod validation;
 
 pub use fanfare_proto as proto;

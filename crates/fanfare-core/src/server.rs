@@ -1,12 +1,14 @@
 //! The gRPC server every Fanfare service runs: its routes plus health, reflection, the tower
-//! layers of [`crate::layers`], HTTP/2 keepalive, connection age and stream limits, and
-//! graceful shutdown, in one builder.
+//! layers of [`crate::layers`], TLS when configured ([`crate::tls`]), HTTP/2 keepalive,
+//! connection age and stream limits, and graceful shutdown, in one builder.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -18,7 +20,11 @@ use tonic_health::ServingStatus;
 use crate::config::ServerConfig;
 pub use crate::health::DependencyProbe;
 use crate::health::{HealthState, run_probe_loop};
-use crate::layers::{AuthLayer, LoadShedLayer, MessageSizeLayer, MetricsLayer, RequestIdLayer, TimeoutLayer};
+use crate::layers::{
+    AuthLayer, LoadShedLayer, MessageSizeLayer, MetricsLayer, PeerIdentityLayer, RequestIdLayer, TimeoutLayer,
+};
+use crate::tls::ServerTls;
+use crate::tls::server::tls_incoming;
 
 /// How often an idle connection is pinged to detect dead peers and keep proxies from
 /// closing it.
@@ -86,6 +92,18 @@ const DESCRIPTOR_SETS: [&[u8]; 5] = [
 /// (GOAWAY): its caller opens a new one, which may reach another pod, for its next calls.
 /// The calls and streams already open on it are left to finish; a long `Subscribe` keeps its
 /// connection open until it ends.
+///
+/// # TLS
+///
+/// With [`TlsConfig::tls_cert_file`](crate::tls::TlsConfig::tls_cert_file) set, every
+/// connection is TLS (HTTP/2 by ALPN) and plaintext clients are refused at the handshake;
+/// the files are checked for a new version every
+/// [`tls_reload_interval_ms`](crate::tls::TlsConfig::tls_reload_interval_ms) and new
+/// handshakes use it at once. With a client CA as well, a client must present a
+/// certificate it signed, and the certificate's [`PeerIdentity`](crate::tls::PeerIdentity)
+/// is in each call's request extensions. Kubernetes' gRPC probes cannot speak TLS: with
+/// [`plaintext_health_addr`](crate::tls::TlsConfig::plaintext_health_addr) the same health
+/// statuses are also served in plaintext there, and nothing else is.
 pub struct GrpcServer {
     service_name: &'static str,
     config: ServerConfig,
@@ -158,6 +176,15 @@ impl GrpcServer {
         let auth = AuthLayer::from_config(&self.config).context("cannot set up caller authentication")?;
         let local_addr = listener.local_addr().context("cannot read the listener's address")?;
         let config = self.config;
+        let tls = ServerTls::load(&config.tls).context("cannot load the server's TLS certificate")?;
+        let health_listener = match config.tls.plaintext_health_addr {
+            Some(addr) if tls.is_some() => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind the plaintext health address {addr}"))?,
+            ),
+            _ => None,
+        };
 
         let initial_status = if self.probes.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
         let health = HealthState::new(self.service_name, initial_status).await;
@@ -174,6 +201,7 @@ impl GrpcServer {
             .add_service(reflection_v1alpha);
 
         let layers = tower::ServiceBuilder::new()
+            .layer(PeerIdentityLayer)
             .layer(RequestIdLayer)
             .layer(MetricsLayer::new(advertised.iter().copied()))
             .layer(auth)
@@ -207,9 +235,25 @@ impl GrpcServer {
                 );
             }
         };
-        tracing::info!(service = self.service_name, addr = %local_addr, "grpc server listening");
-
-        let serving = router.serve_with_incoming_shutdown(incoming, stop_accepting);
+        let plaintext_health = match health_listener {
+            Some(listener) => Some(tokio::spawn(serve_plaintext_health(listener, &health, shutdown.clone())?)),
+            None => None,
+        };
+        let tls_reload =
+            tls.as_ref().map(|tls| tokio::spawn(Arc::clone(tls).watch(config.tls.reload_interval(), shutdown.clone())));
+        let serving = match &tls {
+            Some(tls) => {
+                router.serve_with_incoming_shutdown(tls_incoming(incoming, Arc::clone(tls)), stop_accepting).boxed()
+            }
+            None => router.serve_with_incoming_shutdown(incoming, stop_accepting).boxed(),
+        };
+        tracing::info!(
+            service = self.service_name,
+            addr = %local_addr,
+            tls = tls.is_some(),
+            client_certificates = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates()),
+            "grpc server listening"
+        );
         let grace_over = async {
             shutdown.cancelled().await;
             tokio::time::sleep(config.shutdown_grace()).await;
@@ -224,8 +268,15 @@ impl GrpcServer {
                 Ok(())
             }
         };
-        // Also stops the probe loop when the server failed before shutdown.
+        // Also stops the probe loop (and the certificate reloads) when the server failed before
+        // shutdown.
         probe_loop.abort();
+        if let Some(tls_reload) = tls_reload {
+            tls_reload.abort();
+        }
+        if let Some(plaintext_health) = plaintext_health {
+            plaintext_health.abort();
+        }
         if result.is_ok() {
             tracing::info!(service = self.service_name, "grpc server stopped");
         }
@@ -258,6 +309,34 @@ impl GrpcServer {
 /// cancelled, so the client reconnects to another instance.
 pub fn shutdown_status() -> tonic::Status {
     tonic::Status::unavailable("server is shutting down; reconnect to another instance")
+}
+
+/// Health alone, in plaintext, on `listener` until `shutdown`: the same statuses as the
+/// main port, for probes that cannot speak TLS, with reflection that knows health alone
+/// (so `grpcurl -plaintext` works and no other schema is shown).
+fn serve_plaintext_health(
+    listener: TcpListener,
+    health: &HealthState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static> {
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE)
+    };
+    let configure = tonic_reflection::server::Builder::configure;
+    let reflection_v1 = reflection(configure()).build_v1().context("cannot build health reflection v1")?;
+    let reflection_v1alpha =
+        reflection(configure()).build_v1alpha().context("cannot build health reflection v1alpha")?;
+    tracing::info!(addr = ?listener.local_addr().ok(), "plaintext grpc health listening");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(Server::builder()
+        .add_service(health.service(shutdown.clone()))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()))
 }
 
 /// A reflection builder with every descriptor set, advertising `services`.

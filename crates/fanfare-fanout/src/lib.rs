@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use fanfare_bus::{BusProbe, UpdateBus};
 use fanfare_core::server::{DependencyProbe, GrpcServer};
+use fanfare_core::tls::ClientTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +77,7 @@ impl FanoutBackends {
             Some(url) => Arc::new(
                 RedisStreamSink::open(
                     url,
+                    dependencies.redis_ca_file.as_deref(),
                     &jobs::sink::push_stream_key(&dependencies.redis_namespace, &config.jobs.push_stream),
                     config.jobs.push_stream_max_len,
                 )
@@ -107,9 +109,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 /// Runs the fanout service on `listener` until `shutdown` is cancelled, on the backends its
 /// configuration names.
 pub async fn run(config: FanoutConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref(), &config.dependencies.redis_namespace)
-        .await
-        .context("opening the bus")?;
+    let bus = fanfare_bus::open_configured_bus(&config.dependencies).await.context("opening the bus")?;
     let backends = FanoutBackends::open(&config, bus).await?;
     serve(config, backends, listener, shutdown).await
 }
@@ -125,7 +125,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg).context("invalid fanout configuration")?;
     let token = config.server.service_token.as_deref();
-    let live = Live::start(&config.live, token, Arc::clone(&backends.bus), shutdown.clone())
+    let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
+    let live = Live::start(&config.live, token, &client_tls, Arc::clone(&backends.bus), shutdown.clone())
         .await
         .context("starting live delivery")?;
     let shared_limits = backends.bus.shared_limits();

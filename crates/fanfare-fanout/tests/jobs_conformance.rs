@@ -71,7 +71,7 @@ impl RedisFixture {
     /// A sink on a fresh stream key.
     pub async fn new() -> Self {
         let stream = format!("fanfare-test:{}:push", uuid::Uuid::new_v4().simple());
-        Self { sink: RedisStreamSink::open(&redis_url(), &stream, 1_000_000).expect("open the push stream") }
+        Self { sink: RedisStreamSink::open(&redis_url(), None, &stream, 1_000_000).expect("open the push stream") }
     }
 }
 

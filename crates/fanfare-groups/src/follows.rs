@@ -12,6 +12,7 @@ use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInte
 use fanfare_core::identity::set_acting_user;
 use fanfare_core::ids::UserId;
 use fanfare_core::time::parse_timestamp;
+use fanfare_core::tls::ClientTls;
 use fanfare_proto::fanout::v1::CheckFollowsRequest;
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
 use metrics::{Unit, counter, describe_counter};
@@ -103,10 +104,11 @@ pub struct FanoutFollowGraph {
 
 impl FanoutFollowGraph {
     /// The follow graph of the fanout service at `fanout_url` (connected lazily, reconnecting
-    /// as needed), called with `service_token` when there is one.
-    pub fn connect(fanout_url: &str, service_token: Option<&str>) -> anyhow::Result<Self> {
+    /// as needed, over `tls` for an `https://` URL), called with `service_token` when there is
+    /// one.
+    pub fn connect(fanout_url: &str, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token).context("the service token")?;
-        let channel = lazy_channel(fanout_url, Some(CHECK_TIMEOUT))
+        let channel = lazy_channel(fanout_url, Some(CHECK_TIMEOUT), tls)
             .with_context(|| format!("the fanout service URL {fanout_url:?}"))?;
         describe_metrics();
         Ok(Self {
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_bad_url_is_refused_at_start() {
-        assert!(FanoutFollowGraph::connect("not a url", None).is_err());
-        assert!(FanoutFollowGraph::connect("http://fanout:50053", Some("bad\ntoken")).is_err());
+        assert!(FanoutFollowGraph::connect("not a url", None, &ClientTls::default()).is_err());
+        assert!(FanoutFollowGraph::connect("http://fanout:50053", Some("bad\ntoken"), &ClientTls::default()).is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fanfare_core::server::{DependencyProbe, GrpcServer};
+use fanfare_core::tls::ClientTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -65,15 +66,21 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Not a dependency of health: only FOLLOWERS_ONLY joins need it, and they answer
     // UNAVAILABLE on their own while it is down.
-    let follow_graph = follow_graph(&config)?;
+    let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
+    let follow_graph = follow_graph(&config, &client_tls)?;
 
     // The relay stops after the server, so it keeps relaying while calls drain; what is left
     // in a Postgres outbox is relayed by the other pods or the next start.
     let relay_shutdown = CancellationToken::new();
     let relay = match &config.messages_url {
         Some(messages_url) => {
-            let relay = OutboxRelay::connect(Arc::clone(&store), messages_url, config.server.service_token.as_deref())
-                .with_context(|| format!("configuring the outbox relay to the messages service at {messages_url}"))?;
+            let relay = OutboxRelay::connect(
+                Arc::clone(&store),
+                messages_url,
+                config.server.service_token.as_deref(),
+                &client_tls,
+            )
+            .with_context(|| format!("configuring the outbox relay to the messages service at {messages_url}"))?;
             tracing::info!(%messages_url, "relaying the groups outbox to the messages service");
             Some(tokio::spawn(relay.run(relay_shutdown.clone())))
         }
@@ -120,7 +127,7 @@ pub async fn serve(
 
 /// The fanout service's follow graph when `config.fanout_url` names it (connected lazily: a
 /// fanout service that is down does not keep groups from starting).
-fn follow_graph(config: &GroupsConfig) -> anyhow::Result<Option<Arc<dyn FollowGraph>>> {
+fn follow_graph(config: &GroupsConfig, tls: &ClientTls) -> anyhow::Result<Option<Arc<dyn FollowGraph>>> {
     let Some(fanout_url) = &config.fanout_url else {
         tracing::warn!(
             "no fanout service configured (FANFARE_FANOUT_URL): JoinGroup refuses FOLLOWERS_ONLY groups with \
@@ -128,7 +135,7 @@ fn follow_graph(config: &GroupsConfig) -> anyhow::Result<Option<Arc<dyn FollowGr
         );
         return Ok(None);
     };
-    let graph = FanoutFollowGraph::connect(fanout_url, config.server.service_token.as_deref())
+    let graph = FanoutFollowGraph::connect(fanout_url, config.server.service_token.as_deref(), tls)
         .with_context(|| format!("configuring follow checks against the fanout service at {fanout_url}"))?;
     tracing::info!(%fanout_url, "checking FOLLOWERS_ONLY joins against the fanout service");
     Ok(Some(Arc::new(graph)))

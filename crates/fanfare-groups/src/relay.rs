@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::GroupEvent;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{AppendSystemUpdatesRequest, SystemEvent};
@@ -120,14 +121,16 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     /// A relay from `store`'s outbox to the messages service at `messages_url` (connected
-    /// lazily, reconnecting as needed), calling with `service_token` when there is one.
+    /// lazily, reconnecting as needed, over `tls` for an `https://` URL), calling with
+    /// `service_token` when there is one.
     pub fn connect(
         store: Arc<dyn GroupStore>,
         messages_url: &str,
         service_token: Option<&str>,
+        tls: &ClientTls,
     ) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
-        let channel = lazy_channel(messages_url, Some(CALL_TIMEOUT))?;
+        let channel = lazy_channel(messages_url, Some(CALL_TIMEOUT), tls)?;
         describe_metrics();
         Ok(Self {
             store,

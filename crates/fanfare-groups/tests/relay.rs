@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::config::DependencyConfig;
 use fanfare_core::identity::USER_ID_HEADER;
+use fanfare_core::tls::ClientTls;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::domain::{BanReason, GroupKind, JoinMethod, Role, SettingsUpdate, Title};
 use fanfare_groups::relay::{CLAIM_LEASE, CORRUPT_TOTAL, LAG_SECONDS, OutboxRelay, RELAYED_TOTAL, RelayOutcome};
@@ -306,7 +307,9 @@ fn assert_log_is(recorded: &Recorded, expected: &[(i64, common::GroupEvent)]) {
 async fn changes_reach_the_log_in_order_exactly_once(stored: Stored) {
     let store = stored.store.as_ref();
     let messages = MessagesDouble::start().await;
-    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), Some("relay-secret")).unwrap();
+    let relay =
+        OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), Some("relay-secret"), &ClientTls::default())
+            .unwrap();
     assert_eq!(relay.run_once().await, RelayOutcome::Idle, "an empty outbox");
 
     make_changes(store, 0).await;
@@ -349,7 +352,9 @@ async fn changes_reach_the_log_in_order_exactly_once(stored: Stored) {
 async fn a_down_messages_service_fails_the_pass_and_loses_nothing(stored: Stored) {
     let store = stored.store.as_ref();
     let address = free_address().await;
-    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &format!("http://{address}"), None).unwrap();
+    let relay =
+        OutboxRelay::connect(Arc::clone(&stored.store), &format!("http://{address}"), None, &ClientTls::default())
+            .unwrap();
     make_changes(store, 0).await;
     let expected = outbox(store).await;
 
@@ -389,7 +394,7 @@ async fn rows_of_a_relay_that_died_are_delivered_again_and_appended_once(stored:
     drop(claimed);
     let first_seqs = messages.recorded().appended;
 
-    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), None).unwrap();
+    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), None, &ClientTls::default()).unwrap();
     assert_eq!(relay.run_once_at(at(105)).await, RelayOutcome::Idle, "the dead relay's lease still runs");
     assert_eq!(drain(&relay, at(111)).await, [RelayOutcome::Relayed(expected.len()), RelayOutcome::Idle]);
 
@@ -475,7 +480,7 @@ async fn a_corrupt_row_is_set_aside_and_does_not_block_its_group() {
         .map(|entry| (entry.id, common::GroupEvent::decode(entry.payload.as_slice()).unwrap()))
         .collect();
 
-    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), None).unwrap();
+    let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), None, &ClientTls::default()).unwrap();
     assert_eq!(relay.run_once_at(at(100)).await, RelayOutcome::Relayed(3));
     assert_eq!(metrics.gauge(LAG_SECONDS), 100.0, "the oldest row was written at(0)");
     assert_eq!(metrics.counter(RELAYED_TOTAL), 3);

@@ -14,6 +14,7 @@ use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInte
 use fanfare_core::identity::set_acting_user;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::time::parse_timestamp;
+use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::groups::v1 as groups;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
@@ -211,9 +212,10 @@ pub struct GrpcDirectory {
 
 impl GrpcDirectory {
     /// A directory calling the groups service at `url` (connected lazily, reconnecting as
-    /// needed, balanced over every groups pod) with `service_token`, trusting answers for `ttl`.
-    pub fn new(url: &str, service_token: Option<&str>, ttl: Duration) -> anyhow::Result<Arc<Self>> {
-        let channel = lazy_channel(url, Some(CALL_TIMEOUT))?;
+    /// needed, balanced over every groups pod, over `tls` for an `https://` URL) with
+    /// `service_token`, trusting answers for `ttl`.
+    pub fn new(url: &str, service_token: Option<&str>, tls: &ClientTls, ttl: Duration) -> anyhow::Result<Arc<Self>> {
+        let channel = lazy_channel(url, Some(CALL_TIMEOUT), tls)?;
         let client = GroupServiceClient::with_interceptor(channel, ServiceTokenInterceptor::new(service_token)?)
             .max_decoding_message_size(MAX_RESPONSE_SIZE)
             .max_encoding_message_size(MAX_REQUEST_SIZE);

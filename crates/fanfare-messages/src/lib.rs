@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use fanfare_bus::UpdateBus;
 use fanfare_core::server::{DependencyProbe, GrpcServer};
+use fanfare_core::tls::ClientTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -68,9 +69,7 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 /// names.
 pub async fn run(config: MessagesConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let bus = fanfare_bus::open_bus(config.dependencies.redis_url.as_deref(), &config.dependencies.redis_namespace)
-        .await
-        .context("opening the bus")?;
+    let bus = fanfare_bus::open_configured_bus(&config.dependencies).await.context("opening the bus")?;
     serve(config, store, bus, listener, shutdown).await
 }
 
@@ -83,9 +82,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let directory: Arc<dyn Directory> =
-        GrpcDirectory::new(&config.groups_url, config.server.service_token.as_deref(), config.membership_cache_ttl())
-            .context("configuring the groups client")?;
+    let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
+    let directory: Arc<dyn Directory> = GrpcDirectory::new(
+        &config.groups_url,
+        config.server.service_token.as_deref(),
+        &client_tls,
+        config.membership_cache_ttl(),
+    )
+    .context("configuring the groups client")?;
     // Background work stops with the server, but after it: the committer drains accepted writes.
     let background = CancellationToken::new();
     let publisher =

@@ -81,6 +81,9 @@ pub async fn grant_runtime_role(pool: &PgPool, schema: &'static str, role: &str)
     transaction.commit().await.with_context(|| format!("granting {role} the {schema} schema"))
 }
 
+/// How sqlx 0.9 words a connection that closed before answering its `SSLRequest`.
+const CLOSED_DURING_SSL_REQUEST: &str = "unexpected response from SSLRequest: 0x00";
+
 /// Classifies a sqlx failure: an unreachable or overloaded database, or a transaction it
 /// rolled back (deadlock, serialization failure), is unavailable and may be retried;
 /// anything else is not.
@@ -91,6 +94,9 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        // The connection closed before the server answered the TLS request (sslmode prefer
+        // and up): sqlx reads no byte and reports it as a protocol error.
+        sqlx::Error::Protocol(message) => message.starts_with(CLOSED_DURING_SSL_REQUEST),
         sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57P: shutdown or
             // cancel; 40001/40P01: serialization failure or deadlock, rolled back.
@@ -114,6 +120,8 @@ mod tests {
         assert!(is_unavailable(&sqlx::Error::PoolClosed));
         assert!(is_unavailable(&sqlx::Error::WorkerCrashed));
         assert!(is_unavailable(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        let closed = "unexpected response from SSLRequest: 0x00 (sqlx_postgres::connection::tls:95)";
+        assert!(is_unavailable(&sqlx::Error::Protocol(closed.to_owned())));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod groups;
 pub mod stack;
+pub mod tls_servers;
 
 pub use fanfare_testdb::TestDatabase;
 pub use groups::{Storage, TestGroups};

@@ -79,9 +79,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let fanout_addr = SocketAddr::new(args.host, args.fanout_port);
     let fanout_listener = bind("fanout", fanout_addr).await?;
     // One bus for the whole process: with no REDIS_URL it is in process, shared by every service.
-    let bus = fanfare_bus::open_bus(dependencies.redis_url.as_deref(), &dependencies.redis_namespace)
-        .await
-        .context("opening the bus")?;
+    let bus = fanfare_bus::open_configured_bus(&dependencies).await.context("opening the bus")?;
 
     let mut groups_config = fanfare_groups::GroupsConfig::for_dev(dependencies.clone());
     groups_config.messages_url = Some(format!("http://{messages_addr}"));

@@ -1,10 +1,12 @@
 //! Runs the real `grpcurl` against the real `fanfare dev` binary, as the README tells a
 //! newcomer to: list and describe through reflection, create and read back a group from
-//! JSON, and see a bad request's field violation.
+//! JSON, and see a bad request's field violation; and reach a TLS server with `-cacert`, `-cert`
+//! and `-key`, as docs/security.md shows.
 
 mod support;
 
-use support::{DevServer, grpcurl};
+use fanfare_core::tls::testing::TestTlsFiles;
+use support::{DevServer, free_port, grpcurl};
 
 #[tokio::test]
 async fn grpcurl_lists_describes_creates_and_reads_back() {
@@ -204,4 +206,78 @@ async fn grpcurl_subscribes_to_a_users_stream_and_sees_a_sent_message_arrive() {
     assert!(frames.contains("\"updates\""), "{frames}");
     subscriber.kill().ok();
     subscriber.wait().ok();
+}
+
+/// A `fanfare serve groups` with mTLS on and plaintext health on its own port, killed on drop.
+struct TlsGroups {
+    child: std::process::Child,
+}
+
+impl Drop for TlsGroups {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[tokio::test]
+async fn grpcurl_reaches_a_tls_server_with_its_ca_and_a_client_certificate() {
+    let files = TestTlsFiles::new();
+    let (port, health_port) = (free_port(), free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fanfare"))
+        .args(["serve", "groups"])
+        .env("FANFARE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("FANFARE_METRICS_ADDR", "127.0.0.1:0")
+        .env("FANFARE_ALLOW_UNAUTHENTICATED", "true")
+        .env("FANFARE_TLS_CERT_FILE", files.path("tls.crt"))
+        .env("FANFARE_TLS_KEY_FILE", files.path("tls.key"))
+        .env("FANFARE_TLS_CLIENT_CA_FILE", files.path("ca.crt"))
+        .env("FANFARE_PLAINTEXT_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning fanfare serve groups");
+    let _server = TlsGroups { child };
+    for address in [format!("127.0.0.1:{port}"), format!("127.0.0.1:{health_port}")] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "nothing listens on {address}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    let ca = files.path("ca.crt").display().to_string();
+    let (cert, key) = (files.path("client.crt").display().to_string(), files.path("client.key").display().to_string());
+    let address = format!("localhost:{port}");
+    let listed = grpcurl(&["-cacert", &ca, "-cert", &cert, "-key", &key, &address, "list"]).expect_success();
+    assert!(listed.contains("fanfare.groups.v1.GroupService"), "{listed}");
+
+    // Through a port-forward the address is not the certificate's name: -servername is.
+    let by_address = format!("127.0.0.2:{port}");
+    let forwarded = grpcurl(&[
+        "-cacert",
+        &ca,
+        "-cert",
+        &cert,
+        "-key",
+        &key,
+        "-servername",
+        "localhost",
+        &format!("127.0.0.1:{port}"),
+        "grpc.health.v1.Health/Check",
+    ])
+    .expect_success();
+    assert!(forwarded.contains("SERVING"), "{forwarded}");
+    grpcurl(&["-cacert", &ca, "-cert", &cert, "-key", &key, &by_address, "list"]).expect_failure();
+
+    grpcurl(&["-cacert", &ca, &address, "list"]).expect_failure();
+    grpcurl(&["-plaintext", &address, "list"]).expect_failure();
+    let health =
+        grpcurl(&["-plaintext", &format!("127.0.0.1:{health_port}"), "grpc.health.v1.Health/Check"]).expect_success();
+    assert!(health.contains("SERVING"), "{health}");
+    let listed = grpcurl(&["-plaintext", &format!("127.0.0.1:{health_port}"), "list"]).expect_success();
+    assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+    assert!(!listed.contains("fanfare"), "health alone is served in plaintext: {listed}");
 }

@@ -1,5 +1,6 @@
 //! Tower layers every Fanfare gRPC server runs, one concern per file. [`GrpcServer`]
-//! stacks them outermost first: request id and tracing span, metrics, service-token auth,
+//! stacks them outermost first: the mTLS peer identity, request id and tracing span, metrics,
+//! service-token auth,
 //! load shedding, the unary request timeout, and the relabelling of over-size requests.
 //!
 //! Each layer answers its own rejections as proper gRPC responses (HTTP 200 with a
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod load_shed;
 pub mod message_size;
 pub mod metrics;
+pub mod peer_identity;
 pub mod request_id;
 pub mod timeout;
 
@@ -23,6 +25,7 @@ pub use auth::AuthLayer;
 pub use load_shed::LoadShedLayer;
 pub use message_size::MessageSizeLayer;
 pub use metrics::MetricsLayer;
+pub use peer_identity::PeerIdentityLayer;
 pub use request_id::{RequestId, RequestIdLayer};
 pub use timeout::TimeoutLayer;
 

@@ -50,10 +50,12 @@ pub struct Live {
 
 impl Live {
     /// Subscribes the pod to the bus and connects (lazily) to the groups and messages
-    /// services; streams end with a reconnect frame once `shutdown` is cancelled.
+    /// services (over `tls` for `https://` URLs); streams end with a reconnect frame once
+    /// `shutdown` is cancelled.
     pub async fn start(
         config: &LiveConfig,
         service_token: Option<&str>,
+        tls: &fanfare_core::tls::ClientTls,
         bus: Arc<dyn UpdateBus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
@@ -61,7 +63,7 @@ impl Live {
         let open_limit = LimitQuota::per_minute(config.user_subscribes_per_minute, config.user_subscribes_burst)
             .and_then(|quota| UserLimit::with_quota("subscribes", quota, bus.shared_limits()));
         let hub = Hub::start(bus, Duration::from_millis(config.heartbeat_ms), shutdown.clone()).await;
-        let upstream = Upstream::connect(config, service_token)?;
+        let upstream = Upstream::connect(config, service_token, tls)?;
         let settings = Arc::new(StreamSettings {
             backfill_page_size: config.backfill_page_size,
             max_groups: config.max_groups_per_stream,

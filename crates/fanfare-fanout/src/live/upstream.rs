@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
+use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::{GroupKind, Role};
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, Group, ListUserGroupsRequest, Membership};
@@ -81,11 +82,12 @@ fn as_user<T>(user: i64, message: T) -> tonic::Request<T> {
 }
 
 impl Upstream {
-    /// Clients of the services `config` names, connected lazily.
-    pub fn connect(config: &LiveConfig, service_token: Option<&str>) -> anyhow::Result<Self> {
+    /// Clients of the services `config` names, connected lazily (over `tls` for `https://`
+    /// URLs).
+    pub fn connect(config: &LiveConfig, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
-        let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT))?;
-        let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT))?;
+        let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT), tls)?;
+        let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT), tls)?;
         Ok(Self {
             groups: GroupServiceClient::with_interceptor(groups, interceptor.clone())
                 .max_decoding_message_size(MAX_RESPONSE_SIZE)

@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
+use fanfare_core::client::{
+    ClientOptions, MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel, lazy_channel_with,
+};
 use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::layers::metrics::code_name;
+use fanfare_core::tls::{ClientTls, TlsClientConfig};
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
@@ -71,6 +74,10 @@ pub struct ConnectionArgs {
     /// Print JSON (responses as grpcurl prints them; one object per line for streams).
     #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
+
+    /// TLS of `https://` URLs: the CA, and the certificate to present under mTLS.
+    #[command(flatten, next_help_heading = "TLS")]
+    pub tls: TlsClientConfig,
 }
 
 /// A client whose every call carries the service token.
@@ -83,6 +90,7 @@ pub type FanoutClient = FanoutServiceClient<Authed>;
 pub struct Ctl {
     connection: ConnectionArgs,
     interceptor: ServiceTokenInterceptor,
+    tls: ClientTls,
     groups: GroupsClient,
     messages: MessagesClient,
     fanout: FanoutClient,
@@ -93,9 +101,10 @@ impl Ctl {
     pub fn new(connection: ConnectionArgs) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(connection.service_token.as_deref())
             .context("invalid FANFARE_SERVICE_TOKEN")?;
+        let tls = ClientTls::load(&connection.tls).context("invalid TLS settings")?;
         let channel = |name: &str, url: &str| {
             check_url(name, url)?;
-            lazy_channel(url, Some(CALL_TIMEOUT)).with_context(|| format!("invalid {name} URL {url:?}"))
+            lazy_channel(url, Some(CALL_TIMEOUT), &tls).with_context(|| format!("invalid {name} URL {url:?}"))
         };
         let groups =
             GroupServiceClient::with_interceptor(channel("groups", &connection.groups_url)?, interceptor.clone())
@@ -107,12 +116,12 @@ impl Ctl {
                 .max_encoding_message_size(MAX_REQUEST_SIZE);
         // No call timeout on this channel: it also carries Subscribe, which lasts.
         check_url("fanout", &connection.fanout_url)?;
-        let fanout_channel = lazy_channel(&connection.fanout_url, None)
+        let fanout_channel = lazy_channel(&connection.fanout_url, None, &tls)
             .with_context(|| format!("invalid fanout URL {:?}", connection.fanout_url))?;
         let fanout = FanoutServiceClient::with_interceptor(fanout_channel, interceptor.clone())
             .max_decoding_message_size(MAX_RESPONSE_SIZE)
             .max_encoding_message_size(MAX_REQUEST_SIZE);
-        Ok(Self { connection, interceptor, groups, messages, fanout })
+        Ok(Self { connection, interceptor, tls, groups, messages, fanout })
     }
 
     /// Whether to print JSON.
@@ -158,10 +167,16 @@ impl Ctl {
         &self.connection.fanout_url
     }
 
-    /// A call to the one fanout pod at `address`.
+    /// A call to the one fanout pod at `address`, over TLS when the fanout URL is `https://`
+    /// (the pod's certificate is checked against the URL's host name, not the address).
     pub fn fanout_pod(&self, address: SocketAddr) -> anyhow::Result<Target<FanoutClient>> {
-        let url = format!("http://{address}");
-        let channel = lazy_channel(&url, Some(POD_CALL_TIMEOUT))?;
+        let fanout_url: tonic::codegen::http::Uri = self.connection.fanout_url.parse()?;
+        let options = ClientOptions::new(Some(POD_CALL_TIMEOUT)).with_tls(self.tls.clone());
+        let (url, options) = match (fanout_url.scheme_str(), fanout_url.host()) {
+            (Some("https"), Some(host)) => (format!("https://{address}"), options.with_server_name(host)),
+            _ => (format!("http://{address}"), options),
+        };
+        let channel = lazy_channel_with(&url, options)?;
         let client = FanoutServiceClient::with_interceptor(channel, self.interceptor.clone())
             .max_decoding_message_size(MAX_RESPONSE_SIZE)
             .max_encoding_message_size(MAX_REQUEST_SIZE);

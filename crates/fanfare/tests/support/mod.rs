@@ -16,7 +16,7 @@ pub struct DevServer {
 }
 
 /// A port the OS says is free right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     listener.local_addr().expect("a bound address").port()
 }

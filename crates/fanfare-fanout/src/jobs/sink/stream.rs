@@ -7,11 +7,12 @@
 //! hash tag (`FANFARE_FANOUT_PUSH_STREAM={fanfare:push}:notifications`); markers are named
 //! after the stream, so they share it.
 
+use std::path::Path;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::StreamRangeReply;
-use ::redis::{AsyncCommands as _, Client, RedisError, Script, Value};
+use ::redis::{AsyncCommands as _, RedisError, Script, Value};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use fanfare_core::ids::UserId;
@@ -76,10 +77,15 @@ fn sink_error(error: RedisError, operation: &'static str) -> SinkError {
 
 impl RedisStreamSink {
     /// A sink appending to the stream named `stream` (the full, namespaced key) at the Redis
-    /// at `redis_url`, capped at about `max_len` entries. Connects lazily, on the first page;
-    /// must be called inside a Tokio runtime.
-    pub fn open(redis_url: &str, stream: &str, max_len: u64) -> anyhow::Result<Self> {
-        let client = Client::open(redis_url).context("parsing the Redis URL of the push stream")?;
+    /// at `redis_url` (over TLS for `rediss://`, trusting the PEM CA certificates of
+    /// `root_ca_file` or, without it, the system's roots), capped at about `max_len` entries.
+    /// Connects lazily, on the first page; must be called inside a Tokio runtime.
+    pub fn open(redis_url: &str, root_ca_file: Option<&Path>, stream: &str, max_len: u64) -> anyhow::Result<Self> {
+        let root_ca_pem = root_ca_file
+            .map(|path| std::fs::read(path).with_context(|| format!("reading {}", path.display())))
+            .transpose()?;
+        let client = fanfare_bus::redis_client(redis_url, root_ca_pem.as_deref())
+            .context("parsing the Redis URL of the push stream")?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
