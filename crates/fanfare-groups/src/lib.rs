@@ -101,8 +101,8 @@ pub async fn serve(
     // Groups keeps nothing on Redis; with REDIS_URL set, each user's changes are counted there
     // across pods (docs/runtime.md, "Rate limits"). Not a dependency of health: the pod's own
     // count decides while Redis is away.
-    if let Some(redis_url) = &config.dependencies.redis_url {
-        let bus = fanfare_bus::open_bus(Some(redis_url), &config.dependencies.redis_namespace)
+    if config.dependencies.redis_url.is_some() {
+        let bus = fanfare_bus::open_configured_bus(&config.dependencies)
             .await
             .context("opening Redis for the shared rate limits")?;
         if let Some(shared) = bus.shared_limits() {
