@@ -1,6 +1,6 @@
 //! Tower layers every Fanfare gRPC server runs, one concern per file. [`GrpcServer`]
 //! stacks them outermost first: request id and tracing span, metrics, service-token auth,
-//! load shedding, the unary request timeout, and the relabelling of over-size requests.
+//! load shedding, the unary request timeout, and the relabelling of over-size and malformed requests.
 //!
 //! Each layer answers its own rejections as proper gRPC responses (HTTP 200 with a
 //! `grpc-status` header, built by `tonic::Status::into_http`), never as transport errors, so
