@@ -56,6 +56,7 @@ macro_rules! on_every_storage {
     };
 }
 
+pub mod abuse;
 pub mod fanout;
 pub mod fanout_jobs;
 pub mod live;

@@ -3,6 +3,7 @@
 //! says what it covers. Run one area with
 //! `cargo nextest run -p fanfare-tests -E 'test(/^fanout_live::/)'`.
 
+mod abuse;
 mod boundary_callers;
 mod boundary_lists;
 mod broadcast_audience;

@@ -1,6 +1,8 @@
 //! The runtime every Fanfare service shares: ids, validation, caller identity, paging,
 //! config, error→`Status` helpers, telemetry, shutdown and the gRPC server builder.
 
+#[cfg(any(test, feature = "proptest"))]
+pub mod arbitrary;
 pub mod callers;
 pub mod client;
 pub mod config;

@@ -1,4 +1,6 @@
-//! Over-size requests: a request message past the decode limit
+//! Over-size and malformed requests, as tonic's codec refuses them before any handler runs.
+//!
+//! Over-size: a request message past the decode limit
 //! ([`MAX_DECODING_MESSAGE_SIZE`](crate::server::MAX_DECODING_MESSAGE_SIZE)) is refused by
 //! tonic, before any handler runs, with OUT_OF_RANGE. gRPC's other implementations answer
 //! RESOURCE_EXHAUSTED (the code gRPC documents for a message larger than the receiver
@@ -6,9 +8,15 @@
 //! RESOURCE_EXHAUSTED with a `QuotaFailure` naming the limit and no retry delay (sending the
 //! same request again cannot help).
 //!
-//! tonic answers the refusal as a trailers-only response carrying its [`Status`] in the
+//! Malformed: bytes that are not a protobuf message of the method's request type (a string
+//! that is not UTF-8, a bad wire type, a length past the end) are answered INTERNAL by
+//! tonic-prost, the code of a server fault: alerts fire and callers retry a request that can
+//! never succeed. This layer answers them INVALID_ARGUMENT, the caller's fault.
+//!
+//! tonic answers both refusals as a trailers-only response carrying its [`Status`] in the
 //! response's extensions; that status, OUT_OF_RANGE with tonic's "decoded message length too
-//! large" message, is what is recognised. Every other response passes untouched.
+//! large" message or INTERNAL with prost's "failed to decode Protobuf message", is what is
+//! recognised. Every other response passes untouched.
 
 use std::task::{Context, Poll};
 
@@ -20,10 +28,18 @@ use super::ResponseFuture;
 /// How tonic's decoder begins the message of an over-size request.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: ";
 
+/// How prost's decode error begins (tonic-prost answers it INTERNAL).
+const PROST_DECODE_ERROR: &str = "failed to decode Protobuf message: ";
+
+/// Longest reason of a malformed request kept in the answer (prost's reasons are short:
+/// a description and the message and field names it was in).
+const MAX_DECODE_REASON_BYTES: usize = 256;
+
 /// The quota subject of the refusal.
 pub const MESSAGE_SIZE_SUBJECT: &str = "max_decoding_message_size";
 
-/// Answers over-size requests RESOURCE_EXHAUSTED instead of tonic's OUT_OF_RANGE.
+/// Answers over-size requests RESOURCE_EXHAUSTED instead of tonic's OUT_OF_RANGE, and
+/// malformed ones INVALID_ARGUMENT instead of INTERNAL.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessageSizeLayer;
 
@@ -59,7 +75,8 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            Ok(match response.extensions().get::<Status>().and_then(too_large) {
+            let status = response.extensions().get::<Status>();
+            Ok(match status.and_then(|status| too_large(status).or_else(|| malformed(status))) {
                 Some(refusal) => refusal.into_http(),
                 None => response,
             })
@@ -83,6 +100,21 @@ fn too_large(status: &Status) -> Option<Status> {
     ))
 }
 
+/// The INVALID_ARGUMENT answer for prost's refusal of a malformed request, if `status` is
+/// that refusal.
+fn malformed(status: &Status) -> Option<Status> {
+    if status.code() != Code::Internal {
+        return None;
+    }
+    let reason = status.message().strip_prefix(PROST_DECODE_ERROR)?;
+    let mut end = reason.len().min(MAX_DECODE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    tracing::debug!(reason, "refused a malformed request");
+    Some(Status::invalid_argument(format!("the request is not a valid message of this method: {}", &reason[..end])))
+}
+
 #[cfg(test)]
 mod tests {
     use tonic_types::StatusExt;
@@ -102,5 +134,18 @@ mod tests {
 
         assert!(too_large(&Status::out_of_range("page_token is past the end")).is_none());
         assert!(too_large(&Status::invalid_argument(refusal.message())).is_none());
+    }
+
+    #[test]
+    fn only_prosts_decode_refusal_is_relabelled() {
+        let refusal = Status::internal(format!("{PROST_DECODE_ERROR}GetGroupRequest.title: invalid string value"));
+        let relabelled = malformed(&refusal).expect("relabelled");
+        assert_eq!(relabelled.code(), Code::InvalidArgument);
+        assert!(relabelled.message().ends_with("GetGroupRequest.title: invalid string value"), "{relabelled:?}");
+
+        let long = Status::internal(format!("{PROST_DECODE_ERROR}{}", "é".repeat(1_000)));
+        assert!(malformed(&long).expect("relabelled").message().len() < 2 * MAX_DECODE_REASON_BYTES);
+        assert!(malformed(&Status::internal("the store failed")).is_none());
+        assert!(malformed(&Status::unknown(refusal.message())).is_none());
     }
 }

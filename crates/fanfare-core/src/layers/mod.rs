@@ -1,7 +1,7 @@
 //! Tower layers every Fanfare gRPC server runs, one concern per file. [`GrpcServer`]
 //! stacks them outermost first: the mTLS peer identity, request id and tracing span, metrics,
-//! service-token auth,
-//! load shedding, the unary request timeout, and the relabelling of over-size requests.
+//! caller authentication and permissions, load shedding, the unary request timeout, and the
+//! relabelling of over-size and malformed requests.
 //!
 //! Each layer answers its own rejections as proper gRPC responses (HTTP 200 with a
 //! `grpc-status` header, built by `tonic::Status::into_http`), never as transport errors, so

@@ -26,7 +26,7 @@ fn kind(raw: i32) -> Result<JobKind, FieldViolation> {
 }
 
 /// StartFanoutJob, with the server's default and highest rates.
-fn start_request(
+pub(super) fn start_request(
     request: &pb::StartFanoutJobRequest,
     default_rate: u32,
     max_rate: u32,
@@ -44,12 +44,12 @@ fn start_request(
 }
 
 /// A `job_id` field.
-fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
+pub(super) fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
     Ok(JobId::parse("job_id", raw)?)
 }
 
 /// ListFanoutJobs: the page size and the job to continue before.
-fn listing(page_size: i32, page_token: &str) -> Result<(PageSize, Option<JobId>), InvalidRequest> {
+pub(super) fn listing(page_size: i32, page_token: &str) -> Result<(PageSize, Option<JobId>), InvalidRequest> {
     let mut violations = Violations::new();
     let size = violations.check(PageSize::parse_default("page_size", page_size));
     let before = match violations.check(Cursor::decode("page_token", page_token, 1)) {

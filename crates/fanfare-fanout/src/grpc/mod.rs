@@ -5,6 +5,8 @@
 mod convert;
 mod jobs;
 mod parse;
+#[cfg(test)]
+mod parse_proptest;
 mod subscribe;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 
 mod convert;
 mod parse;
+#[cfg(test)]
+mod parse_proptest;
 
 use std::sync::Arc;
 

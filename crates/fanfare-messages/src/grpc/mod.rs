@@ -2,6 +2,8 @@
 //! parse the request, call [`MessagesService`], map the result. No rules, no storage here.
 
 mod parse;
+#[cfg(test)]
+mod parse_proptest;
 
 use std::sync::Arc;
 
