@@ -1,7 +1,7 @@
 //! Who is calling, and what they may do: the callers file (`FANFARE_CALLERS_FILE`).
 //!
-//! Every caller has a name, one or more accepted tokens (two during a rotation) and the
-//! methods it may call. Tokens are stored as SHA-256 digests, so the file holds no secret
+//! Every caller has a name, one or more accepted tokens (two during a rotation) or mTLS
+//! client-certificate names, and the methods it may call. Tokens are stored as SHA-256 digests, so the file holds no secret
 //! and a presented token is found with one hash and one map lookup. A caller may also be
 //! allowed to act for end users (send `x-fanfare-user-id`), and an operator caller's acting
 //! as a user leaves an audit log line.
@@ -31,6 +31,10 @@ pub const MAX_CALLERS: usize = 64;
 pub const MAX_CALLER_NAME_LEN: usize = 64;
 /// Most tokens one caller may hold at once (two cover a rotation).
 pub const MAX_TOKENS_PER_CALLER: usize = 4;
+/// Most client-certificate names one caller may be known by.
+pub const MAX_CERTIFICATE_NAMES_PER_CALLER: usize = 4;
+/// Longest client-certificate name accepted.
+pub const MAX_CERTIFICATE_NAME_LEN: usize = 256;
 /// Most method patterns one caller may list.
 pub const MAX_METHODS_PER_CALLER: usize = 256;
 /// Largest callers file read, in bytes.
@@ -158,6 +162,7 @@ impl MethodPattern {
 #[derive(Debug, Clone, Default)]
 pub struct Callers {
     by_token_digest: HashMap<[u8; 32], Arc<Caller>>,
+    by_certificate: HashMap<String, Arc<Caller>>,
     names: Vec<Arc<str>>,
 }
 
@@ -201,8 +206,22 @@ impl Callers {
         if self.names.iter().any(|known| **known == *name) {
             return Err(format!("caller {name:?} is named twice"));
         }
-        if entry.token_sha256.is_empty() || entry.token_sha256.len() > MAX_TOKENS_PER_CALLER {
-            return Err(format!("caller {name:?} needs 1 to {MAX_TOKENS_PER_CALLER} entries in token_sha256"));
+        if entry.token_sha256.is_empty() && entry.certificate_names.is_empty() {
+            return Err(format!("caller {name:?} needs a token_sha256 or a certificate_names entry"));
+        }
+        if entry.token_sha256.len() > MAX_TOKENS_PER_CALLER {
+            return Err(format!("caller {name:?} may have at most {MAX_TOKENS_PER_CALLER} entries in token_sha256"));
+        }
+        if entry.certificate_names.len() > MAX_CERTIFICATE_NAMES_PER_CALLER
+            || entry
+                .certificate_names
+                .iter()
+                .any(|certificate| certificate.is_empty() || certificate.len() > MAX_CERTIFICATE_NAME_LEN)
+        {
+            return Err(format!(
+                "caller {name:?} may have at most {MAX_CERTIFICATE_NAMES_PER_CALLER} certificate_names of 1 to \
+                 {MAX_CERTIFICATE_NAME_LEN} bytes"
+            ));
         }
         if entry.methods.is_empty() || entry.methods.len() > MAX_METHODS_PER_CALLER {
             return Err(format!("caller {name:?} needs 1 to {MAX_METHODS_PER_CALLER} entries in methods"));
@@ -222,8 +241,18 @@ impl Callers {
                 return Err(format!("caller {name:?}: a token digest is listed twice"));
             }
         }
+        for certificate in entry.certificate_names {
+            if self.by_certificate.insert(certificate.clone(), Arc::clone(&caller)).is_some() {
+                return Err(format!("caller {name:?}: certificate name {certificate:?} is listed twice"));
+            }
+        }
         self.names.push(caller.shared_name());
         Ok(())
+    }
+
+    /// The caller a verified client certificate naming `identity` belongs to, if any.
+    pub fn by_certificate(&self, identity: &str) -> Option<&Arc<Caller>> {
+        self.by_certificate.get(identity)
     }
 
     /// The caller presenting `token`, if any.
@@ -265,7 +294,11 @@ struct CallersFile {
 #[serde(deny_unknown_fields)]
 struct CallerEntry {
     name: String,
+    #[serde(default)]
     token_sha256: Vec<String>,
+    /// Identities (first URI name, else first DNS name) of verified client certificates.
+    #[serde(default)]
+    certificate_names: Vec<String>,
     methods: Vec<String>,
     #[serde(default)]
     acts_for_users: bool,
@@ -341,6 +374,19 @@ mod tests {
         assert!(!gateway.may_call(append), "Service/* does not reach an internal method");
         assert!(!ops.may_call(append), "* does not reach an internal method");
         assert!(Caller::unrestricted("dev").may_call(append));
+    }
+
+    #[test]
+    fn callers_are_found_by_their_certificate_names_too() {
+        let text = "[[callers]]\nname = \"groups\"\ncertificate_names = [\"spiffe://fanfare/groups\", \
+                    \"groups.fanfare.svc\"]\nmethods = [\"*\"]\n";
+        let callers = Callers::parse(text).expect("a caller known by certificate alone");
+        assert_eq!(callers.by_certificate("spiffe://fanfare/groups").map(|caller| caller.name()), Some("groups"));
+        assert_eq!(callers.by_certificate("groups.fanfare.svc").map(|caller| caller.name()), Some("groups"));
+        assert!(callers.by_certificate("messages.fanfare.svc").is_none());
+        let twice = "[[callers]]\nname = \"a\"\ncertificate_names = [\"x\"]\nmethods = [\"*\"]\n\
+                     [[callers]]\nname = \"b\"\ncertificate_names = [\"x\"]\nmethods = [\"*\"]\n";
+        assert!(Callers::parse(twice).is_err(), "one certificate name, one caller");
     }
 
     #[test]

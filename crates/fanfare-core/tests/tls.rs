@@ -99,11 +99,14 @@ impl Drop for Running {
 }
 
 async fn start(tls: TlsConfig) -> Running {
+    start_with(ServerConfig { tls, ..ServerConfig::for_dev() }).await
+}
+
+async fn start_with(config: ServerConfig) -> Running {
     init_test_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("bound address");
     let shutdown = CancellationToken::new();
-    let config = ServerConfig { tls, ..ServerConfig::for_dev() };
     let server = GrpcServer::new(WHO_SERVICE, config).add_service(WhoService);
     tokio::spawn(server.serve(listener, shutdown.clone()));
     Running { addr, shutdown }
@@ -198,6 +201,45 @@ async fn mtls_refuses_clients_without_a_certificate_and_names_those_with_one() {
     let loaded = ClientTls::load(&files.client_config()).expect("the client files load");
     let identity = ask_who(channel(&url, &loaded)).await.expect("accepted");
     assert_eq!(identity, fanfare_core::tls::testing::CLIENT_IDENTITY);
+}
+
+/// With a callers file, a verified client certificate whose name a caller lists is that
+/// caller (no token needed), held to its methods like any caller; a certificate no caller
+/// lists must still bring a token.
+#[tokio::test]
+async fn a_client_certificate_names_its_caller() {
+    let files = TestTlsFiles::new();
+    let ca = files.ca();
+    let callers = files.write(
+        "callers.toml",
+        &format!(
+            "[[callers]]\nname = \"feed\"\ncertificate_names = [\"{CALLER_URI}\"]\nmethods = [\"{WHO_SERVICE}/*\"]\n\
+             [[callers]]\nname = \"relay\"\ncertificate_names = [\"relay.fanfare.svc\"]\n\
+             methods = [\"fanfare.test.v1.Other/*\"]\n"
+        ),
+    );
+    let config = ServerConfig {
+        tls: files.server_config(true),
+        callers_file: Some(callers),
+        allow_unauthenticated: false,
+        ..ServerConfig::for_dev()
+    };
+    let server = start_with(config).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+
+    let feed = ca.issue(&["feed.app.svc"], Some(CALLER_URI), 20);
+    let as_feed = ClientTls::default().with_ca_pem(ca.pem()).with_identity_pem(&feed.cert_pem, &feed.key_pem);
+    assert_eq!(ask_who(channel(&url, &as_feed)).await.expect("the feed caller, by its certificate"), CALLER_URI);
+
+    let relay = ca.issue(&["relay.fanfare.svc"], None, 21);
+    let as_relay = ClientTls::default().with_ca_pem(ca.pem()).with_identity_pem(&relay.cert_pem, &relay.key_pem);
+    let denied = ask_who(channel(&url, &as_relay)).await.expect_err("the relay may not ask");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let unknown = ca.issue(&["someone.else.svc"], None, 22);
+    let as_unknown = ClientTls::default().with_ca_pem(ca.pem()).with_identity_pem(&unknown.cert_pem, &unknown.key_pem);
+    let refused = ask_who(channel(&url, &as_unknown)).await.expect_err("no caller, no token");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 }
 
 #[tokio::test]

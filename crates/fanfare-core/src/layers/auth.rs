@@ -21,6 +21,7 @@ use super::{ResponseFuture, is_health_check};
 use crate::callers::{ANONYMOUS_CALLER, Caller, Callers, SHARED_TOKEN_CALLER};
 use crate::config::ServerConfig;
 use crate::identity::USER_ID_HEADER;
+use crate::tls::PeerIdentity;
 
 /// The metadata key that carries the caller's token.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
@@ -107,13 +108,14 @@ impl AuthLayer {
     /// The caller of a call to `path` with these headers, if it may make it.
     #[cfg(test)]
     fn authorize(&self, path: &str, headers: &HeaderMap) -> Result<Arc<Caller>, Status> {
-        let caller = self.identify(headers)?;
+        let caller = self.identify(headers, None)?;
         permit(&caller, path, headers)?;
         Ok(caller)
     }
 
-    /// Who is calling, from the `authorization` header.
-    fn identify(&self, headers: &HeaderMap) -> Result<Arc<Caller>, Status> {
+    /// Who is calling: the caller a verified client certificate names, else the one the
+    /// `authorization` header's token names.
+    fn identify(&self, headers: &HeaderMap, peer: Option<&PeerIdentity>) -> Result<Arc<Caller>, Status> {
         let missing = || Status::unauthenticated("missing service token: send `authorization: Bearer <token>`");
         match &self.policy {
             Policy::AllowAll(anonymous) => Ok(Arc::clone(anonymous)),
@@ -131,6 +133,9 @@ impl AuthLayer {
                 }
             }
             Policy::Callers(callers) => {
+                if let Some(caller) = peer.and_then(|peer| callers.by_certificate(peer.as_str())) {
+                    return Ok(Arc::clone(caller));
+                }
                 // Looked up by the token's SHA-256 digest: timing reveals nothing usable about
                 // the token itself.
                 let presented = bearer_token(headers).ok_or_else(missing)?;
@@ -198,7 +203,7 @@ where
         if is_health_check(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        let caller = match self.layer.identify(request.headers()) {
+        let caller = match self.layer.identify(request.headers(), request.extensions().get::<PeerIdentity>()) {
             Ok(caller) => caller,
             Err(status) => {
                 let response = refuse(status, None);
