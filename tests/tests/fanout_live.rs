@@ -29,6 +29,7 @@ on_every_storage!(
     live_edits_of_history_hidden_from_a_newcomer_carry_no_content,
     two_messages_pods_sending_to_the_same_groups_deliver_each_group_in_order,
     streams_per_user_are_capped_per_pod,
+    a_stream_that_keeps_falling_behind_is_asked_to_reconnect,
     a_resume_position_the_log_never_reached_is_answered_with_resync,
     subscribe_calls_are_rate_limited_per_user,
 );
@@ -637,4 +638,42 @@ async fn a_resume_position_the_log_never_reached_is_answered_with_resync(storage
     stream.until_message(group, "after").await;
     let keys: Vec<String> = stream.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
     assert_eq!(keys, ["after"], "live from the log's end, nothing skipped");
+}
+
+/// A consumer that keeps falling behind makes its stream catch up from the log again and
+/// again; past FANFARE_FANOUT_STREAM_CATCH_UP_* rounds the stream asks it to reconnect, and
+/// nothing it was sent before is lost or out of order.
+async fn a_stream_that_keeps_falling_behind_is_asked_to_reconnect(storage: Storage) {
+    let mut live = LiveFixture::start_with(storage, 1, |config| {
+        config.live.stream_queue_capacity = 4;
+        config.live.stream_catch_ups_per_minute = 1;
+        config.live.stream_catch_up_burst = 1;
+    })
+    .await;
+    let group = live.chat(1, &[2]).await;
+    let mut client = live.client(0).await;
+    let (mut stalled, starts) = subscribe_fresh(&mut client, 2).await;
+    // As in a_stalled_consumer_catches_up_without_holding_up_others: more than the client's
+    // HTTP/2 window, so the stream's inbox overflows while the client reads nothing.
+    let body = "x".repeat(4_000);
+    let stall = |round: usize| -> Vec<_> {
+        (0..700).map(|index| fanfare_tests::messages::text(group, &format!("r{round}-{index}"), &body)).collect()
+    };
+    for request in stall(1) {
+        live.fixture.messages.send_message(as_user(1, request)).await.expect("SendMessage succeeds");
+    }
+    stalled.until_message(group, "r1-699").await;
+    for request in stall(2) {
+        live.fixture.messages.send_message(as_user(1, request)).await.expect("SendMessage succeeds");
+    }
+    let mut reconnect = None;
+    while let Some(frame) = stalled.next().await {
+        if let Received::Reconnect(frame) = frame {
+            reconnect = Some(frame);
+            break;
+        }
+    }
+    let reconnect = reconnect.expect("the second catch-up is refused with a reconnect frame");
+    assert!(reconnect.reason.contains("falling behind"), "{reconnect:?}");
+    stalled.assert_gapless(&starts);
 }

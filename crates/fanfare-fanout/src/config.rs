@@ -61,6 +61,10 @@ pub const DEFAULT_RECONNECT_AFTER_MS: u32 = 1_000;
 pub const DEFAULT_MAX_GROUPS_PER_STREAM: usize = 10_000;
 /// Default most streams one user may hold open on one pod.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
+/// Default catch-up rounds one stream may make per minute, sustained.
+pub const DEFAULT_STREAM_CATCH_UPS_PER_MINUTE: u32 = 30;
+/// Default catch-up rounds one stream may make in a burst.
+pub const DEFAULT_STREAM_CATCH_UP_BURST: u32 = 10;
 /// Default Subscribe calls one user may make per minute, sustained.
 pub const DEFAULT_USER_SUBSCRIBES_PER_MINUTE: u32 = 60;
 /// Default Subscribe calls one user may make at once.
@@ -101,6 +105,16 @@ pub struct LiveConfig {
     #[arg(long, env = "FANFARE_FANOUT_MAX_STREAMS_PER_USER", default_value_t = DEFAULT_MAX_STREAMS_PER_USER)]
     pub max_streams_per_user: usize,
 
+    /// Catch-up rounds (after a bus gap, an overflowed inbox or a skipped-ahead update) one
+    /// stream may make per minute; past them the stream asks its client to reconnect. 0 turns
+    /// the limit off.
+    #[arg(long, env = "FANFARE_FANOUT_STREAM_CATCH_UPS_PER_MINUTE", default_value_t = DEFAULT_STREAM_CATCH_UPS_PER_MINUTE)]
+    pub stream_catch_ups_per_minute: u32,
+
+    /// Catch-up rounds one stream may make in a burst.
+    #[arg(long, env = "FANFARE_FANOUT_STREAM_CATCH_UP_BURST", default_value_t = DEFAULT_STREAM_CATCH_UP_BURST)]
+    pub stream_catch_up_burst: u32,
+
     /// Subscribe calls one user may make per minute (sustained, across pods on Redis), each
     /// of which catches up from the log; 0 turns the limit off.
     #[arg(long, env = "FANFARE_FANOUT_USER_SUBSCRIBES_PER_MINUTE", default_value_t = DEFAULT_USER_SUBSCRIBES_PER_MINUTE)]
@@ -123,6 +137,8 @@ impl LiveConfig {
             reconnect_after_ms: DEFAULT_RECONNECT_AFTER_MS,
             max_groups_per_stream: DEFAULT_MAX_GROUPS_PER_STREAM,
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
+            stream_catch_ups_per_minute: DEFAULT_STREAM_CATCH_UPS_PER_MINUTE,
+            stream_catch_up_burst: DEFAULT_STREAM_CATCH_UP_BURST,
             user_subscribes_per_minute: DEFAULT_USER_SUBSCRIBES_PER_MINUTE,
             user_subscribes_burst: DEFAULT_USER_SUBSCRIBES_BURST,
         }

@@ -70,6 +70,10 @@ impl Live {
             reconnect_after_ms: config.reconnect_after_ms,
             queue_capacity: config.stream_queue_capacity,
             max_streams_per_user: config.max_streams_per_user,
+            catch_up_rounds: std::num::NonZeroU32::new(config.stream_catch_ups_per_minute).map(|rate| {
+                governor::Quota::per_minute(rate)
+                    .allow_burst(std::num::NonZeroU32::new(config.stream_catch_up_burst.max(1)).unwrap_or(rate))
+            }),
             // Looked up once here, not at every frame.
             deliveries: metrics::counter!("fanfare_fanout_deliveries_total"),
         });
@@ -198,6 +202,10 @@ fn describe_metrics() {
         "Catch-ups from the update log, by reason: jump (a hole in event_seq), overflow, bus (outage or lag)."
     );
     metrics::describe_counter!("fanfare_fanout_bus_gaps_total", "Bus gaps reported to this pod, by reason.");
+    metrics::describe_counter!(
+        "fanfare_fanout_catch_up_limited_total",
+        "Streams asked to reconnect because they kept falling behind (FANFARE_FANOUT_STREAM_CATCH_UPS_*)."
+    );
     metrics::describe_counter!(
         "fanfare_fanout_notifications_delivered_total",
         "Fan-out notifications delivered live to local streams."

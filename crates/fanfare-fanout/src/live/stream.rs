@@ -43,6 +43,8 @@ pub(crate) struct StreamSettings {
     pub reconnect_after_ms: u32,
     pub queue_capacity: usize,
     pub max_streams_per_user: usize,
+    /// Catch-up rounds one stream may make, sustained and in a burst; `None` for no limit.
+    pub catch_up_rounds: Option<governor::Quota>,
     /// `fanfare_fanout_deliveries_total`.
     pub deliveries: metrics::Counter,
 }
@@ -94,6 +96,10 @@ pub(crate) struct LiveStream {
     /// Whether any carried group hides anything from this user (most carry none: then no
     /// delivery looks at `access`).
     any_hidden: bool,
+    /// Catch-up rounds (a bus gap, an overflowed inbox, a skipped-ahead update) left to this
+    /// stream; `None` without a limit. A consumer that keeps falling behind is asked to
+    /// reconnect rather than catching up from the log without end.
+    catch_up_rounds: Option<governor::DefaultDirectRateLimiter>,
     finished: bool,
 }
 
@@ -115,6 +121,7 @@ impl LiveStream {
         settings: Arc<StreamSettings>,
     ) -> Result<Self, Status> {
         let inbox = Inbox::new(settings.queue_capacity);
+        let catch_up_rounds = settings.catch_up_rounds.map(governor::RateLimiter::direct);
         let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
         let Some(id) = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info), settings.max_streams_per_user) else {
             return Err(Status::resource_exhausted(format!(
@@ -137,6 +144,7 @@ impl LiveStream {
             touched: Vec::new(),
             access: HashMap::new(),
             any_hidden: false,
+            catch_up_rounds,
             finished: false,
         };
         // The user channel first: a group joined from here on is signalled, one joined
@@ -301,6 +309,16 @@ impl LiveStream {
         mut next: usize,
         mut blocked: Option<Blocked>,
     ) -> Result<(), Stop> {
+        let repairs = flags.repair_all || !flags.dirty.is_empty() || matches!(blocked, Some(Blocked::Jump(_)));
+        if repairs
+            && let Some(rounds) = &self.catch_up_rounds
+            && rounds.check().is_err()
+        {
+            metrics::counter!("fanfare_fanout_catch_up_limited_total").increment(1);
+            return Err(Stop::Upstream(Status::resource_exhausted(
+                "this stream keeps falling behind and catching up from the log; read faster, or reconnect later",
+            )));
+        }
         if flags.relist {
             self.relist().await?;
         }
@@ -358,7 +376,8 @@ impl LiveStream {
                         group_id: group,
                         latest_event_seq: resync.latest_event_seq,
                         oldest_retained_event_seq: resync.oldest_retained_event_seq,
-                        instructions: "updates after your position are no longer retained: reload the group's \
+                        instructions: "the log no longer holds what follows your position (it is past \
+                                       retention, or the log went back after a restore): reload the group's \
                                        history with ListMessages; this stream continues after latest_event_seq"
                             .to_owned(),
                     })));
