@@ -20,15 +20,15 @@ pub struct DevArgs {
     #[arg(long, env = "FANFARE_DEV_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
 
-    /// Port of the groups service.
+    /// Port of the groups service (0 for any free port; the bound address is printed).
     #[arg(long, env = "FANFARE_DEV_GROUPS_PORT", default_value_t = GROUPS_PORT)]
     groups_port: u16,
 
-    /// Port of the messages service.
+    /// Port of the messages service (0 for any free port; the bound address is printed).
     #[arg(long, env = "FANFARE_DEV_MESSAGES_PORT", default_value_t = MESSAGES_PORT)]
     messages_port: u16,
 
-    /// Port of the fanout service.
+    /// Port of the fanout service (0 for any free port; the bound address is printed).
     #[arg(long, env = "FANFARE_DEV_FANOUT_PORT", default_value_t = FANOUT_PORT)]
     fanout_port: u16,
 
@@ -72,12 +72,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None => "in process",
     };
 
-    let groups_addr = SocketAddr::new(args.host, args.groups_port);
-    let messages_addr = SocketAddr::new(args.host, args.messages_port);
-    let groups_listener = bind("groups", groups_addr).await?;
-    let messages_listener = bind("messages", messages_addr).await?;
-    let fanout_addr = SocketAddr::new(args.host, args.fanout_port);
-    let fanout_listener = bind("fanout", fanout_addr).await?;
+    // Port 0 binds a free port; the addresses printed below are the bound ones.
+    let groups_listener = bind("groups", SocketAddr::new(args.host, args.groups_port)).await?;
+    let messages_listener = bind("messages", SocketAddr::new(args.host, args.messages_port)).await?;
+    let fanout_listener = bind("fanout", SocketAddr::new(args.host, args.fanout_port)).await?;
+    let groups_addr = groups_listener.local_addr().context("reading the groups address")?;
+    let messages_addr = messages_listener.local_addr().context("reading the messages address")?;
+    let fanout_addr = fanout_listener.local_addr().context("reading the fanout address")?;
     // One bus for the whole process: with no REDIS_URL it is in process, shared by every service.
     let bus = fanfare_bus::open_configured_bus(&dependencies).await.context("opening the bus")?;
 

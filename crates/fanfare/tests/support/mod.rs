@@ -1,5 +1,7 @@
-//! Starts the real `fanfare dev` binary on free ports and runs the real `grpcurl`.
+//! Starts the real `fanfare dev` binary on ports it picks itself (port 0, read back from what
+//! it prints, so no other process can take them first) and runs the real `grpcurl`.
 
+use std::io::BufRead as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,23 +24,45 @@ pub fn free_port() -> u16 {
 }
 
 impl DevServer {
-    /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on free ports.
+    /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on ports it binds
+    /// itself.
     pub async fn start() -> Self {
-        let groups_port = free_port();
-        let messages_port = free_port();
-        let fanout_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
-            .args(["dev", "--groups-port", &groups_port.to_string(), "--metrics-port", "0"])
-            .args(["--messages-port", &messages_port.to_string()])
-            .args(["--fanout-port", &fanout_port.to_string()])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
+            .args(["dev", "--groups-port", "0", "--messages-port", "0", "--fanout-port", "0", "--metrics-port", "0"])
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning fanfare dev");
-        let server = Self { child, groups_port, messages_port, fanout_port };
+        let stdout = child.stdout.take().expect("a piped stdout");
+        // The bound ports, from the lines `fanfare dev` prints ("  groups    127.0.0.1:PORT  …");
+        // the thread then drains the rest until the process ends, so its prints never fail.
+        let (ports, found) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut words = line.split_whitespace();
+                if let (Some(service @ ("groups" | "messages" | "fanout")), Some(address)) =
+                    (words.next(), words.next())
+                    && let Some(port) = address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok())
+                {
+                    ports.send((service.to_owned(), port)).ok();
+                }
+            }
+        });
+        let mut port_of = std::collections::HashMap::new();
+        while port_of.len() < 3 {
+            let (service, port) =
+                found.recv_timeout(START_TIMEOUT).expect("fanfare dev prints the address of each service");
+            port_of.insert(service, port);
+        }
+        let server = Self {
+            child,
+            groups_port: port_of["groups"],
+            messages_port: port_of["messages"],
+            fanout_port: port_of["fanout"],
+        };
         server.wait_until_listening().await;
         server
     }
