@@ -511,6 +511,17 @@ def check_server(
         elif metrics_port != ports["metrics"]:
             report.fail(where, f"container port 'metrics' is {ports['metrics']}, but the binary serves metrics on {metrics_port}")
 
+    # With TLS on, Kubernetes' gRPC probes (which cannot speak TLS) must use the plaintext
+    # health port the binary serves beside it.
+    tls = effective(subcommand, given, env, "FANFARE_TLS_CERT_FILE") is not None
+    probe_port = listen_port
+    if tls:
+        probe_port = port_of(effective(subcommand, given, env, "FANFARE_PLAINTEXT_HEALTH_ADDR"))
+        if probe_port is None:
+            report.fail(where, "serves TLS but sets no FANFARE_PLAINTEXT_HEALTH_ADDR: gRPC probes cannot speak TLS")
+        elif ports.get("health") != probe_port:
+            report.fail(where, f"container port 'health' is {ports.get('health')}, but plaintext health is on {probe_port}")
+
     if workload.get("kind") != "Job":
         service = subcommand.service_name()
         for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -522,8 +533,9 @@ def check_server(
             if grpc is None:
                 report.fail(where, f"{probe_name} is not a gRPC probe (the image has no shell, and health is gRPC)")
                 continue
-            if grpc.get("port") != listen_port:
-                report.fail(where, f"{probe_name} checks port {grpc.get('port')}, but the binary listens on {listen_port}")
+            if grpc.get("port") != probe_port:
+                serves = "plaintext health on" if tls else "listens on"
+                report.fail(where, f"{probe_name} checks port {grpc.get('port')}, but the binary {serves} {probe_port}")
             if grpc.get("service", "") not in ("", service):
                 report.fail(where, f"{probe_name} asks for gRPC service {grpc.get('service')!r}; the binary serves {service!r} and ''")
         readiness = (container.get("readinessProbe") or {}).get("grpc") or {}
@@ -625,9 +637,19 @@ def check_references(manifests: Manifests, report: Report) -> None:
         if fanfare_servers:
             if spec.get("clusterIP") != "None":
                 report.fail(describe(service), "must be headless (clusterIP: None) so gRPC clients can balance across pods")
+            tls = any(
+                variable.get("name") == "FANFARE_TLS_CERT_FILE"
+                for obj, template in selected
+                for container in template.get("spec", {}).get("containers") or []
+                for variable in container.get("env") or []
+            )
             for port in spec.get("ports") or []:
-                if port.get("name") == "grpc" and port.get("appProtocol") != "kubernetes.io/h2c":
+                if port.get("name") != "grpc":
+                    continue
+                if not tls and port.get("appProtocol") != "kubernetes.io/h2c":
                     report.fail(describe(service), "the grpc port needs appProtocol: kubernetes.io/h2c")
+                if tls and port.get("appProtocol") == "kubernetes.io/h2c":
+                    report.fail(describe(service), "the grpc port serves TLS: appProtocol kubernetes.io/h2c (cleartext) is wrong")
 
     for pdb in manifests.of_kind("PodDisruptionBudget"):
         if not pods(pdb.get("metadata", {}).get("namespace"), pdb.get("spec", {}).get("selector")):
