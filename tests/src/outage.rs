@@ -255,11 +255,13 @@ pub fn postgres_messages_store(url: &str) -> PostgresMessageStore {
 
 /// [`postgres_messages_store`] with explicit connection options.
 pub fn postgres_messages_store_with(options: PgConnectOptions) -> PostgresMessageStore {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_lazy_with(options);
-    PostgresMessageStore::from_pool(pool)
+    PostgresMessageStore::from_pool(lazy_pool(options, Duration::from_secs(2)))
+}
+
+/// A pool of 4 connections to `options`, connecting only when used (so it opens while the
+/// database is cut), waiting at most `acquire_timeout` for a connection.
+pub fn lazy_pool(options: PgConnectOptions, acquire_timeout: Duration) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(4).acquire_timeout(acquire_timeout).connect_lazy_with(options)
 }
 
 struct Running {

@@ -79,10 +79,7 @@ async fn a_database_known_to_be_down_fails_fast_and_recovers() {
     let proxy = CuttableProxy::start(database_address(&options)).await;
     let proxied = options.host("127.0.0.1").port(proxy.address().port());
     // The production pool's acquire timeout.
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(proxied);
+    let pool = fanfare_tests::outage::lazy_pool(proxied, Duration::from_secs(5));
     let store = Arc::new(PostgresGroupStore::from_pool(pool));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

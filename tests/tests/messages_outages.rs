@@ -5,7 +5,6 @@
 //! next one.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,12 +58,7 @@ async fn an_unreachable_database_answers_unavailable() {
 async fn a_database_outage_writes_nothing_and_the_retry_posts_once() {
     let (database, groups_store, _) = postgres_stores().await;
     let options = database.options();
-    let upstream: SocketAddr = (options.get_host(), options.get_port())
-        .to_socket_addrs()
-        .expect("the database address resolves")
-        .next()
-        .expect("an address");
-    let proxy = CuttableProxy::start(upstream).await;
+    let proxy = CuttableProxy::start(database_address(&options)).await;
     let proxied = options.host("127.0.0.1").port(proxy.address().port());
     let store: Arc<dyn MessageStore> = Arc::new(postgres_messages_store_with(proxied));
     let bus = fanfare_bus::open_bus(None, "").await.expect("a bus");
