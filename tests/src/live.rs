@@ -202,6 +202,17 @@ impl Subscription {
         self.updates.get(&group_id).and_then(|updates| updates.last()).map_or(0, |update| update.event_seq)
     }
 
+    /// The last update received of `group_id` as a stream position: its event_seq and entry
+    /// token (0 and 0 if none).
+    pub fn last_position(&self, group_id: i64) -> pb::GroupPosition {
+        let last = self.updates.get(&group_id).and_then(|updates| updates.last());
+        pb::GroupPosition {
+            group_id,
+            event_seq: last.map_or(0, |update| update.event_seq),
+            entry_token: last.map_or(0, |update| update.entry_token),
+        }
+    }
+
     /// The messages posted in `group_id` received so far.
     pub fn messages(&self, group_id: i64) -> Vec<common::Message> {
         self.updates

@@ -138,9 +138,91 @@ pub async fn updates_page(
     after_event_seq: i64,
     page_size: i32,
 ) -> Result<pb::get_updates_response::Result, Status> {
-    let request = pb::GetUpdatesRequest { group_id, after_event_seq, page_size };
+    let request = pb::GetUpdatesRequest { group_id, after_event_seq, page_size, ..Default::default() };
     let response = client.get_updates(as_user(user, request)).await?.into_inner();
     Ok(response.result.expect("GetUpdates answers a page or a resync"))
+}
+
+/// One page of the log as `user` after `after_event_seq`, naming the entry token held there.
+pub async fn updates_page_after(
+    client: &mut Client,
+    user: i64,
+    group_id: i64,
+    (after_event_seq, after_entry_token): (i64, u64),
+) -> pb::get_updates_response::Result {
+    let request = pb::GetUpdatesRequest { group_id, after_event_seq, page_size: 1_000, after_entry_token };
+    let response = client.get_updates(as_user(user, request)).await.expect("GetUpdates answers").into_inner();
+    response.result.expect("GetUpdates answers a page or a resync")
+}
+
+/// A resync answer, which must not be a page.
+#[track_caller]
+pub fn resync(result: pb::get_updates_response::Result) -> pb::ResyncRequired {
+    match result {
+        pb::get_updates_response::Result::ResyncRequired(resync) => resync,
+        other => panic!("resync required, got {other:?}"),
+    }
+}
+
+/// One group's update log as a point-in-time restore of the messages database brings it
+/// back: what [`log_snapshot`] saw of its counters. Restoring it ([`restore_log`]) removes
+/// whatever the group's log and messages gained since, as restoring a backup taken at the
+/// snapshot would (the rest of the database is left as it is: the tests look at one group).
+#[derive(Debug, Clone, Copy)]
+pub struct LogSnapshot {
+    group_id: i64,
+    last_event_seq: i64,
+    last_message_seq: i64,
+    last_entry_token: i64,
+}
+
+/// Takes `group_id`'s log counters from the messages database at `database_url`.
+pub async fn log_snapshot(database_url: &str, group_id: i64) -> LogSnapshot {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await.expect("connect");
+    let (last_event_seq, last_message_seq, last_entry_token): (i64, i64, i64) = sqlx::query_as(
+        "SELECT last_event_seq, last_message_seq, last_entry_token FROM messages.group_logs WHERE group_id = $1",
+    )
+    .bind(group_id)
+    .fetch_one(&mut connection)
+    .await
+    .expect("the group has a log");
+    LogSnapshot { group_id, last_event_seq, last_message_seq, last_entry_token }
+}
+
+/// Puts `snapshot`'s group back as it stood (see [`LogSnapshot`]), in one transaction.
+pub async fn restore_log(database_url: &str, snapshot: &LogSnapshot) {
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await.expect("connect");
+    let mut tx = sqlx::Connection::begin(&mut connection).await.expect("begin");
+    let (group, events, messages) = (snapshot.group_id, snapshot.last_event_seq, snapshot.last_message_seq);
+    for (table, seq, bound) in [
+        ("messages.updates", "event_seq", events),
+        ("messages.outbox", "event_seq", events),
+        ("messages.system_events", "event_seq", events),
+        ("messages.messages", "message_seq", messages),
+        ("messages.message_mentions", "message_seq", messages),
+        ("messages.reactions", "message_seq", messages),
+        ("messages.reaction_counts", "message_seq", messages),
+    ] {
+        // Table and column names from the list above, never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE group_id = $1 AND {seq} > $2")))
+            .bind(group)
+            .bind(bound)
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|error| panic!("rewinding {table}: {error}"));
+    }
+    sqlx::query(
+        "UPDATE messages.group_logs SET last_event_seq = $2, last_message_seq = $3, last_entry_token = $4 \
+         WHERE group_id = $1",
+    )
+    .bind(group)
+    .bind(events)
+    .bind(messages)
+    .bind(snapshot.last_entry_token)
+    .execute(&mut *tx)
+    .await
+    .expect("rewinding the counters");
+    tx.commit().await.expect("commit the restore");
 }
 
 /// A page of the log, which must not be a resync.

@@ -332,7 +332,7 @@ impl Pods {
             Baseline::new(
                 "GetUpdates",
                 Some(1),
-                &messages_pb::GetUpdatesRequest { group_id: quiet, after_event_seq: 0, page_size: 10 },
+                &messages_pb::GetUpdatesRequest { group_id: quiet, page_size: 10, ..Default::default() },
             ),
             Baseline::new("MarkRead", Some(3), &messages_pb::MarkReadRequest { group_id: quiet, message_seq: 1 }),
             Baseline::new("GetUnreadCounts", Some(3), &messages_pb::GetUnreadCountsRequest { group_ids: vec![quiet] }),
@@ -377,7 +377,7 @@ impl Pods {
                 "Subscribe",
                 Some(2),
                 &fanout_pb::SubscribeRequest {
-                    positions: vec![fanout_pb::GroupPosition { group_id: self.quiet, event_seq: 1 }],
+                    positions: vec![fanout_pb::GroupPosition { group_id: self.quiet, event_seq: 1, entry_token: 0 }],
                     cursor: String::new(),
                 },
             ),
@@ -486,7 +486,7 @@ async fn groups_canary(client: GroupServiceClient<Authed>, group_id: i64) -> Res
 
 async fn messages_canary(client: MessageServiceClient<Authed>, group_id: i64) -> Result<(), tonic::Status> {
     let mut client = client;
-    let mut request = as_user(1, messages_pb::GetUpdatesRequest { group_id, after_event_seq: 0, page_size: 10 });
+    let mut request = as_user(1, messages_pb::GetUpdatesRequest { group_id, page_size: 10, ..Default::default() });
     request.set_timeout(fanfare_tests::abuse::DEADLINE);
     client.get_updates(request).await.map(drop)
 }

@@ -271,7 +271,12 @@ async fn fanout_lists_are_bounded() {
         field: "positions",
         entries: "positions",
         limit: MAX_GROUPS,
-        good: |count| (1..).take(count).map(|group_id| fanout_pb::GroupPosition { group_id, event_seq: 0 }).collect(),
+        good: |count| {
+            (1..)
+                .take(count)
+                .map(|group_id| fanout_pb::GroupPosition { group_id, event_seq: 0, entry_token: 0 })
+                .collect()
+        },
         bad: fanout_pb::GroupPosition::default(),
         four_mib: Some(FOUR_MIB_OF_EMPTY_ENTRIES),
         ok_at_limit: false,

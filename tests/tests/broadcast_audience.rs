@@ -185,7 +185,7 @@ async fn subscribe_hides_other_members_of_a_broadcast_live_and_on_catch_up(stora
 
     // Catch-up: a stream resumed from before the changes replays them from the log.
     let resume = pb::SubscribeRequest {
-        positions: vec![pb::GroupPosition { group_id: group, event_seq: start }],
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: start, entry_token: 0 }],
         ..Default::default()
     };
     let mut resumed = Subscription::open(&mut client, VIEWER, resume).await.expect("Subscribe opens");

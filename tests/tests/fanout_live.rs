@@ -11,7 +11,7 @@ use fanfare_proto::messages::v1 as messages_pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::groups::{add, set_role};
 use fanfare_tests::live::{LiveFixture, Received, Subscription, subscribe_fresh};
-use fanfare_tests::messages::{all_updates, is_group_event};
+use fanfare_tests::messages::{all_updates, is_group_event, log_snapshot, restore_log};
 use fanfare_tests::proxy::Proxy;
 use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
 use tonic::Code;
@@ -119,7 +119,7 @@ async fn a_resumed_stream_replays_what_it_missed_then_goes_live(storage: Storage
     // Resume with an explicit position for one group and nothing for the other: the
     // named group replays, the other starts at its latest.
     let request = pb::SubscribeRequest {
-        positions: vec![pb::GroupPosition { group_id: group, event_seq: last_seen }],
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: last_seen, entry_token: 0 }],
         cursor: String::new(),
     };
     let mut resumed = Subscription::open(&mut client, 2, request).await.expect("Subscribe resumes");
@@ -285,8 +285,8 @@ async fn bad_resume_positions_are_refused() {
     expect_field_violation(client.subscribe(as_user(2, bad_cursor)).await.map(|_| ()), "cursor");
     let negative = pb::SubscribeRequest {
         positions: vec![
-            pb::GroupPosition { group_id: 0, event_seq: 1 },
-            pb::GroupPosition { group_id: 3, event_seq: -1 },
+            pb::GroupPosition { group_id: 0, event_seq: 1, entry_token: 0 },
+            pb::GroupPosition { group_id: 3, event_seq: -1, entry_token: 0 },
         ],
         cursor: String::new(),
     };
@@ -335,7 +335,8 @@ async fn list_streams_shows_what_each_open_stream_delivered_on_that_pod() {
     assert!(!listed.pod.is_empty());
     assert_eq!(listed.streams.len(), 1, "{listed:?}");
     let positions = &listed.streams[0].positions;
-    assert_eq!(positions, &[pb::GroupPosition { group_id: group, event_seq: delivered }]);
+    assert_eq!(positions, &[stream.last_position(group)], "at {delivered}, with the entry token delivered");
+    assert_ne!(positions[0].entry_token, 0);
     assert!(listed.streams[0].opened_at.is_some());
 
     // A group joined mid-stream appears with what was delivered of it; a group left goes.
@@ -350,7 +351,7 @@ async fn list_streams_shows_what_each_open_stream_delivered_on_that_pod() {
     // The STOPPED frame follows the leave update in the same batch of frames.
     let positions = on_first.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("answers");
     let positions = positions.into_inner().streams[0].positions.clone();
-    assert_eq!(positions, [pb::GroupPosition { group_id: second, event_seq: stream.last_seq(second) }]);
+    assert_eq!(positions, [stream.last_position(second)]);
 
     let elsewhere = on_second.list_streams(as_user(2, pb::ListStreamsRequest {})).await.expect("answers");
     assert!(elsewhere.into_inner().streams.is_empty(), "the stream is on the first pod only");
@@ -617,7 +618,7 @@ async fn a_resume_position_the_log_never_reached_is_answered_with_resync(storage
     let latest = live.send(1, group, "before").await.event_seq;
     let mut client = live.client(0).await;
     let request = pb::SubscribeRequest {
-        positions: vec![pb::GroupPosition { group_id: group, event_seq: latest + 100 }],
+        positions: vec![pb::GroupPosition { group_id: group, event_seq: latest + 100, entry_token: 0 }],
         cursor: String::new(),
     };
     let mut stream = Subscription::open(&mut client, 2, request).await.expect("Subscribe opens");
@@ -638,6 +639,69 @@ async fn a_resume_position_the_log_never_reached_is_answered_with_resync(storage
     stream.until_message(group, "after").await;
     let keys: Vec<String> = stream.messages(group).iter().map(|message| message.client_message_id.clone()).collect();
     assert_eq!(keys, ["after"], "live from the log's end, nothing skipped");
+}
+
+/// A restore is a database operation: Postgres only.
+#[tokio::test]
+async fn a_stream_open_while_its_log_goes_back_gets_a_resync_not_a_second_history() {
+    a_stream_open_while_its_log_goes_back_gets_a_resync_not_a_second_history_on(Storage::Postgres).await;
+}
+
+/// The messages database is restored to a point before what a stream delivered, and the log
+/// issues the same seqs again for other messages. The stream sees the re-issued entries
+/// contradict the entry token it holds: it sends a resync (LOG_REISSUED) for the group and
+/// goes on after the new history's latest entry, never passing a re-issued seq off as the
+/// continuation of what it delivered. A client resuming from the old position later gets the
+/// same resync.
+async fn a_stream_open_while_its_log_goes_back_gets_a_resync_not_a_second_history_on(storage: Storage) {
+    let mut live = LiveFixture::start(storage, 1).await;
+    let group = live.chat(1, &[2]).await;
+    let database = live.fixture.stack.database().expect("a Postgres stack").url();
+    live.send(1, group, "kept").await;
+    let backup = log_snapshot(&database, group).await;
+    let mut client = live.client(0).await;
+    let (mut stream, _) = subscribe_fresh(&mut client, 2).await;
+    live.send(1, group, "lost-1").await;
+    live.send(1, group, "lost-2").await;
+    stream.until_message(group, "lost-2").await;
+    let held = stream.last_position(group);
+    assert_ne!(held.entry_token, 0, "updates carry entry tokens");
+
+    restore_log(&database, &backup).await;
+    for key in ["new-1", "new-2", "new-3"] {
+        live.send(1, group, key).await;
+    }
+    let resync = loop {
+        match stream.next().await.expect("the stream stays open") {
+            Received::Resync(frame) => break frame,
+            Received::Updates(updates) => {
+                assert!(updates.iter().all(|update| update.group_id != group), "nothing re-issued first: {updates:?}");
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(resync.group_id, group);
+    assert_eq!(resync.reason(), fanfare_proto::common::v1::ResyncReason::LogReissued, "{resync:?}");
+    assert!(resync.latest_event_seq >= held.event_seq, "{resync:?}");
+    assert!(resync.instructions.contains("went back"), "{resync:?}");
+    let delivered_before = stream.updates[&group].len();
+    live.send(1, group, "after").await;
+    stream.until_message(group, "after").await;
+    let since: Vec<i64> = stream.updates[&group][delivered_before..].iter().map(|update| update.event_seq).collect();
+    let expected: Vec<i64> = (resync.latest_event_seq + 1..=stream.last_seq(group)).collect();
+    assert_eq!(since, expected, "after the resync: the new history from its latest entry on, gapless");
+
+    let request = pb::SubscribeRequest { positions: vec![held], cursor: String::new() };
+    let mut resumed = Subscription::open(&mut client, 2, request).await.expect("Subscribe opens");
+    let resync = loop {
+        match resumed.next().await.expect("a frame") {
+            Received::Resync(frame) => break frame,
+            Received::Heartbeat(_) => {}
+            other => panic!("a resync before anything of the group: {other:?}"),
+        }
+    };
+    assert_eq!(resync.reason(), fanfare_proto::common::v1::ResyncReason::LogReissued, "{resync:?}");
+    assert_eq!(resync.latest_event_seq, stream.last_seq(group));
 }
 
 /// A consumer that keeps falling behind makes its stream catch up from the log again and

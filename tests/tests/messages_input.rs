@@ -136,7 +136,12 @@ async fn reads_name_each_bad_field(storage: Storage) {
     ] {
         results.push((field, client.get_messages(as_user(2, request)).await.map(drop)));
     }
-    let updates = |group_id, after_event_seq, page_size| pb::GetUpdatesRequest { group_id, after_event_seq, page_size };
+    let updates = |group_id, after_event_seq, page_size| pb::GetUpdatesRequest {
+        group_id,
+        after_event_seq,
+        page_size,
+        ..Default::default()
+    };
     for (field, request) in [
         ("group_id", updates(0, 0, 0)),
         ("after_event_seq", updates(group_id, -1, 0)),

@@ -8,7 +8,8 @@ use fanfare_proto::common::v1::update::Change;
 use fanfare_proto::messages::v1 as pb;
 use fanfare_testkit::Storage;
 use fanfare_tests::messages::{
-    Client, all_updates, eventually, history, kind, page, send_ok, start, start_with, updates_page,
+    Client, all_updates, eventually, history, kind, log_snapshot, page, restore_log, resync, send_ok, start,
+    start_with, updates_page, updates_page_after,
 };
 use fanfare_tests::on_every_storage;
 
@@ -18,6 +19,76 @@ on_every_storage!(
     system_updates_are_appended_once_per_outbox_id,
     a_page_of_big_updates_is_cut_by_size_and_pages_on,
 );
+
+/// A restore is a database operation: Postgres only.
+#[tokio::test]
+async fn a_position_the_log_issued_again_answers_resync_required() {
+    a_position_the_log_issued_again_answers_resync_required_on(Storage::Postgres).await;
+}
+
+/// A log that went back (a point-in-time restore, an asynchronous failover) and has since
+/// grown past a reader's position again holds other entries under the reader's seqs: the
+/// reader's entry token tells, and the answer is resync (LOG_REISSUED), not a page of a
+/// second history. Up to where both histories agree, reads go on as before.
+async fn a_position_the_log_issued_again_answers_resync_required_on(storage: Storage) {
+    let mut fixture = start(storage).await;
+    let group_id = fixture.group(common::GroupKind::Community, 1, &[2, 3]).await;
+    let database = fixture.stack.database().expect("a Postgres stack").url();
+    let client = &mut fixture.messages;
+    send_ok(client, 2, group_id, "kept", "before the backup").await;
+    let backup = log_snapshot(&database, group_id).await;
+    let shared = all_updates(client, 3, group_id).await;
+    let at_backup = shared.last().expect("the log holds the group's start and a message");
+    for key in ["lost-1", "lost-2"] {
+        send_ok(client, 2, group_id, key, "after the backup").await;
+    }
+    let before = all_updates(client, 3, group_id).await;
+    let held = before.last().expect("entries after the backup");
+    assert!(before.windows(2).all(|pair| pair[1].previous_entry_token == pair[0].entry_token), "a linked log");
+
+    restore_log(&database, &backup).await;
+    for key in ["new-1", "new-2", "new-3"] {
+        send_ok(client, 2, group_id, key, "after the restore").await;
+    }
+    let after = all_updates(client, 3, group_id).await;
+    let latest = after.last().expect("the new history");
+    assert!(latest.event_seq > held.event_seq, "the log grew past the reader's position again");
+    assert_ne!(after[held.event_seq as usize - 1].entry_token, held.entry_token, "another entry at the same seq");
+
+    let answer = resync(updates_page_after(client, 3, group_id, (held.event_seq, held.entry_token)).await);
+    assert_eq!(answer.reason(), common::ResyncReason::LogReissued, "{answer:?}");
+    assert_eq!((answer.latest_event_seq, answer.latest_entry_token), (latest.event_seq, latest.entry_token));
+    assert!(answer.instructions.contains("issued the position again"), "{answer:?}");
+    // At the end of the log too: the latest entry's token is compared.
+    let at_end = (latest.event_seq, latest.entry_token ^ 1);
+    assert_eq!(
+        resync(updates_page_after(client, 3, group_id, at_end).await).reason(),
+        common::ResyncReason::LogReissued
+    );
+    let at_end = page(updates_page_after(client, 3, group_id, (latest.event_seq, latest.entry_token)).await);
+    assert!(at_end.updates.is_empty());
+    assert_eq!(at_end.latest_entry_token, latest.entry_token);
+    // Up to the backup both histories agree: a reader there reads the new entries on.
+    let from_backup = page(updates_page_after(client, 3, group_id, (at_backup.event_seq, at_backup.entry_token)).await);
+    let keys: Vec<String> = from_backup
+        .updates
+        .iter()
+        .filter_map(|update| match &update.change {
+            Some(Change::MessagePosted(posted)) => {
+                posted.message.as_ref().map(|message| message.client_message_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["new-1", "new-2", "new-3"]);
+    // Without a token nothing can be compared: the caller gets the page, as before tokens.
+    let unchecked = page(updates_page_after(client, 3, group_id, (held.event_seq, 0)).await);
+    assert_eq!(unchecked.latest_event_seq, latest.event_seq);
+    // Past the end (the log went back and has not caught up): LOG_WENT_BACK.
+    restore_log(&database, &backup).await;
+    let behind = resync(updates_page_after(client, 3, group_id, (latest.event_seq, latest.entry_token)).await);
+    assert_eq!(behind.reason(), common::ResyncReason::LogWentBack, "{behind:?}");
+}
 
 async fn the_log_pages_by_event_seq_and_holds_membership_changes(storage: Storage) {
     let mut fixture = start(storage).await;

@@ -376,11 +376,11 @@ mod tests {
 
     use super::*;
     use crate::domain::outbox_lane;
-    use crate::domain::updates::TimelineChange;
+    use crate::domain::updates::{EntryLink, TimelineChange};
 
     fn relayed(change: GroupChange) -> StoredUpdate {
         let event = common::GroupEvent { group_id: 4, change: Some(change), ..Default::default() };
-        TimelineChange::System(&event).to_stored(GroupId::from_trusted(4), 3, Utc::now())
+        TimelineChange::System(&event).to_stored(GroupId::from_trusted(4), 3, Utc::now(), EntryLink::after(0))
     }
 
     #[test]
@@ -394,7 +394,7 @@ mod tests {
         let left = relayed(GroupChange::MemberLeft(common::MemberLeft { user_id: 2 }));
         assert_eq!(channels_of(&left), vec![group_channel(4)]);
         let pin = TimelineChange::Pinned { message_seq: 1, by: UserId::from_trusted(2) };
-        let pinned = pin.to_stored(GroupId::from_trusted(4), 5, Utc::now());
+        let pinned = pin.to_stored(GroupId::from_trusted(4), 5, Utc::now(), EntryLink::after(0));
         assert_eq!(channels_of(&pinned), vec![group_channel(4)]);
         // A truncated varint.
         let garbage = StoredUpdate {

@@ -18,7 +18,8 @@ use crate::config::MessageLimits;
 use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
 use crate::domain::visibility::LogView;
 use crate::domain::{
-    Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread,
+    Content, Emoji, LogCursor, LogPosition, Message, MessageText, NewMessage, ReactionCount, ResyncReason,
+    StoredUpdate, Unread,
 };
 use crate::error::{MessagesError, MessagesResult};
 use crate::invalidation::announce;
@@ -47,8 +48,8 @@ pub enum UpdatesAnswer {
         /// Whether more follow.
         has_more: bool,
     },
-    /// The position is older than the retained log.
-    ResyncRequired(LogPosition),
+    /// The caller cannot read on from its position: it must reload the group's history.
+    ResyncRequired(LogPosition, ResyncReason),
 }
 
 /// A relayed groups event to append.
@@ -403,23 +404,29 @@ impl MessagesService {
         &self,
         actor: UserId,
         group: GroupId,
-        after: i64,
+        after: LogCursor,
         size: PageSize,
     ) -> MessagesResult<UpdatesAnswer> {
         let (access, member) = self.member(group, actor).await?;
-        let read = self.store.get_updates(group, after, size).await?;
+        let read = self.store.get_updates(group, after.event_seq, size).await?;
         let position = read.position;
+        let seq = after.event_seq;
         // Entries after `after` start at after + 1; if that one is gone, the caller has a hole
         // it cannot fill from the log. (`after < last` first: any `after` is valid input, and
         // `after + 1` must not overflow on i64::MAX.)
-        if after < position.last_event_seq && after + 1 < position.oldest_retained_event_seq {
-            return Ok(UpdatesAnswer::ResyncRequired(position));
+        if seq < position.last_event_seq && seq + 1 < position.oldest_retained_event_seq {
+            return Ok(UpdatesAnswer::ResyncRequired(position, ResyncReason::PastRetention));
         }
         // A position past the end was never handed out by this log: the log went backwards
         // (a restore, an asynchronous failover) and the caller holds history it no longer
         // has. Carrying on would mix two histories under the same seqs.
-        if after > position.last_event_seq {
-            return Ok(UpdatesAnswer::ResyncRequired(position));
+        if seq > position.last_event_seq {
+            return Ok(UpdatesAnswer::ResyncRequired(position, ResyncReason::LogWentBack));
+        }
+        // The same, when the log has since grown past the caller's position again: the entry
+        // the caller holds there is not the log's.
+        if reissued(after, &read.updates, &position) {
+            return Ok(UpdatesAnswer::ResyncRequired(position, ResyncReason::LogReissued));
         }
         let mut page = read.updates;
         page.truncate(within_page_bytes(&page));
@@ -501,6 +508,21 @@ fn unexpected(write: &str, applied: &Applied) -> MessagesError {
 /// `has_more`) before it grows past this, whatever its row limit, so it stays well inside
 /// every caller's 4 MiB message limit (fanout's catch-up reads included).
 pub const MAX_UPDATES_PAGE_BYTES: usize = 1 << 20;
+
+/// Whether the log holds another entry at `after` than the caller received: the token the
+/// caller holds differs from the one the next entry links to (or, at the end of the log,
+/// from the latest entry's). Unknown tokens (0, on either side) are not compared.
+fn reissued(after: LogCursor, page: &[StoredUpdate], position: &LogPosition) -> bool {
+    if after.entry_token == 0 || after.event_seq == 0 {
+        return false;
+    }
+    let held_by_log = match page.first() {
+        Some(next) if next.event_seq == after.event_seq + 1 => next.previous_entry_token(),
+        None if after.event_seq == position.last_event_seq => position.last_entry_token,
+        _ => 0,
+    };
+    held_by_log != 0 && held_by_log != after.entry_token
+}
 
 /// How many of `updates` fit in one page by size: at least one (a single update is bounded
 /// by the text and attachment limits), then as many as stay within [`MAX_UPDATES_PAGE_BYTES`].

@@ -49,7 +49,7 @@ impl StoreFixture for PostgresFixture {
 #[tokio::test]
 async fn migrating_twice_applies_each_migration_once_inside_the_messages_schema() {
     let (_database, pool) =
-        migrations::migrate_twice("messages", 3, |pool| async move { PostgresMessageStore::migrate(&pool).await })
+        migrations::migrate_twice("messages", 4, |pool| async move { PostgresMessageStore::migrate(&pool).await })
             .await;
     let partitions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent \
@@ -64,7 +64,7 @@ async fn migrating_twice_applies_each_migration_once_inside_the_messages_schema(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_from_two_pools_succeed() {
-    migrations::migrate_concurrently("messages", 3, |pool| async move { PostgresMessageStore::migrate(&pool).await })
+    migrations::migrate_concurrently("messages", 4, |pool| async move { PostgresMessageStore::migrate(&pool).await })
         .await;
 }
 

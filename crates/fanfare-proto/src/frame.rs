@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn heartbeat_frames_round_trip() {
         let frame = SubscribeResponse::new(Frame::Heartbeat(Heartbeat {
-            positions: vec![GroupPosition { group_id: 3, event_seq: 9 }],
+            positions: vec![GroupPosition { group_id: 3, event_seq: 9, entry_token: 5 }],
             cursor: "c".into(),
             sent_at: None,
         }));

@@ -87,6 +87,9 @@ pub fn baseline_update(sender_user: i64, seq: u64, text: String) -> Update {
         group_id: 1,
         event_seq: 0,
         occurred_at: Some(now),
+        // Non-zero, so the baselines' updates are as long as the ones Fanfare's log writes.
+        entry_token: 0x9e37_79b9_7f4a_7c15,
+        previous_entry_token: 0x6a09_e667_f3bc_c908,
         change: Some(update::Change::MessagePosted(MessagePosted { message: Some(message) })),
     }
 }

@@ -20,7 +20,11 @@ const MAX_GROUPS: usize = 50;
 const RATES: (u32, u32) = (50, 1_000);
 
 fn position() -> impl Strategy<Value = pb::GroupPosition> {
-    (int64(), int64()).prop_map(|(group_id, event_seq)| pb::GroupPosition { group_id, event_seq })
+    (int64(), int64(), any::<u64>()).prop_map(|(group_id, event_seq, entry_token)| pb::GroupPosition {
+        group_id,
+        event_seq,
+        entry_token,
+    })
 }
 
 proptest! {
@@ -67,7 +71,7 @@ proptest! {
     fn subscribe(positions in prop::collection::vec(position(), 0..=MAX_GROUPS * 10 + 1), cursor in text()) {
         assert_parsed(&parse_resume(&positions, &cursor, MAX_GROUPS), |resume| {
             assert!(resume.len() <= MAX_GROUPS);
-            assert!(resume.iter().all(|(group, seq)| *group > 0 && *seq >= 0), "{resume:?}");
+            assert!(resume.iter().all(|(group, position)| *group > 0 && position.event_seq >= 0), "{resume:?}");
         });
     }
 }

@@ -1,55 +1,88 @@
-//! The opaque resume cursor a stream hands out: every group's delivered position.
+//! Where a stream stands in each group's log, and the opaque resume cursor it hands out.
 //!
-//! `s1` followed by, per group, the group id and the event_seq as 16 hex digits each.
-//! Callers never build one; they pass back what a heartbeat or reconnect frame gave them.
+//! A cursor is `s2` followed by, per group, the group id, the event_seq and the entry token
+//! as 16 hex digits each. Cursors of the earlier `s1` form (no entry token) are still
+//! accepted: their groups resume with the token unknown. Callers never build one; they pass
+//! back what a heartbeat or reconnect frame gave them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use fanfare_core::validation::FieldViolation;
 
-const VERSION: &str = "s1";
+const VERSION: &str = "s2";
+/// The earlier form, without entry tokens.
+const VERSION_WITHOUT_TOKENS: &str = "s1";
 const HEX_PER_NUMBER: usize = 16;
+
+/// Where a stream stands in one group's log: the last update delivered, and that update's
+/// entry token (0 when unknown: then the next update is not checked against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Position {
+    pub event_seq: i64,
+    pub entry_token: u64,
+}
+
+impl Position {
+    /// At `event_seq`, its entry token unknown.
+    pub(crate) fn at(event_seq: i64) -> Self {
+        Self { event_seq, entry_token: 0 }
+    }
+
+    /// Whether an update that names `token` as the entry at this position contradicts it: the
+    /// log went back and issued the position again. Unknown tokens (0) contradict nothing.
+    pub(crate) fn contradicted_by(&self, token: u64) -> bool {
+        self.entry_token != 0 && token != 0 && self.entry_token != token
+    }
+}
 
 /// The length of a cursor of `groups` groups, the longest a stream of at most that many
 /// hands out: longer ones are refused before they are decoded.
 pub(crate) fn max_len(groups: usize) -> usize {
-    VERSION.len() + groups.saturating_mul(2 * HEX_PER_NUMBER)
+    VERSION.len() + groups.saturating_mul(3 * HEX_PER_NUMBER)
 }
 
-/// Encodes `positions` (group → last delivered event_seq).
-pub(crate) fn encode(positions: &BTreeMap<i64, i64>) -> String {
-    let mut cursor = String::with_capacity(VERSION.len() + positions.len() * 2 * HEX_PER_NUMBER);
+/// Encodes `positions` (group → position).
+pub(crate) fn encode(positions: &BTreeMap<i64, Position>) -> String {
+    let mut cursor = String::with_capacity(max_len(positions.len()));
     cursor.push_str(VERSION);
-    for (group, seq) in positions {
+    for (group, position) in positions {
         // Writing to a String cannot fail.
-        let _ = write!(cursor, "{:016x}{:016x}", *group as u64, *seq as u64);
+        let _ = write!(cursor, "{:016x}{:016x}{:016x}", *group as u64, position.event_seq as u64, position.entry_token);
     }
     cursor
 }
 
 /// Decodes a cursor from `field`; empty means none.
-pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(i64, i64)>, FieldViolation> {
+pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(i64, Position)>, FieldViolation> {
     if cursor.is_empty() {
         return Ok(Vec::new());
     }
     let malformed = || FieldViolation::new(field, "is not a cursor this service handed out; pass it back as given");
-    let hex = cursor.strip_prefix(VERSION).ok_or_else(malformed)?;
-    if !hex.is_ascii() || hex.len() % (2 * HEX_PER_NUMBER) != 0 {
+    let (hex, numbers_per_group) = if let Some(hex) = cursor.strip_prefix(VERSION) {
+        (hex, 3)
+    } else if let Some(hex) = cursor.strip_prefix(VERSION_WITHOUT_TOKENS) {
+        (hex, 2)
+    } else {
+        return Err(malformed());
+    };
+    let per_group = numbers_per_group * HEX_PER_NUMBER;
+    if !hex.is_ascii() || hex.len() % per_group != 0 {
         return Err(malformed());
     }
-    let number = |at: usize| -> Result<i64, FieldViolation> {
+    let number = |at: usize| -> Result<u64, FieldViolation> {
         let digits = &hex[at..at + HEX_PER_NUMBER];
-        u64::from_str_radix(digits, 16).map(|value| value as i64).map_err(|_| malformed())
+        u64::from_str_radix(digits, 16).map_err(|_| malformed())
     };
-    (0..hex.len() / (2 * HEX_PER_NUMBER))
+    (0..hex.len() / per_group)
         .map(|index| {
-            let at = index * 2 * HEX_PER_NUMBER;
-            let (group, seq) = (number(at)?, number(at + HEX_PER_NUMBER)?);
+            let at = index * per_group;
+            let (group, seq) = (number(at)? as i64, number(at + HEX_PER_NUMBER)? as i64);
+            let entry_token = if numbers_per_group == 3 { number(at + 2 * HEX_PER_NUMBER)? } else { 0 };
             if group <= 0 || seq < 0 {
                 return Err(malformed());
             }
-            Ok((group, seq))
+            Ok((group, Position { event_seq: seq, entry_token }))
         })
         .collect()
 }
@@ -58,23 +91,39 @@ pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(i64, i64)>, Field
 mod tests {
     use super::*;
 
+    fn position(event_seq: i64, entry_token: u64) -> Position {
+        Position { event_seq, entry_token }
+    }
+
     #[test]
     fn cursors_round_trip() {
-        let positions = BTreeMap::from([(1, 0), (42, 17), (i64::MAX, i64::MAX)]);
+        let positions =
+            BTreeMap::from([(1, position(0, 0)), (42, position(17, 99)), (i64::MAX, position(i64::MAX, u64::MAX))]);
         let cursor = encode(&positions);
-        assert!(cursor.starts_with("s1"));
-        let decoded: BTreeMap<i64, i64> = decode("cursor", &cursor).expect("valid").into_iter().collect();
+        assert!(cursor.starts_with("s2"));
+        let decoded: BTreeMap<i64, Position> = decode("cursor", &cursor).expect("valid").into_iter().collect();
         assert_eq!(decoded, positions);
         assert_eq!(decode("cursor", "").expect("empty is none"), []);
         assert_eq!(decode("cursor", &encode(&BTreeMap::new())).expect("no groups"), []);
     }
 
     #[test]
+    fn cursors_without_tokens_are_still_read() {
+        let earlier = format!("s1{:016x}{:016x}", 7u64, 3u64);
+        assert_eq!(decode("cursor", &earlier).expect("an s1 cursor"), [(7, Position::at(3))]);
+    }
+
+    #[test]
     fn foreign_or_damaged_cursors_are_refused() {
-        let cursor = encode(&BTreeMap::from([(7, 3)]));
-        for bad in
-            ["x", "s2", &cursor[..cursor.len() - 1], &format!("{cursor}zz"), "s1ffffffffffffffff0000000000000001"]
-        {
+        let cursor = encode(&BTreeMap::from([(7, position(3, 5))]));
+        for bad in [
+            "x",
+            "s3",
+            &cursor[..cursor.len() - 1],
+            &format!("{cursor}zz"),
+            &format!("s2{:016x}{:016x}{:016x}", u64::MAX, 1, 1),
+            &format!("s1{:016x}{:016x}{:016x}", 1, 1, 1),
+        ] {
             let violation = decode("cursor", bad).expect_err(bad);
             assert_eq!(violation.field, "cursor");
         }
@@ -82,8 +131,16 @@ mod tests {
 
     #[test]
     fn the_longest_cursor_of_n_groups_is_max_len() {
-        let positions: BTreeMap<i64, i64> = (1..=50).map(|group| (group, i64::MAX)).collect();
+        let positions: BTreeMap<i64, Position> = (1..=50).map(|group| (group, position(i64::MAX, u64::MAX))).collect();
         assert_eq!(encode(&positions).len(), max_len(50));
         assert_eq!(max_len(0), VERSION.len());
+    }
+
+    #[test]
+    fn only_two_known_tokens_can_contradict() {
+        assert!(position(4, 1).contradicted_by(2));
+        assert!(!position(4, 1).contradicted_by(1));
+        assert!(!position(4, 0).contradicted_by(2));
+        assert!(!position(4, 1).contradicted_by(0));
     }
 }

@@ -23,6 +23,7 @@ use fanfare_proto::redact::{carried_message, membership_subject};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
+use super::cursor::Position;
 use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
 use super::reorder::Reorder;
@@ -55,8 +56,8 @@ pub(crate) struct StreamInfo {
     pub user: i64,
     /// When it opened.
     pub opened_at: chrono::DateTime<chrono::Utc>,
-    /// Per group, the last event_seq delivered (updated once per batch of frames).
-    pub positions: Mutex<std::collections::BTreeMap<i64, i64>>,
+    /// Per group, the last update delivered (updated once per batch of frames).
+    pub positions: Mutex<std::collections::BTreeMap<i64, Position>>,
 }
 
 struct StreamEntry {
@@ -527,6 +528,8 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
     Some(Envelope {
         group_id,
         event_seq: update.event_seq,
+        entry_token: update.entry_token,
+        previous_entry_token: update.previous_entry_token,
         ended_membership_of: ended_membership(&update),
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())

@@ -40,6 +40,11 @@ pub(crate) struct Envelope {
     pub group_id: i64,
     /// Its position in the group's log.
     pub event_seq: i64,
+    /// Its entry token, and the token of the entry before it (`fanfare.common.v1.Update`):
+    /// a stream holding another token for either position holds a history the log went
+    /// back on.
+    pub entry_token: u64,
+    pub previous_entry_token: u64,
     /// The encoded `fanfare.common.v1.Update`, as published.
     pub bytes: Bytes,
     /// The user whose membership this update ended (left, removed, banned), if any.
@@ -214,6 +219,8 @@ mod tests {
         Delivery::Update(Arc::new(Envelope {
             group_id,
             event_seq,
+            entry_token: 0,
+            previous_entry_token: 0,
             bytes: Bytes::new(),
             ended_membership_of: None,
             message_created_micros: None,

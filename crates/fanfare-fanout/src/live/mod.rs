@@ -34,6 +34,7 @@ use crate::config::LiveConfig;
 
 pub(crate) use stream::{LiveStream, Resume};
 
+use self::cursor::Position;
 use self::hub::Hub;
 use self::stream::StreamSettings;
 use self::upstream::Upstream;
@@ -118,9 +119,10 @@ impl Live {
                     opened_at: Some(fanfare_core::time::to_timestamp(info.opened_at)),
                     positions: positions
                         .iter()
-                        .map(|(group, seq)| fanfare_proto::fanout::v1::GroupPosition {
+                        .map(|(group, position)| fanfare_proto::fanout::v1::GroupPosition {
                             group_id: *group,
-                            event_seq: *seq,
+                            event_seq: position.event_seq,
+                            entry_token: position.entry_token,
                         })
                         .collect(),
                 }
@@ -175,7 +177,10 @@ pub(crate) fn parse_resume(
                     format!("must be 0 or a positive event_seq (got {})", position.event_seq),
                 ));
             } else {
-                resume.insert(position.group_id, position.event_seq);
+                resume.insert(
+                    position.group_id,
+                    Position { event_seq: position.event_seq, entry_token: position.entry_token },
+                );
             }
         }
     }
@@ -229,30 +234,35 @@ mod tests {
 
     #[test]
     fn resume_positions_override_the_cursor_and_the_last_repeat_wins() {
-        let cursor = cursor::encode(&Resume::from([(1, 5), (2, 6)]));
-        let positions = [GroupPosition { group_id: 2, event_seq: 1 }, GroupPosition { group_id: 2, event_seq: 9 }];
+        let cursor =
+            cursor::encode(&Resume::from([(1, Position::at(5)), (2, Position { event_seq: 6, entry_token: 3 })]));
+        let positions = [
+            GroupPosition { group_id: 2, event_seq: 1, entry_token: 0 },
+            GroupPosition { group_id: 2, event_seq: 9, entry_token: 4 },
+        ];
         let resume = parse_resume(&positions, &cursor, 10).expect("valid");
-        assert_eq!(resume, Resume::from([(1, 5), (2, 9)]));
+        assert_eq!(resume, Resume::from([(1, Position::at(5)), (2, Position { event_seq: 9, entry_token: 4 })]));
     }
 
     #[test]
     fn too_many_positions_or_too_long_a_cursor_are_refused_unread() {
-        let bad = vec![GroupPosition { group_id: -1, event_seq: -1 }; 1_000_000];
+        let bad = vec![GroupPosition { group_id: -1, event_seq: -1, entry_token: 0 }; 1_000_000];
         let refused = parse_resume(&bad, "", 10).unwrap_err();
         assert_eq!(fields(&refused), ["positions"], "one violation, whatever the entries");
         assert!(refused.violations()[0].description.contains("got 1000000"));
 
-        let long = cursor::encode(&(1..=11).map(|group| (group, 0)).collect());
+        let long = cursor::encode(&(1..=11).map(|group| (group, Position::at(0))).collect());
         assert_eq!(fields(&parse_resume(&[], &long, 10).unwrap_err()), ["cursor"]);
-        let eleven_groups = cursor::encode(&(1..=6).map(|group| (group, 0)).collect());
-        let five_more: Vec<GroupPosition> = (7..=11).map(|group_id| GroupPosition { group_id, event_seq: 0 }).collect();
+        let eleven_groups = cursor::encode(&(1..=6).map(|group| (group, Position::at(0))).collect());
+        let five_more: Vec<GroupPosition> =
+            (7..=11).map(|group_id| GroupPosition { group_id, event_seq: 0, entry_token: 0 }).collect();
         let refused = parse_resume(&five_more, &eleven_groups, 10).unwrap_err();
         assert_eq!(fields(&refused), ["positions"], "11 distinct groups in all");
     }
 
     #[test]
     fn bad_positions_are_capped() {
-        let bad = vec![GroupPosition { group_id: 0, event_seq: 0 }; 100];
+        let bad = vec![GroupPosition { group_id: 0, event_seq: 0, entry_token: 0 }; 100];
         let refused = parse_resume(&bad, "", 100).unwrap_err();
         assert_eq!(refused.violations().len(), fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
         assert_eq!(refused.omitted(), 80);

@@ -6,12 +6,19 @@
 //! publish, an overflowed inbox, a bus outage) is repaired from the messages service's log
 //! before anything later of that group goes out. So the client sees each group's updates
 //! in order, with no hole and no duplicate, whatever the bus did.
+//!
+//! The stream also keeps the last delivered update's entry token. An update that links to
+//! another token (or repeats the position with another token) comes from a log that went
+//! back and issued positions again (a restore, an asynchronous failover): the group is read
+//! back from the log with the token, the messages service answers "resync", and the client
+//! gets a resync frame instead of a second history under the same seqs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fanfare_proto::common::v1::ResyncReason;
 use fanfare_proto::fanout::v1::{
     FanoutJobKind, GroupPosition, GroupResync, Heartbeat, MembershipChange, MembershipChangeKind, Notification,
     Reconnect,
@@ -22,7 +29,7 @@ use futures::Stream;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::cursor;
+use super::cursor::{self, Position};
 use super::hub::{Hub, StreamId, StreamInfo, Topic, access_change, ended_membership};
 use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
 use super::notify::NotificationPage;
@@ -50,7 +57,7 @@ pub(crate) struct StreamSettings {
 }
 
 /// A stream's position per group, from the request.
-pub(crate) type Resume = BTreeMap<i64, i64>;
+pub(crate) type Resume = BTreeMap<i64, Position>;
 
 /// Why processing stopped the stream.
 enum Stop {
@@ -62,6 +69,9 @@ enum Stop {
 enum Blocked {
     /// An update skipped ahead of the group's position: catch the group up from the log.
     Jump(i64),
+    /// An update contradicts the entry token of the group's position: the log went back.
+    /// Read it from the log with the token (which answers with a resync).
+    Reissued(i64),
     /// The user joined a group: start carrying it, replaying from the join.
     Join { group_id: i64, event_seq: i64 },
 }
@@ -78,8 +88,8 @@ pub(crate) struct LiveStream {
     upstream: Upstream,
     inbox: Arc<Inbox>,
     settings: Arc<StreamSettings>,
-    /// Carried groups → last delivered event_seq.
-    groups: BTreeMap<i64, i64>,
+    /// Carried groups → the last update delivered.
+    groups: BTreeMap<i64, Position>,
     /// The operators' view of `groups`, brought up to date after each batch.
     info: Arc<StreamInfo>,
     /// Groups to catch up from the log before the next delivery.
@@ -167,7 +177,7 @@ impl LiveStream {
         // Positions of groups the user no longer belongs to: say the stream stops them.
         for (group, position) in &resume {
             if !stream.groups.contains_key(group) {
-                stream.pending.push_back(membership_frame(*group, MembershipChangeKind::Stopped, *position));
+                stream.pending.push_back(membership_frame(*group, MembershipChangeKind::Stopped, position.event_seq));
             }
         }
         let first = stream.heartbeat_frame();
@@ -184,8 +194,8 @@ impl LiveStream {
             .map_err(|error| Status::unavailable(format!("the update bus is unavailable ({error}); retry shortly")))
     }
 
-    /// The latest event_seq of each of `groups`, a few calls at a time.
-    async fn latest_of(&self, groups: &[i64]) -> Result<Vec<(i64, i64)>, Status> {
+    /// The latest update of each of `groups`, a few calls at a time.
+    async fn latest_of(&self, groups: &[i64]) -> Result<Vec<(i64, Position)>, Status> {
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(groups.iter().copied())
             .map(|group| async move {
@@ -272,14 +282,23 @@ impl LiveStream {
             match delivery {
                 Delivery::Update(envelope) => {
                     let Some(&delivered) = self.groups.get(&envelope.group_id) else { continue };
-                    if envelope.event_seq <= delivered {
+                    if envelope.event_seq <= delivered.event_seq {
+                        // A repeat, unless it names the position with another token.
+                        if envelope.event_seq == delivered.event_seq && delivered.contradicted_by(envelope.entry_token)
+                        {
+                            return Some(Blocked::Reissued(envelope.group_id));
+                        }
                         continue;
                     }
-                    if envelope.event_seq > delivered + 1 {
+                    if envelope.event_seq > delivered.event_seq + 1 {
                         return Some(Blocked::Jump(envelope.group_id));
                     }
+                    if delivered.contradicted_by(envelope.previous_entry_token) {
+                        return Some(Blocked::Reissued(envelope.group_id));
+                    }
                     batch.push(self.visible_bytes(envelope).clone());
-                    self.set_position(envelope.group_id, envelope.event_seq);
+                    let position = Position { event_seq: envelope.event_seq, entry_token: envelope.entry_token };
+                    self.set_position(envelope.group_id, position);
                     if let Some(change) = envelope.access_change {
                         self.apply_access_change(envelope.group_id, change);
                     }
@@ -309,7 +328,9 @@ impl LiveStream {
         mut next: usize,
         mut blocked: Option<Blocked>,
     ) -> Result<(), Stop> {
-        let repairs = flags.repair_all || !flags.dirty.is_empty() || matches!(blocked, Some(Blocked::Jump(_)));
+        let repairs = flags.repair_all
+            || !flags.dirty.is_empty()
+            || matches!(blocked, Some(Blocked::Jump(_) | Blocked::Reissued(_)));
         if repairs
             && let Some(rounds) = &self.catch_up_rounds
             && rounds.check().is_err()
@@ -340,7 +361,13 @@ impl LiveStream {
                     metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
                     self.backfill(group).await?;
                 }
-                Some(Blocked::Join { group_id, event_seq }) => self.join_group(group_id, event_seq - 1).await?,
+                Some(Blocked::Reissued(group)) => {
+                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "log_reissued").increment(1);
+                    self.backfill(group).await?;
+                }
+                Some(Blocked::Join { group_id, event_seq }) => {
+                    self.join_group(group_id, Position::at(event_seq - 1)).await?;
+                }
                 None => {}
             }
             blocked = self.deliver_ready(taken, &mut next, &mut batch);
@@ -371,21 +398,21 @@ impl LiveStream {
             let page = match read {
                 Ok(get_updates_response::Result::Page(page)) => page,
                 Ok(get_updates_response::Result::ResyncRequired(resync)) => {
-                    self.set_position(group, resync.latest_event_seq);
+                    let latest =
+                        Position { event_seq: resync.latest_event_seq, entry_token: resync.latest_entry_token };
+                    self.set_position(group, latest);
                     self.pending.push_back(SubscribeResponse::new(Frame::Resync(GroupResync {
                         group_id: group,
                         latest_event_seq: resync.latest_event_seq,
                         oldest_retained_event_seq: resync.oldest_retained_event_seq,
-                        instructions: "the log no longer holds what follows your position (it is past \
-                                       retention, or the log went back after a restore): reload the group's \
-                                       history with ListMessages; this stream continues after latest_event_seq"
-                            .to_owned(),
+                        instructions: resync_instructions(resync.reason()).to_owned(),
+                        reason: resync.reason,
                     })));
                     return Ok(());
                 }
                 // No longer a member (or the group is gone): the stream stops carrying it.
                 Err(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
-                    self.stop_group(group, after);
+                    self.stop_group(group, after.event_seq);
                     return Ok(());
                 }
                 Err(status) => return Err(Stop::Upstream(status)),
@@ -393,10 +420,10 @@ impl LiveStream {
             let mut batch = Vec::with_capacity(page.updates.len());
             let mut last = after;
             for update in &page.updates {
-                if update.event_seq <= last {
+                if update.event_seq <= last.event_seq {
                     continue;
                 }
-                last = update.event_seq;
+                last = Position { event_seq: update.event_seq, entry_token: update.entry_token };
                 // Redacted by the messages service already; later live updates follow the
                 // settings and roles this page passes.
                 batch.push(Bytes::from(update.encode_to_vec()));
@@ -406,7 +433,7 @@ impl LiveStream {
                 if ended_membership(update) == Some(user) {
                     self.set_position(group, last);
                     self.flush(&mut batch);
-                    self.stop_group(group, last);
+                    self.stop_group(group, last.event_seq);
                     return Ok(());
                 }
             }
@@ -419,7 +446,7 @@ impl LiveStream {
     }
 
     /// Starts carrying `group` after `after`: the user joined it (a join signal).
-    async fn join_group(&mut self, group: i64, after: i64) -> Result<(), Stop> {
+    async fn join_group(&mut self, group: i64, after: Position) -> Result<(), Stop> {
         if self.groups.contains_key(&group) {
             return Ok(());
         }
@@ -434,7 +461,7 @@ impl LiveStream {
     }
 
     /// Starts carrying `group` after `after`, showing its history as `access` says.
-    async fn start_group(&mut self, group: i64, after: i64, access: Access) -> Result<(), Stop> {
+    async fn start_group(&mut self, group: i64, after: Position, access: Access) -> Result<(), Stop> {
         if self.groups.contains_key(&group) {
             return Ok(());
         }
@@ -446,7 +473,7 @@ impl LiveStream {
         self.set_position(group, after);
         self.access.insert(group, access);
         self.refresh_hidden();
-        self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after));
+        self.pending.push_back(membership_frame(group, MembershipChangeKind::Started, after.event_seq));
         self.backfill(group).await
     }
 
@@ -516,9 +543,9 @@ impl LiveStream {
             self.access.values().any(|access| access.hidden_before().is_some() || access.hides_audience());
     }
 
-    /// Records `seq` as the last delivered update of `group`.
-    fn set_position(&mut self, group: i64, seq: i64) {
-        self.groups.insert(group, seq);
+    /// Records `position` as the last delivered update of `group`.
+    fn set_position(&mut self, group: i64, position: Position) {
+        self.groups.insert(group, position);
         self.touched.push(group);
     }
 
@@ -531,7 +558,7 @@ impl LiveStream {
         let mut shown = self.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for group in self.touched.drain(..) {
             match self.groups.get(&group) {
-                Some(seq) => shown.insert(group, *seq),
+                Some(position) => shown.insert(group, *position),
                 None => shown.remove(&group),
             };
         }
@@ -542,7 +569,14 @@ impl LiveStream {
     }
 
     fn positions(&self) -> Vec<GroupPosition> {
-        self.groups.iter().map(|(group, seq)| GroupPosition { group_id: *group, event_seq: *seq }).collect()
+        self.groups
+            .iter()
+            .map(|(group, position)| GroupPosition {
+                group_id: *group,
+                event_seq: position.event_seq,
+                entry_token: position.entry_token,
+            })
+            .collect()
     }
 
     fn heartbeat_frame(&self) -> SubscribeResponse {
@@ -559,6 +593,25 @@ impl LiveStream {
             cursor: cursor::encode(&self.groups),
             retry_after_ms: i32::try_from(self.settings.reconnect_after_ms).unwrap_or(i32::MAX),
         }))
+    }
+}
+
+/// What a resync frame tells the client to do, by why the group cannot go on.
+fn resync_instructions(reason: ResyncReason) -> &'static str {
+    match reason {
+        ResyncReason::PastRetention => {
+            "the log no longer holds what follows your position (it is past retention): reload the group's history \
+             with ListMessages; this stream continues after latest_event_seq"
+        }
+        ResyncReason::LogWentBack | ResyncReason::LogReissued => {
+            "the log went back (a restore or a failover) and no longer holds what this stream delivered after \
+             latest_event_seq: drop what you hold of the group past it, reload its history with ListMessages; this \
+             stream continues after latest_event_seq"
+        }
+        ResyncReason::Unspecified => {
+            "the stream cannot continue from your position: reload the group's history with ListMessages; this \
+             stream continues after latest_event_seq"
+        }
     }
 }
 

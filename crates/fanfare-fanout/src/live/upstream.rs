@@ -15,6 +15,7 @@ use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use super::cursor::Position;
 use crate::config::LiveConfig;
 
 /// How long one call to another service may take.
@@ -131,24 +132,34 @@ impl Upstream {
         Ok(Access::new(membership.as_ref(), group_info.as_ref()))
     }
 
-    /// One page of `group`'s update log after `after`, read as `user`.
+    /// One page of `group`'s update log after `after`, read as `user` (a resync when the log
+    /// no longer holds `after`'s entry).
     pub async fn updates(
         &self,
         user: i64,
         group: i64,
-        after: i64,
+        after: Position,
         page_size: i32,
     ) -> Result<get_updates_response::Result, Status> {
-        let request = GetUpdatesRequest { group_id: group, after_event_seq: after, page_size };
+        let request = GetUpdatesRequest {
+            group_id: group,
+            after_event_seq: after.event_seq,
+            page_size,
+            after_entry_token: after.entry_token,
+        };
         let response = self.messages.clone().get_updates(as_user(user, request)).await?.into_inner();
         response.result.ok_or_else(|| Status::internal("the messages service answered GetUpdates with nothing"))
     }
 
-    /// The latest event_seq of `group`, read as `user`.
-    pub async fn latest(&self, user: i64, group: i64) -> Result<i64, Status> {
-        match self.updates(user, group, i64::MAX, 1).await? {
-            get_updates_response::Result::Page(page) => Ok(page.latest_event_seq),
-            get_updates_response::Result::ResyncRequired(resync) => Ok(resync.latest_event_seq),
-        }
+    /// The latest update of `group` (its event_seq and entry token), read as `user`.
+    pub async fn latest(&self, user: i64, group: i64) -> Result<Position, Status> {
+        Ok(match self.updates(user, group, Position::at(i64::MAX), 1).await? {
+            get_updates_response::Result::Page(page) => {
+                Position { event_seq: page.latest_event_seq, entry_token: page.latest_entry_token }
+            }
+            get_updates_response::Result::ResyncRequired(resync) => {
+                Position { event_seq: resync.latest_event_seq, entry_token: resync.latest_entry_token }
+            }
+        })
     }
 }

@@ -104,6 +104,36 @@ pub struct StoredUpdate {
     pub payload: bytes::Bytes,
 }
 
+impl StoredUpdate {
+    /// The token of the entry before this one, as this entry records it (0 when none or not
+    /// decodable: then nothing can be compared).
+    pub fn previous_entry_token(&self) -> u64 {
+        use prost::Message as _;
+        fanfare_proto::common::v1::Update::decode(self.payload.as_ref()).map_or(0, |update| update.previous_entry_token)
+    }
+}
+
+/// Where a reader stands in a group's log: the last entry it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCursor {
+    /// The event_seq of that entry (0: the reader holds nothing yet).
+    pub event_seq: i64,
+    /// That entry's token as the reader received it (0 when unknown: not compared).
+    pub entry_token: u64,
+}
+
+/// Why a reader must reload a group's history instead of reading on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// What follows the reader's position was pruned.
+    PastRetention,
+    /// The reader's position is past the end of the log: the log went back.
+    LogWentBack,
+    /// The log holds another entry at the reader's position: it went back and issued the
+    /// position again.
+    LogReissued,
+}
+
 /// Where a group's log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
@@ -115,12 +145,15 @@ pub struct LogPosition {
     pub last_message_seq: i64,
     /// The oldest event_seq still retained (1 until pruning starts).
     pub oldest_retained_event_seq: i64,
+    /// The entry token of the entry at `last_event_seq` (0 when the log is empty or that
+    /// entry has none).
+    pub last_entry_token: u64,
 }
 
 impl LogPosition {
     /// The position of a group that has no log yet.
     pub fn empty(group_id: GroupId) -> Self {
-        Self { group_id, last_event_seq: 0, last_message_seq: 0, oldest_retained_event_seq: 1 }
+        Self { group_id, last_event_seq: 0, last_message_seq: 0, oldest_retained_event_seq: 1, last_entry_token: 0 }
     }
 }
 

@@ -63,8 +63,8 @@ pub enum TimelineChange<'a> {
 }
 
 impl TimelineChange<'_> {
-    /// The log entry for this change at `event_seq`.
-    pub fn to_update(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>) -> common::Update {
+    /// The log entry for this change at `event_seq`, linked to its predecessor by `link`.
+    pub fn to_update(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>, link: EntryLink) -> common::Update {
         let change = match self {
             Self::Posted(message) => {
                 Change::MessagePosted(common::MessagePosted { message: Some(message_to_proto(message)) })
@@ -95,13 +95,43 @@ impl TimelineChange<'_> {
             }),
             Self::System(event) => Change::GroupEvent((*event).clone()),
         };
-        common::Update { group_id: group.get(), event_seq, occurred_at: Some(to_timestamp(at)), change: Some(change) }
+        common::Update {
+            group_id: group.get(),
+            event_seq,
+            occurred_at: Some(to_timestamp(at)),
+            entry_token: link.token,
+            previous_entry_token: link.previous,
+            change: Some(change),
+        }
     }
 
-    /// The stored form of this change at `event_seq`.
-    pub fn to_stored(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>) -> StoredUpdate {
-        let payload = self.to_update(group, event_seq, at).encode_to_vec();
+    /// The stored form of this change at `event_seq`, linked to its predecessor by `link`.
+    pub fn to_stored(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>, link: EntryLink) -> StoredUpdate {
+        let payload = self.to_update(group, event_seq, at, link).encode_to_vec();
         StoredUpdate { group_id: group, event_seq, payload: payload.into() }
+    }
+}
+
+/// How a log entry names itself and its predecessor, so that a reader can tell a log that
+/// went back and issued a position again (a restore, an asynchronous failover) from the one
+/// it read: each entry carries a random token and the token of the entry before it.
+///
+/// A log counts on the token of its latest entry (kept with its counters); appending moves
+/// it on: `let link = EntryLink::after(last); last = link.token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLink {
+    /// This entry's token: random, never 0.
+    pub token: u64,
+    /// The token of the entry before it (0 when there is none, or it has none).
+    pub previous: u64,
+}
+
+impl EntryLink {
+    /// The link of a new entry that follows an entry with token `previous`.
+    pub fn after(previous: u64) -> Self {
+        // 0 means "no token"; one in 2^64 draws is redrawn.
+        let token = std::iter::repeat_with(rand::random::<u64>).find(|token| *token != 0).unwrap_or(1);
+        Self { token, previous }
     }
 }
 
@@ -127,9 +157,13 @@ mod tests {
             reactions: Vec::new(),
             pinned: false,
         };
-        let stored = TimelineChange::Posted(&message).to_stored(message.group_id, 9, message.created_at);
+        let link = EntryLink::after(77);
+        let stored = TimelineChange::Posted(&message).to_stored(message.group_id, 9, message.created_at, link);
         let update = common::Update::decode(stored.payload.as_ref()).unwrap();
         assert_eq!(update.event_seq, 9);
+        assert_eq!((update.entry_token, update.previous_entry_token), (link.token, 77));
+        assert_ne!(link.token, 0);
+        assert_ne!(EntryLink::after(77).token, link.token, "tokens are drawn at random");
         let Some(Change::MessagePosted(posted)) = update.change else { panic!("expected a post") };
         assert_eq!(posted.message.unwrap().message_seq, 2);
     }

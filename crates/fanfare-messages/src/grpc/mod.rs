@@ -18,7 +18,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::domain::updates::{message_to_proto, reactions_to_proto};
-use crate::domain::{LogPosition, StoredUpdate};
+use crate::domain::{LogPosition, ResyncReason, StoredUpdate};
 use crate::error::MessagesError;
 use crate::service::{MessagesService, UpdatesAnswer};
 
@@ -69,13 +69,30 @@ fn decode_updates(updates: &[StoredUpdate]) -> Result<Vec<common::Update>, Statu
         .collect()
 }
 
-fn resync(position: &LogPosition) -> pb::ResyncRequired {
+fn resync(position: &LogPosition, reason: ResyncReason) -> pb::ResyncRequired {
+    let (why, reason) = match reason {
+        ResyncReason::PastRetention => {
+            ("the requested position is older than the retained update log", common::ResyncReason::PastRetention)
+        }
+        ResyncReason::LogWentBack => (
+            "the requested position is past the end of the update log, which went back (a restore or a failover)",
+            common::ResyncReason::LogWentBack,
+        ),
+        ResyncReason::LogReissued => (
+            "the update log holds another entry at the requested position than after_entry_token names: it went \
+             back (a restore or a failover) and issued the position again",
+            common::ResyncReason::LogReissued,
+        ),
+    };
     pb::ResyncRequired {
         latest_event_seq: position.last_event_seq,
         oldest_retained_event_seq: position.oldest_retained_event_seq,
-        instructions: "the requested position is older than the retained update log: reload the group's \
-                       history with ListMessages, then resume GetUpdates or Subscribe from latest_event_seq"
-            .to_owned(),
+        instructions: format!(
+            "{why}: reload the group's history with ListMessages, then resume GetUpdates or Subscribe from \
+             latest_event_seq and latest_entry_token"
+        ),
+        reason: reason.into(),
+        latest_entry_token: position.last_entry_token,
     }
 }
 
@@ -181,10 +198,11 @@ impl MessageService for MessagesGrpc {
                     updates: decode_updates(&updates)?,
                     latest_event_seq: position.last_event_seq,
                     has_more,
+                    latest_entry_token: position.last_entry_token,
                 })
             }
-            UpdatesAnswer::ResyncRequired(position) => {
-                pb::get_updates_response::Result::ResyncRequired(resync(&position))
+            UpdatesAnswer::ResyncRequired(position, reason) => {
+                pb::get_updates_response::Result::ResyncRequired(resync(&position, reason))
             }
         };
         Ok(Response::new(pb::GetUpdatesResponse { result: Some(result) }))

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::config::MessageLimits;
 use crate::domain::{
-    Attachment, ClientMessageId, Content, Emoji, MAX_ATTACHMENTS, MAX_MENTIONS, MessageText, parse_seq,
+    Attachment, ClientMessageId, Content, Emoji, LogCursor, MAX_ATTACHMENTS, MAX_MENTIONS, MessageText, parse_seq,
 };
 use crate::service::{SendMessage, SystemEvent};
 use crate::store::Direction;
@@ -202,11 +202,11 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, FieldViolation> {
 }
 
 /// GetUpdates: `after_event_seq` may be 0 (from the start).
-pub fn get_updates(request: &pb::GetUpdatesRequest) -> Result<(GroupId, i64, PageSize), InvalidRequest> {
+pub fn get_updates(request: &pb::GetUpdatesRequest) -> Result<(GroupId, LogCursor, PageSize), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let after = if request.after_event_seq >= 0 {
-        Some(request.after_event_seq)
+        Some(LogCursor { event_seq: request.after_event_seq, entry_token: request.after_entry_token })
     } else {
         violations.push(FieldViolation::new(
             "after_event_seq",

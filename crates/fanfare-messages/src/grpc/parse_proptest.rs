@@ -107,9 +107,10 @@ proptest! {
             assert!((1..=MAX_GET_MESSAGES).contains(&(ids.len() + seqs.len())));
             assert!(distinct(ids.iter()) && distinct(seqs.iter()) && seqs.iter().all(|seq| *seq > 0));
         });
-        let updates = pb::GetUpdatesRequest { group_id, after_event_seq, page_size };
+        let updates = pb::GetUpdatesRequest { group_id, after_event_seq, page_size, after_entry_token: group_id as u64 };
         assert_parsed(&parse::get_updates(&updates), |(_, after, size)| {
-            assert!(*after >= 0 && (1..=UPDATES_PAGE.1).contains(&size.get()));
+            assert!(after.event_seq >= 0 && (1..=UPDATES_PAGE.1).contains(&size.get()));
+            assert_eq!(after.entry_token, group_id as u64, "any token is taken as given");
         });
         let unread = pb::GetUnreadCountsRequest { group_ids };
         assert_parsed(&parse::unread_groups(&unread), |groups| {

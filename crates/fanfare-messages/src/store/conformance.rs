@@ -185,7 +185,27 @@ async fn log_of(store: &dyn MessageStore, of: GroupId) -> Vec<common::Update> {
     let first = read.position.oldest_retained_event_seq;
     let seqs: Vec<i64> = updates.iter().map(|update| update.event_seq).collect();
     assert_eq!(seqs, (first..=read.position.last_event_seq).collect::<Vec<_>>(), "a gapless log");
+    // Each entry has a token and links to its predecessor's; the log's position names the last.
+    assert!(updates.iter().all(|update| update.entry_token != 0), "every entry has a token");
+    for pair in updates.windows(2) {
+        assert_eq!(
+            pair[1].previous_entry_token, pair[0].entry_token,
+            "entry {} links to its predecessor",
+            pair[1].event_seq
+        );
+    }
+    if first == 1
+        && let Some(start) = updates.first()
+    {
+        assert_eq!(start.previous_entry_token, 0, "the first entry has no predecessor");
+    }
+    assert_eq!(read.position.last_entry_token, updates.last().map_or(0, |last| last.entry_token));
     updates
+}
+
+/// The entry token of `of`'s latest log entry, as the entry carries it.
+async fn latest_token(store: &dyn MessageStore, of: GroupId) -> u64 {
+    log_of(store, of).await.last().map_or(0, |update| update.entry_token)
 }
 
 /// The kind of each change, for compact assertions.
@@ -271,9 +291,16 @@ pub async fn posts_take_gapless_seqs_and_read_back(store: &dyn MessageStore) {
     assert_eq!(store.get_messages(chat, &[2, 1]).await.unwrap(), vec![first.clone(), second.clone()]);
     assert_eq!(store.get_messages_by_id(chat, &[second.id, first.id]).await.unwrap(), vec![first, second]);
     let position = position(store, chat).await;
+    let last_entry_token = latest_token(store, chat).await;
     assert_eq!(
         position,
-        LogPosition { group_id: chat, last_event_seq: 2, last_message_seq: 2, oldest_retained_event_seq: 1 }
+        LogPosition {
+            group_id: chat,
+            last_event_seq: 2,
+            last_message_seq: 2,
+            oldest_retained_event_seq: 1,
+            last_entry_token
+        }
     );
     assert_eq!(kinds(&log_of(store, chat).await), ["posted", "posted"]);
     let unread = store.unread_counts(user(2), &[chat]).await.unwrap();
@@ -948,12 +975,19 @@ pub async fn log_positions_keep_the_order_asked(store: &dyn MessageStore) {
     send(store, group(2), user(1), "b", at(0)).await;
     send(store, group(2), user(1), "c", at(0)).await;
     let positions = store.log_positions(&[group(2), group(50), group(1)]).await.unwrap();
+    let at = |group_id, last: i64, last_entry_token| LogPosition {
+        group_id,
+        last_event_seq: last,
+        last_message_seq: last,
+        oldest_retained_event_seq: 1,
+        last_entry_token,
+    };
     assert_eq!(
         positions,
         vec![
-            LogPosition { group_id: group(2), last_event_seq: 2, last_message_seq: 2, oldest_retained_event_seq: 1 },
+            at(group(2), 2, latest_token(store, group(2)).await),
             LogPosition::empty(group(50)),
-            LogPosition { group_id: group(1), last_event_seq: 1, last_message_seq: 1, oldest_retained_event_seq: 1 },
+            at(group(1), 1, latest_token(store, group(1)).await),
         ]
     );
     assert_eq!(store.log_positions(&[]).await.unwrap(), vec![]);

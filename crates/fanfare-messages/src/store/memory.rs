@@ -26,7 +26,7 @@ use super::{
     WriteError, system_event_digest,
 };
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
-use crate::domain::updates::TimelineChange;
+use crate::domain::updates::{EntryLink, TimelineChange};
 use crate::domain::{
     ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
     ReactionCount, StoredUpdate, Unread, outbox_lane,
@@ -120,7 +120,9 @@ impl State {
         let log = self.logs.entry(group).or_insert_with(|| LogPosition::empty(group));
         log.last_event_seq += 1;
         let event_seq = log.last_event_seq;
-        let update = change.to_stored(group, event_seq, now);
+        let link = EntryLink::after(log.last_entry_token);
+        log.last_entry_token = link.token;
+        let update = change.to_stored(group, event_seq, now, link);
         self.appended.push(update.clone());
         self.updates.insert((group, event_seq), (update, now));
         self.outbox.insert((outbox_lane(group), group, event_seq), now);

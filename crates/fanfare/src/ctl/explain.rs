@@ -85,7 +85,9 @@ async fn gather(ctl: &Ctl, args: &ExplainArgs) -> Findings {
     };
     let log_reader = reader.or(membership.as_ref().ok().and_then(|found| found.as_ref()).map(|_| user));
     let latest = match log_reader {
-        Some(reader) => latest_event_seq(ctl, reader, group_id).await.map_err(|error| error.to_string()),
+        Some(reader) => {
+            latest_event_seq(ctl, reader, group_id).await.map(|(latest, _)| latest).map_err(|error| error.to_string())
+        }
         None => Err("unknown: no member to read the group's log as".to_owned()),
     };
     let event_seq = args.event_seq.or(latest.as_ref().ok().copied().filter(|latest| *latest > 0));

@@ -70,26 +70,29 @@ pub struct TailGroupArgs {
     limits: Limits,
 }
 
-/// One page of `group`'s log after `after`, read as `user`.
+/// One page of `group`'s log after `after` (whose entry token is `after_token`, 0 when
+/// unknown), read as `user`.
 async fn updates(
     ctl: &Ctl,
     user: i64,
     group: i64,
-    after: i64,
+    (after, after_token): (i64, u64),
     page_size: i32,
 ) -> Result<pb::GetUpdatesResponse, CallError> {
     let mut target = ctl.messages();
-    let request = pb::GetUpdatesRequest { group_id: group, after_event_seq: after, page_size };
+    let request =
+        pb::GetUpdatesRequest { group_id: group, after_event_seq: after, page_size, after_entry_token: after_token };
     call("GetUpdates", &target.url, target.client.get_updates(as_user(user, request))).await
 }
 
-/// The latest event_seq of `group`, read as `user` (a member): an empty page from the end.
-pub async fn latest_event_seq(ctl: &Ctl, user: i64, group: i64) -> Result<i64, CallError> {
-    let answer = updates(ctl, user, group, i64::MAX, 1).await?;
+/// The latest event_seq of `group` and its entry token, read as `user` (a member): an
+/// empty page from the end.
+pub async fn latest_event_seq(ctl: &Ctl, user: i64, group: i64) -> Result<(i64, u64), CallError> {
+    let answer = updates(ctl, user, group, (i64::MAX, 0), 1).await?;
     Ok(match answer.result {
-        Some(UpdatesResult::Page(page)) => page.latest_event_seq,
-        Some(UpdatesResult::ResyncRequired(resync)) => resync.latest_event_seq,
-        None => 0,
+        Some(UpdatesResult::Page(page)) => (page.latest_event_seq, page.latest_entry_token),
+        Some(UpdatesResult::ResyncRequired(resync)) => (resync.latest_event_seq, resync.latest_entry_token),
+        None => (0, 0),
     })
 }
 
@@ -101,7 +104,7 @@ pub async fn update_at(
     group: i64,
     event_seq: i64,
 ) -> Result<Option<fanfare_proto::common::v1::Update>, CallError> {
-    let answer = updates(ctl, user, group, event_seq.saturating_sub(1), 1).await?;
+    let answer = updates(ctl, user, group, (event_seq.saturating_sub(1), 0), 1).await?;
     Ok(match answer.result {
         Some(UpdatesResult::Page(page)) => page.updates.into_iter().find(|update| update.event_seq == event_seq),
         _ => None,
@@ -113,8 +116,10 @@ pub async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
     let actor = ctl.actor()?;
     let group = args.group;
     let stop = Stop::new(args.limits);
-    let mut after = match args.after {
-        Some(after) => after,
+    // The entry token of `after` once known: the log is then checked not to have gone back
+    // under the tail.
+    let (mut after, mut after_token) = match args.after {
+        Some(after) => (after, 0),
         None => match stop.run(latest_event_seq(ctl, actor, group)).await {
             Ok(latest) => latest?,
             Err(stopped) => return stop.finish(stopped, 0, "updates"),
@@ -123,7 +128,7 @@ pub async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
     eprintln!("tailing group {group} after event_seq {after} as user {actor} (Ctrl-C stops)");
     let mut seen = 0;
     loop {
-        let answer = match stop.run(updates(ctl, actor, group, after, PAGE_SIZE)).await {
+        let answer = match stop.run(updates(ctl, actor, group, (after, after_token), PAGE_SIZE)).await {
             Ok(answer) => answer?,
             Err(stopped) => return stop.finish(stopped, seen, "updates"),
         };
@@ -136,7 +141,7 @@ pub async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
                     } else {
                         println!("{}", output::update_line(update));
                     }
-                    after = update.event_seq;
+                    (after, after_token) = (update.event_seq, update.entry_token);
                     seen += 1;
                     if stop.enough(seen) {
                         return Ok(());
@@ -146,10 +151,13 @@ pub async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
             }
             Some(UpdatesResult::ResyncRequired(resync)) => {
                 println!(
-                    "resync: event_seq {after} is older than the retained log (oldest {}); continuing after {}: {}",
-                    resync.oldest_retained_event_seq, resync.latest_event_seq, resync.instructions
+                    "resync ({}): cannot read on after event_seq {after} (oldest retained {}); continuing after {}: {}",
+                    output::resync_reason(resync.reason),
+                    resync.oldest_retained_event_seq,
+                    resync.latest_event_seq,
+                    resync.instructions
                 );
-                after = resync.latest_event_seq;
+                (after, after_token) = (resync.latest_event_seq, resync.latest_entry_token);
             }
             None => {}
         }

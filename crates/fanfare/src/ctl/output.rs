@@ -103,6 +103,10 @@ pub fn job_state(raw: i32) -> String {
     short(fanout::FanoutJobState::try_from(raw).ok().map(|value| value.as_str_name()), "FANOUT_JOB_STATE_", raw)
 }
 
+pub fn resync_reason(raw: i32) -> String {
+    short(common::ResyncReason::try_from(raw).ok().map(|value| value.as_str_name()), "RESYNC_REASON_", raw)
+}
+
 pub fn membership_change_kind(raw: i32) -> String {
     let name = fanout::MembershipChangeKind::try_from(raw).ok().map(|value| value.as_str_name());
     short(name, "MEMBERSHIP_CHANGE_KIND_", raw)
@@ -258,6 +262,8 @@ mod tests {
             group_id: 3,
             event_seq: 9,
             occurred_at: Some(Timestamp { seconds: 3_600, nanos: 5_000_000 }),
+            entry_token: 1,
+            previous_entry_token: 2,
             change: Some(Change::MessagePosted(common::MessagePosted {
                 message: Some(common::Message {
                     message_seq: 4,

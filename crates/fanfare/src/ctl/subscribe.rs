@@ -91,8 +91,12 @@ fn print_frame(ctl: &Ctl, frame: &SubscribeResponse) -> anyhow::Result<()> {
             change.event_seq
         ),
         Some(Frame::Resync(resync)) => println!(
-            "resync        group {}: continues after {} (oldest retained {}): {}",
-            resync.group_id, resync.latest_event_seq, resync.oldest_retained_event_seq, resync.instructions
+            "resync        group {} ({}): continues after {} (oldest retained {}): {}",
+            resync.group_id,
+            output::resync_reason(resync.reason),
+            resync.latest_event_seq,
+            resync.oldest_retained_event_seq,
+            resync.instructions
         ),
         Some(Frame::Notification(notification)) => println!(
             "notification  job {} from creator {}: {} {:?} (key {})",

@@ -38,11 +38,11 @@ use fanfare_proto::common::v1 as common;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::queue::{KeyOf, Queue, TakenKey};
+use super::queue::{CounterRow, KeyOf, Queue, TakenKey};
 use super::rows::{During as _, content_digest, corrupt};
 use super::timeline;
 use crate::domain::rules::{joined_member, slow_mode_wait, stored_time};
-use crate::domain::updates::TimelineChange;
+use crate::domain::updates::{EntryLink, TimelineChange};
 use crate::domain::{Message, NewMessage};
 use crate::store::{Applied, Committed, LogWrite, StoreError, StoreResult, WriteError, system_event_digest};
 
@@ -125,14 +125,14 @@ async fn lock_logs(
     let groups: Vec<i64> = groups.into_iter().collect();
     // UNION ALL runs its branches in order: the existing rows are locked before the
     // missing ones are created (and thereby held).
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
         "WITH created AS ( \
            INSERT INTO messages.group_logs (group_id) \
            SELECT group_id FROM unnest($1::bigint[]) AS group_id ORDER BY group_id \
            ON CONFLICT (group_id) DO NOTHING \
-           RETURNING group_id, last_event_seq, last_message_seq) \
+           RETURNING group_id, last_event_seq, last_message_seq, last_entry_token) \
          SELECT * FROM ( \
-           SELECT group_id, last_event_seq, last_message_seq FROM messages.group_logs \
+           SELECT group_id, last_event_seq, last_message_seq, last_entry_token FROM messages.group_logs \
            WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE) AS locked \
          UNION ALL SELECT * FROM created",
     )
@@ -142,8 +142,13 @@ async fn lock_logs(
     .during("locking group logs")?;
     let logs: BTreeMap<GroupId, Counters> = rows
         .into_iter()
-        .map(|(group, last_event_seq, last_message_seq)| {
-            (GroupId::from_trusted(group), Counters { last_event_seq, last_message_seq, changed: false })
+        .map(|(group, last_event_seq, last_message_seq, last_entry_token)| {
+            // Stored as bigint: the same 64 bits.
+            let last_entry_token = last_entry_token as u64;
+            (
+                GroupId::from_trusted(group),
+                Counters { last_event_seq, last_message_seq, last_entry_token, changed: false },
+            )
         })
         .collect();
     Ok((logs.len() == groups.len()).then_some(logs))
@@ -153,6 +158,8 @@ async fn lock_logs(
 struct Counters {
     last_event_seq: i64,
     last_message_seq: i64,
+    /// The token of the latest entry, which the next one links to.
+    last_entry_token: u64,
     changed: bool,
 }
 
@@ -218,7 +225,9 @@ impl Batch {
         counters.last_event_seq += 1;
         counters.changed = true;
         let event_seq = counters.last_event_seq;
-        self.queue.push_update(change.to_stored(group, event_seq, self.now));
+        let link = EntryLink::after(counters.last_entry_token);
+        counters.last_entry_token = link.token;
+        self.queue.push_update(change.to_stored(group, event_seq, self.now, link));
         Ok(event_seq)
     }
 
@@ -318,7 +327,12 @@ impl Batch {
                 .logs
                 .iter()
                 .filter(|(_, counters)| counters.changed)
-                .map(|(group, counters)| (group.get(), counters.last_event_seq, counters.last_message_seq))
+                .map(|(group, counters)| CounterRow {
+                    group: group.get(),
+                    last_event_seq: counters.last_event_seq,
+                    last_message_seq: counters.last_message_seq,
+                    last_entry_token: counters.last_entry_token,
+                })
                 .collect();
             let taken = self.queue.write(connection, self.now, counters).await?;
             if !taken.is_empty() {

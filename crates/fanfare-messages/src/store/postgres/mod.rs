@@ -202,8 +202,8 @@ impl MessageStore for PostgresMessageStore {
             return Ok(Vec::new());
         }
         let group_ids: Vec<i64> = groups.iter().map(|group| group.get()).collect();
-        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT group_id, last_event_seq, last_message_seq, oldest_retained_event_seq \
+        let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT group_id, last_event_seq, last_message_seq, oldest_retained_event_seq, last_entry_token \
              FROM messages.group_logs WHERE group_id = ANY($1)",
         )
         .bind(&group_ids)
@@ -212,9 +212,16 @@ impl MessageStore for PostgresMessageStore {
         .during("reading log positions")?;
         let found: HashMap<i64, LogPosition> = rows
             .into_iter()
-            .map(|(group, last_event_seq, last_message_seq, oldest_retained_event_seq)| {
-                let group_id = GroupId::from_trusted(group);
-                (group, LogPosition { group_id, last_event_seq, last_message_seq, oldest_retained_event_seq })
+            .map(|(group, last_event_seq, last_message_seq, oldest_retained_event_seq, last_entry_token)| {
+                let position = LogPosition {
+                    group_id: GroupId::from_trusted(group),
+                    last_event_seq,
+                    last_message_seq,
+                    oldest_retained_event_seq,
+                    // Stored as bigint: the same 64 bits.
+                    last_entry_token: last_entry_token as u64,
+                };
+                (group, position)
             })
             .collect();
         Ok(groups

@@ -24,8 +24,13 @@ pub(super) struct TakenKey {
     pub(super) digest: Vec<u8>,
 }
 
-/// Group log counters to store: (group, last_event_seq, last_message_seq).
-pub(super) type CounterRow = (i64, i64, i64);
+/// A group log's counters to store.
+pub(super) struct CounterRow {
+    pub(super) group: i64,
+    pub(super) last_event_seq: i64,
+    pub(super) last_message_seq: i64,
+    pub(super) last_entry_token: u64,
+}
 
 /// Rows accepted by a batch, in batch order.
 #[derive(Default)]
@@ -81,7 +86,8 @@ relayed AS (
 advanced AS (
   UPDATE messages.group_logs
   SET last_event_seq = ($27::bigint[])[array_position($26::bigint[], group_id)],
-      last_message_seq = ($28::bigint[])[array_position($26::bigint[], group_id)]
+      last_message_seq = ($28::bigint[])[array_position($26::bigint[], group_id)],
+      last_entry_token = ($33::bigint[])[array_position($26::bigint[], group_id)]
   WHERE group_id = ANY($26))
 INSERT INTO messages.messages (group_id, message_seq, message_id, event_seq, sender_id, client_message_id,
   content_digest, text, attachments, reply_to_message_seq, mentions, mentions_all, created_at, version)
@@ -176,7 +182,11 @@ impl Queue {
         let system_digests: Vec<&[u8]> = system_events.iter().map(|row| row.digest.as_slice()).collect();
         let (outbox_ids, system_groups, system_seqs) =
             unzip3(system_events.iter().map(|row| (row.outbox_id, row.group.get(), row.event_seq)));
-        let (counter_groups, last_event_seqs, last_message_seqs) = unzip3(counters);
+        let counter_groups: Vec<i64> = counters.iter().map(|row| row.group).collect();
+        let last_event_seqs: Vec<i64> = counters.iter().map(|row| row.last_event_seq).collect();
+        let last_message_seqs: Vec<i64> = counters.iter().map(|row| row.last_message_seq).collect();
+        // Stored as bigint: the same 64 bits.
+        let last_entry_tokens: Vec<i64> = counters.iter().map(|row| row.last_entry_token as i64).collect();
 
         let written: Vec<(Uuid, i64, i64, String, i64, Vec<u8>)> = sqlx::query_as(WRITE_QUEUE)
             .bind(columns.group_ids)
@@ -211,6 +221,7 @@ impl Queue {
             .bind(sender_ids)
             .bind(system_sources)
             .bind(system_digests)
+            .bind(last_entry_tokens)
             .fetch_all(&mut *connection)
             .await
             .during("writing a batch")?;
