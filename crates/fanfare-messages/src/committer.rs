@@ -172,8 +172,8 @@ impl Worker {
             batch.into_iter().map(|pending| (pending.write, pending.reply)).unzip();
         let started = std::time::Instant::now();
         let outcome = self.store.apply(writes, Utc::now().trunc_subsecs(6)).await;
-        metrics::histogram!("fanfare_messages_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("fanfare_messages_commit_batch_size").record(size as f64);
+        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(size as f64);
         match outcome {
             Ok(committed) => {
                 debug_assert_eq!(committed.outcomes.len(), replies.len(), "one result per write");

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod invalidation;
+pub mod metrics;
 pub mod publisher;
 pub mod recovery;
 pub mod service;
@@ -82,6 +83,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    metrics::describe();
     let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
     let directory: Arc<dyn Directory> = GrpcDirectory::new(
         &config.groups_url,

@@ -110,14 +110,14 @@ impl Publisher {
         }
         let count = updates.len() as u64;
         if handle.spilled.load(Ordering::SeqCst) {
-            metrics::counter!("fanfare_messages_publish_deferred_total").increment(count);
+            metrics::counter!(crate::metrics::PUBLISH_DEFERRED_TOTAL).increment(count);
             return;
         }
         match handle.batches.try_send(updates) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 handle.spilled.store(true, Ordering::SeqCst);
-                metrics::counter!("fanfare_messages_publish_deferred_total").increment(count);
+                metrics::counter!(crate::metrics::PUBLISH_DEFERRED_TOTAL).increment(count);
                 tracing::warn!(lane, "publishing fell behind; the lane catches up from the outbox");
             }
             // The lane stopped (shutdown): the outbox keeps the updates for recovery.
@@ -261,7 +261,7 @@ pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdat
         .collect();
     match bus.publish_all(&messages).await {
         Ok(()) => {
-            metrics::counter!("fanfare_messages_published_total").increment(updates.len() as u64);
+            metrics::counter!(crate::metrics::PUBLISHED_TOTAL).increment(updates.len() as u64);
             true
         }
         Err(error) => {
@@ -352,7 +352,7 @@ impl Acker {
             }
             match self.store.ack_outbox(&pending).await {
                 Ok(()) => {
-                    metrics::counter!("fanfare_messages_outbox_acked_total").increment(pending.len() as u64);
+                    metrics::counter!(crate::metrics::OUTBOX_ACKED_TOTAL).increment(pending.len() as u64);
                     pending.clear();
                     // Let the next batch gather; the channel keeps what arrives meanwhile.
                     tokio::time::sleep(ACK_INTERVAL).await;

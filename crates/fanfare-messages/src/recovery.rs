@@ -70,7 +70,7 @@ impl Recovery {
                 return RecoveryOutcome::Idle;
             }
         };
-        metrics::gauge!("fanfare_messages_outbox_orphaned_lanes").set(lanes.len() as f64);
+        metrics::gauge!(crate::metrics::OUTBOX_ORPHANED_LANES).set(lanes.len() as f64);
         if lanes.is_empty() {
             return RecoveryOutcome::Idle;
         }
@@ -109,7 +109,7 @@ impl Recovery {
         if let Ok(republished) = outcome
             && republished > 0
         {
-            metrics::counter!("fanfare_messages_recovered_total").increment(republished as u64);
+            metrics::counter!(crate::metrics::RECOVERED_TOTAL).increment(republished as u64);
             tracing::info!(lane, republished, "republished updates committed but never published");
         }
         outcome
