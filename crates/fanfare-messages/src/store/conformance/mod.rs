@@ -3,9 +3,9 @@
 //! One file per area, what they share in `helpers`; the tests and the public helpers
 //! are re-exported here, where the macro finds them.
 //!
-//! This is test support compiled into the library (so integration tests and the testkit
-//! can use it without feature flags): its functions panic through `assert!` when a store
-//! misbehaves, and must never be called outside tests. Each test expects an empty store.
+//! This is test support, compiled only with the `testing` feature (which this crate's tests
+//! and any other crate's dev-dependency turn on): its functions panic through `assert!` when
+//! a store misbehaves, and must never be called outside tests. Each test expects an empty store.
 //! Times are fixed (see [`at`]), never read from the clock, so windows and leases are
 //! deterministic.
 //!
