@@ -15,27 +15,16 @@ use fanfare_core::time::parse_timestamp;
 use fanfare_core::tls::ClientTls;
 use fanfare_proto::fanout::v1::CheckFollowsRequest;
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;
-use metrics::{Unit, counter, describe_counter};
+use metrics::counter;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::metrics::FOLLOW_CHECKS_TOTAL;
+
 /// How long one `CheckFollows` call may take. A join waits for it, so it is kept well below
 /// the server's request timeout; the fanout service answers with a primary-key probe.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Follow checks asked of the fanout service, by `outcome`: `following`, `not_following`,
-/// `unavailable` (retry may help) or `failed` (a bug or a misconfiguration).
-pub const FOLLOW_CHECKS_TOTAL: &str = "fanfare_groups_follow_checks_total";
-
-/// Describes the follow graph's metrics; call after the recorder is installed.
-pub fn describe_metrics() {
-    describe_counter!(
-        FOLLOW_CHECKS_TOTAL,
-        Unit::Count,
-        "Follow checks the groups service asked of the fanout service for FOLLOWERS_ONLY joins, by outcome."
-    );
-}
 
 /// Why the follow graph could not answer. Either way nobody is let in.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +99,6 @@ impl FanoutFollowGraph {
         let interceptor = ServiceTokenInterceptor::new(service_token).context("the service token")?;
         let channel = lazy_channel(fanout_url, Some(CHECK_TIMEOUT), tls)
             .with_context(|| format!("the fanout service URL {fanout_url:?}"))?;
-        describe_metrics();
         Ok(Self {
             client: FanoutServiceClient::with_interceptor(channel, interceptor)
                 .max_decoding_message_size(MAX_RESPONSE_SIZE)

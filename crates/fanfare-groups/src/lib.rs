@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod follows;
 pub mod grpc;
+pub mod metrics;
 pub mod relay;
 pub mod service;
 pub mod store;
@@ -64,6 +65,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::metrics::describe();
     // Not a dependency of health: only FOLLOWERS_ONLY joins need it, and they answer
     // UNAVAILABLE on their own while it is down.
     let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;

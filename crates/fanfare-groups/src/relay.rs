@@ -18,7 +18,7 @@ use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::GroupEvent;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{AppendSystemUpdatesRequest, SystemEvent};
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, gauge};
 use prost::Message as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::domain::OutboxEntry;
+use crate::metrics::{OUTBOX_CORRUPT_TOTAL, OUTBOX_LAG_SECONDS, OUTBOX_RELAYED_TOTAL};
 use crate::store::{GroupStore, StoreError};
 
 /// Most rows claimed and sent per pass (the most `AppendSystemUpdates` accepts).
@@ -42,28 +43,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
 /// The longest wait between failed passes: by then the failed batch is claimable again.
 const MAX_RETRY_DELAY: Duration = CLAIM_LEASE;
-
-/// Outbox rows appended to the update log.
-pub const RELAYED_TOTAL: &str = "fanfare_groups_outbox_relayed_total";
-/// Outbox rows set aside because their payload is not a valid event.
-pub const CORRUPT_TOTAL: &str = "fanfare_groups_outbox_corrupt_total";
-/// Age of the oldest unpublished outbox row, at the last pass.
-pub const LAG_SECONDS: &str = "fanfare_groups_outbox_lag_seconds";
-
-/// Describes the relay's metrics (help text and units); call after the recorder is installed.
-pub fn describe_metrics() {
-    describe_counter!(RELAYED_TOTAL, Unit::Count, "Groups outbox rows appended to the messages update log.");
-    describe_counter!(
-        CORRUPT_TOTAL,
-        Unit::Count,
-        "Groups outbox rows skipped because their payload is not a valid GroupEvent (each one is logged)."
-    );
-    describe_gauge!(
-        LAG_SECONDS,
-        Unit::Seconds,
-        "Age of the oldest groups outbox row not yet appended to the update log, at the relay's last pass."
-    );
-}
 
 /// What one relay pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +110,6 @@ impl OutboxRelay {
     ) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
         let channel = lazy_channel(messages_url, Some(CALL_TIMEOUT), tls)?;
-        describe_metrics();
         Ok(Self {
             store,
             client: MessageServiceClient::with_interceptor(channel, interceptor)
@@ -209,7 +187,7 @@ impl OutboxRelay {
         let oldest = self.store.oldest_unpublished().await.map_err(PassError::store("reading the outbox lag"))?;
         // A row stamped after `now` (clock skew between pods) counts as no lag.
         let lag = oldest.and_then(|written| (now - written).to_std().ok()).unwrap_or_default();
-        gauge!(LAG_SECONDS).set(lag.as_secs_f64());
+        gauge!(OUTBOX_LAG_SECONDS).set(lag.as_secs_f64());
 
         let claimed = self
             .store
@@ -242,7 +220,7 @@ impl OutboxRelay {
                 .mark_published(&corrupt, now)
                 .await
                 .map_err(PassError::store("setting corrupt outbox rows aside"))?;
-            counter!(CORRUPT_TOTAL).increment(corrupt.len() as u64);
+            counter!(OUTBOX_CORRUPT_TOTAL).increment(corrupt.len() as u64);
         }
         if events.is_empty() {
             return Ok(RelayOutcome::Relayed(0));
@@ -259,7 +237,7 @@ impl OutboxRelay {
             .mark_published(&sent, now)
             .await
             .map_err(PassError::store("marking relayed outbox rows published"))?;
-        counter!(RELAYED_TOTAL).increment(sent.len() as u64);
+        counter!(OUTBOX_RELAYED_TOTAL).increment(sent.len() as u64);
         tracing::debug!(relayed = sent.len(), "relayed outbox rows");
         Ok(RelayOutcome::Relayed(sent.len()))
     }

@@ -17,7 +17,8 @@ use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::tls::ClientTls;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::domain::{BanReason, GroupKind, JoinMethod, Role, SettingsUpdate, Title};
-use fanfare_groups::relay::{CLAIM_LEASE, CORRUPT_TOTAL, LAG_SECONDS, OutboxRelay, RELAYED_TOTAL, RelayOutcome};
+use fanfare_groups::metrics::{OUTBOX_CORRUPT_TOTAL, OUTBOX_LAG_SECONDS, OUTBOX_RELAYED_TOTAL};
+use fanfare_groups::relay::{CLAIM_LEASE, OutboxRelay, RelayOutcome};
 use fanfare_groups::store::conformance::{USER_GROUP_LIMIT, at, limits, new_group, user};
 use fanfare_groups::store::{Departure, GroupStore, MemoryGroupStore, PostgresGroupStore};
 use fanfare_proto::common::v1 as common;
@@ -482,11 +483,11 @@ async fn a_corrupt_row_is_set_aside_and_does_not_block_its_group() {
 
     let relay = OutboxRelay::connect(Arc::clone(&stored.store), &messages.url(), None, &ClientTls::default()).unwrap();
     assert_eq!(relay.run_once_at(at(100)).await, RelayOutcome::Relayed(3));
-    assert_eq!(metrics.gauge(LAG_SECONDS), 100.0, "the oldest row was written at(0)");
-    assert_eq!(metrics.counter(RELAYED_TOTAL), 3);
-    assert_eq!(metrics.counter(CORRUPT_TOTAL), 2);
+    assert_eq!(metrics.gauge(OUTBOX_LAG_SECONDS), 100.0, "the oldest row was written at(0)");
+    assert_eq!(metrics.counter(OUTBOX_RELAYED_TOTAL), 3);
+    assert_eq!(metrics.counter(OUTBOX_CORRUPT_TOTAL), 2);
     assert_eq!(relay.run_once_at(at(101)).await, RelayOutcome::Idle);
-    assert_eq!(metrics.gauge(LAG_SECONDS), 0.0, "nothing waits");
+    assert_eq!(metrics.gauge(OUTBOX_LAG_SECONDS), 0.0, "nothing waits");
 
     assert_log_is(&messages.recorded(), &valid);
     assert_eq!(store.oldest_unpublished().await.unwrap(), None, "the corrupt rows were set aside");

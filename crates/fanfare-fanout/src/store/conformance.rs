@@ -1,9 +1,9 @@
 //! The conformance suite: what every [`FollowStore`] must do, written once as async test
 //! bodies and stamped out per implementation with [`follow_store_conformance_tests!`].
 //!
-//! This is test support compiled into the library (so integration tests and the testkit
-//! can use it without feature flags): its functions panic through `assert!` when a store
-//! misbehaves, and must never be called outside tests. Each test expects an empty store.
+//! This is test support, compiled only with the `testing` feature (which this crate's tests
+//! and any other crate's dev-dependency turn on): its functions panic through `assert!` when
+//! a store misbehaves, and must never be called outside tests. Each test expects an empty store.
 //! Times are fixed (see [`at`]), never read from the clock.
 //!
 //! [`follow_store_conformance_tests!`]: crate::follow_store_conformance_tests

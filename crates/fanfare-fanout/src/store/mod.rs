@@ -1,12 +1,14 @@
 //! Where the follow graph lives: the [`FollowStore`] trait, with a PostgreSQL
 //! implementation for production and an in-memory one for `fanfare dev` and fast tests. One
-//! conformance suite ([`conformance`]) runs against both so they cannot drift.
+//! conformance suite (`conformance`, behind the `testing` feature) runs against both so
+//! they cannot drift.
 //!
 //! Store methods are atomic: a follow or unfollow changes the edge and both users' counters
 //! together or not at all. The store enforces what must hold under concurrency (one edge
 //! per pair, exact counters, the following limit); the rules that need no data (nobody
 //! follows themselves) are the service's and are checked before the store is called.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

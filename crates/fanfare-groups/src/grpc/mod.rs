@@ -147,8 +147,9 @@ impl GroupService for GroupsGrpc {
 
     async fn list_members(&self, request: Request<pb::ListMembersRequest>) -> GrpcResult<pb::ListMembersResponse> {
         let actor = actor(&request)?;
-        let (group_id, role, size, after) = parse::list_members(request.get_ref()).map_err(invalid)?;
-        let page = self.service.list_members(actor, group_id, role, size, after).await?;
+        let listing = parse::list_members(request.get_ref()).map_err(invalid)?;
+        let parse::UserKeyedPage { group_id, size, after } = listing.page;
+        let page = self.service.list_members(actor, group_id, listing.role, size, after).await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: page.items.iter().map(membership).collect(),
             next_page_token: page.next_page_token(),
@@ -190,7 +191,8 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::SetMemberRoleRequest>,
     ) -> GrpcResult<pb::SetMemberRoleResponse> {
         let actor = actor(&request)?;
-        let (group_id, user, role) = parse::set_member_role(request.get_ref()).map_err(invalid)?;
+        let parse::SetMemberRole { group_id, user, role } =
+            parse::set_member_role(request.get_ref()).map_err(invalid)?;
         let changed = self.service.set_member_role(actor, group_id, user, role).await?;
         Ok(Response::new(pb::SetMemberRoleResponse { membership: Some(membership(&changed)) }))
     }
@@ -207,7 +209,8 @@ impl GroupService for GroupsGrpc {
 
     async fn ban_member(&self, request: Request<pb::BanMemberRequest>) -> GrpcResult<pb::BanMemberResponse> {
         let actor = actor(&request)?;
-        let (group_id, user, terms) = parse::ban_member(request.get_ref(), Utc::now()).map_err(invalid)?;
+        let parse::BanMember { group_id, user, terms } =
+            parse::ban_member(request.get_ref(), Utc::now()).map_err(invalid)?;
         let ban = self.service.ban_member(actor, group_id, user, terms).await?;
         Ok(Response::new(pb::BanMemberResponse { ban: Some(convert::ban(&ban)) }))
     }
@@ -223,7 +226,7 @@ impl GroupService for GroupsGrpc {
     async fn list_bans(&self, request: Request<pb::ListBansRequest>) -> GrpcResult<pb::ListBansResponse> {
         let actor = actor(&request)?;
         let listing = request.get_ref();
-        let (group_id, size, after) =
+        let parse::UserKeyedPage { group_id, size, after } =
             parse::user_keyed_page(listing.group_id, listing.page_size, &listing.page_token).map_err(invalid)?;
         let page = self.service.list_bans(actor, group_id, size, after).await?;
         Ok(Response::new(pb::ListBansResponse {
@@ -234,7 +237,8 @@ impl GroupService for GroupsGrpc {
 
     async fn mute_member(&self, request: Request<pb::MuteMemberRequest>) -> GrpcResult<pb::MuteMemberResponse> {
         let actor = actor(&request)?;
-        let (group_id, user, until) = parse::mute_member(request.get_ref(), Utc::now()).map_err(invalid)?;
+        let parse::MuteMember { group_id, user, until } =
+            parse::mute_member(request.get_ref(), Utc::now()).map_err(invalid)?;
         let muted = self.service.mute_member(actor, group_id, user, until).await?;
         Ok(Response::new(pb::MuteMemberResponse { membership: Some(membership(&muted)) }))
     }
@@ -252,7 +256,8 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::ListJoinRequestsRequest>,
     ) -> GrpcResult<pb::ListJoinRequestsResponse> {
         let actor = actor(&request)?;
-        let (group_id, size, after) = parse::list_join_requests(request.get_ref()).map_err(invalid)?;
+        let parse::ListJoinRequests { group_id, size, after } =
+            parse::list_join_requests(request.get_ref()).map_err(invalid)?;
         let page = self.service.list_join_requests(actor, group_id, size, after).await?;
         Ok(Response::new(pb::ListJoinRequestsResponse {
             join_requests: page.items.iter().map(convert::join_request).collect(),
@@ -284,7 +289,8 @@ impl GroupService for GroupsGrpc {
 
     async fn create_invite(&self, request: Request<pb::CreateInviteRequest>) -> GrpcResult<pb::CreateInviteResponse> {
         let actor = actor(&request)?;
-        let (group_id, ttl, max_uses) = parse::create_invite(request.get_ref()).map_err(invalid)?;
+        let parse::CreateInvite { group_id, ttl, max_uses } =
+            parse::create_invite(request.get_ref()).map_err(invalid)?;
         let invite = self.service.create_invite(actor, group_id, ttl, max_uses).await?;
         Ok(Response::new(pb::CreateInviteResponse { invite: Some(convert::invite(&invite)) }))
     }

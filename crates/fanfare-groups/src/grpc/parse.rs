@@ -17,6 +17,81 @@ use crate::domain::{
 };
 use crate::service::{BanTerms, CreateGroup, JoinRequestKey, UserGroupsKey};
 
+/// A page of a listing keyed by user id (members, bans).
+#[derive(Debug)]
+pub struct UserKeyedPage {
+    /// The group listed.
+    pub group_id: GroupId,
+    /// How many rows at most.
+    pub size: PageSize,
+    /// The last user of the previous page; `None` for the first page.
+    pub after: Option<UserId>,
+}
+
+/// A validated ListMembers request.
+#[derive(Debug)]
+pub struct ListMembers {
+    /// The page of members.
+    pub page: UserKeyedPage,
+    /// Only members of this role; `None` for all.
+    pub role: Option<Role>,
+}
+
+/// A validated ListJoinRequests request.
+#[derive(Debug)]
+pub struct ListJoinRequests {
+    /// The group listed.
+    pub group_id: GroupId,
+    /// How many rows at most.
+    pub size: PageSize,
+    /// The last request of the previous page; `None` for the first page.
+    pub after: Option<JoinRequestKey>,
+}
+
+/// A validated SetMemberRole request.
+#[derive(Debug)]
+pub struct SetMemberRole {
+    /// The group.
+    pub group_id: GroupId,
+    /// The member whose role changes.
+    pub user: UserId,
+    /// The new role.
+    pub role: Role,
+}
+
+/// A validated BanMember request.
+#[derive(Debug)]
+pub struct BanMember {
+    /// The group.
+    pub group_id: GroupId,
+    /// The user banned.
+    pub user: UserId,
+    /// Why and until when.
+    pub terms: BanTerms,
+}
+
+/// A validated MuteMember request.
+#[derive(Debug)]
+pub struct MuteMember {
+    /// The group.
+    pub group_id: GroupId,
+    /// The member muted.
+    pub user: UserId,
+    /// When the mute ends.
+    pub until: DateTime<Utc>,
+}
+
+/// A validated CreateInvite request.
+#[derive(Debug)]
+pub struct CreateInvite {
+    /// The group the invite opens.
+    pub group_id: GroupId,
+    /// How long the invite lasts.
+    pub ttl: chrono::Duration,
+    /// How many joins it allows; 0 is unlimited.
+    pub max_uses: u32,
+}
+
 /// `group_id` alone.
 pub fn group_id(raw: i64) -> Result<GroupId, InvalidRequest> {
     Ok(GroupId::parse("group_id", raw)?)
@@ -52,11 +127,7 @@ fn cursor_time(micros: i64) -> Result<DateTime<Utc>, FieldViolation> {
 }
 
 /// A paged listing keyed by user id (members, bans).
-pub fn user_keyed_page(
-    group_raw: i64,
-    size: i32,
-    token: &str,
-) -> Result<(GroupId, PageSize, Option<UserId>), InvalidRequest> {
+pub fn user_keyed_page(group_raw: i64, size: i32, token: &str) -> Result<UserKeyedPage, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let (size, cursor) = page(size, token, 1, &mut violations);
@@ -64,16 +135,14 @@ pub fn user_keyed_page(
         Some(cursor) => violations.check(cursor_user(cursor.0[0])).map(Some),
         None => Some(None),
     };
-    violations.finish_with((|| Some((group?, size?, after?)))())
+    violations.finish_with((|| Some(UserKeyedPage { group_id: group?, size: size?, after: after? }))())
 }
 
 /// ListMembers: the user-keyed page plus an optional role filter.
-pub fn list_members(
-    request: &pb::ListMembersRequest,
-) -> Result<(GroupId, Option<Role>, PageSize, Option<UserId>), InvalidRequest> {
+pub fn list_members(request: &pb::ListMembersRequest) -> Result<ListMembers, InvalidRequest> {
     let role = if request.role == 0 { None } else { Some(Role::parse("role", request.role)?) };
-    let (group, size, after) = user_keyed_page(request.group_id, request.page_size, &request.page_token)?;
-    Ok((group, role, size, after))
+    let page = user_keyed_page(request.group_id, request.page_size, &request.page_token)?;
+    Ok(ListMembers { page, role })
 }
 
 /// ListUserGroups: keyed by (joined_at, group id), newest first.
@@ -94,9 +163,7 @@ pub fn list_user_groups(
 }
 
 /// ListJoinRequests: keyed by (requested_at, user id), oldest first.
-pub fn list_join_requests(
-    request: &pb::ListJoinRequestsRequest,
-) -> Result<(GroupId, PageSize, Option<JoinRequestKey>), InvalidRequest> {
+pub fn list_join_requests(request: &pb::ListJoinRequestsRequest) -> Result<ListJoinRequests, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let (size, cursor) = page(request.page_size, &request.page_token, 2, &mut violations);
@@ -108,7 +175,7 @@ pub fn list_join_requests(
         }
         None => Some(None),
     };
-    violations.finish_with((|| Some((group?, size?, after?)))())
+    violations.finish_with((|| Some(ListJoinRequests { group_id: group?, size: size?, after: after? }))())
 }
 
 /// A list of ids: 1 to `max` entries (counted before repeats are dropped), refused on its
@@ -197,19 +264,16 @@ pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(Grou
 }
 
 /// SetMemberRole.
-pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<(GroupId, UserId, Role), InvalidRequest> {
+pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<SetMemberRole, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
     let role = violations.check(Role::parse("role", request.role));
-    violations.finish_with((|| Some((group?, user?, role?)))())
+    violations.finish_with((|| Some(SetMemberRole { group_id: group?, user: user?, role: role? }))())
 }
 
 /// BanMember.
-pub fn ban_member(
-    request: &pb::BanMemberRequest,
-    now: DateTime<Utc>,
-) -> Result<(GroupId, UserId, BanTerms), InvalidRequest> {
+pub fn ban_member(request: &pb::BanMemberRequest, now: DateTime<Utc>) -> Result<BanMember, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
@@ -219,19 +283,16 @@ pub fn ban_member(
         None => Some(None),
     };
     let terms = (|| Some(BanTerms { reason: reason?, until: until? }))();
-    violations.finish_with((|| Some((group?, user?, terms?)))())
+    violations.finish_with((|| Some(BanMember { group_id: group?, user: user?, terms: terms? }))())
 }
 
 /// MuteMember.
-pub fn mute_member(
-    request: &pb::MuteMemberRequest,
-    now: DateTime<Utc>,
-) -> Result<(GroupId, UserId, DateTime<Utc>), InvalidRequest> {
+pub fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -> Result<MuteMember, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
     let until = violations.check(parse_future("until", request.until.as_ref(), now));
-    violations.finish_with((|| Some((group?, user?, until?)))())
+    violations.finish_with((|| Some(MuteMember { group_id: group?, user: user?, until: until? }))())
 }
 
 /// GetMembership: `user_id` 0 means the caller.
@@ -247,7 +308,7 @@ pub fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Op
 }
 
 /// CreateInvite: ttl 0 means the default; max_uses 0 means unlimited.
-pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<(GroupId, chrono::Duration, u32), InvalidRequest> {
+pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<CreateInvite, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let ttl_seconds = match request.ttl_seconds {
@@ -275,7 +336,7 @@ pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<(GroupId, chro
     };
     let parsed = (|| Some((group?, ttl_seconds?, max_uses?)))();
     let (group, ttl_seconds, max_uses) = violations.finish_with(parsed)?;
-    Ok((group, chrono::Duration::seconds(ttl_seconds), max_uses))
+    Ok(CreateInvite { group_id: group, ttl: chrono::Duration::seconds(ttl_seconds), max_uses })
 }
 
 /// An invite code.

@@ -96,15 +96,15 @@ proptest! {
     #[test]
     fn listings(group_id in int64(), page_size in int32(), page_token in page_token(), role in int32()) {
         let members = pb::ListMembersRequest { group_id, page_size, page_token: page_token.clone(), role };
-        assert_parsed(&parse::list_members(&members), |(group, _, size, after)| {
-            assert!(group.get() > 0 && page_within(size.get()));
-            assert!(after.is_none_or(|user| user.get() > 0));
+        assert_parsed(&parse::list_members(&members), |listing| {
+            assert!(listing.page.group_id.get() > 0 && page_within(listing.page.size.get()));
+            assert!(listing.page.after.is_none_or(|user| user.get() > 0));
         });
         let groups = pb::ListUserGroupsRequest { page_size, page_token: page_token.clone() };
         assert_parsed(&parse::list_user_groups(&groups), |(size, _)| assert!(page_within(size.get())));
         let requests = pb::ListJoinRequestsRequest { group_id, page_size, page_token };
-        assert_parsed(&parse::list_join_requests(&requests), |(group, size, _)| {
-            assert!(group.get() > 0 && page_within(size.get()));
+        assert_parsed(&parse::list_join_requests(&requests), |listing| {
+            assert!(listing.group_id.get() > 0 && page_within(listing.size.get()));
         });
     }
 
@@ -115,16 +115,16 @@ proptest! {
             assert!(group.get() > 0 && user.get() > 0);
         });
         let set_role = pb::SetMemberRoleRequest { group_id, user_id, role };
-        assert_parsed(&parse::set_member_role(&set_role), |(group, user, _)| {
-            assert!(group.get() > 0 && user.get() > 0);
+        assert_parsed(&parse::set_member_role(&set_role), |change| {
+            assert!(change.group_id.get() > 0 && change.user.get() > 0);
         });
         let ban = pb::BanMemberRequest { group_id, user_id, reason, until };
-        assert_parsed(&parse::ban_member(&ban, now), |(_, _, terms)| {
-            assert!(chars_within(terms.reason.as_str(), MAX_BAN_REASON_CHARS));
-            assert!(terms.until.is_none_or(|until| until > now));
+        assert_parsed(&parse::ban_member(&ban, now), |ban| {
+            assert!(chars_within(ban.terms.reason.as_str(), MAX_BAN_REASON_CHARS));
+            assert!(ban.terms.until.is_none_or(|until| until > now));
         });
         let mute = pb::MuteMemberRequest { group_id, user_id, until };
-        assert_parsed(&parse::mute_member(&mute, now), |(_, _, until)| assert!(*until > now));
+        assert_parsed(&parse::mute_member(&mute, now), |mute| assert!(mute.until > now));
         let membership = pb::GetMembershipRequest { group_id, user_id };
         assert_parsed(&parse::get_membership(&membership), |(group, user)| {
             assert!(group.get() > 0 && user.is_none_or(|user| user.get() > 0));
@@ -136,9 +136,9 @@ proptest! {
     #[test]
     fn invites(group_id in int64(), ttl_seconds in int64(), max_uses in int32(), code in text()) {
         let create = pb::CreateInviteRequest { group_id, ttl_seconds, max_uses };
-        assert_parsed(&parse::create_invite(&create), |(_, ttl, uses)| {
-            assert!((MIN_INVITE_TTL_SECONDS..=MAX_INVITE_TTL_SECONDS).contains(&ttl.num_seconds()));
-            assert!(i64::from(*uses) <= i64::from(MAX_INVITE_USES));
+        assert_parsed(&parse::create_invite(&create), |invite| {
+            assert!((MIN_INVITE_TTL_SECONDS..=MAX_INVITE_TTL_SECONDS).contains(&invite.ttl.num_seconds()));
+            assert!(i64::from(invite.max_uses) <= i64::from(MAX_INVITE_USES));
         });
         assert_parsed(&parse::invite_code(&code), |parsed| assert!(parsed.as_str().len() <= 64));
         assert_parsed(&parse::group_id(group_id), |group| assert!(group.get() > 0));

@@ -1,12 +1,13 @@
 //! Where groups live: the [`GroupStore`] trait, with a PostgreSQL implementation for
 //! production and an in-memory one for `fanfare dev` and fast tests. One conformance suite
-//! ([`conformance`]) runs against both so they cannot drift.
+//! (`conformance`, behind the `testing` feature) runs against both so they cannot drift.
 //!
 //! Store methods are atomic: each either commits the whole change, including its outbox
 //! row(s), or changes nothing. They enforce the invariants that must hold under concurrency
 //! (capacity, bans, uniqueness, archived groups, invite use counts); permissions are the
 //! service's business and are checked before the store is called.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

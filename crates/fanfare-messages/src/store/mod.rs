@@ -21,6 +21,7 @@
 //! A failure of the database itself fails the whole batch ([`StoreError`]) with nothing
 //! written: no sequence number is ever skipped.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

@@ -1,7 +1,7 @@
 //! The conformance suite of [`NotificationSink`]: written once and stamped out per
-//! implementation with [`notification_sink_conformance_tests!`]. Test support compiled into
-//! the library; its functions panic when a sink misbehaves and must never be called outside
-//! tests. Each test expects an empty sink.
+//! implementation with [`notification_sink_conformance_tests!`]. Test support behind the
+//! `testing` feature; its functions panic when a sink misbehaves and must never be called
+//! outside tests. Each test expects an empty sink.
 //!
 //! [`notification_sink_conformance_tests!`]: crate::notification_sink_conformance_tests
 

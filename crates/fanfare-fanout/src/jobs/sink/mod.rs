@@ -1,7 +1,7 @@
 //! Where job notifications go for the push service: the [`NotificationSink`] trait, with a
 //! Redis Stream implementation ([`RedisStreamSink`]) for production and an in-memory one
 //! ([`MemoryNotificationSink`]) for `fanfare dev` and fast tests. One conformance suite
-//! ([`conformance`]) runs against both.
+//! (`conformance`, behind the `testing` feature) runs against both.
 //!
 //! A sink appends a job's followers **a page at a time, exactly once per page**: the page's
 //! entries and a *page marker* keyed by the job and the page's start position are written
@@ -12,6 +12,7 @@
 //! successive pages of a walk cover disjoint ranges of the follower listing, and no
 //! follower's key is appended twice within a job.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod memory;
 pub mod stream;

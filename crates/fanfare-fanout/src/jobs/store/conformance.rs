@@ -1,7 +1,7 @@
 //! The conformance suite of [`JobStore`]: written once as async test bodies and stamped out
-//! per implementation with [`job_store_conformance_tests!`]. Test support compiled into the
-//! library, like the follow store's suite: its functions panic when a store misbehaves and
-//! must never be called outside tests. Each test expects an empty store; times are fixed.
+//! per implementation with [`job_store_conformance_tests!`]. Test support behind the
+//! `testing` feature, like the follow store's suite: its functions panic when a store
+//! misbehaves and must never be called outside tests. Each test expects an empty store; times are fixed.
 //!
 //! [`job_store_conformance_tests!`]: crate::job_store_conformance_tests
 

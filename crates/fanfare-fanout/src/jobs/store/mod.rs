@@ -1,6 +1,6 @@
 //! Where fan-out jobs live: the [`JobStore`] trait, with a PostgreSQL implementation for
 //! production and an in-memory one for `fanfare dev` and fast tests. One conformance suite
-//! ([`conformance`]) runs against both.
+//! (`conformance`, behind the `testing` feature) runs against both.
 //!
 //! The store is also the jobs' queue and their lock: a worker *claims* a runnable job,
 //! which gives it a [`Lease`] (a fresh token and an expiry); every later write of that
@@ -11,6 +11,7 @@
 //! Methods take the current time as an argument (the service's clock) rather than reading
 //! it, so the suite runs on fixed times.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
