@@ -1,6 +1,6 @@
 //! Where timelines live: the [`MessageStore`] trait, with a PostgreSQL implementation for
 //! production and an in-memory one for `fanfare dev` and fast tests, and one conformance
-//! suite ([`conformance`]) for both.
+//! suite (`conformance`, behind the `testing` feature) for both.
 //!
 //! Every change of a group's timeline is a [`LogWrite`]. [`MessageStore::apply`] takes a
 //! batch of them — the group commit: concurrent sends are gathered by the service's
