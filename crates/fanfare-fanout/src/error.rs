@@ -10,7 +10,7 @@ use fanfare_core::status;
 use fanfare_core::validation::InvalidRequest;
 use tonic::Status;
 
-use crate::store::StoreError;
+use crate::follows::store::StoreError;
 
 /// Why a fanout call failed.
 #[derive(Debug, thiserror::Error)]

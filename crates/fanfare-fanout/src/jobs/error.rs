@@ -7,7 +7,7 @@ use tonic::Status;
 
 use super::domain::JobId;
 use crate::error::FanoutError;
-use crate::store::StoreError;
+use crate::follows::store::StoreError;
 
 /// Why a job RPC failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use super::error::{JobError, JobResult};
 use super::metrics::{self, JOBS_STARTED_TOTAL};
 use super::store::{Created, JobStore};
 use crate::config::JobsConfig;
-use crate::store::FollowStore;
+use crate::follows::store::FollowStore;
 
 /// The current time at the precision every store keeps (microseconds).
 pub(super) fn now() -> DateTime<Utc> {

@@ -33,11 +33,11 @@ use super::pacing;
 use super::service::now;
 use super::sink::{JobRef, NotificationSink, SinkError};
 use super::store::{Checkpoint, CheckpointOutcome, Claim, JobStore, Lease};
-use crate::FanoutBackends;
+use crate::backends::FanoutBackends;
 use crate::config::JobsConfig;
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::{FollowStore, StoreError};
 use crate::live::notify::{NotificationPage, publish_page};
-use crate::store::{FollowStore, StoreError};
 
 /// The wait after a first failed page; it doubles with each further failure.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);

@@ -17,9 +17,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobKind, JobState, NewJob, PayloadRef, Rate};
-use crate::store::{StoreError, StoreResult};
 
 /// The columns every query returns, in [`JobRow`]'s names.
 const COLUMNS: &str = "job_id, creator_id, idempotency_key, kind, payload_ref, rate_limit_per_second, state, \

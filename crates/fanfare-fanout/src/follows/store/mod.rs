@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 pub use memory::MemoryFollowStore;
 pub use postgres::PostgresFollowStore;

@@ -21,7 +21,7 @@ use fanfare_core::paging::PageSize;
 use sqlx::{PgConnection, PgPool};
 
 use super::{FollowStore, Followed, StoreError, StoreResult};
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 /// The schema the fanout service owns; its migrations table lives there too.
 pub const SCHEMA: &str = "fanout";
