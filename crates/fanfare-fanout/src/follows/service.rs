@@ -14,7 +14,7 @@ use super::domain::rules::{check_follow, following_limit};
 use super::domain::{Follow, FollowCheck, FollowCounts, FollowKey};
 use super::store::{FollowStore, Followed};
 use crate::config::FollowLimits;
-use crate::error::{FanoutError, FanoutResult};
+use crate::error::{FanoutError, FanoutResult, LimitedAction};
 
 /// The follow graph, as the RPCs see it.
 pub struct FollowService {
@@ -121,9 +121,11 @@ impl FollowService {
     /// Counts one change against the caller's rate limit.
     async fn take_change_budget(&self, actor: UserId) -> FanoutResult<()> {
         match &self.change_limit {
-            Some(limit) => {
-                limit.check(actor).await.map_err(|retry_after| FanoutError::RateLimited { user: actor, retry_after })
-            }
+            Some(limit) => limit.check(actor).await.map_err(|retry_after| FanoutError::RateLimited {
+                user: actor,
+                action: LimitedAction::FollowChanges,
+                retry_after,
+            }),
             None => Ok(()),
         }
     }

@@ -7,15 +7,15 @@ use fanfare_proto::fanout::v1 as pb;
 use tonic::Response;
 
 use super::convert::job;
-use super::{GrpcResult, parse};
-use crate::jobs::{JobError, JobService};
+use super::{GrpcResult, invalid, parse};
+use crate::jobs::JobService;
 
 pub(super) async fn start(
     jobs: &JobService,
     actor: UserId,
     request: pb::StartFanoutJobRequest,
 ) -> GrpcResult<pb::StartFanoutJobResponse> {
-    let start = parse::start_fanout_job(&request, jobs.default_rate(), jobs.max_rate()).map_err(JobError::from)?;
+    let start = parse::start_fanout_job(&request, jobs.default_rate(), jobs.max_rate()).map_err(invalid)?;
     let created = jobs.start(actor, start).await?;
     Ok(Response::new(pb::StartFanoutJobResponse { job: Some(job(&created.job)), created: created.created }))
 }
@@ -25,7 +25,7 @@ pub(super) async fn get(
     actor: UserId,
     request: pb::GetFanoutJobRequest,
 ) -> GrpcResult<pb::GetFanoutJobResponse> {
-    let id = parse::job_id(request.job_id).map_err(JobError::from)?;
+    let id = parse::job_id(request.job_id).map_err(invalid)?;
     let found = jobs.get(actor, id).await?;
     Ok(Response::new(pb::GetFanoutJobResponse { job: Some(job(&found)) }))
 }
@@ -35,7 +35,7 @@ pub(super) async fn list(
     actor: UserId,
     request: pb::ListFanoutJobsRequest,
 ) -> GrpcResult<pb::ListFanoutJobsResponse> {
-    let (size, before) = parse::job_listing(request.page_size, &request.page_token).map_err(JobError::from)?;
+    let (size, before) = parse::job_listing(request.page_size, &request.page_token).map_err(invalid)?;
     let page = jobs.list(actor, size, before).await?;
     Ok(Response::new(pb::ListFanoutJobsResponse {
         jobs: page.items.iter().map(job).collect(),
@@ -48,7 +48,7 @@ pub(super) async fn cancel(
     actor: UserId,
     request: pb::CancelFanoutJobRequest,
 ) -> GrpcResult<pb::CancelFanoutJobResponse> {
-    let id = parse::job_id(request.job_id).map_err(JobError::from)?;
+    let id = parse::job_id(request.job_id).map_err(invalid)?;
     let cancelled = jobs.cancel(actor, id).await?;
     Ok(Response::new(pb::CancelFanoutJobResponse { job: Some(job(&cancelled)) }))
 }

@@ -16,7 +16,6 @@
 //! checkpoint, which writes nothing, and stops. See docs/fanout.md, "Fan-out jobs".
 
 pub mod domain;
-pub mod error;
 pub mod metrics;
 pub mod pacing;
 pub mod service;
@@ -24,7 +23,6 @@ pub mod sink;
 pub mod store;
 pub mod worker;
 
-pub use error::{JobError, JobResult};
 pub use service::JobService;
 pub use sink::{MemoryNotificationSink, NotificationSink, RedisStreamSink};
 pub use store::{JobStore, MemoryJobStore, PostgresJobStore};

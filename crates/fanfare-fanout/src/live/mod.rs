@@ -30,9 +30,9 @@ use fanfare_bus::UpdateBus;
 use fanfare_core::ids::UserId;
 use fanfare_core::rate_limit::{LimitQuota, UserLimit};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::config::LiveConfig;
+use crate::error::{FanoutError, FanoutResult, LimitedAction};
 
 pub(crate) use stream::{LiveStream, Resume};
 
@@ -83,18 +83,15 @@ impl Live {
     }
 
     /// Opens `user`'s stream, resuming each group in `resume` after its position.
-    pub(crate) async fn open(&self, user: i64, resume: Resume) -> Result<LiveStream, Status> {
+    pub(crate) async fn open(&self, user: i64, resume: Resume) -> FanoutResult<LiveStream> {
         if self.shutdown.is_cancelled() {
-            return Err(fanfare_core::server::shutdown_status());
+            return Err(FanoutError::ShuttingDown);
         }
+        let user_id = UserId::from_trusted(user);
         if let Some(limit) = &self.open_limit
-            && let Err(retry_after) = limit.check(UserId::from_trusted(user)).await
+            && let Err(retry_after) = limit.check(user_id).await
         {
-            return Err(fanfare_core::status::resource_exhausted(
-                format!("user {user} subscribes too often; retry in {retry_after:?}"),
-                format!("user:{user}:subscribes"),
-                Some(retry_after),
-            ));
+            return Err(FanoutError::RateLimited { user: user_id, action: LimitedAction::Subscribes, retry_after });
         }
         LiveStream::open(user, resume, Arc::clone(&self.hub), self.upstream.clone(), Arc::clone(&self.settings)).await
     }
