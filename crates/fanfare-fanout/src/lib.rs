@@ -7,7 +7,7 @@
 //! - [`jobs`]: creator-to-follower fan-out jobs ([`jobs::JobService`], [`jobs::JobWorkers`]).
 //!
 //! Around them, shared by the three: [`grpc`] (the transport adapter and request parsing),
-//! [`error`] (the one mapping to gRPC status codes), [`config`] and
+//! [`error`] (the one mapping to gRPC status codes), [`metrics`], [`config`] and
 //! [`backends`] (the stores, bus and push stream the service runs on).
 
 pub mod backends;
@@ -17,6 +17,7 @@ pub mod follows;
 pub mod grpc;
 pub mod jobs;
 pub mod live;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check().map_err(anyhow::Error::msg).context("invalid fanout configuration")?;
+    metrics::describe();
     let token = config.server.service_token.as_deref();
     let client_tls = ClientTls::load(&config.server.tls.client).context("loading the TLS settings of clients")?;
     let live = Live::start(&config.live, token, &client_tls, Arc::clone(&backends.bus), shutdown.clone())

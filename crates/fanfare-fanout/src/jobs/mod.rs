@@ -16,7 +16,6 @@
 //! checkpoint, which writes nothing, and stops. See docs/fanout.md, "Fan-out jobs".
 
 pub mod domain;
-pub mod metrics;
 pub mod pacing;
 pub mod service;
 pub mod sink;

@@ -11,11 +11,11 @@ use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{LimitQuota, SharedLimits, UserLimit};
 
 use super::domain::{FanoutJob, JobId, NewJob, StartJob};
-use super::metrics::{self, JOBS_STARTED_TOTAL};
 use super::store::{Created, JobStore};
 use crate::config::JobsConfig;
 use crate::error::{FanoutError, FanoutResult, LimitedAction};
 use crate::follows::store::FollowStore;
+use crate::metrics::{self, JOBS_STARTED_TOTAL};
 
 /// The current time at the precision every store keeps (microseconds).
 pub(super) fn now() -> DateTime<Utc> {

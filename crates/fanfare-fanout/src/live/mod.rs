@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::error::{FanoutError, FanoutResult, LimitedAction};
+use crate::metrics::DELIVERIES_TOTAL;
 
 pub(crate) use stream::{LiveStream, Resume};
 
@@ -61,7 +62,6 @@ impl Live {
         bus: Arc<dyn UpdateBus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        describe_metrics();
         let open_limit = LimitQuota::per_minute(config.user_subscribes_per_minute, config.user_subscribes_burst)
             .and_then(|quota| UserLimit::with_quota("subscribes", quota, bus.shared_limits()));
         let hub = Hub::start(bus, Duration::from_millis(config.heartbeat_ms), shutdown.clone()).await;
@@ -77,7 +77,7 @@ impl Live {
                     .allow_burst(std::num::NonZeroU32::new(config.stream_catch_up_burst.max(1)).unwrap_or(rate))
             }),
             // Looked up once here, not at every frame.
-            deliveries: metrics::counter!("fanfare_fanout_deliveries_total"),
+            deliveries: metrics::counter!(DELIVERIES_TOTAL),
         });
         Ok(Arc::new(Self { hub, upstream, settings, open_limit, shutdown }))
     }
@@ -143,33 +143,4 @@ impl Live {
     pub fn channels(&self) -> usize {
         self.hub.topics()
     }
-}
-
-fn describe_metrics() {
-    metrics::describe_gauge!("fanfare_fanout_streams_open", "Subscribe streams open on this pod.");
-    metrics::describe_gauge!("fanfare_fanout_bus_channels", "Bus channels this pod subscribes to for its streams.");
-    metrics::describe_counter!("fanfare_fanout_dispatched_total", "Updates handed to local streams' inboxes.");
-    metrics::describe_counter!("fanfare_fanout_deliveries_total", "Updates sent on streams (live and repaired).");
-    metrics::describe_counter!(
-        "fanfare_fanout_stream_overflows_total",
-        "Updates not queued because a stream's inbox was full (the stream catches up from the log)."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_gap_repairs_total",
-        "Catch-ups from the update log, by reason: jump (a hole in event_seq), overflow, bus (outage or lag)."
-    );
-    metrics::describe_counter!("fanfare_fanout_bus_gaps_total", "Bus gaps reported to this pod, by reason.");
-    metrics::describe_counter!(
-        "fanfare_fanout_catch_up_limited_total",
-        "Streams asked to reconnect because they kept falling behind (FANFARE_FANOUT_STREAM_CATCH_UPS_*)."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_notifications_delivered_total",
-        "Fan-out notifications delivered live to local streams."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_notifications_dropped_total",
-        "Fan-out notifications not delivered live because the stream's inbox was full (the push stream has them)."
-    );
-    metrics::describe_counter!("fanfare_fanout_bad_payloads_total", "Undecodable updates received from the bus.");
 }

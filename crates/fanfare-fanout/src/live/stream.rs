@@ -36,6 +36,7 @@ use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
 use super::notify::NotificationPage;
 use super::upstream::{Access, Upstream};
 use crate::error::{FanoutError, FanoutResult};
+use crate::metrics::{CATCH_UP_LIMITED_TOTAL, GAP_REPAIRS_TOTAL};
 
 /// Deliveries taken from the inbox at once; they may share one frame.
 const MAX_TAKE: usize = 64;
@@ -54,7 +55,7 @@ pub(crate) struct StreamSettings {
     pub max_streams_per_user: usize,
     /// Catch-up rounds one stream may make, sustained and in a burst; `None` for no limit.
     pub catch_up_rounds: Option<governor::Quota>,
-    /// `fanfare_fanout_deliveries_total`.
+    /// [`DELIVERIES_TOTAL`](crate::metrics::DELIVERIES_TOTAL).
     pub deliveries: metrics::Counter,
 }
 
@@ -336,7 +337,7 @@ impl LiveStream {
             && let Some(rounds) = &self.catch_up_rounds
             && rounds.check().is_err()
         {
-            metrics::counter!("fanfare_fanout_catch_up_limited_total").increment(1);
+            metrics::counter!(CATCH_UP_LIMITED_TOTAL).increment(1);
             return Err(Stop::Upstream(FanoutError::FallingBehind));
         }
         if flags.relist {
@@ -344,10 +345,10 @@ impl LiveStream {
         }
         if flags.repair_all {
             self.to_repair.extend(self.groups.keys().copied());
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "bus").increment(1);
+            metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "bus").increment(1);
         }
         if !flags.dirty.is_empty() {
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "overflow").increment(1);
+            metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "overflow").increment(1);
         }
         self.to_repair.extend(flags.dirty);
         while let Some(group) = self.to_repair.pop_first() {
@@ -357,11 +358,11 @@ impl LiveStream {
         loop {
             match blocked {
                 Some(Blocked::Jump(group)) => {
-                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
+                    metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "jump").increment(1);
                     self.backfill(group).await?;
                 }
                 Some(Blocked::Reissued(group)) => {
-                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "log_reissued").increment(1);
+                    metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "log_reissued").increment(1);
                     self.backfill(group).await?;
                 }
                 Some(Blocked::Join { group_id, event_seq }) => {
