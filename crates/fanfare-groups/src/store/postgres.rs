@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::PageSize;
+use fanfare_postgres::During as _;
 use sqlx::{PgConnection, PgPool};
 
 use super::{
@@ -73,7 +74,7 @@ impl PostgresGroupStore {
     /// A connection for one statement: at once an unavailable error while the database is
     /// known to be down (`fanfare_postgres::Pool`).
     async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.pool.acquire().await.during("acquiring a connection")
+        Ok(self.pool.acquire().await.during("acquiring a connection")?)
     }
 
     /// Creates schema `groups` and applies pending migrations, recording them in
@@ -107,21 +108,15 @@ fn distinct_in_order(users: &[UserId]) -> Vec<UserId> {
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// Classifies sqlx failures: an unreachable or overloaded database, or a transaction it
-/// rolled back (deadlock, serialization failure), is `Unavailable` and may be retried;
-/// anything else is `Internal`.
-trait During<T> {
-    /// Maps the error, naming the operation that failed.
-    fn during(self, operation: &'static str) -> StoreResult<T>;
-}
-
-impl<T> During<T> for Result<T, sqlx::Error> {
-    fn during(self, operation: &'static str) -> StoreResult<T> {
-        self.map_err(|error| {
-            let unavailable = fanfare_postgres::is_unavailable(&error);
-            let error = anyhow::Error::new(error).context(operation);
-            if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
-        })
+/// sqlx failures as this store reports them, classified once for every store
+/// (`fanfare_postgres::During`): an unreachable or overloaded database, or a transaction it
+/// rolled back, is `Unavailable` and may be retried; anything else is `Internal`.
+impl From<fanfare_postgres::Failure> for StoreError {
+    fn from(failure: fanfare_postgres::Failure) -> Self {
+        match failure {
+            fanfare_postgres::Failure::Unavailable(cause) => Self::Unavailable(cause),
+            fanfare_postgres::Failure::Internal(cause) => Self::Internal(cause),
+        }
     }
 }
 
@@ -1714,6 +1709,7 @@ impl GroupStore for PostgresGroupStore {
             .fetch_optional(&mut *self.connection().await?)
             .await
             .during("reading the outbox lag")
+            .map_err(Into::into)
     }
 
     async fn read_outbox(&self, after_id: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {
