@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
+use fanfare_core::time::timestamp_micros;
 use fanfare_proto::common::v1::{Role, Update, group_event, update};
+use fanfare_proto::events::joined_user;
 use fanfare_proto::redact::{carried_message, membership_subject};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -537,7 +539,7 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
         ended_membership_of: ended_membership(&update),
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
-            .map(|created| created.seconds.saturating_mul(1_000_000).saturating_add(i64::from(created.nanos / 1_000))),
+            .map(timestamp_micros),
         member_subject: membership_subject(&update),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
@@ -571,15 +573,6 @@ pub(crate) fn ended_membership(update: &Update) -> Option<i64> {
         group_event::Change::MemberLeft(left) => Some(left.user_id),
         group_event::Change::MemberRemoved(removed) => Some(removed.user_id),
         group_event::Change::MemberBanned(banned) if banned.was_member => Some(banned.user_id),
-        _ => None,
-    }
-}
-
-/// The user whose joining `update` records, if it does.
-pub(crate) fn joined_user(update: &Update) -> Option<i64> {
-    let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
-    match event.change.as_ref()? {
-        group_event::Change::MemberJoined(joined) => Some(joined.user_id),
         _ => None,
     }
 }

@@ -522,7 +522,7 @@ impl LiveStream {
             return &envelope.bytes;
         }
         let Some(access) = self.access.get(&envelope.group_id) else { return &envelope.bytes };
-        let old_message = match (envelope.message_created_micros, access.hidden_before()) {
+        let old_message = match (envelope.message_created_micros, access.history_hidden_before()) {
             (Some(created), Some(before)) => created < before,
             _ => false,
         };
@@ -535,7 +535,7 @@ impl LiveStream {
     fn apply_access_change(&mut self, group: i64, change: AccessChange) {
         let Some(access) = self.access.get_mut(&group) else { return };
         match change {
-            AccessChange::HistoryVisible(visible) => access.history_visible = visible,
+            AccessChange::HistoryVisible(visible) => access.history_visible_to_new_members = visible,
             AccessChange::Moderates { user, moderates } if user == self.user => access.moderates = moderates,
             AccessChange::Moderates { .. } => {}
         }
@@ -544,7 +544,7 @@ impl LiveStream {
 
     fn refresh_hidden(&mut self) {
         self.any_hidden =
-            self.access.values().any(|access| access.hidden_before().is_some() || access.hides_audience());
+            self.access.values().any(|access| access.history_hidden_before().is_some() || access.hides_audience());
     }
 
     /// Records `position` as the last delivered update of `group`.

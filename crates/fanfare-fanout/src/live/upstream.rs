@@ -7,12 +7,14 @@ use std::time::Duration;
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::ids::UserId;
+use fanfare_core::time::timestamp_micros;
 use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::{GroupKind, Role};
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, Group, ListUserGroupsRequest, Membership};
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
+use fanfare_proto::visibility::Standing;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -35,46 +37,20 @@ pub(crate) struct Upstream {
     messages: MessagesClient,
 }
 
-/// What decides what of a group's log a member sees whole (the rules the messages service
-/// applies to `GetUpdates`): history from before their join is hidden when the group hides
-/// it from new members and the member does not moderate it; other members are hidden from
-/// plain members of a BROADCAST group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Access {
-    /// When the member joined, in µs since the epoch.
-    pub joined_micros: i64,
-    /// Owner or admin.
-    pub moderates: bool,
-    /// The group's `history_visible_to_new_members`.
-    pub history_visible: bool,
-    /// Whether the group is a BROADCAST group (a kind never changes).
-    pub broadcast: bool,
-}
+/// What decides what of a group's log a member sees whole, by the rules the messages
+/// service applies to `GetUpdates` (`fanfare_proto::visibility`), with times in µs since the
+/// epoch.
+pub(crate) type Access = Standing<i64>;
 
-impl Access {
-    fn new(membership: Option<&Membership>, group: Option<&Group>) -> Self {
-        let history_visible = group
-            .and_then(|group| group.settings.as_ref())
-            .is_some_and(|settings| settings.history_visible_to_new_members);
-        let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
-        let joined_micros =
-            membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, |joined| {
-                joined.seconds.saturating_mul(1_000_000).saturating_add(i64::from(joined.nanos / 1_000))
-            });
-        let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
-        Self { joined_micros, moderates, history_visible, broadcast }
-    }
-
-    /// Messages created before this (µs since the epoch) reach the member without content.
-    pub fn hidden_before(&self) -> Option<i64> {
-        (!self.history_visible && !self.moderates).then_some(self.joined_micros)
-    }
-
-    /// Whether membership events about other users reach the member without them: a plain
-    /// member of a BROADCAST group (the groups service lists its members to moderators only).
-    pub fn hides_audience(&self) -> bool {
-        self.broadcast && !self.moderates
-    }
+/// The standing `membership` (none: not a member) gives in `group`. Without a membership
+/// the join is at the end of time: the member is shown no history from before it.
+fn access(membership: Option<&Membership>, group: Option<&Group>) -> Access {
+    let history_visible_to_new_members =
+        group.and_then(|group| group.settings.as_ref()).is_some_and(|settings| settings.history_visible_to_new_members);
+    let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
+    let joined_at = membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, timestamp_micros);
+    let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
+    Standing { joined_at, moderates, history_visible_to_new_members, broadcast }
 }
 
 /// A request acting as `user`.
@@ -117,7 +93,7 @@ impl Upstream {
                 .into_inner();
             groups.extend(page.groups.iter().filter_map(|entry| {
                 let group = entry.group.as_ref()?;
-                Some((group.group_id, Access::new(entry.membership.as_ref(), Some(group))))
+                Some((group.group_id, access(entry.membership.as_ref(), Some(group))))
             }));
             if groups.len() > max {
                 return Err(FanoutError::TooManyGroups { user: UserId::from_trusted(user), max });
@@ -149,7 +125,7 @@ impl Upstream {
             .map_err(FanoutError::Upstream)?
             .into_inner()
             .membership;
-        Ok(Access::new(membership.as_ref(), group_info.as_ref()))
+        Ok(access(membership.as_ref(), group_info.as_ref()))
     }
 
     /// One page of `group`'s update log after `after`, read as `user` (a resync when the log
