@@ -137,7 +137,7 @@ impl From<FanoutError> for Status {
             FanoutError::JobNotFound(_) => Status::not_found(message),
             // As the messages service answers a reused client_message_id with other content.
             FanoutError::IdempotencyConflict { .. } => Status::already_exists(message),
-            FanoutError::ShuttingDown => fanfare_core::server::shutdown_status(),
+            FanoutError::ShuttingDown => fanfare_core::shutdown::shutdown_status(),
             FanoutError::TooManyStreams { .. } | FanoutError::FallingBehind => Status::resource_exhausted(message),
             FanoutError::TooManyGroups { .. } => Status::failed_precondition(message),
             FanoutError::BusUnavailable(_) => Status::unavailable(message),
