@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fanfare_core::config::DependencyConfig;
-use fanfare_fanout::store::{FollowStore, PostgresFollowStore};
+use fanfare_fanout::follows::store::{FollowStore, PostgresFollowStore};
 use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_proto::fanout::v1::fanout_service_client::FanoutServiceClient;

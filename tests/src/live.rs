@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_bus::UpdateBus;
-use fanfare_fanout::store::PostgresFollowStore;
+use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::fanout::v1 as pb;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use fanfare_bus::UpdateBus;
 use fanfare_core::client::ServiceTokenInterceptor;
-use fanfare_fanout::store::PostgresFollowStore;
+use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_fanout::{FanoutBackends, FanoutConfig};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::fanout::v1 as fanout_pb;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_fanout::FanoutBackends;
-use fanfare_fanout::store::PostgresFollowStore;
+use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_proto::common::v1 as common;
 use fanfare_testkit::as_user;
 use fanfare_tests::expect_code;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_fanout::FanoutBackends;
-use fanfare_fanout::store::PostgresFollowStore;
+use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::fanout::{self, Client, TestFanout, counts, follow, start_with};

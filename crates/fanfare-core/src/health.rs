@@ -167,8 +167,10 @@ impl Health for DrainingHealth {
 
     async fn watch(&self, request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let updates = self.inner.watch(request).await?.into_inner();
-        let farewell =
-            [Ok(HealthCheckResponse { status: WireStatus::NotServing as i32 }), Err(crate::server::shutdown_status())];
+        let farewell = [
+            Ok(HealthCheckResponse { status: WireStatus::NotServing as i32 }),
+            Err(crate::shutdown::shutdown_status()),
+        ];
         let stream = updates.take_until(self.shutdown.clone().cancelled_owned()).chain(futures::stream::iter(farewell));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -83,8 +83,9 @@ const DESCRIPTOR_SETS: [&[u8]; 5] = [
 /// When the token is cancelled, health turns NOT_SERVING, the listener closes, connections
 /// are told to go away (HTTP/2 GOAWAY) and in-flight calls get [`ServerConfig::shutdown_grace`]
 /// to finish. Server-streaming handlers must watch the same token themselves and end their
-/// streams with UNAVAILABLE ([`shutdown_status`]) so clients reconnect to another instance; a stream still open at
-/// the end of the grace period is abandoned when `serve` returns.
+/// streams with UNAVAILABLE ([`crate::shutdown::shutdown_status`]) so clients reconnect to
+/// another instance; a stream still open at the end of the grace period is abandoned when
+/// `serve` returns.
 ///
 /// # Connection age
 ///
@@ -303,12 +304,6 @@ impl GrpcServer {
         }
         Ok(())
     }
-}
-
-/// The status a server-streaming handler ends its stream with once the shutdown token is
-/// cancelled, so the client reconnects to another instance.
-pub fn shutdown_status() -> tonic::Status {
-    tonic::Status::unavailable("server is shutting down; reconnect to another instance")
 }
 
 /// Health alone, in plaintext, on `listener` until `shutdown`: the same statuses as the

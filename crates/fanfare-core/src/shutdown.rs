@@ -1,7 +1,14 @@
 //! Shutdown is an input: SIGTERM or SIGINT cancels one token that the server, its streams
-//! and its background tasks all watch.
+//! and its background tasks all watch; a stream the token ends closes with
+//! [`shutdown_status`].
 
 use tokio_util::sync::CancellationToken;
+
+/// The status a server-streaming handler ends its stream with once the shutdown token is
+/// cancelled, so the client reconnects to another instance.
+pub fn shutdown_status() -> tonic::Status {
+    tonic::Status::unavailable("server is shutting down; reconnect to another instance")
+}
 
 /// A token cancelled on the first SIGTERM or SIGINT (Ctrl-C), logging which arrived.
 ///

@@ -22,6 +22,12 @@ pub fn to_optional_timestamp(time: Option<DateTime<Utc>>) -> Option<Timestamp> {
     time.map(to_timestamp)
 }
 
+/// A wire timestamp in whole microseconds since the epoch (sub-microsecond digits dropped,
+/// saturating at the ends of `i64`), for comparing times without converting each one.
+pub fn timestamp_micros(timestamp: &Timestamp) -> i64 {
+    timestamp.seconds.saturating_mul(1_000_000).saturating_add(i64::from(timestamp.nanos / 1_000))
+}
+
 /// Parses a wire timestamp; out-of-range values name the field.
 pub fn parse_timestamp(field: &str, timestamp: &Timestamp) -> Result<DateTime<Utc>, FieldViolation> {
     let nanos = u32::try_from(timestamp.nanos).ok().filter(|nanos| *nanos < 1_000_000_000);
@@ -57,6 +63,15 @@ mod tests {
         assert_eq!(back, now);
         let bad = Timestamp { seconds: 1, nanos: -1 };
         assert!(parse_timestamp("t", &bad).is_err());
+    }
+
+    #[test]
+    fn micros_drop_sub_microsecond_digits_and_saturate() {
+        let time = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(timestamp_micros(&to_timestamp(time)), 1_700_000_000_123_456);
+        assert_eq!(timestamp_micros(&to_timestamp(time)), time.timestamp_micros());
+        assert_eq!(timestamp_micros(&Timestamp { seconds: i64::MAX, nanos: 0 }), i64::MAX);
+        assert_eq!(timestamp_micros(&Timestamp { seconds: i64::MIN, nanos: 0 }), i64::MIN);
     }
 
     #[test]

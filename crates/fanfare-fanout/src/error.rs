@@ -1,7 +1,8 @@
 //! The fanout service's one error type, and its mapping to gRPC status codes — the only
-//! place a `FanoutError` becomes a `tonic::Status`. Internal causes are logged here and
-//! never sent to the caller.
+//! place a `FanoutError` becomes a `tonic::Status`, for the follow graph, fan-out jobs and
+//! live delivery alike. Internal causes are logged here and never sent to the caller.
 
+use std::fmt;
 use std::time::Duration;
 
 use fanfare_core::identity::IdentityError;
@@ -10,7 +11,8 @@ use fanfare_core::status;
 use fanfare_core::validation::InvalidRequest;
 use tonic::Status;
 
-use crate::store::StoreError;
+use crate::follows::store::StoreError;
+use crate::jobs::domain::JobId;
 
 /// Why a fanout call failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,21 +23,106 @@ pub enum FanoutError {
     /// One or more request fields are invalid (including a self-follow).
     #[error(transparent)]
     InvalidRequest(#[from] InvalidRequest),
-    /// The caller is following and unfollowing too fast.
-    #[error("user {user} is following and unfollowing too fast; retry in {retry_after:?}")]
+    /// The caller does something too often.
+    #[error("user {user} {action}; retry in {retry_after:?}")]
     RateLimited {
         /// The caller.
         user: UserId,
+        /// What they do too often.
+        action: LimitedAction,
         /// When a retry will be accepted.
         retry_after: Duration,
     },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+
+    // Fan-out jobs.
+    /// No job with this id, or not one of the caller's (the two are not told apart, so
+    /// job ids reveal nothing about other creators).
+    #[error("fan-out job {0} not found among the caller's jobs")]
+    JobNotFound(JobId),
+    /// The caller used this idempotency key before, for a job announcing something else.
+    #[error(
+        "idempotency key {key:?} was already used for fan-out job {job}, which announces something else; \
+         use a new key for a new job"
+    )]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The job it was used for.
+        job: JobId,
+    },
+
+    // Live delivery.
+    /// The pod is shutting down: streams open elsewhere.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The user holds as many streams on this pod as one user may.
+    #[error("user {user} already holds {max} streams on this pod; close one before opening another")]
+    TooManyStreams {
+        /// The user.
+        user: UserId,
+        /// The most one user holds on one pod.
+        max: usize,
+    },
+    /// The user belongs to more groups than one stream carries.
+    #[error("user {user} belongs to more than {max} groups, the most one stream carries")]
+    TooManyGroups {
+        /// The user.
+        user: UserId,
+        /// The most groups one stream carries.
+        max: usize,
+    },
+    /// The pod could not listen to the update bus for a stream.
+    #[error("the update bus is unavailable ({0}); retry shortly")]
+    BusUnavailable(String),
+    /// A stream keeps falling behind and catching up from the log: it is asked to reconnect.
+    #[error("this stream keeps falling behind and catching up from the log; read faster, or reconnect later")]
+    FallingBehind,
+    /// The messages service answered `GetUpdates` without a result.
+    #[error("the messages service answered GetUpdates with nothing")]
+    EmptyUpdates,
+    /// The groups or messages service answered a call of live delivery with this status;
+    /// it is passed on as it came.
+    #[error("{}", .0.message())]
+    Upstream(Status),
 }
 
 /// Result of a fanout call.
 pub type FanoutResult<T> = Result<T, FanoutError>;
+
+/// What a caller may do only so often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitedAction {
+    /// Follows and unfollows.
+    FollowChanges,
+    /// Starting fan-out jobs.
+    JobStarts,
+    /// Opening `Subscribe` streams.
+    Subscribes,
+}
+
+impl LimitedAction {
+    /// The last part of the quota subject (`user:{id}:{this}`), as the limit is named.
+    fn quota(self) -> &'static str {
+        match self {
+            Self::FollowChanges => "follow-changes",
+            Self::JobStarts => "fanout-jobs",
+            Self::Subscribes => "subscribes",
+        }
+    }
+}
+
+impl fmt::Display for LimitedAction {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Self::FollowChanges => "is following and unfollowing too fast",
+            Self::JobStarts => "starts fan-out jobs too often",
+            Self::Subscribes => "subscribes too often",
+        })
+    }
+}
 
 impl From<FanoutError> for Status {
     fn from(error: FanoutError) -> Self {
@@ -43,10 +130,20 @@ impl From<FanoutError> for Status {
         match error {
             FanoutError::Identity(identity) => identity.into(),
             FanoutError::InvalidRequest(invalid) => status::invalid_argument(&invalid),
-            FanoutError::RateLimited { user, retry_after } => {
-                status::resource_exhausted(message, format!("user:{user}:follow-changes"), Some(retry_after))
+            FanoutError::RateLimited { user, action, retry_after } => {
+                status::resource_exhausted(message, format!("user:{user}:{}", action.quota()), Some(retry_after))
             }
             FanoutError::Store(store) => store_status(store, message),
+            FanoutError::JobNotFound(_) => Status::not_found(message),
+            // As the messages service answers a reused client_message_id with other content.
+            FanoutError::IdempotencyConflict { .. } => Status::already_exists(message),
+            FanoutError::ShuttingDown => fanfare_core::shutdown::shutdown_status(),
+            FanoutError::TooManyStreams { .. } | FanoutError::FallingBehind => Status::resource_exhausted(message),
+            FanoutError::TooManyGroups { .. } => Status::failed_precondition(message),
+            FanoutError::BusUnavailable(_) => Status::unavailable(message),
+            // Another service broke its contract; nothing of ours is in the message.
+            FanoutError::EmptyUpdates => Status::internal(message),
+            FanoutError::Upstream(upstream) => upstream,
         }
     }
 }
@@ -98,11 +195,40 @@ mod tests {
     #[test]
     fn rate_limits_carry_a_retry_delay_and_outages_are_unavailable() {
         let user = UserId::from_trusted(3);
-        let limited = Status::from(FanoutError::RateLimited { user, retry_after: Duration::from_millis(100) });
+        let retry_after = Duration::from_millis(100);
+        let limited =
+            Status::from(FanoutError::RateLimited { user, action: LimitedAction::FollowChanges, retry_after });
         assert_eq!(limited.code(), Code::ResourceExhausted);
         assert!(has_retry_delay(&limited));
+        assert!(limited.message().starts_with("user 3 is following and unfollowing too fast; retry in"));
+        let quota = limited.get_error_details().quota_failure().expect("a quota failure").violations[0].clone();
+        assert_eq!(quota.subject, "user:3:follow-changes");
         let down = Status::from(FanoutError::Store(StoreError::Unavailable(anyhow::anyhow!("connection refused"))));
         assert_eq!(down.code(), Code::Unavailable);
         assert!(!down.message().contains("refused"));
+    }
+
+    #[test]
+    fn conflicts_are_already_exists_naming_key_and_job() {
+        let status = Status::from(FanoutError::IdempotencyConflict { key: "k1".into(), job: JobId::from_trusted(4) });
+        assert_eq!(status.code(), Code::AlreadyExists);
+        assert!(status.message().contains("\"k1\"") && status.message().contains(" 4,"), "{}", status.message());
+    }
+
+    #[test]
+    fn missing_jobs_are_not_found() {
+        assert_eq!(Status::from(FanoutError::JobNotFound(JobId::from_trusted(9))).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn upstream_statuses_pass_through_and_stream_refusals_keep_their_codes() {
+        let upstream = Status::permission_denied("not a member");
+        let passed = Status::from(FanoutError::Upstream(upstream));
+        assert_eq!((passed.code(), passed.message()), (Code::PermissionDenied, "not a member"));
+        let user = UserId::from_trusted(5);
+        assert_eq!(Status::from(FanoutError::TooManyStreams { user, max: 8 }).code(), Code::ResourceExhausted);
+        assert_eq!(Status::from(FanoutError::TooManyGroups { user, max: 8 }).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(FanoutError::BusUnavailable("down".into())).code(), Code::Unavailable);
+        assert_eq!(Status::from(FanoutError::ShuttingDown).code(), Code::Unavailable);
     }
 }

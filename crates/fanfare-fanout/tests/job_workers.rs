@@ -17,7 +17,8 @@ use fanfare_bus::{BusError, BusEvent, MemoryBus, Subscriber, UpdateBus};
 use fanfare_core::ids::UserId;
 use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::config::JobsConfig;
-use fanfare_fanout::domain::FollowKey;
+use fanfare_fanout::follows::domain::FollowKey;
+use fanfare_fanout::follows::store::MemoryFollowStore;
 use fanfare_fanout::jobs::domain::{FanoutJob, JobId, JobKind, JobState, NewJob, Rate, StartJob};
 use fanfare_fanout::jobs::sink::{JobRef, PageAppend, SinkError};
 use fanfare_fanout::jobs::store::Claim;
@@ -27,7 +28,6 @@ use fanfare_fanout::jobs::{
     JobOutcome, JobRunner, JobStore, JobWorkers, MemoryJobStore, MemoryNotificationSink, NotificationSink,
 };
 use fanfare_fanout::live::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
-use fanfare_fanout::store::MemoryFollowStore;
 use fanfare_proto::prost::Message as _;
 use tokio_util::sync::CancellationToken;
 

@@ -7,11 +7,11 @@
 //! `redis://127.0.0.1:6379`).
 
 use async_trait::async_trait;
+use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_fanout::jobs::sink::PushEntry;
 use fanfare_fanout::jobs::sink::conformance::SinkFixture;
 use fanfare_fanout::jobs::store::conformance::JobStoreFixture;
 use fanfare_fanout::jobs::{JobStore, NotificationSink, PostgresJobStore, RedisStreamSink};
-use fanfare_fanout::store::PostgresFollowStore;
 use fanfare_testdb::TestDatabase;
 
 mod memory_store {

@@ -5,13 +5,13 @@
 //! PostgreSQL is reached at `postgres://postgres@127.0.0.1:5432/postgres` unless
 //! `DATABASE_URL` names another admin connection.
 
-use fanfare_fanout::store::conformance::{FOLLOWING_LIMIT, StoreFixture, at, user};
-use fanfare_fanout::store::postgres::{LIST_FOLLOWERS_SQL, LIST_FOLLOWING_SQL};
-use fanfare_fanout::store::{FollowStore, PostgresFollowStore, StoreError};
+use fanfare_fanout::follows::store::conformance::{FOLLOWING_LIMIT, StoreFixture, at, user};
+use fanfare_fanout::follows::store::postgres::{LIST_FOLLOWERS_SQL, LIST_FOLLOWING_SQL};
+use fanfare_fanout::follows::store::{FollowStore, PostgresFollowStore, StoreError};
 use fanfare_testdb::{TestDatabase, migrations};
 
 mod memory {
-    use fanfare_fanout::store::MemoryFollowStore;
+    use fanfare_fanout::follows::store::MemoryFollowStore;
 
     fanfare_fanout::follow_store_conformance_tests!(async { MemoryFollowStore::new() });
 }

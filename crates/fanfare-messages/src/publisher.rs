@@ -22,8 +22,6 @@ use chrono::Utc;
 use fanfare_bus::{UpdateBus, group_channel, user_channel};
 use fanfare_core::ids::GroupId;
 use fanfare_proto::common::v1 as common;
-use fanfare_proto::common::v1::group_event::Change as GroupChange;
-use fanfare_proto::common::v1::update::Change;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -297,13 +295,7 @@ fn joined_user(update: &StoredUpdate) -> Option<i64> {
             return None;
         }
     };
-    let Some(Change::GroupEvent(event)) = decoded.change else {
-        return None;
-    };
-    let Some(GroupChange::MemberJoined(joined)) = event.change else {
-        return None;
-    };
-    Some(joined.user_id)
+    fanfare_proto::events::joined_user(&decoded)
 }
 
 /// Where publishers send what they published, for the [`Acker`] to delete from the outbox.
@@ -373,6 +365,7 @@ impl Acker {
 #[cfg(test)]
 mod tests {
     use fanfare_core::ids::UserId;
+    use fanfare_proto::common::v1::group_event::Change as GroupChange;
 
     use super::*;
     use crate::domain::outbox_lane;

@@ -10,6 +10,7 @@ use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::UserLimit;
 use fanfare_proto::common::v1 as common;
+use fanfare_proto::visibility::Standing;
 use uuid::Uuid;
 
 use crate::coalescer::ReactionCoalescer;
@@ -213,8 +214,18 @@ impl MessagesService {
     /// The earliest message time a member may read: their join time when the group hides
     /// earlier history from new members (moderators always see everything).
     fn visible_since(access: &Access, member: &MemberInfo) -> Option<DateTime<Utc>> {
-        let hidden = !access.group.history_visible_to_new_members && !member.moderates();
-        hidden.then_some(member.joined_at)
+        Self::standing(access, member).history_hidden_before()
+    }
+
+    /// What decides what of the group's log the member reads whole, for the rules live
+    /// delivery applies too (`fanfare_proto::visibility`).
+    fn standing(access: &Access, member: &MemberInfo) -> Standing<DateTime<Utc>> {
+        Standing {
+            joined_at: member.joined_at,
+            moderates: member.moderates(),
+            history_visible_to_new_members: access.group.history_visible_to_new_members,
+            broadcast: access.group.kind == common::GroupKind::Broadcast,
+        }
     }
 
     /// What of the group's log `reader` may not see: older messages' content (as
@@ -224,7 +235,7 @@ impl MessagesService {
         LogView {
             reader,
             messages_before: Self::visible_since(access, member),
-            hides_audience: access.group.kind == common::GroupKind::Broadcast && !member.moderates(),
+            hides_audience: Self::standing(access, member).hides_audience(),
         }
     }
 

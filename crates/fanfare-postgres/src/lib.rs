@@ -1,6 +1,7 @@
 //! Postgres plumbing every store shares: opening a pool that fails fast while its database
 //! is known to be down ([`Pool`]), applying a service's migrations in its own schema, and
-//! telling retryable sqlx failures from the rest.
+//! telling retryable sqlx failures from the rest ([`is_unavailable`], and [`During`] to
+//! classify a result as every store's error does).
 //!
 //! Each service keeps its own `sqlx::migrate!("./migrations")` (the macro embeds paths
 //! relative to the crate that expands it) and passes the resulting migrator to [`migrate`].
@@ -110,9 +111,38 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A failed sqlx call, classified the way every store's error is: the database
+/// unavailable (see [`is_unavailable`]: retrying may help) or anything else (a bug or
+/// corrupt data). Each store's error converts it into its own two variants
+/// (`From<Failure>`), so the rule is written once.
+#[derive(Debug)]
+pub enum Failure {
+    /// The database could not be reached or failed the transaction.
+    Unavailable(anyhow::Error),
+    /// Anything else.
+    Internal(anyhow::Error),
+}
+
+/// Classifies the error of a sqlx result ([`Failure`]), naming the operation that failed:
+/// `query.fetch_one(..).await.during("reading a group")?` in a store method.
+pub trait During<T> {
+    /// Maps the error, naming the operation that failed.
+    fn during(self, operation: &'static str) -> Result<T, Failure>;
+}
+
+impl<T> During<T> for Result<T, sqlx::Error> {
+    fn during(self, operation: &'static str) -> Result<T, Failure> {
+        self.map_err(|error| {
+            let unavailable = is_unavailable(&error);
+            let error = anyhow::Error::new(error).context(operation);
+            if unavailable { Failure::Unavailable(error) } else { Failure::Internal(error) }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_unavailable;
+    use super::{During, Failure, is_unavailable};
 
     #[test]
     fn connection_and_pool_failures_are_unavailable() {
@@ -128,5 +158,17 @@ mod tests {
     fn other_failures_are_not() {
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
         assert!(!is_unavailable(&sqlx::Error::Protocol("unexpected message".to_owned())));
+    }
+
+    #[test]
+    fn during_names_the_operation_and_keeps_the_class() {
+        let down: Result<(), sqlx::Error> = Err(sqlx::Error::PoolTimedOut);
+        match down.during("reading a row") {
+            Err(Failure::Unavailable(error)) => assert_eq!(error.to_string(), "reading a row"),
+            other => panic!("not unavailable: {other:?}"),
+        }
+        let missing: Result<(), sqlx::Error> = Err(sqlx::Error::RowNotFound);
+        assert!(matches!(missing.during("reading a row"), Err(Failure::Internal(_))));
+        assert!(matches!(Ok::<_, sqlx::Error>(7).during("reading a row"), Ok(7)));
     }
 }

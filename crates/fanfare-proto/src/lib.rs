@@ -11,8 +11,10 @@ pub use tonic;
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fanfare_descriptor.bin"));
 
 pub mod codec;
+pub mod events;
 pub mod frame;
 pub mod redact;
+pub mod visibility;
 
 /// Types shared by every service (`fanfare.common.v1`).
 pub mod common {

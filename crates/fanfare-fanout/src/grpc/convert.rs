@@ -1,9 +1,11 @@
 //! Domain records to their wire messages.
 
+use chrono::Utc;
 use fanfare_core::time::{to_optional_timestamp, to_timestamp};
 use fanfare_proto::fanout::v1 as pb;
 
-use crate::domain::{Follow, FollowCheck, FollowCounts};
+use crate::follows::domain::{Follow, FollowCheck, FollowCounts};
+use crate::jobs::domain::FanoutJob;
 
 /// The wire form of an edge.
 pub fn follow(follow: &Follow) -> pb::Follow {
@@ -29,5 +31,26 @@ pub fn check(check: &FollowCheck) -> pb::FollowCheck {
         creator_user_id: check.creator.get(),
         following: check.followed_at.is_some(),
         followed_at: to_optional_timestamp(check.followed_at),
+    }
+}
+
+/// The wire form of a job, with its progress as of now.
+pub fn job(job: &FanoutJob) -> pb::FanoutJob {
+    let progress = job.progress(Utc::now());
+    pb::FanoutJob {
+        job_id: job.id.get(),
+        creator_user_id: job.creator.get(),
+        kind: job.kind.to_proto().into(),
+        payload_ref: job.payload_ref.as_str().to_owned(),
+        idempotency_key: job.idempotency_key.as_str().to_owned(),
+        state: job.state.to_proto().into(),
+        followers_total: i64::try_from(job.followers_total).unwrap_or(i64::MAX),
+        followers_done: i64::try_from(job.followers_done).unwrap_or(i64::MAX),
+        followers_per_second: progress.followers_per_second,
+        eta_seconds: i64::try_from(progress.eta_seconds).unwrap_or(i64::MAX),
+        rate_limit_per_second: i32::try_from(job.rate.get()).unwrap_or(i32::MAX),
+        created_at: Some(to_timestamp(job.created_at)),
+        started_at: to_optional_timestamp(job.started_at),
+        finished_at: to_optional_timestamp(job.finished_at),
     }
 }

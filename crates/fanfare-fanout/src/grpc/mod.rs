@@ -1,6 +1,7 @@
 //! The gRPC adapter of `fanfare.fanout.v1.FanoutService`: per call, read the acting user
-//! from metadata, parse the request into validated values, call [`FanoutService`], and map
-//! the result. No rules and no storage here.
+//! from metadata, parse the request into validated values ([`parse`]), call the part of the
+//! service it belongs to ([`FollowService`], [`JobService`] or [`Live`]), and map the result
+//! ([`convert`]). No rules and no storage here.
 
 mod convert;
 mod jobs;
@@ -20,23 +21,23 @@ use fanfare_proto::fanout::v1::fanout_service_server::{FanoutService as FanoutAp
 use tonic::{Request, Response, Status};
 
 use crate::error::FanoutError;
+use crate::follows::FollowService;
 use crate::jobs::JobService;
 use crate::live::Live;
-use crate::service::FanoutService;
 
-/// The tonic service over the follow graph ([`FanoutService`]), fan-out jobs
+/// The tonic service over the follow graph ([`FollowService`]), fan-out jobs
 /// ([`JobService`]) and live delivery ([`Live`]).
 #[derive(Clone)]
 pub struct FanoutGrpc {
-    service: Arc<FanoutService>,
+    follows: Arc<FollowService>,
     jobs: Arc<JobService>,
     live: Arc<Live>,
 }
 
 impl FanoutGrpc {
     /// Wraps the three parts of the service.
-    pub fn new(service: Arc<FanoutService>, jobs: Arc<JobService>, live: Arc<Live>) -> Self {
-        Self { service, jobs, live }
+    pub fn new(follows: Arc<FollowService>, jobs: Arc<JobService>, live: Arc<Live>) -> Self {
+        Self { follows, jobs, live }
     }
 
     /// The generated tonic server for this adapter, with the message size limits of
@@ -64,7 +65,7 @@ impl FanoutApi for FanoutGrpc {
     async fn follow(&self, request: Request<pb::FollowRequest>) -> GrpcResult<pb::FollowResponse> {
         let actor = actor(&request)?;
         let creator = parse::creator(request.get_ref().creator_user_id).map_err(invalid)?;
-        let followed = self.service.follow(actor, creator).await?;
+        let followed = self.follows.follow(actor, creator).await?;
         Ok(Response::new(pb::FollowResponse {
             follow: Some(convert::follow(&followed.follow)),
             created: followed.created,
@@ -74,7 +75,7 @@ impl FanoutApi for FanoutGrpc {
     async fn unfollow(&self, request: Request<pb::UnfollowRequest>) -> GrpcResult<pb::UnfollowResponse> {
         let actor = actor(&request)?;
         let creator = parse::creator(request.get_ref().creator_user_id).map_err(invalid)?;
-        let removed = self.service.unfollow(actor, creator).await?;
+        let removed = self.follows.unfollow(actor, creator).await?;
         Ok(Response::new(pb::UnfollowResponse { removed }))
     }
 
@@ -86,7 +87,7 @@ impl FanoutApi for FanoutGrpc {
         let listing = request.get_ref();
         let (user, size, before) =
             parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
-        let page = self.service.list_followers(actor, user, size, before).await?;
+        let page = self.follows.list_followers(actor, user, size, before).await?;
         Ok(Response::new(pb::ListFollowersResponse {
             follows: page.items.iter().map(convert::follow).collect(),
             next_page_token: page.next_page_token(),
@@ -101,7 +102,7 @@ impl FanoutApi for FanoutGrpc {
         let listing = request.get_ref();
         let (user, size, before) =
             parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
-        let page = self.service.list_following(actor, user, size, before).await?;
+        let page = self.follows.list_following(actor, user, size, before).await?;
         Ok(Response::new(pb::ListFollowingResponse {
             follows: page.items.iter().map(convert::follow).collect(),
             next_page_token: page.next_page_token(),
@@ -114,16 +115,16 @@ impl FanoutApi for FanoutGrpc {
     ) -> GrpcResult<pb::GetFollowCountsResponse> {
         // Counters are public, but the call still needs an acting user, like every call.
         actor(&request)?;
-        let users = parse::get_follow_counts(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
-        let counts = self.service.get_follow_counts(&users).await?;
+        let users = parse::get_follow_counts(request.get_ref(), self.follows.max_batch_size()).map_err(invalid)?;
+        let counts = self.follows.get_follow_counts(&users).await?;
         Ok(Response::new(pb::GetFollowCountsResponse { counts: counts.iter().map(convert::counts).collect() }))
     }
 
     async fn check_follows(&self, request: Request<pb::CheckFollowsRequest>) -> GrpcResult<pb::CheckFollowsResponse> {
         let actor = actor(&request)?;
         let (follower, creators) =
-            parse::check_follows(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
-        let checks = self.service.check_follows(actor, follower, &creators).await?;
+            parse::check_follows(request.get_ref(), self.follows.max_batch_size()).map_err(invalid)?;
+        let checks = self.follows.check_follows(actor, follower, &creators).await?;
         Ok(Response::new(pb::CheckFollowsResponse { checks: checks.iter().map(convert::check).collect() }))
     }
 

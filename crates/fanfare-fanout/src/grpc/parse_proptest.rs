@@ -1,5 +1,5 @@
-//! Property tests of the request parsers ([`super::parse`], the job RPCs' in
-//! [`super::jobs`], and `Subscribe`'s resume positions): any request message, however
+//! Property tests of the request parsers ([`super::parse`]: the follow graph's, the job
+//! RPCs' and `Subscribe`'s resume positions): any request message, however
 //! hostile (extreme ids, unknown enum numbers, strings of any characters and of up to
 //! 4 MiB, lists of up to ten times their limit), is either parsed into values within the
 //! documented bounds or refused with a bounded error; never a panic.
@@ -9,10 +9,9 @@ use fanfare_core::paging::MAX_PAGE_SIZE;
 use fanfare_proto::fanout::v1 as pb;
 use proptest::prelude::*;
 
-use super::{jobs, parse};
+use super::parse;
 use crate::config::DEFAULT_MAX_BATCH_SIZE;
 use crate::jobs::domain::{MAX_IDEMPOTENCY_KEY_BYTES, MAX_PAYLOAD_REF_BYTES};
-use crate::live::parse_resume;
 
 /// Groups one stream may carry in these tests.
 const MAX_GROUPS: usize = 50;
@@ -55,13 +54,13 @@ proptest! {
         job_id in int64(), page_size in int32(), token in page_token(),
     ) {
         let start = pb::StartFanoutJobRequest { kind, payload_ref, idempotency_key, rate_limit_per_second: rate };
-        assert_parsed(&jobs::start_request(&start, RATES.0, RATES.1), |job| {
+        assert_parsed(&parse::start_fanout_job(&start, RATES.0, RATES.1), |job| {
             assert!(!job.payload_ref.as_str().is_empty() && job.payload_ref.as_str().len() <= MAX_PAYLOAD_REF_BYTES);
             assert!(job.idempotency_key.as_str().len() <= MAX_IDEMPOTENCY_KEY_BYTES);
             assert!((1..=RATES.1).contains(&job.rate.get()));
         });
-        assert_parsed(&jobs::job_id(job_id), |job| assert!(job.get() > 0));
-        assert_parsed(&jobs::listing(page_size, &token), |(size, before)| {
+        assert_parsed(&parse::job_id(job_id), |job| assert!(job.get() > 0));
+        assert_parsed(&parse::job_listing(page_size, &token), |(size, before)| {
             assert!((1..=MAX_PAGE_SIZE).contains(&size.get()));
             assert!(before.is_none_or(|job| job.get() > 0));
         });
@@ -69,7 +68,7 @@ proptest! {
 
     #[test]
     fn subscribe(positions in prop::collection::vec(position(), 0..=MAX_GROUPS * 10 + 1), cursor in text()) {
-        assert_parsed(&parse_resume(&positions, &cursor, MAX_GROUPS), |resume| {
+        assert_parsed(&parse::resume(&positions, &cursor, MAX_GROUPS), |resume| {
             assert!(resume.len() <= MAX_GROUPS);
             assert!(resume.iter().all(|(group, position)| *group > 0 && position.event_seq >= 0), "{resume:?}");
         });

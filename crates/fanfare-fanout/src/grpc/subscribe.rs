@@ -9,8 +9,8 @@ use fanfare_proto::frame::SubscribeResponse;
 use futures::Stream;
 use tonic::{Response, Status};
 
-use super::{GrpcResult, invalid};
-use crate::live::{Live, parse_resume};
+use super::{GrpcResult, invalid, parse};
+use crate::live::Live;
 
 /// The frames of one stream.
 pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
@@ -20,7 +20,7 @@ pub(super) async fn subscribe(
     actor: UserId,
     request: pb::SubscribeRequest,
 ) -> GrpcResult<SubscribeStream> {
-    let resume = parse_resume(&request.positions, &request.cursor, live.max_groups()).map_err(invalid)?;
+    let resume = parse::resume(&request.positions, &request.cursor, live.max_groups()).map_err(invalid)?;
     let stream = live.open(actor.get(), resume).await?;
     Ok(Response::new(Box::pin(stream.into_frames())))
 }

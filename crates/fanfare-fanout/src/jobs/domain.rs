@@ -8,7 +8,7 @@ use fanfare_core::ids::UserId;
 use fanfare_core::validation::FieldViolation;
 use fanfare_proto::fanout::v1 as pb;
 
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
 
 /// A fan-out job, numbered by the job store in creation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -16,15 +16,12 @@
 //! checkpoint, which writes nothing, and stops. See docs/fanout.md, "Fan-out jobs".
 
 pub mod domain;
-pub mod error;
-pub mod metrics;
 pub mod pacing;
 pub mod service;
 pub mod sink;
 pub mod store;
 pub mod worker;
 
-pub use error::{JobError, JobResult};
 pub use service::JobService;
 pub use sink::{MemoryNotificationSink, NotificationSink, RedisStreamSink};
 pub use store::{JobStore, MemoryJobStore, PostgresJobStore};

@@ -11,11 +11,11 @@ use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{LimitQuota, SharedLimits, UserLimit};
 
 use super::domain::{FanoutJob, JobId, NewJob, StartJob};
-use super::error::{JobError, JobResult};
-use super::metrics::{self, JOBS_STARTED_TOTAL};
 use super::store::{Created, JobStore};
 use crate::config::JobsConfig;
-use crate::store::FollowStore;
+use crate::error::{FanoutError, FanoutResult, LimitedAction};
+use crate::follows::store::FollowStore;
+use crate::metrics::{self, JOBS_STARTED_TOTAL};
 
 /// The current time at the precision every store keeps (microseconds).
 pub(super) fn now() -> DateTime<Utc> {
@@ -64,21 +64,21 @@ impl JobService {
 
     /// Starts notifying every follower of the actor, or returns the job the actor started
     /// with the same key (`created: false`). The same key for something else (another kind
-    /// or payload) is an [`JobError::IdempotencyConflict`]; a different rate is not.
-    pub async fn start(&self, actor: UserId, request: StartJob) -> JobResult<Created> {
+    /// or payload) is an [`FanoutError::IdempotencyConflict`]; a different rate is not.
+    pub async fn start(&self, actor: UserId, request: StartJob) -> FanoutResult<Created> {
         if let Some(limit) = &self.start_limit
             && let Err(retry_after) = limit.check(actor).await
             // A retry of a job already started is answered, not limited.
             && self.store.find(actor, &request.idempotency_key).await?.is_none()
         {
-            return Err(JobError::RateLimited { user: actor, retry_after });
+            return Err(FanoutError::RateLimited { user: actor, action: LimitedAction::JobStarts, retry_after });
         }
         let counts = self.follows.get_counts(&[actor]).await?;
         let followers_total = counts.first().map_or(0, |counts| counts.followers);
         let new = NewJob { creator: actor, request: request.clone(), followers_total };
         let created = self.store.create(new, now()).await?;
         if !created.created && !created.job.matches(&request) {
-            return Err(JobError::IdempotencyConflict {
+            return Err(FanoutError::IdempotencyConflict {
                 key: request.idempotency_key.as_str().to_owned(),
                 job: created.job.id,
             });
@@ -92,23 +92,23 @@ impl JobService {
     }
 
     /// One of the actor's jobs; another creator's is as missing as an unknown id.
-    pub async fn get(&self, actor: UserId, id: JobId) -> JobResult<FanoutJob> {
+    pub async fn get(&self, actor: UserId, id: JobId) -> FanoutResult<FanoutJob> {
         match self.store.get(id).await? {
             Some(job) if job.creator == actor => Ok(job),
-            _ => Err(JobError::NotFound(id)),
+            _ => Err(FanoutError::JobNotFound(id)),
         }
     }
 
     /// The actor's jobs, newest first.
-    pub async fn list(&self, actor: UserId, size: PageSize, before: Option<JobId>) -> JobResult<Page<FanoutJob>> {
+    pub async fn list(&self, actor: UserId, size: PageSize, before: Option<JobId>) -> FanoutResult<Page<FanoutJob>> {
         let rows = self.store.list(actor, before, size).await?;
         Ok(Page::from_overfetch(rows, size, cursor))
     }
 
     /// Cancels one of the actor's jobs; a finished one is returned unchanged. A running job's
     /// worker stops at its next checkpoint.
-    pub async fn cancel(&self, actor: UserId, id: JobId) -> JobResult<FanoutJob> {
-        let cancelled = self.store.cancel(actor, id, now()).await?.ok_or(JobError::NotFound(id))?;
+    pub async fn cancel(&self, actor: UserId, id: JobId) -> FanoutResult<FanoutJob> {
+        let cancelled = self.store.cancel(actor, id, now()).await?.ok_or(FanoutError::JobNotFound(id))?;
         if cancelled.changed {
             metrics::job_finished(cancelled.job.state);
             tracing::info!(job_id = %id, creator = %actor, "fan-out job cancelled");

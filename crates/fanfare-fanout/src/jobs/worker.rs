@@ -25,19 +25,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::domain::Rate;
-use super::metrics::{
-    self as job_metrics, FOLLOWERS_NOTIFIED_TOTAL, LEASE_TAKEOVERS_TOTAL, LEASES_LOST_TOTAL,
-    LIVE_PUBLISH_FAILURES_TOTAL, PAGE_FAILURES_TOTAL, PAGES_TOTAL, RunningJob,
-};
 use super::pacing;
 use super::service::now;
 use super::sink::{JobRef, NotificationSink, SinkError};
 use super::store::{Checkpoint, CheckpointOutcome, Claim, JobStore, Lease};
-use crate::FanoutBackends;
+use crate::backends::FanoutBackends;
 use crate::config::JobsConfig;
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::{FollowStore, StoreError};
 use crate::live::notify::{NotificationPage, publish_page};
-use crate::store::{FollowStore, StoreError};
+use crate::metrics::{
+    self as job_metrics, FOLLOWERS_NOTIFIED_TOTAL, LEASE_TAKEOVERS_TOTAL, LEASES_LOST_TOTAL,
+    LIVE_PUBLISH_FAILURES_TOTAL, PAGE_FAILURES_TOTAL, PAGES_TOTAL, RunningJob,
+};
 
 /// The wait after a first failed page; it doubles with each further failure.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -275,7 +275,6 @@ impl JobWorkers {
     /// Starts the workers over `backends`; they stop at their next checkpoint once
     /// `shutdown` is cancelled, releasing their jobs.
     pub fn spawn(config: &JobsConfig, backends: &FanoutBackends, shutdown: CancellationToken) -> Self {
-        job_metrics::describe();
         let runner = Arc::new(JobRunner::new(config, backends));
         let started = Arc::clone(&runner.started);
         let mut tasks = JoinSet::new();

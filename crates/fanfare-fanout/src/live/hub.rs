@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
+use fanfare_core::time::timestamp_micros;
 use fanfare_proto::common::v1::{Role, Update, group_event, update};
+use fanfare_proto::events::joined_user;
 use fanfare_proto::redact::{carried_message, membership_subject};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,10 @@ use super::cursor::Position;
 use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
 use super::reorder::Reorder;
+use crate::metrics::{
+    BAD_PAYLOADS_TOTAL, BUS_CHANNELS, BUS_GAPS_TOTAL, DISPATCHED_TOTAL, NOTIFICATIONS_DELIVERED_TOTAL,
+    NOTIFICATIONS_DROPPED_TOTAL, STREAM_OVERFLOWS_TOTAL, STREAMS_OPEN,
+};
 
 /// What a stream listens to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,7 +172,7 @@ impl Hub {
         }
         registry.streams.insert(id, StreamEntry { inbox, info });
         drop(registry);
-        metrics::gauge!("fanfare_fanout_streams_open").increment(1.0);
+        metrics::gauge!(STREAMS_OPEN).increment(1.0);
         Some(id)
     }
 
@@ -203,7 +209,7 @@ impl Hub {
                 remove_listener(&mut registry, *topic, stream);
             }
         } else {
-            metrics::gauge!("fanfare_fanout_bus_channels").increment(new_channels.len() as f64);
+            metrics::gauge!(BUS_CHANNELS).increment(new_channels.len() as f64);
         }
         Ok(subscribed?)
     }
@@ -239,7 +245,7 @@ impl Hub {
                 .collect();
             topics.into_iter().filter(|topic| remove_listener(&mut registry, *topic, stream)).collect()
         };
-        metrics::gauge!("fanfare_fanout_streams_open").decrement(1.0);
+        metrics::gauge!(STREAMS_OPEN).decrement(1.0);
         self.unsubscribe_later(emptied);
     }
 
@@ -265,7 +271,7 @@ impl Hub {
             }
             let Some(subscriber) = hub.subscriber.get() else { return };
             match subscriber.unsubscribe_many(channels.iter().map(String::as_str)).await {
-                Ok(()) => metrics::gauge!("fanfare_fanout_bus_channels").decrement(channels.len() as f64),
+                Ok(()) => metrics::gauge!(BUS_CHANNELS).decrement(channels.len() as f64),
                 Err(error) => tracing::warn!(error = ?error, "unsubscribing unused channels failed"),
             }
         });
@@ -428,14 +434,14 @@ async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdo
                 }
             }
             BusEvent::Gap { reason: GapReason::Disconnected } => {
-                metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "disconnected").increment(1);
+                metrics::counter!(BUS_GAPS_TOTAL, "reason" => "disconnected").increment(1);
                 tracing::warn!("update bus disconnected; streams are repaired when it is back");
                 for envelope in reorder.reset() {
                     deliver(&hub, &envelope);
                 }
             }
             BusEvent::Gap { reason: GapReason::Lagged } => {
-                metrics::counter!("fanfare_fanout_bus_gaps_total", "reason" => "lagged").increment(1);
+                metrics::counter!(BUS_GAPS_TOTAL, "reason" => "lagged").increment(1);
                 for envelope in reorder.reset() {
                     deliver(&hub, &envelope);
                 }
@@ -474,9 +480,9 @@ fn deliver(hub: &Hub, envelope: &Arc<Envelope>) {
             overflowed += 1;
         }
     }
-    metrics::counter!("fanfare_fanout_dispatched_total").increment(inboxes.len() as u64);
+    metrics::counter!(DISPATCHED_TOTAL).increment(inboxes.len() as u64);
     if overflowed > 0 {
-        metrics::counter!("fanfare_fanout_stream_overflows_total").increment(overflowed);
+        metrics::counter!(STREAM_OVERFLOWS_TOTAL).increment(overflowed);
     }
 }
 
@@ -506,10 +512,10 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
                 dropped += 1;
             }
         }
-        metrics::counter!("fanfare_fanout_notifications_delivered_total").increment(delivered);
+        metrics::counter!(NOTIFICATIONS_DELIVERED_TOTAL).increment(delivered);
         if dropped > 0 {
             // Best effort: the push stream holds every notification.
-            metrics::counter!("fanfare_fanout_notifications_dropped_total").increment(dropped);
+            metrics::counter!(NOTIFICATIONS_DROPPED_TOTAL).increment(dropped);
         }
     }
 }
@@ -521,7 +527,7 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
         Ok(_) | Err(_) => {
             // A stream would repair the hole this leaves from the log at the next update.
             tracing::warn!(group_id, "undecodable or mismatched update on a group channel; dropped");
-            metrics::counter!("fanfare_fanout_bad_payloads_total").increment(1);
+            metrics::counter!(BAD_PAYLOADS_TOTAL).increment(1);
             return None;
         }
     };
@@ -533,7 +539,7 @@ fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
         ended_membership_of: ended_membership(&update),
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
-            .map(|created| created.seconds.saturating_mul(1_000_000).saturating_add(i64::from(created.nanos / 1_000))),
+            .map(timestamp_micros),
         member_subject: membership_subject(&update),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
@@ -567,15 +573,6 @@ pub(crate) fn ended_membership(update: &Update) -> Option<i64> {
         group_event::Change::MemberLeft(left) => Some(left.user_id),
         group_event::Change::MemberRemoved(removed) => Some(removed.user_id),
         group_event::Change::MemberBanned(banned) if banned.was_member => Some(banned.user_id),
-        _ => None,
-    }
-}
-
-/// The user whose joining `update` records, if it does.
-pub(crate) fn joined_user(update: &Update) -> Option<i64> {
-    let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
-    match event.change.as_ref()? {
-        group_event::Change::MemberJoined(joined) => Some(joined.user_id),
         _ => None,
     }
 }

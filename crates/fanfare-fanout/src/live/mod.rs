@@ -6,13 +6,16 @@
 //!   of blocking anyone.
 //! - [`stream`]: per stream, per group, the last delivered event_seq; duplicates skipped,
 //!   holes repaired from the messages service's log before anything later goes out.
+//! - [`cursor`]: where a stream stands in each group's log, and the resume cursor it hands
+//!   out (requests are parsed by `crate::grpc::parse`).
+//! - [`reorder`]: updates that arrive ahead of their predecessor, held back briefly.
 //! - [`upstream`]: the user's groups (groups service) and the update log (messages service).
 //! - [`notify`]: fan-out job notifications broadcast to every pod, delivered to local
 //!   streams of the followers listed.
 //!
 //! docs/fanout.md ("Live delivery") describes the guarantees and the frames.
 
-mod cursor;
+pub(crate) mod cursor;
 mod hub;
 mod inbox;
 pub mod notify;
@@ -26,15 +29,14 @@ use std::time::Duration;
 use fanfare_bus::UpdateBus;
 use fanfare_core::ids::UserId;
 use fanfare_core::rate_limit::{LimitQuota, UserLimit};
-use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length};
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::config::LiveConfig;
+use crate::error::{FanoutError, FanoutResult, LimitedAction};
+use crate::metrics::DELIVERIES_TOTAL;
 
 pub(crate) use stream::{LiveStream, Resume};
 
-use self::cursor::Position;
 use self::hub::Hub;
 use self::stream::StreamSettings;
 use self::upstream::Upstream;
@@ -60,7 +62,6 @@ impl Live {
         bus: Arc<dyn UpdateBus>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        describe_metrics();
         let open_limit = LimitQuota::per_minute(config.user_subscribes_per_minute, config.user_subscribes_burst)
             .and_then(|quota| UserLimit::with_quota("subscribes", quota, bus.shared_limits()));
         let hub = Hub::start(bus, Duration::from_millis(config.heartbeat_ms), shutdown.clone()).await;
@@ -76,24 +77,21 @@ impl Live {
                     .allow_burst(std::num::NonZeroU32::new(config.stream_catch_up_burst.max(1)).unwrap_or(rate))
             }),
             // Looked up once here, not at every frame.
-            deliveries: metrics::counter!("fanfare_fanout_deliveries_total"),
+            deliveries: metrics::counter!(DELIVERIES_TOTAL),
         });
         Ok(Arc::new(Self { hub, upstream, settings, open_limit, shutdown }))
     }
 
     /// Opens `user`'s stream, resuming each group in `resume` after its position.
-    pub(crate) async fn open(&self, user: i64, resume: Resume) -> Result<LiveStream, Status> {
+    pub(crate) async fn open(&self, user: i64, resume: Resume) -> FanoutResult<LiveStream> {
         if self.shutdown.is_cancelled() {
-            return Err(fanfare_core::server::shutdown_status());
+            return Err(FanoutError::ShuttingDown);
         }
+        let user_id = UserId::from_trusted(user);
         if let Some(limit) = &self.open_limit
-            && let Err(retry_after) = limit.check(UserId::from_trusted(user)).await
+            && let Err(retry_after) = limit.check(user_id).await
         {
-            return Err(fanfare_core::status::resource_exhausted(
-                format!("user {user} subscribes too often; retry in {retry_after:?}"),
-                format!("user:{user}:subscribes"),
-                Some(retry_after),
-            ));
+            return Err(FanoutError::RateLimited { user: user_id, action: LimitedAction::Subscribes, retry_after });
         }
         LiveStream::open(user, resume, Arc::clone(&self.hub), self.upstream.clone(), Arc::clone(&self.settings)).await
     }
@@ -144,127 +142,5 @@ impl Live {
     /// How many group and user channels this pod listens to for its streams.
     pub fn channels(&self) -> usize {
         self.hub.topics()
-    }
-}
-
-/// Parses the resume positions of a Subscribe request: the cursor's, overridden by the
-/// explicit ones. Both are refused on their length before their entries are read.
-pub(crate) fn parse_resume(
-    positions: &[fanfare_proto::fanout::v1::GroupPosition],
-    cursor: &str,
-    max_groups: usize,
-) -> Result<Resume, InvalidRequest> {
-    let mut violations = Violations::new();
-    let mut resume = Resume::new();
-    if cursor.len() > cursor::max_len(max_groups) {
-        violations.push(FieldViolation::new(
-            "cursor",
-            format!("is longer than any cursor of at most {max_groups} groups; pass it back as given"),
-        ));
-    } else if let Some(decoded) = violations.check(cursor::decode("cursor", cursor)) {
-        resume.extend(decoded);
-    }
-    if violations.check(check_list_length("positions", positions.len(), 0, max_groups, "positions")).is_some() {
-        for (index, position) in positions.iter().enumerate() {
-            if position.group_id <= 0 {
-                violations.push(FieldViolation::new(
-                    format!("positions[{index}].group_id"),
-                    format!("must be a positive group id (got {})", position.group_id),
-                ));
-            } else if position.event_seq < 0 {
-                violations.push(FieldViolation::new(
-                    format!("positions[{index}].event_seq"),
-                    format!("must be 0 or a positive event_seq (got {})", position.event_seq),
-                ));
-            } else {
-                resume.insert(
-                    position.group_id,
-                    Position { event_seq: position.event_seq, entry_token: position.entry_token },
-                );
-            }
-        }
-    }
-    if resume.len() > max_groups {
-        violations.push(FieldViolation::new(
-            "positions",
-            format!("names {} groups; a stream carries at most {max_groups}", resume.len()),
-        ));
-    }
-    violations.finish_with(Some(resume))
-}
-
-fn describe_metrics() {
-    metrics::describe_gauge!("fanfare_fanout_streams_open", "Subscribe streams open on this pod.");
-    metrics::describe_gauge!("fanfare_fanout_bus_channels", "Bus channels this pod subscribes to for its streams.");
-    metrics::describe_counter!("fanfare_fanout_dispatched_total", "Updates handed to local streams' inboxes.");
-    metrics::describe_counter!("fanfare_fanout_deliveries_total", "Updates sent on streams (live and repaired).");
-    metrics::describe_counter!(
-        "fanfare_fanout_stream_overflows_total",
-        "Updates not queued because a stream's inbox was full (the stream catches up from the log)."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_gap_repairs_total",
-        "Catch-ups from the update log, by reason: jump (a hole in event_seq), overflow, bus (outage or lag)."
-    );
-    metrics::describe_counter!("fanfare_fanout_bus_gaps_total", "Bus gaps reported to this pod, by reason.");
-    metrics::describe_counter!(
-        "fanfare_fanout_catch_up_limited_total",
-        "Streams asked to reconnect because they kept falling behind (FANFARE_FANOUT_STREAM_CATCH_UPS_*)."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_notifications_delivered_total",
-        "Fan-out notifications delivered live to local streams."
-    );
-    metrics::describe_counter!(
-        "fanfare_fanout_notifications_dropped_total",
-        "Fan-out notifications not delivered live because the stream's inbox was full (the push stream has them)."
-    );
-    metrics::describe_counter!("fanfare_fanout_bad_payloads_total", "Undecodable updates received from the bus.");
-}
-
-#[cfg(test)]
-mod tests {
-    use fanfare_proto::fanout::v1::GroupPosition;
-
-    use super::*;
-
-    fn fields(error: &InvalidRequest) -> Vec<&str> {
-        error.violations().iter().map(|violation| violation.field.as_str()).collect()
-    }
-
-    #[test]
-    fn resume_positions_override_the_cursor_and_the_last_repeat_wins() {
-        let cursor =
-            cursor::encode(&Resume::from([(1, Position::at(5)), (2, Position { event_seq: 6, entry_token: 3 })]));
-        let positions = [
-            GroupPosition { group_id: 2, event_seq: 1, entry_token: 0 },
-            GroupPosition { group_id: 2, event_seq: 9, entry_token: 4 },
-        ];
-        let resume = parse_resume(&positions, &cursor, 10).expect("valid");
-        assert_eq!(resume, Resume::from([(1, Position::at(5)), (2, Position { event_seq: 9, entry_token: 4 })]));
-    }
-
-    #[test]
-    fn too_many_positions_or_too_long_a_cursor_are_refused_unread() {
-        let bad = vec![GroupPosition { group_id: -1, event_seq: -1, entry_token: 0 }; 1_000_000];
-        let refused = parse_resume(&bad, "", 10).unwrap_err();
-        assert_eq!(fields(&refused), ["positions"], "one violation, whatever the entries");
-        assert!(refused.violations()[0].description.contains("got 1000000"));
-
-        let long = cursor::encode(&(1..=11).map(|group| (group, Position::at(0))).collect());
-        assert_eq!(fields(&parse_resume(&[], &long, 10).unwrap_err()), ["cursor"]);
-        let eleven_groups = cursor::encode(&(1..=6).map(|group| (group, Position::at(0))).collect());
-        let five_more: Vec<GroupPosition> =
-            (7..=11).map(|group_id| GroupPosition { group_id, event_seq: 0, entry_token: 0 }).collect();
-        let refused = parse_resume(&five_more, &eleven_groups, 10).unwrap_err();
-        assert_eq!(fields(&refused), ["positions"], "11 distinct groups in all");
-    }
-
-    #[test]
-    fn bad_positions_are_capped() {
-        let bad = vec![GroupPosition { group_id: 0, event_seq: 0, entry_token: 0 }; 100];
-        let refused = parse_resume(&bad, "", 100).unwrap_err();
-        assert_eq!(refused.violations().len(), fanfare_core::validation::MAX_REPORTED_VIOLATIONS);
-        assert_eq!(refused.omitted(), 80);
     }
 }

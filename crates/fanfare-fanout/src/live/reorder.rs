@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::REORDERS_TOTAL;
+
 /// Longest an update waits for its predecessor: far longer than two pods' publishes of
 /// consecutive commits are apart, far shorter than a catch-up read.
 pub(crate) const HOLD: Duration = Duration::from_millis(25);
@@ -63,7 +65,7 @@ impl<T> Reorder<T> {
             }
             if state.held.is_empty() {
                 if state.deadline.take().is_some() {
-                    metrics::counter!("fanfare_fanout_reorders_total", "outcome" => "filled").increment(1);
+                    metrics::counter!(REORDERS_TOTAL, "outcome" => "filled").increment(1);
                 }
             } else {
                 state.deadline = Some(now + HOLD);
@@ -88,7 +90,7 @@ impl<T> Reorder<T> {
         let mut ready = Vec::new();
         for state in self.groups.values_mut() {
             if state.deadline.is_some_and(|deadline| deadline <= now) {
-                metrics::counter!("fanfare_fanout_reorders_total", "outcome" => "timed_out").increment(1);
+                metrics::counter!(REORDERS_TOTAL, "outcome" => "timed_out").increment(1);
                 ready.extend(release(state));
             }
         }

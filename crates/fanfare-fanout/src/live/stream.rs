@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fanfare_core::ids::UserId;
 use fanfare_proto::common::v1::ResyncReason;
 use fanfare_proto::fanout::v1::{
     FanoutJobKind, GroupPosition, GroupResync, Heartbeat, MembershipChange, MembershipChangeKind, Notification,
@@ -34,6 +35,8 @@ use super::hub::{Hub, StreamId, StreamInfo, Topic, access_change, ended_membersh
 use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
 use super::notify::NotificationPage;
 use super::upstream::{Access, Upstream};
+use crate::error::{FanoutError, FanoutResult};
+use crate::metrics::{CATCH_UP_LIMITED_TOTAL, GAP_REPAIRS_TOTAL};
 
 /// Deliveries taken from the inbox at once; they may share one frame.
 const MAX_TAKE: usize = 64;
@@ -52,7 +55,7 @@ pub(crate) struct StreamSettings {
     pub max_streams_per_user: usize,
     /// Catch-up rounds one stream may make, sustained and in a burst; `None` for no limit.
     pub catch_up_rounds: Option<governor::Quota>,
-    /// `fanfare_fanout_deliveries_total`.
+    /// [`DELIVERIES_TOTAL`](crate::metrics::DELIVERIES_TOTAL).
     pub deliveries: metrics::Counter,
 }
 
@@ -61,8 +64,9 @@ pub(crate) type Resume = BTreeMap<i64, Position>;
 
 /// Why processing stopped the stream.
 enum Stop {
-    /// Another service failed past the retries: the client should reconnect later.
-    Upstream(Status),
+    /// Another service failed past the retries, or the stream keeps falling behind: the
+    /// client should reconnect later.
+    Upstream(FanoutError),
 }
 
 /// A delivery that needs another service before anything after it of its stream goes out.
@@ -129,15 +133,15 @@ impl LiveStream {
         hub: Arc<Hub>,
         upstream: Upstream,
         settings: Arc<StreamSettings>,
-    ) -> Result<Self, Status> {
+    ) -> FanoutResult<Self> {
         let inbox = Inbox::new(settings.queue_capacity);
         let catch_up_rounds = settings.catch_up_rounds.map(governor::RateLimiter::direct);
         let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
         let Some(id) = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info), settings.max_streams_per_user) else {
-            return Err(Status::resource_exhausted(format!(
-                "user {user} already holds {} streams on this pod; close one before opening another",
-                settings.max_streams_per_user
-            )));
+            return Err(FanoutError::TooManyStreams {
+                user: UserId::from_trusted(user),
+                max: settings.max_streams_per_user,
+            });
         };
         let mut stream = Self {
             user,
@@ -187,20 +191,17 @@ impl LiveStream {
         Ok(stream)
     }
 
-    async fn listen(&self, topics: &[Topic]) -> Result<(), Status> {
-        self.hub
-            .listen(self.id, topics)
-            .await
-            .map_err(|error| Status::unavailable(format!("the update bus is unavailable ({error}); retry shortly")))
+    async fn listen(&self, topics: &[Topic]) -> FanoutResult<()> {
+        self.hub.listen(self.id, topics).await.map_err(|error| FanoutError::BusUnavailable(error.to_string()))
     }
 
     /// The latest update of each of `groups`, a few calls at a time.
-    async fn latest_of(&self, groups: &[i64]) -> Result<Vec<(i64, Position)>, Status> {
+    async fn latest_of(&self, groups: &[i64]) -> FanoutResult<Vec<(i64, Position)>> {
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(groups.iter().copied())
             .map(|group| async move {
                 let latest = with_retries(|| self.upstream.latest(self.user, group)).await?;
-                Ok::<_, Status>((group, latest))
+                Ok::<_, FanoutError>((group, latest))
             })
             .buffer_unordered(16)
             .try_collect()
@@ -254,7 +255,8 @@ impl LiveStream {
             let idle = processed.is_none() && !heartbeat;
             if let Some(processed) = processed {
                 self.publish_positions();
-                if let Err(Stop::Upstream(status)) = processed {
+                if let Err(Stop::Upstream(error)) = processed {
+                    let status = Status::from(error);
                     tracing::warn!(user = self.user, error = %status, "stream could not catch up; asking to reconnect");
                     self.finished = true;
                     let reason = format!("catching up failed ({}); reconnect with the cursor", status.message());
@@ -335,20 +337,18 @@ impl LiveStream {
             && let Some(rounds) = &self.catch_up_rounds
             && rounds.check().is_err()
         {
-            metrics::counter!("fanfare_fanout_catch_up_limited_total").increment(1);
-            return Err(Stop::Upstream(Status::resource_exhausted(
-                "this stream keeps falling behind and catching up from the log; read faster, or reconnect later",
-            )));
+            metrics::counter!(CATCH_UP_LIMITED_TOTAL).increment(1);
+            return Err(Stop::Upstream(FanoutError::FallingBehind));
         }
         if flags.relist {
             self.relist().await?;
         }
         if flags.repair_all {
             self.to_repair.extend(self.groups.keys().copied());
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "bus").increment(1);
+            metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "bus").increment(1);
         }
         if !flags.dirty.is_empty() {
-            metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "overflow").increment(1);
+            metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "overflow").increment(1);
         }
         self.to_repair.extend(flags.dirty);
         while let Some(group) = self.to_repair.pop_first() {
@@ -358,11 +358,11 @@ impl LiveStream {
         loop {
             match blocked {
                 Some(Blocked::Jump(group)) => {
-                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "jump").increment(1);
+                    metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "jump").increment(1);
                     self.backfill(group).await?;
                 }
                 Some(Blocked::Reissued(group)) => {
-                    metrics::counter!("fanfare_fanout_gap_repairs_total", "reason" => "log_reissued").increment(1);
+                    metrics::counter!(GAP_REPAIRS_TOTAL, "reason" => "log_reissued").increment(1);
                     self.backfill(group).await?;
                 }
                 Some(Blocked::Join { group_id, event_seq }) => {
@@ -411,11 +411,13 @@ impl LiveStream {
                     return Ok(());
                 }
                 // No longer a member (or the group is gone): the stream stops carrying it.
-                Err(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
+                Err(FanoutError::Upstream(status))
+                    if matches!(status.code(), Code::PermissionDenied | Code::NotFound) =>
+                {
                     self.stop_group(group, after.event_seq);
                     return Ok(());
                 }
-                Err(status) => return Err(Stop::Upstream(status)),
+                Err(error) => return Err(Stop::Upstream(error)),
             };
             let mut batch = Vec::with_capacity(page.updates.len());
             let mut last = after;
@@ -454,8 +456,10 @@ impl LiveStream {
         let access = match with_retries(|| self.upstream.access(user, group)).await {
             Ok(access) => access,
             // Already gone again (or the group is): nothing to carry.
-            Err(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => return Ok(()),
-            Err(status) => return Err(Stop::Upstream(status)),
+            Err(FanoutError::Upstream(status)) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
+                return Ok(());
+            }
+            Err(error) => return Err(Stop::Upstream(error)),
         };
         self.start_group(group, after, access).await
     }
@@ -518,7 +522,7 @@ impl LiveStream {
             return &envelope.bytes;
         }
         let Some(access) = self.access.get(&envelope.group_id) else { return &envelope.bytes };
-        let old_message = match (envelope.message_created_micros, access.hidden_before()) {
+        let old_message = match (envelope.message_created_micros, access.history_hidden_before()) {
             (Some(created), Some(before)) => created < before,
             _ => false,
         };
@@ -531,7 +535,7 @@ impl LiveStream {
     fn apply_access_change(&mut self, group: i64, change: AccessChange) {
         let Some(access) = self.access.get_mut(&group) else { return };
         match change {
-            AccessChange::HistoryVisible(visible) => access.history_visible = visible,
+            AccessChange::HistoryVisible(visible) => access.history_visible_to_new_members = visible,
             AccessChange::Moderates { user, moderates } if user == self.user => access.moderates = moderates,
             AccessChange::Moderates { .. } => {}
         }
@@ -540,7 +544,7 @@ impl LiveStream {
 
     fn refresh_hidden(&mut self) {
         self.any_hidden =
-            self.access.values().any(|access| access.hidden_before().is_some() || access.hides_audience());
+            self.access.values().any(|access| access.history_hidden_before().is_some() || access.hides_audience());
     }
 
     /// Records `position` as the last delivered update of `group`.
@@ -631,19 +635,20 @@ fn notification_frame(page: &NotificationPage, user: i64) -> SubscribeResponse {
 }
 
 /// Runs `call` until it succeeds, fails for good, or has failed [`UPSTREAM_ATTEMPTS`] times
-/// with a status worth retrying. Every call here is a read, so a broken connection (tonic's
-/// `UNKNOWN` "transport error" when a connection dies under a call) is retried too.
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, Status>
+/// with another service's status worth retrying. Every call here is a read, so a broken
+/// connection (tonic's `UNKNOWN` "transport error" when a connection dies under a call) is
+/// retried too.
+async fn with_retries<T, F, Fut>(mut call: F) -> FanoutResult<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Status>>,
+    Fut: std::future::Future<Output = FanoutResult<T>>,
 {
     let mut delay = UPSTREAM_RETRY_DELAY;
     let mut attempt = 1;
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(status)
+            Err(FanoutError::Upstream(status))
                 if attempt < UPSTREAM_ATTEMPTS
                     && matches!(
                         status.code(),
@@ -658,7 +663,7 @@ where
                 delay *= 2;
                 attempt += 1;
             }
-            Err(status) => return Err(status),
+            Err(error) => return Err(error),
         }
     }
 }

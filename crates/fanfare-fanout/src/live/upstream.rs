@@ -1,22 +1,26 @@
 //! The calls live delivery makes to the other services, always as the stream's user: the
-//! groups service for the user's groups, the messages service for the update log.
+//! groups service for the user's groups, the messages service for the update log. Their
+//! statuses come back as [`FanoutError::Upstream`], passed on as they came.
 
 use std::time::Duration;
 
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
+use fanfare_core::ids::UserId;
+use fanfare_core::time::timestamp_micros;
 use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::{GroupKind, Role};
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, Group, ListUserGroupsRequest, Membership};
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
-use tonic::Status;
+use fanfare_proto::visibility::Standing;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::cursor::Position;
 use crate::config::LiveConfig;
+use crate::error::{FanoutError, FanoutResult};
 
 /// How long one call to another service may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,46 +37,20 @@ pub(crate) struct Upstream {
     messages: MessagesClient,
 }
 
-/// What decides what of a group's log a member sees whole (the rules the messages service
-/// applies to `GetUpdates`): history from before their join is hidden when the group hides
-/// it from new members and the member does not moderate it; other members are hidden from
-/// plain members of a BROADCAST group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Access {
-    /// When the member joined, in µs since the epoch.
-    pub joined_micros: i64,
-    /// Owner or admin.
-    pub moderates: bool,
-    /// The group's `history_visible_to_new_members`.
-    pub history_visible: bool,
-    /// Whether the group is a BROADCAST group (a kind never changes).
-    pub broadcast: bool,
-}
+/// What decides what of a group's log a member sees whole, by the rules the messages
+/// service applies to `GetUpdates` (`fanfare_proto::visibility`), with times in µs since the
+/// epoch.
+pub(crate) type Access = Standing<i64>;
 
-impl Access {
-    fn new(membership: Option<&Membership>, group: Option<&Group>) -> Self {
-        let history_visible = group
-            .and_then(|group| group.settings.as_ref())
-            .is_some_and(|settings| settings.history_visible_to_new_members);
-        let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
-        let joined_micros =
-            membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, |joined| {
-                joined.seconds.saturating_mul(1_000_000).saturating_add(i64::from(joined.nanos / 1_000))
-            });
-        let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
-        Self { joined_micros, moderates, history_visible, broadcast }
-    }
-
-    /// Messages created before this (µs since the epoch) reach the member without content.
-    pub fn hidden_before(&self) -> Option<i64> {
-        (!self.history_visible && !self.moderates).then_some(self.joined_micros)
-    }
-
-    /// Whether membership events about other users reach the member without them: a plain
-    /// member of a BROADCAST group (the groups service lists its members to moderators only).
-    pub fn hides_audience(&self) -> bool {
-        self.broadcast && !self.moderates
-    }
+/// The standing `membership` (none: not a member) gives in `group`. Without a membership
+/// the join is at the end of time: the member is shown no history from before it.
+fn access(membership: Option<&Membership>, group: Option<&Group>) -> Access {
+    let history_visible_to_new_members =
+        group.and_then(|group| group.settings.as_ref()).is_some_and(|settings| settings.history_visible_to_new_members);
+    let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
+    let joined_at = membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, timestamp_micros);
+    let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
+    Standing { joined_at, moderates, history_visible_to_new_members, broadcast }
 }
 
 /// A request acting as `user`.
@@ -101,20 +79,24 @@ impl Upstream {
 
     /// Every group `user` belongs to, with what decides whether they see its history, up to
     /// `max` (more is an error the caller reports).
-    pub async fn user_groups(&self, user: i64, max: usize) -> Result<Vec<(i64, Access)>, Status> {
+    pub async fn user_groups(&self, user: i64, max: usize) -> FanoutResult<Vec<(i64, Access)>> {
         let mut groups = Vec::new();
         let mut page_token = String::new();
         loop {
             let request = ListUserGroupsRequest { page_size: GROUPS_PAGE_SIZE, page_token };
-            let page = self.groups.clone().list_user_groups(as_user(user, request)).await?.into_inner();
+            let page = self
+                .groups
+                .clone()
+                .list_user_groups(as_user(user, request))
+                .await
+                .map_err(FanoutError::Upstream)?
+                .into_inner();
             groups.extend(page.groups.iter().filter_map(|entry| {
                 let group = entry.group.as_ref()?;
-                Some((group.group_id, Access::new(entry.membership.as_ref(), Some(group))))
+                Some((group.group_id, access(entry.membership.as_ref(), Some(group))))
             }));
             if groups.len() > max {
-                return Err(Status::failed_precondition(format!(
-                    "user {user} belongs to more than {max} groups, the most one stream carries"
-                )));
+                return Err(FanoutError::TooManyGroups { user: UserId::from_trusted(user), max });
             }
             if page.next_page_token.is_empty() {
                 return Ok(groups);
@@ -124,12 +106,26 @@ impl Upstream {
     }
 
     /// What decides whether `user` sees `group`'s history (they just joined it).
-    pub async fn access(&self, user: i64, group: i64) -> Result<Access, Status> {
+    pub async fn access(&self, user: i64, group: i64) -> FanoutResult<Access> {
         let request = GetGroupRequest { group_id: group };
-        let group_info = self.groups.clone().get_group(as_user(user, request)).await?.into_inner().group;
+        let group_info = self
+            .groups
+            .clone()
+            .get_group(as_user(user, request))
+            .await
+            .map_err(FanoutError::Upstream)?
+            .into_inner()
+            .group;
         let request = GetMembershipRequest { group_id: group, user_id: user };
-        let membership = self.groups.clone().get_membership(as_user(user, request)).await?.into_inner().membership;
-        Ok(Access::new(membership.as_ref(), group_info.as_ref()))
+        let membership = self
+            .groups
+            .clone()
+            .get_membership(as_user(user, request))
+            .await
+            .map_err(FanoutError::Upstream)?
+            .into_inner()
+            .membership;
+        Ok(access(membership.as_ref(), group_info.as_ref()))
     }
 
     /// One page of `group`'s update log after `after`, read as `user` (a resync when the log
@@ -140,19 +136,25 @@ impl Upstream {
         group: i64,
         after: Position,
         page_size: i32,
-    ) -> Result<get_updates_response::Result, Status> {
+    ) -> FanoutResult<get_updates_response::Result> {
         let request = GetUpdatesRequest {
             group_id: group,
             after_event_seq: after.event_seq,
             page_size,
             after_entry_token: after.entry_token,
         };
-        let response = self.messages.clone().get_updates(as_user(user, request)).await?.into_inner();
-        response.result.ok_or_else(|| Status::internal("the messages service answered GetUpdates with nothing"))
+        let response = self
+            .messages
+            .clone()
+            .get_updates(as_user(user, request))
+            .await
+            .map_err(FanoutError::Upstream)?
+            .into_inner();
+        response.result.ok_or(FanoutError::EmptyUpdates)
     }
 
     /// The latest update of `group` (its event_seq and entry token), read as `user`.
-    pub async fn latest(&self, user: i64, group: i64) -> Result<Position, Status> {
+    pub async fn latest(&self, user: i64, group: i64) -> FanoutResult<Position> {
         Ok(match self.updates(user, group, Position::at(i64::MAX), 1).await? {
             get_updates_response::Result::Page(page) => {
                 Position { event_seq: page.latest_event_seq, entry_token: page.latest_entry_token }

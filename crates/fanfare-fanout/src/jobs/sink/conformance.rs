@@ -12,9 +12,9 @@ use fanfare_core::ids::UserId;
 use futures::future::join_all;
 
 use super::{JobRef, MemoryNotificationSink, NotificationSink, PageAppend, PushEntry};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::conformance::{at, user};
 use crate::jobs::domain::{JobId, JobKind, PayloadRef};
-use crate::store::conformance::{at, user};
 
 /// Something that holds a sink under test and can read back what it appended.
 #[async_trait]

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use fanfare_core::ids::UserId;
 
 use super::{JobRef, NotificationSink, PageAppend, PushEntry, SinkError, page_marker_key};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
 
 /// The stream name markers are keyed under (they never leave this process).
 const STREAM: &str = "memory";

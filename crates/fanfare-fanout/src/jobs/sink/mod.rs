@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use fanfare_core::ids::UserId;
 
 use super::domain::{FanoutJob, JobId, JobKind, PayloadRef, cursor_text, parse_cursor_text};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
 use crate::live::notify::NotificationPage;
 
 pub use memory::MemoryNotificationSink;

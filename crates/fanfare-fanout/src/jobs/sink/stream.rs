@@ -21,7 +21,7 @@ use super::{
     JobRef, NotificationSink, PAGE_MARKER_TTL, PageAppend, PushEntry, SinkError, page_marker_key, page_marker_value,
     parse_page_marker,
 };
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
 
 /// How long connecting to Redis may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -12,9 +12,9 @@ use fanfare_core::paging::PageSize;
 use futures::future::join_all;
 
 use super::{Checkpoint, CheckpointOutcome, JobStore, MemoryJobStore, PostgresJobStore};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::conformance::{at, user};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobKind, JobState, NewJob, PayloadRef, Rate, StartJob};
-use crate::store::conformance::{at, user};
 
 /// The lease in these tests.
 pub const LEASE: Duration = Duration::from_secs(30);

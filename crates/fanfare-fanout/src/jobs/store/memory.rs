@@ -13,8 +13,8 @@ use fanfare_core::paging::PageSize;
 use uuid::Uuid;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
+use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobState, NewJob};
-use crate::store::{StoreError, StoreResult};
 
 /// A [`JobStore`] in memory; clones share the same jobs.
 #[derive(Debug, Clone, Default)]

@@ -26,8 +26,8 @@ use fanfare_core::paging::PageSize;
 use uuid::Uuid;
 
 use super::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
-use crate::domain::FollowKey;
-use crate::store::StoreResult;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::StoreResult;
 
 pub use memory::MemoryJobStore;
 pub use postgres::PostgresJobStore;

@@ -13,13 +13,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_postgres::During as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
-use crate::domain::FollowKey;
+use crate::follows::domain::FollowKey;
+use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobKind, JobState, NewJob, PayloadRef, Rate};
-use crate::store::{StoreError, StoreResult};
 
 /// The columns every query returns, in [`JobRow`]'s names.
 const COLUMNS: &str = "job_id, creator_id, idempotency_key, kind, payload_ref, rate_limit_per_second, state, \
@@ -84,16 +85,7 @@ impl PostgresJobStore {
     /// A connection for one statement: at once an unavailable error while the database is
     /// known to be down (`fanfare_postgres::Pool`).
     async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.pool.acquire().await.map_err(failed("acquiring a connection"))
-    }
-}
-
-/// Maps a sqlx error to the store's, naming the operation that failed.
-fn failed(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |error| {
-        let unavailable = fanfare_postgres::is_unavailable(&error);
-        let error = anyhow::Error::new(error).context(operation);
-        if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
+        Ok(self.pool.acquire().await.during("acquiring a connection")?)
     }
 }
 
@@ -198,7 +190,7 @@ impl JobStore for PostgresJobStore {
             .bind(stored(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("inserting a fan-out job"))?;
+            .during("inserting a fan-out job")?;
         if let Some(row) = inserted {
             return Ok(Created { job: row.try_into()?, created: true });
         }
@@ -210,7 +202,7 @@ impl JobStore for PostgresJobStore {
             .bind(new.request.idempotency_key.as_str())
             .fetch_one(&mut *self.connection().await?)
             .await
-            .map_err(failed("reading a fan-out job by key"))?;
+            .during("reading a fan-out job by key")?;
         Ok(Created { job: existing.try_into()?, created: false })
     }
 
@@ -220,7 +212,7 @@ impl JobStore for PostgresJobStore {
             .bind(id.get())
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("reading a fan-out job"))?;
+            .during("reading a fan-out job")?;
         row.map(FanoutJob::try_from).transpose()
     }
 
@@ -231,7 +223,7 @@ impl JobStore for PostgresJobStore {
             .bind(key.as_str())
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("finding a fan-out job by key"))?;
+            .during("finding a fan-out job by key")?;
         row.map(FanoutJob::try_from).transpose()
     }
 
@@ -246,7 +238,7 @@ impl JobStore for PostgresJobStore {
             .bind(limit.as_limit() + 1)
             .fetch_all(&mut *self.connection().await?)
             .await
-            .map_err(failed("listing fan-out jobs"))?;
+            .during("listing fan-out jobs")?;
         rows.into_iter().map(FanoutJob::try_from).collect()
     }
 
@@ -262,7 +254,7 @@ impl JobStore for PostgresJobStore {
             .bind(stored(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("cancelling a fan-out job"))?;
+            .during("cancelling a fan-out job")?;
         if let Some(row) = cancelled {
             return Ok(Some(Cancelled { job: row.try_into()?, changed: true }));
         }
@@ -272,7 +264,7 @@ impl JobStore for PostgresJobStore {
             .bind(creator.get())
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("reading a fan-out job to cancel"))?;
+            .during("reading a fan-out job to cancel")?;
         unchanged.map(|row| Ok(Cancelled { job: row.try_into()?, changed: false })).transpose()
     }
 
@@ -285,7 +277,7 @@ impl JobStore for PostgresJobStore {
             .bind(stored(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("claiming a fan-out job"))?;
+            .during("claiming a fan-out job")?;
         let Some(claimed) = claimed else {
             return Ok(None);
         };
@@ -313,7 +305,7 @@ impl JobStore for PostgresJobStore {
             .bind(renewed)
             .fetch_optional(&mut *self.connection().await?)
             .await
-            .map_err(failed("checkpointing a fan-out job"))?;
+            .during("checkpointing a fan-out job")?;
         let Some((state, lease_expires_at)) = row else {
             return Ok(CheckpointOutcome::LeaseLost);
         };
@@ -334,7 +326,7 @@ impl JobStore for PostgresJobStore {
         .bind(lease.token)
         .execute(&mut *self.connection().await?)
         .await
-        .map_err(failed("releasing a fan-out job"))?;
+        .during("releasing a fan-out job")?;
         Ok(())
     }
 }

@@ -11,8 +11,8 @@ use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 
 use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
+use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
-use crate::store::{StoreError, StoreResult};
 
 /// A job store whose first checkpoint after `after` successful ones fails without reaching
 /// the store: as if the worker died right after appending a page.

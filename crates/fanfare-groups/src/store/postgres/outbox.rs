@@ -119,6 +119,7 @@ pub(super) async fn oldest_unpublished(pool: &Pool) -> StoreResult<Option<DateTi
         .fetch_optional(&mut *connection(pool).await?)
         .await
         .during("reading the outbox lag")
+        .map_err(Into::into)
 }
 
 pub(super) async fn read_outbox(pool: &Pool, after_id: i64, limit: u32) -> StoreResult<Vec<OutboxEntry>> {

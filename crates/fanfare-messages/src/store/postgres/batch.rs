@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use super::queue::{CounterRow, KeyOf, Queue, TakenKey};
 use super::rows::{During as _, content_digest, corrupt};
-use super::timeline;
+use super::timeline::{self, BatchLog};
 use crate::domain::rules::{joined_member, slow_mode_wait, stored_time};
 use crate::domain::updates::{EntryLink, TimelineChange};
 use crate::domain::{Message, NewMessage};
@@ -209,18 +209,14 @@ impl Batch {
             results: Vec::with_capacity(writes.len()),
         })
     }
+}
 
-    /// The commit time of the batch.
-    pub(super) fn now(&self) -> DateTime<Utc> {
+impl BatchLog for Batch {
+    fn now(&self) -> DateTime<Utc> {
         self.now
     }
 
-    fn counters(&mut self, group: GroupId) -> StoreResult<&mut Counters> {
-        self.logs.get_mut(&group).ok_or_else(|| corrupt(format!("group {group} was not locked by its batch")))
-    }
-
-    /// Queues the update of a change at the group's next event_seq, and returns it.
-    pub(super) fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<i64> {
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<i64> {
         let counters = self.counters(group)?;
         counters.last_event_seq += 1;
         counters.changed = true;
@@ -229,6 +225,12 @@ impl Batch {
         counters.last_entry_token = link.token;
         self.queue.push_update(change.to_stored(group, event_seq, self.now, link));
         Ok(event_seq)
+    }
+}
+
+impl Batch {
+    fn counters(&mut self, group: GroupId) -> StoreResult<&mut Counters> {
+        self.logs.get_mut(&group).ok_or_else(|| corrupt(format!("group {group} was not locked by its batch")))
     }
 
     fn post(&mut self, new: NewMessage, slow_mode: Option<Duration>) -> StoreResult<()> {

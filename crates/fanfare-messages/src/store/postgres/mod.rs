@@ -64,7 +64,7 @@ impl PostgresMessageStore {
     /// A connection for one statement: at once an unavailable error while the database is
     /// known to be down (`fanfare_postgres::Pool`).
     async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.pool.acquire().await.during("acquiring a connection")
+        Ok(self.pool.acquire().await.during("acquiring a connection")?)
     }
 
     /// Creates schema `messages` and applies pending migrations, recording them in
@@ -245,6 +245,7 @@ impl MessageStore for PostgresMessageStore {
         .fetch_one(&mut *self.connection().await?)
         .await
         .during("marking messages read")
+        .map_err(Into::into)
     }
 
     async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
@@ -383,6 +384,7 @@ impl MessageStore for PostgresMessageStore {
         .fetch_all(&mut *self.connection().await?)
         .await
         .during("finding orphaned outbox lanes")
+        .map_err(Into::into)
     }
 
     async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {

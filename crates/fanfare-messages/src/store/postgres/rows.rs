@@ -17,21 +17,18 @@ use crate::store::{StoreError, StoreResult};
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// Classifies sqlx failures: an unreachable or overloaded database, or a transaction it
-/// rolled back (deadlock, serialization failure), is `Unavailable` and may be retried;
-/// anything else is `Internal`.
-pub(super) trait During<T> {
-    /// Maps the error, naming the operation that failed.
-    fn during(self, operation: &'static str) -> StoreResult<T>;
-}
+/// Classifies sqlx results for this store's modules (the one rule every store shares).
+pub(super) use fanfare_postgres::During;
 
-impl<T> During<T> for Result<T, sqlx::Error> {
-    fn during(self, operation: &'static str) -> StoreResult<T> {
-        self.map_err(|error| {
-            let unavailable = fanfare_postgres::is_unavailable(&error);
-            let error = anyhow::Error::new(error).context(operation);
-            if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
-        })
+/// sqlx failures as this store reports them, classified once for every store
+/// (`fanfare_postgres::During`): an unreachable or overloaded database, or a transaction it
+/// rolled back, is `Unavailable` and may be retried; anything else is `Internal`.
+impl From<fanfare_postgres::Failure> for StoreError {
+    fn from(failure: fanfare_postgres::Failure) -> Self {
+        match failure {
+            fanfare_postgres::Failure::Unavailable(cause) => Self::Unavailable(cause),
+            fanfare_postgres::Failure::Internal(cause) => Self::Internal(cause),
+        }
     }
 }
 

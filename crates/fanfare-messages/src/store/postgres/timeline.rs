@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use sqlx::PgConnection;
 
-use super::batch::Batch;
 use super::rows::{self, During as _, EVERYONE, mention_rows, sorted_totals, totals_from};
 use crate::domain::rules::edit_window_closed;
 use crate::domain::updates::TimelineChange;
@@ -24,8 +23,23 @@ use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 /// What one write came to.
 type Outcome = Result<Applied, WriteError>;
 
+/// What these writes need of the batch they belong to (`batch::Batch`, which calls in here):
+/// its commit time, and appending an update to a group's log. Named here, so the batch
+/// depends on this file and not the other way round.
+pub(super) trait BatchLog {
+    /// The commit time of the batch.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Queues the update of a change at the group's next event_seq, and returns it.
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<i64>;
+}
+
 /// Applies one write that changes existing messages.
-pub(super) async fn apply(connection: &mut PgConnection, batch: &mut Batch, write: LogWrite) -> StoreResult<Outcome> {
+pub(super) async fn apply(
+    connection: &mut PgConnection,
+    batch: &mut impl BatchLog,
+    write: LogWrite,
+) -> StoreResult<Outcome> {
     match write {
         LogWrite::Edit { group, message_seq, editor, text, edit_window } => {
             edit(connection, batch, group, message_seq, editor, text, edit_window).await
@@ -54,7 +68,7 @@ fn not_found(group: GroupId, message_seq: i64) -> Outcome {
 
 async fn edit(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     message_seq: i64,
     editor: UserId,
@@ -96,7 +110,7 @@ async fn edit(
 
 async fn delete(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     message_seq: i64,
     actor: UserId,
@@ -119,7 +133,7 @@ async fn delete(
 
 async fn purge(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     user: UserId,
     since: Option<DateTime<Utc>>,
@@ -226,7 +240,7 @@ struct Reaction {
 
 async fn react(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     message_seq: i64,
     reaction: Reaction,
@@ -306,7 +320,7 @@ async fn react(
 
 async fn emit_totals(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     message_seq: i64,
 ) -> StoreResult<Outcome> {
@@ -332,7 +346,7 @@ async fn emit_totals(
 
 async fn pin_message(
     connection: &mut PgConnection,
-    batch: &mut Batch,
+    batch: &mut impl BatchLog,
     group: GroupId,
     message_seq: i64,
     actor: UserId,

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 pub use memory::MemoryFollowStore;
 pub use postgres::PostgresFollowStore;
@@ -44,6 +44,18 @@ pub enum StoreError {
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// sqlx failures as the fanout stores (follows and jobs) report them, classified once for every store
+/// (`fanfare_postgres::During`): an unreachable or overloaded database, or a transaction it
+/// rolled back, is `Unavailable` and may be retried; anything else is `Internal`.
+impl From<fanfare_postgres::Failure> for StoreError {
+    fn from(failure: fanfare_postgres::Failure) -> Self {
+        match failure {
+            fanfare_postgres::Failure::Unavailable(cause) => Self::Unavailable(cause),
+            fanfare_postgres::Failure::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
 
 /// What a follow did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,10 +18,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_postgres::During as _;
 use sqlx::{PgConnection, PgPool};
 
 use super::{FollowStore, Followed, StoreError, StoreResult};
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 /// The schema the fanout service owns; its migrations table lives there too.
 pub const SCHEMA: &str = "fanout";
@@ -84,7 +85,7 @@ impl PostgresFollowStore {
     /// A connection for one statement: at once an unavailable error while the database is
     /// known to be down (`fanfare_postgres::Pool`).
     async fn connection(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-        self.pool.acquire().await.during("acquiring a connection")
+        Ok(self.pool.acquire().await.during("acquiring a connection")?)
     }
 
     /// Creates schema `fanout` and applies pending migrations, recording them in
@@ -113,24 +114,6 @@ fn ids(users: &[UserId]) -> Vec<i64> {
 
 // ---------------------------------------------------------------------------------------
 // Errors
-
-/// Classifies sqlx failures: an unreachable or overloaded database, or a transaction it
-/// rolled back (deadlock, serialization failure), is `Unavailable` and may be retried;
-/// anything else is `Internal`.
-trait During<T> {
-    /// Maps the error, naming the operation that failed.
-    fn during(self, operation: &'static str) -> StoreResult<T>;
-}
-
-impl<T> During<T> for Result<T, sqlx::Error> {
-    fn during(self, operation: &'static str) -> StoreResult<T> {
-        self.map_err(|error| {
-            let unavailable = fanfare_postgres::is_unavailable(&error);
-            let error = anyhow::Error::new(error).context(operation);
-            if unavailable { StoreError::Unavailable(error) } else { StoreError::Internal(error) }
-        })
-    }
-}
 
 /// A stored value that does not map back to the domain: corrupt data or a bug.
 fn corrupt(what: String) -> StoreError {

@@ -1,21 +1,52 @@
-//! The follow graph: follow, unfollow, the two newest-first listings, counters and batch
-//! checks. The graph is public: anyone may list anyone's followers and follows.
+//! The follow graph's orchestration: follow, unfollow, the two newest-first listings,
+//! counters and batch checks — which rules and limits apply, then one atomic store call.
+//! Takes only validated values; the gRPC adapter parses requests and maps results. The
+//! graph is public: anyone may list anyone's followers and follows.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::{Cursor, Page, PageSize};
+use fanfare_core::rate_limit::{SharedLimits, UserLimit};
 
-use super::{FanoutService, now};
-use crate::domain::rules::{check_follow, following_limit};
-use crate::domain::{Follow, FollowCheck, FollowCounts, FollowKey};
-use crate::error::{FanoutError, FanoutResult};
-use crate::store::Followed;
+use super::domain::rules::{check_follow, following_limit};
+use super::domain::{Follow, FollowCheck, FollowCounts, FollowKey};
+use super::store::{FollowStore, Followed};
+use crate::config::FollowLimits;
+use crate::error::{FanoutError, FanoutResult, LimitedAction};
+
+/// The follow graph, as the RPCs see it.
+pub struct FollowService {
+    store: Arc<dyn FollowStore>,
+    limits: FollowLimits,
+    change_limit: Option<UserLimit>,
+}
+
+/// The current time at the precision every store keeps (microseconds).
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
 
 /// The page token of a listing: the (followed_at in microseconds, user id) of its last edge.
 fn cursor(key: FollowKey) -> Cursor {
     Cursor(vec![key.followed_at.timestamp_micros(), key.user.get()])
 }
 
-impl FanoutService {
+impl FollowService {
+    /// A service over `store` enforcing `limits`, counting follow changes across pods when
+    /// `shared` limits are given.
+    pub fn new(store: Arc<dyn FollowStore>, limits: FollowLimits, shared: Option<Arc<dyn SharedLimits>>) -> Self {
+        let change_limit =
+            UserLimit::new("follow-changes", limits.user_changes_per_second, limits.user_changes_burst, shared);
+        Self { store, limits, change_limit }
+    }
+
+    /// The largest batch of ids one call may carry.
+    pub fn max_batch_size(&self) -> usize {
+        self.limits.max_batch_size
+    }
+
     /// Makes the actor follow `creator`; following again returns the existing edge.
     pub async fn follow(&self, actor: UserId, creator: UserId) -> FanoutResult<Followed> {
         check_follow(actor, creator).map_err(|violation| FanoutError::InvalidRequest(violation.into()))?;
@@ -85,5 +116,17 @@ impl FanoutService {
             followed_at: found.iter().find(|follow| follow.creator == creator).map(|follow| follow.followed_at),
         });
         Ok(checks.collect())
+    }
+
+    /// Counts one change against the caller's rate limit.
+    async fn take_change_budget(&self, actor: UserId) -> FanoutResult<()> {
+        match &self.change_limit {
+            Some(limit) => limit.check(actor).await.map_err(|retry_after| FanoutError::RateLimited {
+                user: actor,
+                action: LimitedAction::FollowChanges,
+                retry_after,
+            }),
+            None => Ok(()),
+        }
     }
 }

@@ -16,7 +16,7 @@ use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
 
 use super::{FollowStore, Followed, StoreError, StoreResult};
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 /// A [`FollowStore`] in memory; clones share the same data.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use fanfare_core::paging::PageSize;
 use futures::future::join_all;
 
 use super::{FollowStore, Followed, MemoryFollowStore, PostgresFollowStore, StoreError};
-use crate::domain::{Follow, FollowCounts, FollowKey};
+use crate::follows::domain::{Follow, FollowCounts, FollowKey};
 
 /// The following limit in these tests, unless a test sets its own.
 pub const FOLLOWING_LIMIT: Option<u64> = Some(10_000);
@@ -42,7 +42,7 @@ impl StoreFixture for PostgresFollowStore {
 /// evaluated afresh for each test, yielding a future of a [`StoreFixture`] over an empty
 /// store, e.g. `async { MemoryFollowStore::new() }`.
 ///
-/// [`StoreFixture`]: crate::store::conformance::StoreFixture
+/// [`StoreFixture`]: crate::follows::store::conformance::StoreFixture
 #[macro_export]
 macro_rules! follow_store_conformance_tests {
     ($factory:expr) => {
@@ -69,8 +69,8 @@ macro_rules! follow_store_conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 let fixture = $factory.await;
-                $crate::store::conformance::$test(
-                    $crate::store::conformance::StoreFixture::store(&fixture),
+                $crate::follows::store::conformance::$test(
+                    $crate::follows::store::conformance::StoreFixture::store(&fixture),
                 )
                 .await;
             }
