@@ -281,9 +281,13 @@ fn channels_of(update: &StoredUpdate) -> Vec<String> {
 }
 
 /// The user an update makes a member of its group, if it is a `MemberJoined` group event.
+/// Only group events are decoded: the publisher sees every update of every group.
 fn joined_user(update: &StoredUpdate) -> Option<i64> {
-    let decoded = match common::Update::decode(update.payload.as_ref()) {
-        Ok(decoded) => decoded,
+    let decoded = match fanfare_proto::events::is_encoded_group_event(update.payload.as_ref())
+        .and_then(|group_event| group_event.then(|| common::Update::decode(update.payload.as_ref())).transpose())
+    {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => return None,
         Err(error) => {
             // Every entry is built by this service; the group's subscribers still get it.
             tracing::warn!(
