@@ -283,11 +283,14 @@ fn channels_of(update: &StoredUpdate) -> Vec<String> {
 /// The user an update makes a member of its group, if it is a `MemberJoined` group event.
 /// Only group events are decoded: the publisher sees every update of every group.
 fn joined_user(update: &StoredUpdate) -> Option<i64> {
-    let decoded = match fanfare_proto::events::is_encoded_group_event(update.payload.as_ref())
-        .and_then(|group_event| group_event.then(|| common::Update::decode(update.payload.as_ref())).transpose())
-    {
-        Ok(Some(decoded)) => decoded,
-        Ok(None) => return None,
+    let payload = update.payload.as_ref();
+    let decoded = match fanfare_proto::events::is_encoded_group_event(payload) {
+        Ok(false) => return None,
+        Ok(true) => common::Update::decode(payload),
+        Err(error) => Err(error),
+    };
+    match decoded {
+        Ok(decoded) => fanfare_proto::events::joined_user(&decoded),
         Err(error) => {
             // Every entry is built by this service; the group's subscribers still get it.
             tracing::warn!(
@@ -296,10 +299,9 @@ fn joined_user(update: &StoredUpdate) -> Option<i64> {
                 event_seq = update.event_seq,
                 "undecodable log entry; published to its group only"
             );
-            return None;
+            None
         }
-    };
-    fanfare_proto::events::joined_user(&decoded)
+    }
 }
 
 /// Where publishers send what they published, for the [`Acker`] to delete from the outbox.
