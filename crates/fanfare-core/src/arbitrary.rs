@@ -127,7 +127,7 @@ mod tests {
         fn id_lists_are_refused_on_length_or_kept_distinct_and_positive(raw in ids(100), max in 1_usize..150) {
             let mut violations = Violations::new();
             let parsed = distinct_list("user_ids", &raw, (1, max), "ids", |field, raw| UserId::parse(field, *raw), &mut violations);
-            let result = violations.finish_with(parsed);
+            let result = violations.finish_with(|| parsed);
             assert_parsed(&result, |users| {
                 assert!(!users.is_empty() && users.len() <= max && raw.len() <= max);
                 let mut seen = std::collections::HashSet::new();

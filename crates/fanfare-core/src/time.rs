@@ -12,6 +12,11 @@ pub fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
     time.trunc_subsecs(6)
 }
 
+/// The current time at the precision every store keeps (whole microseconds).
+pub fn now() -> DateTime<Utc> {
+    stored_time(Utc::now())
+}
+
 /// A point in time as the wire carries it.
 pub fn to_timestamp(time: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) }

@@ -175,11 +175,13 @@ impl Violations {
         }
     }
 
-    /// The parsed request when nothing was recorded. `parsed` is `None` exactly when some
-    /// field failed (its violation is then recorded), so the fields combine with `?`:
-    /// `violations.finish_with((|| Some((group?, user?)))())`.
-    pub fn finish_with<T>(self, parsed: Option<T>) -> Result<T, InvalidRequest> {
+    /// The parsed request when nothing was recorded, built by `build` only then. A field is
+    /// `None` exactly when it failed (its violation is then recorded), so once nothing was
+    /// recorded the fields combine with `?`:
+    /// `violations.finish_with(|| Some(Lookup { group: group?, user: user? }))`.
+    pub fn finish_with<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, InvalidRequest> {
         self.finish()?;
+        let parsed = build();
         debug_assert!(parsed.is_some(), "a field failed to parse without a violation");
         parsed.ok_or_else(|| FieldViolation::new("request", "is incomplete").into())
     }

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{SharedLimits, UserLimit};
+use fanfare_core::time::now;
 use fanfare_core::validation::FieldViolation;
 
 use crate::config::GroupLimits;
@@ -69,11 +70,6 @@ pub struct GroupsService {
     /// Who follows whom, for FOLLOWERS_ONLY joins; `None` when no fanout service is
     /// configured, and then such joins are refused.
     follow_graph: Option<Arc<dyn FollowGraph>>,
-}
-
-/// The current time at the precision every store keeps (microseconds).
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 impl GroupsService {

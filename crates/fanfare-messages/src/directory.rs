@@ -60,7 +60,7 @@ pub struct MemberInfo {
 impl MemberInfo {
     /// Whether the member is the owner or an admin.
     pub fn moderates(&self) -> bool {
-        matches!(self.role, common::Role::Owner | common::Role::Admin)
+        fanfare_proto::visibility::moderates(self.role)
     }
 
     /// Whether this member may moderate what `other` wrote: the owner outranks everyone

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_bus::UpdateBus;
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::UserLimit;
+use fanfare_core::time::now;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::visibility::Standing;
 use uuid::Uuid;
@@ -111,10 +112,6 @@ async fn check_limit(limit: Option<&UserLimit>, user: UserId) -> MessagesResult<
         action: limit.action(),
         retry_after,
     })
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 impl MessagesService {

@@ -11,6 +11,13 @@
 //! fanfare-core would hold them as well, but it is the services' plumbing, not the log's
 //! meaning.
 
+use crate::common::v1::Role;
+
+/// Whether a role moderates its group: owners and admins. Every service asks this here.
+pub fn moderates(role: Role) -> bool {
+    matches!(role, Role::Owner | Role::Admin)
+}
+
 /// What decides what of a group's log one member reads whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Standing<Time> {
@@ -54,6 +61,12 @@ mod tests {
         assert_eq!(standing(true, false, false).history_hidden_before(), None, "moderators see everything");
         assert_eq!(standing(false, true, false).history_hidden_before(), None, "the group shows its history");
         assert_eq!(standing(true, true, true).history_hidden_before(), None);
+    }
+
+    #[test]
+    fn owners_and_admins_moderate_and_no_one_else() {
+        assert!(moderates(Role::Owner) && moderates(Role::Admin));
+        assert!(!moderates(Role::Member) && !moderates(Role::Unspecified));
     }
 
     #[test]

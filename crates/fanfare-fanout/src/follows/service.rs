@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{SharedLimits, UserLimit};
+use fanfare_core::time::now;
 
 use super::domain::rules::{check_follow, following_limit};
 use super::domain::{Follow, FollowCheck, FollowCounts, FollowKey};
@@ -21,11 +21,6 @@ pub struct FollowService {
     store: Arc<dyn FollowStore>,
     limits: FollowLimits,
     change_limit: Option<UserLimit>,
-}
-
-/// The current time at the precision every store keeps (microseconds).
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 /// The page token of a listing: the (followed_at in microseconds, user id) of its last edge.

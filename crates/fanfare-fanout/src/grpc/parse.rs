@@ -52,7 +52,7 @@ pub fn listing(
         Some(None) => Some(None),
         None => None,
     };
-    violations.finish_with((|| Some((user?, size?, before?)))())
+    violations.finish_with(|| Some((user?, size?, before?)))
 }
 
 /// A list of user ids: 1 to `max` entries (counted before repeats are dropped), refused on
@@ -65,7 +65,7 @@ fn id_batch(field: &str, raw: &[i64], max: usize, violations: &mut Violations) -
 pub fn get_follow_counts(request: &pb::GetFollowCountsRequest, max: usize) -> Result<Vec<UserId>, InvalidRequest> {
     let mut violations = Violations::new();
     let users = id_batch("user_ids", &request.user_ids, max, &mut violations);
-    violations.finish_with(users)
+    violations.finish_with(|| users)
 }
 
 /// CheckFollows: the follower (0 = the caller) and the creators.
@@ -76,7 +76,7 @@ pub fn check_follows(
     let mut violations = Violations::new();
     let follower = user_or_caller("follower_user_id", request.follower_user_id, &mut violations);
     let creators = id_batch("creator_user_ids", &request.creator_user_ids, max, &mut violations);
-    violations.finish_with((|| Some((follower?, creators?)))())
+    violations.finish_with(|| Some((follower?, creators?)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -106,10 +106,9 @@ pub fn start_fanout_job(
     let idempotency_key = violations.check(IdempotencyKey::parse("idempotency_key", &request.idempotency_key));
     let rate =
         violations.check(Rate::parse("rate_limit_per_second", request.rate_limit_per_second, default_rate, max_rate));
-    let parsed =
-        (|| Some(StartJob { kind: kind?, payload_ref: payload_ref?, idempotency_key: idempotency_key?, rate: rate? }))(
-        );
-    violations.finish_with(parsed)
+    violations.finish_with(|| {
+        Some(StartJob { kind: kind?, payload_ref: payload_ref?, idempotency_key: idempotency_key?, rate: rate? })
+    })
 }
 
 /// A `job_id` field.
@@ -131,7 +130,7 @@ pub fn job_listing(page_size: i32, page_token: &str) -> Result<(PageSize, Option
         Some(None) => Some(None),
         None => None,
     };
-    violations.finish_with((|| Some((size?, before?)))())
+    violations.finish_with(|| Some((size?, before?)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -176,7 +175,7 @@ pub fn resume(positions: &[pb::GroupPosition], cursor: &str, max_groups: usize) 
             format!("names {} groups; a stream carries at most {max_groups}", resume.len()),
         ));
     }
-    violations.finish_with(Some(resume))
+    violations.finish_with(|| Some(resume))
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-use chrono::{DateTime, SubsecRound as _, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{LimitQuota, SharedLimits, UserLimit};
+use fanfare_core::time::now;
 
 use super::domain::{FanoutJob, JobId, NewJob, StartJob};
 use super::store::{Created, JobStore};
@@ -16,11 +16,6 @@ use crate::config::JobsConfig;
 use crate::error::{FanoutError, FanoutResult, LimitedAction};
 use crate::follows::store::FollowStore;
 use crate::metrics::{self, JOBS_STARTED_TOTAL};
-
-/// The current time at the precision every store keeps (microseconds).
-pub(super) fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
 
 /// The page token of ListFanoutJobs: the id of the page's last job.
 fn cursor(job: &FanoutJob) -> Cursor {

@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::domain::Rate;
 use super::pacing;
-use super::service::now;
 use super::sink::{JobRef, NotificationSink, SinkError};
 use super::store::{Checkpoint, CheckpointOutcome, Claim, JobStore, Lease};
 use crate::backends::FanoutBackends;
@@ -38,6 +37,7 @@ use crate::metrics::{
     self as job_metrics, FOLLOWERS_NOTIFIED_TOTAL, LEASE_TAKEOVERS_TOTAL, LEASES_LOST_TOTAL,
     LIVE_PUBLISH_FAILURES_TOTAL, PAGE_FAILURES_TOTAL, PAGES_TOTAL, RunningJob,
 };
+use fanfare_core::time::now;
 
 /// The wait after a first failed page; it doubles with each further failure.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);

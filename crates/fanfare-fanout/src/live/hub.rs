@@ -19,9 +19,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
 use fanfare_core::time::timestamp_micros;
-use fanfare_proto::common::v1::{Role, Update, group_event, update};
+use fanfare_proto::common::v1::{Update, group_event, update};
 use fanfare_proto::events::joined_user;
 use fanfare_proto::redact::{carried_message, membership_subject};
+use fanfare_proto::visibility;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -555,10 +556,9 @@ pub(crate) fn access_change(update: &Update) -> Option<AccessChange> {
         group_event::Change::GroupSettingsChanged(settings) => {
             Some(AccessChange::HistoryVisible(settings.history_visible_to_new_members))
         }
-        group_event::Change::MemberRoleChanged(changed) => Some(AccessChange::Moderates {
-            user: changed.user_id,
-            moderates: matches!(changed.role(), Role::Owner | Role::Admin),
-        }),
+        group_event::Change::MemberRoleChanged(changed) => {
+            Some(AccessChange::Moderates { user: changed.user_id, moderates: visibility::moderates(changed.role()) })
+        }
         group_event::Change::OwnershipTransferred(transferred) => {
             Some(AccessChange::Moderates { user: transferred.new_owner_user_id, moderates: true })
         }

@@ -9,12 +9,12 @@ use fanfare_core::identity::USER_ID_HEADER;
 use fanfare_core::ids::UserId;
 use fanfare_core::time::timestamp_micros;
 use fanfare_core::tls::ClientTls;
-use fanfare_proto::common::v1::{GroupKind, Role};
+use fanfare_proto::common::v1::GroupKind;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_proto::groups::v1::{GetGroupRequest, GetMembershipRequest, Group, ListUserGroupsRequest, Membership};
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_proto::messages::v1::{GetUpdatesRequest, get_updates_response};
-use fanfare_proto::visibility::Standing;
+use fanfare_proto::visibility::{self, Standing};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -49,7 +49,7 @@ fn access(membership: Option<&Membership>, group: Option<&Group>) -> Access {
         group.and_then(|group| group.settings.as_ref()).is_some_and(|settings| settings.history_visible_to_new_members);
     let broadcast = group.is_some_and(|group| group.kind() == GroupKind::Broadcast);
     let joined_at = membership.and_then(|membership| membership.joined_at.as_ref()).map_or(i64::MAX, timestamp_micros);
-    let moderates = membership.is_some_and(|membership| matches!(membership.role(), Role::Owner | Role::Admin));
+    let moderates = membership.is_some_and(|membership| visibility::moderates(membership.role()));
     Standing { joined_at, moderates, history_visible_to_new_members, broadcast }
 }
 

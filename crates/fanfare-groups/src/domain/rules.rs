@@ -99,7 +99,7 @@ pub fn joinable_from(followed_at: DateTime<Utc>, min_follow_age_seconds: u32) ->
 
 /// Whether a role moderates: owners and admins.
 pub fn is_moderator(role: Role) -> bool {
-    matches!(role, Role::Owner | Role::Admin)
+    fanfare_proto::visibility::moderates(role.to_proto())
 }
 
 /// Whether `actor` outranks `target`, as acting on another member requires

@@ -102,7 +102,7 @@ pub fn group_and_user(group_raw: i64, user_raw: i64) -> Result<(GroupId, UserId)
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let user = violations.check(UserId::parse("user_id", user_raw));
-    violations.finish_with((|| Some((group?, user?)))())
+    violations.finish_with(|| Some((group?, user?)))
 }
 
 /// A page size and a token holding a cursor of `parts` keys.
@@ -135,7 +135,7 @@ pub fn user_keyed_page(group_raw: i64, size: i32, token: &str) -> Result<UserKey
         Some(cursor) => violations.check(cursor_user(cursor.0[0])).map(Some),
         None => Some(None),
     };
-    violations.finish_with((|| Some(UserKeyedPage { group_id: group?, size: size?, after: after? }))())
+    violations.finish_with(|| Some(UserKeyedPage { group_id: group?, size: size?, after: after? }))
 }
 
 /// ListMembers: the user-keyed page plus an optional role filter.
@@ -159,7 +159,7 @@ pub fn list_user_groups(
         }
         None => Some(None),
     };
-    violations.finish_with((|| Some((size?, before?)))())
+    violations.finish_with(|| Some((size?, before?)))
 }
 
 /// ListJoinRequests: keyed by (requested_at, user id), oldest first.
@@ -175,7 +175,7 @@ pub fn list_join_requests(request: &pb::ListJoinRequestsRequest) -> Result<ListJ
         }
         None => Some(None),
     };
-    violations.finish_with((|| Some(ListJoinRequests { group_id: group?, size: size?, after: after? }))())
+    violations.finish_with(|| Some(ListJoinRequests { group_id: group?, size: size?, after: after? }))
 }
 
 /// A list of ids: 1 to `max` entries (counted before repeats are dropped), refused on its
@@ -194,7 +194,7 @@ fn id_batch<T: Copy + Eq + Hash>(
 pub fn batch_get_groups(request: &pb::BatchGetGroupsRequest, max: usize) -> Result<Vec<GroupId>, InvalidRequest> {
     let mut violations = Violations::new();
     let ids = id_batch("group_ids", &request.group_ids, max, GroupId::parse, &mut violations);
-    violations.finish_with(ids)
+    violations.finish_with(|| ids)
 }
 
 /// AddMembers.
@@ -202,7 +202,7 @@ pub fn add_members(request: &pb::AddMembersRequest, max: usize) -> Result<(Group
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let users = id_batch("user_ids", &request.user_ids, max, UserId::parse, &mut violations);
-    violations.finish_with((|| Some((group?, users?)))())
+    violations.finish_with(|| Some((group?, users?)))
 }
 
 fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> Option<Settings> {
@@ -231,9 +231,15 @@ pub fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGroup, Inv
         Some(settings) => parse_settings(settings, &mut violations).map(Some),
         None => Some(None),
     };
-    let parsed = (|| Some((kind?, title?, description?, avatar_ref?, settings?)))();
-    let (kind, title, description, avatar_ref, settings) = violations.finish_with(parsed)?;
-    Ok(CreateGroup { kind, title, description, avatar_ref, settings })
+    violations.finish_with(|| {
+        Some(CreateGroup {
+            kind: kind?,
+            title: title?,
+            description: description?,
+            avatar_ref: avatar_ref?,
+            settings: settings?,
+        })
+    })
 }
 
 /// UpdateGroupSettings: only the fields present are parsed and changed.
@@ -260,7 +266,7 @@ pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(Grou
             .min_follow_age_seconds
             .and_then(|raw| violations.check(parse_min_follow_age("min_follow_age_seconds", raw))),
     };
-    violations.finish_with(group.map(|group| (group, update)))
+    violations.finish_with(|| group.map(|group| (group, update)))
 }
 
 /// SetMemberRole.
@@ -269,7 +275,7 @@ pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<SetMemberRo
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
     let role = violations.check(Role::parse("role", request.role));
-    violations.finish_with((|| Some(SetMemberRole { group_id: group?, user: user?, role: role? }))())
+    violations.finish_with(|| Some(SetMemberRole { group_id: group?, user: user?, role: role? }))
 }
 
 /// BanMember.
@@ -282,8 +288,9 @@ pub fn ban_member(request: &pb::BanMemberRequest, now: DateTime<Utc>) -> Result<
         Some(timestamp) => violations.check(parse_future("until", Some(timestamp), now)).map(Some),
         None => Some(None),
     };
-    let terms = (|| Some(BanTerms { reason: reason?, until: until? }))();
-    violations.finish_with((|| Some(BanMember { group_id: group?, user: user?, terms: terms? }))())
+    violations.finish_with(|| {
+        Some(BanMember { group_id: group?, user: user?, terms: BanTerms { reason: reason?, until: until? } })
+    })
 }
 
 /// MuteMember.
@@ -292,7 +299,7 @@ pub fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -> Resul
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
     let until = violations.check(parse_future("until", request.until.as_ref(), now));
-    violations.finish_with((|| Some(MuteMember { group_id: group?, user: user?, until: until? }))())
+    violations.finish_with(|| Some(MuteMember { group_id: group?, user: user?, until: until? }))
 }
 
 /// GetMembership: `user_id` 0 means the caller.
@@ -304,7 +311,7 @@ pub fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Op
     } else {
         violations.check(UserId::parse("user_id", request.user_id)).map(Some)
     };
-    violations.finish_with((|| Some((group?, user?)))())
+    violations.finish_with(|| Some((group?, user?)))
 }
 
 /// CreateInvite: ttl 0 means the default; max_uses 0 means unlimited.
@@ -334,9 +341,9 @@ pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<CreateInvite, 
             None
         }
     };
-    let parsed = (|| Some((group?, ttl_seconds?, max_uses?)))();
-    let (group, ttl_seconds, max_uses) = violations.finish_with(parsed)?;
-    Ok(CreateInvite { group_id: group, ttl: chrono::Duration::seconds(ttl_seconds), max_uses })
+    violations.finish_with(|| {
+        Some(CreateInvite { group_id: group?, ttl: chrono::Duration::seconds(ttl_seconds?), max_uses: max_uses? })
+    })
 }
 
 /// An invite code.
@@ -349,5 +356,5 @@ pub fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<(Gro
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("new_owner_user_id", request.new_owner_user_id));
-    violations.finish_with((|| Some((group?, user?)))())
+    violations.finish_with(|| Some((group?, user?)))
 }

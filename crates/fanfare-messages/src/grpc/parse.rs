@@ -31,7 +31,7 @@ pub fn group_and_seq(group_raw: i64, seq_raw: i64) -> Result<(GroupId, i64), Inv
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let seq = violations.check(parse_seq("message_seq", seq_raw));
-    violations.finish_with((|| Some((group?, seq?)))())
+    violations.finish_with(|| Some((group?, seq?)))
 }
 
 /// SendMessage.
@@ -71,17 +71,16 @@ pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) ->
         |field, raw| UserId::parse(field, *raw),
         &mut violations,
     );
-    let content = (|| {
-        Some(Content {
+    violations.finish_with(|| {
+        let content = Content {
             text: text?,
             attachments: attachments?,
             reply_to_message_seq: reply_to?,
             mentions: mentions?,
             mentions_all: request.mentions_all,
-        })
-    })();
-    let parsed = (|| Some(SendMessage { group: group?, client_message_id: key?, content: content? }))();
-    violations.finish_with(parsed)
+        };
+        Some(SendMessage { group: group?, client_message_id: key?, content })
+    })
 }
 
 /// EditMessage: the new text must not be empty.
@@ -98,7 +97,7 @@ pub fn edit_message(
     } else {
         violations.check(MessageText::parse("text", &request.text, limits.max_text_chars))
     };
-    violations.finish_with((|| Some((group?, seq?, text?)))())
+    violations.finish_with(|| Some((group?, seq?, text?)))
 }
 
 /// PurgeUserMessages.
@@ -112,7 +111,7 @@ pub fn purge(
         Some(timestamp) => violations.check(parse_timestamp("since", timestamp)).map(Some),
         None => Some(None),
     };
-    violations.finish_with((|| Some((group?, user?, since?)))())
+    violations.finish_with(|| Some((group?, user?, since?)))
 }
 
 /// AddReaction / RemoveReaction.
@@ -121,7 +120,7 @@ pub fn reaction(group_raw: i64, seq_raw: i64, emoji_raw: &str) -> Result<(GroupI
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let seq = violations.check(parse_seq("message_seq", seq_raw));
     let emoji = violations.check(Emoji::parse("emoji", emoji_raw));
-    violations.finish_with((|| Some((group?, seq?, emoji?)))())
+    violations.finish_with(|| Some((group?, seq?, emoji?)))
 }
 
 /// ListMessages: a page token continues from the last message_seq returned.
@@ -151,9 +150,11 @@ pub fn list_messages(
         Some(cursor) => violations.check(parse_seq("page_token", cursor.0[0])).map(Some),
         None => Some(None),
     };
-    // A token continues where the previous page ended; the anchor only places the first page.
-    let start = (|| Some(from_token?.or(anchor?)))();
-    violations.finish_with((|| Some((group?, direction?, start?, size?)))())
+    violations.finish_with(|| {
+        // A token continues where the previous page ended; the anchor only places the first page.
+        let start = from_token?.or(anchor?);
+        Some((group?, direction?, start, size?))
+    })
 }
 
 /// GetMessages: ids and seqs together are refused on their count before any is parsed.
@@ -191,10 +192,10 @@ pub fn get_messages(request: &pb::GetMessagesRequest) -> Result<(GroupId, Vec<Uu
         );
         ids.zip(seqs)
     };
-    violations.finish_with((|| {
+    violations.finish_with(|| {
         let (ids, seqs) = wanted?;
         Some((group?, ids, seqs))
-    })())
+    })
 }
 
 fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, FieldViolation> {
@@ -215,7 +216,7 @@ pub fn get_updates(request: &pb::GetUpdatesRequest) -> Result<(GroupId, LogCurso
         None
     };
     let size = violations.check(PageSize::parse("page_size", request.page_size, UPDATES_PAGE.0, UPDATES_PAGE.1));
-    violations.finish_with((|| Some((group?, after?, size?)))())
+    violations.finish_with(|| Some((group?, after?, size?)))
 }
 
 /// GetUnreadCounts: up to [`MAX_UNREAD_GROUPS`] groups (none means all of the caller's).
@@ -229,7 +230,7 @@ pub fn unread_groups(request: &pb::GetUnreadCountsRequest) -> Result<Vec<GroupId
         |field, raw| GroupId::parse(field, *raw),
         &mut violations,
     );
-    violations.finish_with(groups)
+    violations.finish_with(|| groups)
 }
 
 /// AppendSystemUpdates: the events are refused on their count before any is read.
@@ -256,7 +257,7 @@ pub fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<Sys
         }
         events.push(SystemEvent { outbox_id: raw.outbox_id, event: event.clone() });
     }
-    violations.finish_with(Some(events))
+    violations.finish_with(|| Some(events))
 }
 
 #[cfg(test)]
