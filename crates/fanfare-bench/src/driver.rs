@@ -15,7 +15,7 @@ use crate::cpu::{CpuSnapshot, CpuUsage};
 
 /// What a window of calls did.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Calls that succeeded.
     pub succeeded: u64,
     /// Calls that failed.
@@ -34,12 +34,12 @@ pub struct Outcome {
 
 impl Outcome {
     /// Successful calls per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.succeeded as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
     /// Fails unless every call succeeded.
-    pub fn ensure_no_failures(&self, what: &str) -> anyhow::Result<()> {
+    pub(crate) fn ensure_no_failures(&self, what: &str) -> anyhow::Result<()> {
         match &self.first_error {
             None => Ok(()),
             Some(error) => anyhow::bail!("{} of {what} failed; the first: {error}", self.failed),
@@ -49,11 +49,11 @@ impl Outcome {
 
 /// Sorted per-call latencies.
 #[derive(Debug, Clone, Default)]
-pub struct Latencies(Vec<Duration>);
+pub(crate) struct Latencies(Vec<Duration>);
 
 impl Latencies {
     /// The nearest-rank percentile `percent` (0–100]; zero when there were no calls.
-    pub fn percentile(&self, percent: f64) -> Duration {
+    pub(crate) fn percentile(&self, percent: f64) -> Duration {
         if self.0.is_empty() {
             return Duration::ZERO;
         }
@@ -62,24 +62,24 @@ impl Latencies {
     }
 
     /// The median.
-    pub fn p50(&self) -> Duration {
+    pub(crate) fn p50(&self) -> Duration {
         self.percentile(50.0)
     }
 
     /// The 99th percentile.
-    pub fn p99(&self) -> Duration {
+    pub(crate) fn p99(&self) -> Duration {
         self.percentile(99.0)
     }
 
     /// The slowest call.
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         self.0.last().copied().unwrap_or_default()
     }
 }
 
 /// Runs `call(n)` for every `n` in `calls` with `concurrency` calls in flight, stopping
 /// early (between calls) at `deadline`.
-pub async fn run<Call, Fut>(
+pub(crate) async fn run<Call, Fut>(
     concurrency: usize,
     calls: Range<u64>,
     deadline: Instant,
@@ -128,7 +128,7 @@ where
 
 /// How long each sender of [`run_senders`] keeps calling.
 #[derive(Debug, Clone, Copy)]
-pub struct SenderBounds {
+pub(crate) struct SenderBounds {
     /// A sender starts no call after this long…
     pub duration: Duration,
     /// …once it has made at least this many calls (a warm-up that must touch every group a
@@ -140,7 +140,7 @@ pub struct SenderBounds {
 
 impl SenderBounds {
     /// Exactly `duration`.
-    pub fn time(duration: Duration) -> Self {
+    pub(crate) fn time(duration: Duration) -> Self {
         Self { duration, min_calls: 0, hard_limit: duration }
     }
 }
@@ -148,7 +148,7 @@ impl SenderBounds {
 /// Runs `senders` workers, worker `w` calling `call(w)` again as soon as its previous call
 /// answers, each until `bounds` says stop. The window's latency percentiles, CPU and
 /// elapsed time cover exactly these calls.
-pub async fn run_senders<Call, Fut>(senders: usize, bounds: SenderBounds, call: Call) -> anyhow::Result<Outcome>
+pub(crate) async fn run_senders<Call, Fut>(senders: usize, bounds: SenderBounds, call: Call) -> anyhow::Result<Outcome>
 where
     Call: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,

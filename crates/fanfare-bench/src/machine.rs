@@ -10,7 +10,7 @@ const REPORTED_SETTINGS: &[&str] =
 
 /// What the header says about where the run happened.
 #[derive(Debug, Clone)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// Logical CPUs this process may use.
     pub cores: usize,
     /// Total memory in bytes, from `/proc/meminfo`.
@@ -25,7 +25,7 @@ pub struct Machine {
 
 impl Machine {
     /// Probes this machine and the Postgres server `postgres` points at.
-    pub async fn probe(postgres: &PgConnectOptions) -> anyhow::Result<Self> {
+    pub(crate) async fn probe(postgres: &PgConnectOptions) -> anyhow::Result<Self> {
         let mut connection = postgres.connect().await.context("connecting to postgres to read its version")?;
         let postgres_version: String = sqlx::query_scalar("SELECT version()")
             .fetch_one(&mut connection)
@@ -51,7 +51,7 @@ impl Machine {
     }
 
     /// `2 cores (model), 23.4 GiB memory`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let model = self.cpu_model.as_deref().map(|model| format!(" ({model})")).unwrap_or_default();
         let memory = self
             .memory_bytes
@@ -61,13 +61,13 @@ impl Machine {
     }
 
     /// Load averages at the start and end of a stretch, and what they mean on this many cores.
-    pub fn load_note(&self, start: Option<f64>, end: Option<f64>) -> String {
+    pub(crate) fn load_note(&self, start: Option<f64>, end: Option<f64>) -> String {
         let show = |load: Option<f64>| load.map_or("?".to_owned(), |load| format!("{load:.2}"));
         format!("{} at start, {} at end (1-minute; {} cores)", show(start), show(end), self.cores)
     }
 
     /// `synchronous_commit=on, fsync=on, …`.
-    pub fn settings_line(&self) -> String {
+    pub(crate) fn settings_line(&self) -> String {
         self.postgres_settings.iter().map(|(name, value)| format!("`{name}={value}`")).collect::<Vec<_>>().join(", ")
     }
 }
@@ -77,7 +77,7 @@ fn memory_bytes() -> Option<u64> {
 }
 
 /// The `field` line of a `/proc` file that counts in kB (`MemTotal:   123 kB`), in bytes.
-pub fn kib_field(text: &str, field: &str) -> Option<u64> {
+pub(crate) fn kib_field(text: &str, field: &str) -> Option<u64> {
     let kib: u64 =
         text.lines().find_map(|line| line.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
@@ -93,6 +93,6 @@ fn cpu_model() -> Option<String> {
 }
 
 /// The 1-minute load average now.
-pub fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }

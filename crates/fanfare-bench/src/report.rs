@@ -32,7 +32,7 @@ people's builds and tests on a shared machine). Nothing here is checked in CI.\n
 
 /// One service's results: prose and tables, rendered in order.
 #[derive(Debug, Clone)]
-pub struct Section {
+pub(crate) struct Section {
     /// Heading (level 2).
     pub title: String,
     /// When, where and under what load it ran (set by [`Report::push`]).
@@ -49,27 +49,27 @@ enum Block {
 
 impl Section {
     /// An empty section titled `title`.
-    pub fn new(title: impl Into<String>) -> Self {
+    pub(crate) fn new(title: impl Into<String>) -> Self {
         Self { title: title.into(), run: None, blocks: Vec::new() }
     }
 
     /// Appends a level-3 heading.
-    pub fn heading(&mut self, text: impl Into<String>) {
+    pub(crate) fn heading(&mut self, text: impl Into<String>) {
         self.blocks.push(Block::Heading(text.into()));
     }
 
     /// Appends a paragraph (Markdown).
-    pub fn paragraph(&mut self, text: impl Into<String>) {
+    pub(crate) fn paragraph(&mut self, text: impl Into<String>) {
         self.blocks.push(Block::Paragraph(text.into()));
     }
 
     /// Appends a table.
-    pub fn table(&mut self, table: Table) {
+    pub(crate) fn table(&mut self, table: Table) {
         self.blocks.push(Block::Table(table));
     }
 
     /// The section as Markdown, starting with its `##` heading.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut out = format!("## {}\n", self.title);
         if let Some(run) = &self.run {
             out.push('\n');
@@ -94,19 +94,19 @@ impl Section {
 /// A Markdown table. Columns of figures (every cell starts with a digit) are right-aligned,
 /// the others left-aligned; cells are padded so the text also reads well in a terminal.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     /// A table with these column headers.
-    pub fn new(headers: &[&str]) -> Self {
+    pub(crate) fn new(headers: &[&str]) -> Self {
         Self { headers: headers.iter().map(|header| (*header).to_owned()).collect(), rows: Vec::new() }
     }
 
     /// Appends a row; it must have one cell per header.
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len(), "one cell per column");
         self.rows.push(cells);
     }
@@ -116,7 +116,7 @@ impl Table {
     }
 
     /// The table as Markdown.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let columns = 0..self.headers.len();
         let widths: Vec<usize> = columns
             .clone()
@@ -175,7 +175,7 @@ fn close_marker(key: &str) -> String {
 /// When and under what load a section's benchmark ran: started by [`SectionClock::start`]
 /// just before it, read by [`Report::push`] just after.
 #[derive(Debug, Clone, Copy)]
-pub struct SectionClock {
+pub(crate) struct SectionClock {
     started: DateTime<Utc>,
     cpu: Option<CpuSnapshot>,
     load: Option<f64>,
@@ -183,7 +183,7 @@ pub struct SectionClock {
 
 impl SectionClock {
     /// Starts timing a section now.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self { started: Utc::now(), cpu: CpuSnapshot::take(), load: load_average() }
     }
 }
@@ -191,7 +191,7 @@ impl SectionClock {
 /// The whole report: the method, then one section per benchmark, each with its own run
 /// details (a section kept from an earlier run keeps its own).
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     machine: Machine,
     command: String,
     /// `(key, Markdown)` of the sections run, in order.
@@ -200,13 +200,13 @@ pub struct Report {
 
 impl Report {
     /// A report of a run of `command` on `machine`.
-    pub fn start(machine: Machine, command: String) -> Self {
+    pub(crate) fn start(machine: Machine, command: String) -> Self {
         Self { machine, command, sections: Vec::new() }
     }
 
     /// Adds a finished section under `key` (its markers in the file), with the run details
     /// from `clock` to now.
-    pub fn push(&mut self, key: &'static str, mut section: Section, clock: SectionClock) {
+    pub(crate) fn push(&mut self, key: &'static str, mut section: Section, clock: SectionClock) {
         section.run = Some(self.run_table(&clock));
         let markdown = format!("{}\n{}{}\n", open_marker(key), section.to_markdown(), close_marker(key));
         self.sections.push((key, markdown));
@@ -234,14 +234,14 @@ impl Report {
     }
 
     /// The sections of this run as Markdown, after the method.
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let sections: Vec<&str> = self.sections.iter().map(|(_, markdown)| markdown.as_str()).collect();
         render(&sections)
     }
 
     /// Writes the report to `path`: the sections of this run replace theirs in the file;
     /// the file's other sections are kept as they are (with their own run details).
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -340,7 +340,7 @@ fn busy_note(cpu: &CpuUsage, cores: usize) -> String {
 }
 
 /// `met`, or `**not met**`.
-pub fn verdict(met: bool) -> String {
+pub(crate) fn verdict(met: bool) -> String {
     match met {
         true => "met".to_owned(),
         false => "**not met**".to_owned(),
@@ -348,17 +348,17 @@ pub fn verdict(met: bool) -> String {
 }
 
 /// A CPU split, or `n/a`.
-pub fn cpu(usage: Option<CpuUsage>) -> String {
+pub(crate) fn cpu(usage: Option<CpuUsage>) -> String {
     usage.map_or_else(|| "n/a".to_owned(), |usage| usage.describe())
 }
 
 /// A duration in milliseconds, as a number.
-pub fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
 }
 
 /// `0.53 ms`, `12.3 ms`, `1234 ms`.
-pub fn duration(duration: Duration) -> String {
+pub(crate) fn duration(duration: Duration) -> String {
     let ms = millis(duration);
     match ms {
         ms if ms < 10.0 => format!("{ms:.2} ms"),
@@ -368,7 +368,7 @@ pub fn duration(duration: Duration) -> String {
 }
 
 /// `1,000,000`.
-pub fn count(value: u64) -> String {
+pub(crate) fn count(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {

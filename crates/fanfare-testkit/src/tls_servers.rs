@@ -66,6 +66,10 @@ impl TlsPostgres {
         &self.files
     }
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "runs once per test binary, in `get_or_init`, before any runtime work waits on it"
+    )]
     fn start() -> anyhow::Result<Self> {
         let bin = postgres_bin_dir()?;
         let files = TestTlsFiles::new();
@@ -146,6 +150,10 @@ impl TlsRedis {
         &self.files
     }
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "runs once per test binary, in `get_or_init`, before any runtime work waits on it"
+    )]
     fn start() -> anyhow::Result<Self> {
         let files = TestTlsFiles::new();
         let port = free_port()?;

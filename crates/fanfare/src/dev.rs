@@ -15,7 +15,7 @@ use crate::{FANOUT_PORT, GROUPS_METRICS_PORT, GROUPS_PORT, MESSAGES_PORT};
 
 /// Options of `fanfare dev`.
 #[derive(Debug, Args)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// Address every service binds to.
     #[arg(long, env = "FANFARE_DEV_HOST", default_value = "127.0.0.1")]
     host: IpAddr,
@@ -52,7 +52,7 @@ async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Runs every service until Ctrl-C, or until one of them fails (then the others stop too).
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     telemetry::init_tracing(&TelemetryConfig {
         log_format: LogFormat::Pretty,
         log_filter: args.log_filter.clone(),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One reading of the outbox.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BacklogSample {
+pub(super) struct BacklogSample {
     /// Rows in the outbox.
     pub rows: i64,
     /// Age of the oldest row (`now() - committed_at`), if there was one.
@@ -22,7 +22,7 @@ pub struct BacklogSample {
 
 /// What the samples of a window say.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Backlog {
+pub(super) struct Backlog {
     /// Readings taken.
     pub samples: usize,
     /// Readings that failed (skipped).
@@ -37,7 +37,7 @@ pub struct Backlog {
 
 impl Backlog {
     /// The summary of `samples` (in any order), with `at_end` read after the last send.
-    pub fn summarize(samples: &[BacklogSample], failed: usize, at_end: i64) -> Self {
+    pub(super) fn summarize(samples: &[BacklogSample], failed: usize, at_end: i64) -> Self {
         Self {
             samples: samples.len(),
             failed,
@@ -48,13 +48,13 @@ impl Backlog {
     }
 
     /// Whether the oldest row stayed younger than `limit` at every reading.
-    pub fn bounded_by(&self, limit: Duration) -> bool {
+    pub(super) fn bounded_by(&self, limit: Duration) -> bool {
         self.max_age < limit
     }
 }
 
 /// Reads the outbox once.
-pub async fn sample(admin: &PgPool) -> anyhow::Result<BacklogSample> {
+pub(super) async fn sample(admin: &PgPool) -> anyhow::Result<BacklogSample> {
     let (rows, oldest_seconds): (i64, Option<f64>) =
         sqlx::query_as("SELECT count(*), EXTRACT(EPOCH FROM now() - min(committed_at))::float8 FROM messages.outbox")
             .fetch_one(admin)
@@ -65,14 +65,14 @@ pub async fn sample(admin: &PgPool) -> anyhow::Result<BacklogSample> {
 }
 
 /// Samples the outbox every `period` from `from` until stopped, or for `limit` at most.
-pub struct Sampler {
+pub(super) struct Sampler {
     stop: CancellationToken,
     task: JoinHandle<(Vec<BacklogSample>, usize)>,
 }
 
 impl Sampler {
     /// Starts sampling in the background.
-    pub fn start(admin: PgPool, from: Instant, period: Duration, limit: Duration) -> Self {
+    pub(super) fn start(admin: PgPool, from: Instant, period: Duration, limit: Duration) -> Self {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -96,7 +96,7 @@ impl Sampler {
     }
 
     /// Stops sampling and summarizes, with a last reading now as the count at the end.
-    pub async fn finish(self, admin: &PgPool) -> anyhow::Result<Backlog> {
+    pub(super) async fn finish(self, admin: &PgPool) -> anyhow::Result<Backlog> {
         self.stop.cancel();
         let (mut samples, failed) = self.task.await.context("the outbox sampler panicked")?;
         let last = sample(admin).await?;

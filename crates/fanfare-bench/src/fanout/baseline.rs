@@ -31,7 +31,7 @@ const OPEN_CONCURRENCY: usize = 64;
 const BASELINE_SENDER: i64 = 1;
 
 /// Open baseline receivers.
-pub struct Receivers {
+pub(super) struct Receivers {
     readers: Vec<JoinHandle<()>>,
     /// How long opening them took.
     pub took: Duration,
@@ -39,7 +39,7 @@ pub struct Receivers {
 
 impl Receivers {
     /// Closes every receiver.
-    pub fn close(self) {
+    pub(super) fn close(self) {
         for reader in self.readers {
             reader.abort();
         }
@@ -47,7 +47,7 @@ impl Receivers {
 }
 
 /// `count` Redis connections subscribed to `channel`, each recording on `board`.
-pub async fn subscribe_redis(
+pub(super) async fn subscribe_redis(
     client: &redis::Client,
     channel: &str,
     count: usize,
@@ -91,14 +91,14 @@ fn lock(tally: &Mutex<StreamTally>) -> std::sync::MutexGuard<'_, StreamTally> {
 }
 
 /// PUBLISHes encoded updates to one channel, numbering them in publish order.
-pub struct RedisPublisher {
+pub(super) struct RedisPublisher {
     connection: tokio::sync::Mutex<(redis::aio::MultiplexedConnection, i64)>,
     channel: String,
 }
 
 impl RedisPublisher {
     /// A publisher to `channel`.
-    pub async fn connect(client: &redis::Client, channel: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(client: &redis::Client, channel: &str) -> anyhow::Result<Self> {
         let connection = client.get_multiplexed_async_connection().await.context("connecting the publisher")?;
         Ok(Self { connection: tokio::sync::Mutex::new((connection, 0)), channel: channel.to_owned() })
     }
@@ -119,7 +119,7 @@ impl Publisher for RedisPublisher {
 }
 
 /// `count` streams of the minimal server at `url`, `per_connection` to a connection.
-pub async fn open_minimal_streams(
+pub(super) async fn open_minimal_streams(
     url: &str,
     count: usize,
     per_connection: usize,
@@ -159,13 +159,13 @@ async fn read_minimal(
 }
 
 /// Calls the minimal server's `Publish`.
-pub struct MinimalPublisher {
+pub(super) struct MinimalPublisher {
     client: MinimalStreamClient<Channel>,
 }
 
 impl MinimalPublisher {
     /// A publisher to the minimal server at `url`.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
         Ok(Self { client: MinimalStreamClient::new(super::fanfare::connect(url).await?) })
     }
 }

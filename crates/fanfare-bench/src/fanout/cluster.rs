@@ -33,7 +33,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the `fanfare` binary is: `explicit`, else next to this binary (both built by
 /// `cargo build --release`), else the workspace's `target/release`.
-pub fn fanfare_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn fanfare_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         anyhow::ensure!(path.is_file(), "--fanfare-binary {} does not exist", path.display());
         return Ok(path.to_owned());
@@ -47,7 +47,7 @@ pub fn fanfare_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 /// One running child process.
-pub struct Process {
+pub(super) struct Process {
     /// Its name in logs and errors.
     pub name: String,
     /// Whose CPU it counts as.
@@ -65,12 +65,12 @@ pub struct Process {
 
 impl Process {
     /// `http://127.0.0.1:port`.
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Asks the process to stop (SIGTERM), killing it if it has not exited in time.
-    pub async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
@@ -90,7 +90,7 @@ impl Process {
 }
 
 /// The services of one benchmark run.
-pub struct Cluster {
+pub(super) struct Cluster {
     binary: PathBuf,
     logs: PathBuf,
     /// Environment every service gets.
@@ -108,7 +108,7 @@ pub struct Cluster {
 }
 
 /// What the services run on.
-pub struct ClusterConfig<'a> {
+pub(super) struct ClusterConfig<'a> {
     /// The `fanfare` binary.
     pub binary: PathBuf,
     /// Where the processes write their logs.
@@ -128,7 +128,7 @@ pub struct ClusterConfig<'a> {
 impl Cluster {
     /// Migrates the database, then starts groups, messages and the fanout processes and
     /// waits until each reports SERVING.
-    pub async fn start(config: ClusterConfig<'_>) -> anyhow::Result<Self> {
+    pub(super) async fn start(config: ClusterConfig<'_>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.logs).with_context(|| format!("creating {}", config.logs.display()))?;
         let common: Vec<(String, String)> = [
             ("DATABASE_URL", config.database_url.as_str()),
@@ -219,7 +219,7 @@ impl Cluster {
 
     /// Replaces the fanout processes with fresh ones (each scenario starts from an idle
     /// process, so its memory before and after opening streams compares).
-    pub async fn restart_fanouts(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn restart_fanouts(&mut self) -> anyhow::Result<()> {
         let count = self.fanouts.len();
         for process in self.fanouts.drain(..) {
             process.stop().await;
@@ -229,7 +229,7 @@ impl Cluster {
 
     /// Runs `count` messages processes (at least one) on the same database and Redis
     /// namespace: starts the missing ones, stops the last ones beyond it.
-    pub async fn set_messages_processes(&mut self, count: usize) -> anyhow::Result<()> {
+    pub(super) async fn set_messages_processes(&mut self, count: usize) -> anyhow::Result<()> {
         let count = count.max(1);
         while self.messages.len() > count {
             if let Some(process) = self.messages.pop() {
@@ -250,17 +250,17 @@ impl Cluster {
     }
 
     /// The messages processes' URLs: sender j of W2 sends to process j mod their number.
-    pub fn messages_urls(&self) -> Vec<String> {
+    pub(super) fn messages_urls(&self) -> Vec<String> {
         self.messages.iter().map(Process::url).collect()
     }
 
     /// The fanout processes' URLs, in stream order.
-    pub fn fanout_urls(&self) -> Vec<String> {
+    pub(super) fn fanout_urls(&self) -> Vec<String> {
         self.fanouts.iter().map(Process::url).collect()
     }
 
     /// The service processes to watch.
-    pub fn watched(&self, redis: Option<u32>) -> Watched {
+    pub(super) fn watched(&self, redis: Option<u32>) -> Watched {
         let processes = [&self.groups]
             .into_iter()
             .chain(&self.messages)
@@ -271,7 +271,7 @@ impl Cluster {
     }
 
     /// Fails if a service has exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
         self.groups.check_alive()?;
         self.messages.iter_mut().try_for_each(Process::check_alive)?;
         self.fanouts.iter_mut().try_for_each(Process::check_alive)
@@ -279,7 +279,7 @@ impl Cluster {
 
     /// The fanout processes' counters, summed over processes and labels; the gap repairs
     /// also by reason (`fanfare_fanout_gap_repairs_total{reason}`).
-    pub async fn fanout_counters(&self) -> BTreeMap<String, f64> {
+    pub(super) async fn fanout_counters(&self) -> BTreeMap<String, f64> {
         let mut totals = BTreeMap::new();
         for process in &self.fanouts {
             let Some(addr) = process.metrics_addr else { continue };
@@ -292,7 +292,7 @@ impl Cluster {
     }
 
     /// Warning and error lines the services logged, by message, most frequent first.
-    pub fn logged_problems(&self) -> Vec<(String, usize)> {
+    pub(super) fn logged_problems(&self) -> Vec<(String, usize)> {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(&self.logs) else { return Vec::new() };
         for entry in entries.filter_map(Result::ok) {
@@ -313,7 +313,7 @@ impl Cluster {
     }
 
     /// Stops every service.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         for process in self.fanouts {
             process.stop().await;
         }
@@ -375,7 +375,7 @@ async fn spawn_service(
 
 /// Starts this binary's minimal streaming server on a free port and waits until it accepts
 /// connections.
-pub async fn spawn_minimal(logs: &Path) -> anyhow::Result<Process> {
+pub(super) async fn spawn_minimal(logs: &Path) -> anyhow::Result<Process> {
     let exe = std::env::current_exe().context("locating this binary")?;
     let addr = free_port().await?;
     let log = logs.join("minimal.log");

@@ -40,7 +40,7 @@ const OPEN_ATTEMPTS: u32 = 8;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Connects to `url` (one HTTP/2 connection).
-pub async fn connect(url: &str) -> anyhow::Result<Channel> {
+pub(super) async fn connect(url: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(url.to_owned())
         .context("building an endpoint")?
         .tcp_nodelay(true)
@@ -51,7 +51,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Channel> {
 }
 
 /// Creates a group of `kind` owned by `owner`; returns its id.
-pub async fn create_group(
+pub(super) async fn create_group(
     groups: &GroupServiceClient<Channel>,
     owner: i64,
     kind: GroupKind,
@@ -67,7 +67,7 @@ pub async fn create_group(
 }
 
 /// Adds `users` to `group` as `owner`, a hundred per call.
-pub async fn add_members(
+pub(super) async fn add_members(
     groups: &GroupServiceClient<Channel>,
     owner: i64,
     group: i64,
@@ -90,7 +90,7 @@ pub async fn add_members(
 }
 
 /// Adds one batch of members to each of many groups: `(group, owner, users)`.
-pub async fn add_members_to_each(
+pub(super) async fn add_members_to_each(
     groups: &GroupServiceClient<Channel>,
     memberships: Vec<(i64, i64, Vec<i64>)>,
 ) -> anyhow::Result<()> {
@@ -106,7 +106,7 @@ pub async fn add_members_to_each(
 
 /// Waits until the groups outbox has nothing unpublished and the messages outbox is empty: every membership change of the
 /// setup is in its group's update log and published, so a stream opened now starts after it.
-pub async fn wait_settled(admin: &PgPool) -> anyhow::Result<Duration> {
+pub(super) async fn wait_settled(admin: &PgPool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut empty_in_a_row = 0;
     while empty_in_a_row < 2 {
@@ -128,7 +128,7 @@ pub async fn wait_settled(admin: &PgPool) -> anyhow::Result<Duration> {
 }
 
 /// Open streams: their reader tasks and the connections they share.
-pub struct OpenStreams {
+pub(super) struct OpenStreams {
     readers: Vec<JoinHandle<()>>,
     /// HTTP/2 connections the streams are spread over.
     pub connections: usize,
@@ -138,7 +138,7 @@ pub struct OpenStreams {
 
 impl OpenStreams {
     /// Closes every stream (the server sees each one cancelled).
-    pub fn close(self) {
+    pub(super) fn close(self) {
         for reader in self.readers {
             reader.abort();
         }
@@ -147,7 +147,7 @@ impl OpenStreams {
 
 /// HTTP/2 connections to `urls`, `per_connection` streams each, streams dealt out to the
 /// processes in turn: stream g goes to process g mod `urls.len()`.
-pub async fn spread_connections(
+pub(super) async fn spread_connections(
     urls: &[String],
     streams: usize,
     per_connection: usize,
@@ -165,7 +165,7 @@ pub async fn spread_connections(
 }
 
 /// The connection stream `number` uses.
-pub fn channel_for(connections: &[Vec<Channel>], number: usize, per_connection: usize) -> Channel {
+pub(super) fn channel_for(connections: &[Vec<Channel>], number: usize, per_connection: usize) -> Channel {
     let process = number % connections.len();
     let slot = (number / connections.len()) / per_connection.max(1);
     connections[process][slot.min(connections[process].len() - 1)].clone()
@@ -173,7 +173,7 @@ pub fn channel_for(connections: &[Vec<Channel>], number: usize, per_connection: 
 
 /// Opens a Subscribe stream as each of `users` (user i is stream i) on the fanout processes
 /// at `urls`, recording what each receives on `board`.
-pub async fn open_streams(
+pub(super) async fn open_streams(
     urls: &[String],
     users: &[i64],
     per_connection: usize,
@@ -254,7 +254,7 @@ fn lock(tally: &Mutex<StreamTally>) -> std::sync::MutexGuard<'_, StreamTally> {
 
 /// Sends with `SendMessage`: sender `s` posts as `routes[s].0` into group `routes[s].1`,
 /// through messages process `s` mod the number of processes.
-pub struct FanfareSender {
+pub(super) struct FanfareSender {
     /// Per messages process, its connections.
     clients: Vec<Vec<MessageServiceClient<Channel>>>,
     routes: Vec<(i64, i64)>,
@@ -263,7 +263,7 @@ pub struct FanfareSender {
 impl FanfareSender {
     /// A sender over `channels` connections in all, dealt out in turn to the messages
     /// processes at `urls` (each gets at least one).
-    pub async fn connect(urls: &[String], channels: usize, routes: Vec<(i64, i64)>) -> anyhow::Result<Self> {
+    pub(super) async fn connect(urls: &[String], channels: usize, routes: Vec<(i64, i64)>) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "a sender needs at least one messages process");
         anyhow::ensure!(!routes.is_empty(), "a sender needs at least one route");
         let mut clients: Vec<Vec<MessageServiceClient<Channel>>> = vec![Vec::new(); urls.len()];

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::probe::{Spent, Watched};
 
 /// The creator of W3 (far from every other scenario's users).
-pub const CREATOR: i64 = 900_000_000;
+pub(super) const CREATOR: i64 = 900_000_000;
 /// The first follower's id; followers are consecutive from it.
 const FIRST_FOLLOWER: i64 = 1_000_000_000;
 /// How often the job is polled.
@@ -27,7 +27,7 @@ const READ_BATCH: usize = 10_000;
 
 /// What W3 measured.
 #[derive(Debug)]
-pub struct JobRun {
+pub(super) struct JobRun {
     /// Followers written.
     pub followers: u64,
     /// How long writing the edges and counters took.
@@ -40,7 +40,7 @@ pub struct JobRun {
 
 /// The job's figures.
 #[derive(Debug)]
-pub struct JobFigures {
+pub(super) struct JobFigures {
     /// The rate asked for.
     pub rate_limit: i32,
     /// The state it ended in.
@@ -66,13 +66,13 @@ pub struct JobFigures {
 
 impl JobFigures {
     /// Followers notified per second, over the job's running time (server clock).
-    pub fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.running.map_or(0.0, |running| self.done as f64 / running.as_secs_f64().max(f64::EPSILON))
     }
 }
 
 /// Writes `followers` follow edges of [`CREATOR`] and their counters.
-pub async fn insert_followers(admin: &PgPool, followers: u64) -> anyhow::Result<Duration> {
+pub(super) async fn insert_followers(admin: &PgPool, followers: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let last = FIRST_FOLLOWER + i64::try_from(followers)? - 1;
     let mut tx = admin.begin().await?;
@@ -114,7 +114,7 @@ pub async fn insert_followers(admin: &PgPool, followers: u64) -> anyhow::Result<
 }
 
 /// The creator's follower count through the API.
-pub async fn follower_count(client: &mut FanoutServiceClient<Channel>) -> anyhow::Result<i64> {
+pub(super) async fn follower_count(client: &mut FanoutServiceClient<Channel>) -> anyhow::Result<i64> {
     let request = pb::GetFollowCountsRequest { user_ids: vec![CREATOR] };
     let response = client.get_follow_counts(as_user(CREATOR, request)).await.context("GetFollowCounts")?;
     Ok(response.into_inner().counts.first().map_or(0, |counts| counts.followers))
@@ -122,7 +122,7 @@ pub async fn follower_count(client: &mut FanoutServiceClient<Channel>) -> anyhow
 
 /// Starts the job and polls it until it is over; `Err` (not a failure of the benchmark)
 /// when the server answers that it does not run jobs.
-pub async fn run_job(
+pub(super) async fn run_job(
     client: &mut FanoutServiceClient<Channel>,
     rate_limit: i32,
     timeout: Duration,
@@ -167,7 +167,7 @@ pub async fn run_job(
 
 /// The figures of a finished job, with the push stream's length and, when `read_back`, its
 /// entries checked.
-pub async fn figures(
+pub(super) async fn figures(
     job: &pb::FanoutJob,
     observed: Duration,
     spent: Spent,
@@ -242,7 +242,10 @@ async fn check_stream(
 }
 
 /// Deletes the run's push stream and its page markers from the shared Redis.
-pub async fn delete_push_stream(redis: &mut redis::aio::MultiplexedConnection, stream: &str) -> anyhow::Result<u64> {
+pub(super) async fn delete_push_stream(
+    redis: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> anyhow::Result<u64> {
     let mut deleted: u64 = redis::cmd("UNLINK").arg(stream).query_async(redis).await.context("UNLINK")?;
     let mut cursor = 0u64;
     loop {

@@ -26,14 +26,14 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(5);
 
 /// Sends one benchmark message.
 #[async_trait]
-pub trait Publisher: Send + Sync + 'static {
+pub(super) trait Publisher: Send + Sync + 'static {
     /// Sends `text` as logical sender `sender`, its message number `seq`.
     async fn publish(&self, sender: u32, seq: u64, text: String) -> anyhow::Result<()>;
 }
 
 /// The two windows of a load and how long each lasts.
 #[derive(Debug, Clone, Copy)]
-pub struct Windows {
+pub(super) struct Windows {
     /// Window id of the warm-up's messages.
     pub warm_up_id: u32,
     /// Window id of the measured messages.
@@ -46,7 +46,7 @@ pub struct Windows {
 
 /// What the senders did.
 #[derive(Debug, Default)]
-pub struct Sent {
+pub(super) struct Sent {
     /// Messages of the measured window sent successfully.
     pub measured: u64,
     /// Sends that failed.
@@ -99,7 +99,7 @@ impl Counters {
 
 /// `senders` senders, each sending one message every `period`, phases spread evenly over
 /// the period. Returns what was sent and the CPU counters at the start of the measured window.
-pub async fn open_loop(
+pub(super) async fn open_loop(
     senders: u32,
     period: Duration,
     windows: Windows,
@@ -145,7 +145,7 @@ pub async fn open_loop(
 
 /// `slots` slots, each sending its next message once the previous one reached every
 /// receiver (see [`Board::set_receivers`]).
-pub async fn closed_loop(
+pub(super) async fn closed_loop(
     slots: u32,
     windows: Windows,
     publisher: Arc<dyn Publisher>,
@@ -190,7 +190,7 @@ pub async fn closed_loop(
 
 /// Waits until `window` has `expected` deliveries, or until none arrived for `quiet`.
 /// Returns whether every one arrived.
-pub async fn drain(board: &Board, window: u32, expected: u64, quiet: Duration) -> bool {
+pub(super) async fn drain(board: &Board, window: u32, expected: u64, quiet: Duration) -> bool {
     let mut last = board.delivered(window);
     let mut last_change = Instant::now();
     loop {

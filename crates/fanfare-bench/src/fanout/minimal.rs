@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 /// The generated code of `proto/minimal.proto`.
 #[allow(clippy::all, reason = "generated code")]
-pub mod pb {
+pub(crate) mod pb {
     tonic::include_proto!("minimal.v1");
 }
 
@@ -72,7 +72,7 @@ impl MinimalStream for Minimal {
 }
 
 /// Serves on `listen` until the process is stopped.
-pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let (updates, _) = broadcast::channel(BROADCAST_CAPACITY);
     let service = Minimal { updates, last_event_seq: Mutex::new(0) };
     Server::builder()

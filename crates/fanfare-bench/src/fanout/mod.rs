@@ -28,7 +28,7 @@ mod cluster;
 mod fanfare;
 mod jobs;
 mod load;
-pub mod minimal;
+pub(crate) mod minimal;
 mod payload;
 mod probe;
 mod results;
@@ -66,7 +66,7 @@ const W2_USERS: i64 = 500_000_000;
 
 /// Options of the fanout benchmark.
 #[derive(Debug, Clone, Args)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// W1: member streams of the broadcast group, one configuration each (0 skips W1).
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 5_000, 10_000])]
     pub w1_streams: Vec<usize>,
@@ -163,7 +163,7 @@ impl FanoutArgs {
 }
 
 /// Runs the fanout benchmark and returns its report section.
-pub async fn run(args: &FanoutArgs) -> anyhow::Result<Section> {
+pub(crate) async fn run(args: &FanoutArgs) -> anyhow::Result<Section> {
     // More than the server allows on a connection would leave the extra streams waiting in
     // the client for a free slot.
     let most_streams = fanfare_core::config::DEFAULT_MAX_CONCURRENT_STREAMS as usize;

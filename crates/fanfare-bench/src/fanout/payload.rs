@@ -7,14 +7,14 @@ use chrono::Utc;
 use fanfare_proto::common::v1::{Message, MessagePosted, Update, update};
 
 /// Length of every message's text, in bytes (all ASCII).
-pub const PAYLOAD_BYTES: usize = 128;
+pub(super) const PAYLOAD_BYTES: usize = 128;
 
 /// Marks a text as a benchmark message.
 const MAGIC: &str = "fb";
 
 /// What a message's text says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tag {
+pub(super) struct Tag {
     /// The window that sent it (warm-up and measured windows have their own).
     pub window: u32,
     /// The logical sender: a user in W2, a sender slot in W1.
@@ -29,7 +29,7 @@ pub struct Tag {
 
 impl Tag {
     /// The 128-byte text carrying this tag, stamped with the time now.
-    pub fn stamp(window: u32, sender: u32, seq: u64, id: u32) -> String {
+    pub(super) fn stamp(window: u32, sender: u32, seq: u64, id: u32) -> String {
         let mut text = format!("{MAGIC} w={window} s={sender} q={seq} i={id} t={} ", now_micros());
         while text.len() < PAYLOAD_BYTES {
             text.push_str("fanfare-bench ");
@@ -39,7 +39,7 @@ impl Tag {
     }
 
     /// The tag of a benchmark text; `None` for any other text.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(super) fn parse(text: &str) -> Option<Self> {
         let mut fields = text.strip_prefix(MAGIC)?.split_ascii_whitespace();
         let mut field = |name: &str| -> Option<u64> { fields.next()?.strip_prefix(name)?.parse().ok() };
         Some(Self {
@@ -52,7 +52,7 @@ impl Tag {
     }
 
     /// The tag of an update, if it posts a benchmark message.
-    pub fn of_update(update: &Update) -> Option<Self> {
+    pub(super) fn of_update(update: &Update) -> Option<Self> {
         match &update.change {
             Some(update::Change::MessagePosted(MessagePosted { message: Some(message) })) => Self::parse(&message.text),
             _ => None,
@@ -61,7 +61,7 @@ impl Tag {
 }
 
 /// CLOCK_MONOTONIC now, in microseconds.
-pub fn now_micros() -> u64 {
+pub(super) fn now_micros() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
 }
@@ -69,7 +69,7 @@ pub fn now_micros() -> u64 {
 /// The update a baseline sends for `text`: a posted message with the fields the messages
 /// service fills in, so its encoding is the size of a real one (event_seq is set by whoever
 /// orders the updates).
-pub fn baseline_update(sender_user: i64, seq: u64, text: String) -> Update {
+pub(super) fn baseline_update(sender_user: i64, seq: u64, text: String) -> Update {
     let now = fanfare_core::time::to_timestamp(Utc::now());
     let message = Message {
         message_id: uuid::Uuid::now_v7().to_string(),
@@ -95,7 +95,7 @@ pub fn baseline_update(sender_user: i64, seq: u64, text: String) -> Update {
 }
 
 /// The idempotency key of a sender's message `seq`.
-pub fn client_message_id(seq: u64) -> String {
+pub(super) fn client_message_id(seq: u64) -> String {
     format!("bench-{seq}")
 }
 

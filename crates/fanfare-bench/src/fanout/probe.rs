@@ -8,7 +8,7 @@ use crate::cpu::{CpuSnapshot, postgres_cpu_ticks, process_cpu_ticks};
 
 /// Whose CPU time is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(super) enum Role {
     /// The fanout service processes.
     Fanout,
     /// The groups service.
@@ -48,7 +48,7 @@ impl Role {
 
 /// The processes to watch, by pid.
 #[derive(Debug, Clone, Default)]
-pub struct Watched {
+pub(super) struct Watched {
     /// `(role, pid)` of each service process.
     pub processes: Vec<(Role, u32)>,
     /// redis-server, when its pid is known and visible.
@@ -57,12 +57,12 @@ pub struct Watched {
 
 impl Watched {
     /// Pids of `role`.
-    pub fn pids(&self, role: Role) -> impl Iterator<Item = u32> + '_ {
+    pub(super) fn pids(&self, role: Role) -> impl Iterator<Item = u32> + '_ {
         self.processes.iter().filter(move |(owner, _)| *owner == role).map(|(_, pid)| *pid)
     }
 
     /// Cumulative CPU counters now.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&self) -> Snapshot {
         let mut ticks = [0u64; ROLES.len()];
         for (role, pid) in &self.processes {
             ticks[role.index()] += process_cpu_ticks(*pid).unwrap_or(0);
@@ -76,14 +76,14 @@ impl Watched {
     }
 
     /// Resident memory of every process of `role`, in bytes.
-    pub fn rss(&self, role: Role) -> u64 {
+    pub(super) fn rss(&self, role: Role) -> u64 {
         self.pids(role).filter_map(rss_bytes).sum()
     }
 }
 
 /// Cumulative CPU counters at one instant.
 #[derive(Debug, Clone, Copy)]
-pub struct Snapshot {
+pub(super) struct Snapshot {
     at: Instant,
     ticks: [u64; ROLES.len()],
     machine: Option<CpuSnapshot>,
@@ -91,7 +91,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// CPU spent from `self` to the later `end`.
-    pub fn until(&self, end: &Snapshot) -> Spent {
+    pub(super) fn until(&self, end: &Snapshot) -> Spent {
         let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
         let mut micros = [0f64; ROLES.len()];
         for (index, slot) in micros.iter_mut().enumerate() {
@@ -112,7 +112,7 @@ impl Snapshot {
 
 /// CPU time spent over a window, per role.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Spent {
+pub(super) struct Spent {
     /// Wall-clock length of the window.
     pub seconds: f64,
     micros: [f64; ROLES.len()],
@@ -125,23 +125,23 @@ pub struct Spent {
 
 impl Spent {
     /// CPU microseconds of `role`.
-    pub fn micros(&self, role: Role) -> f64 {
+    pub(super) fn micros(&self, role: Role) -> f64 {
         self.micros[role.index()]
     }
 
     /// CPU microseconds of every Fanfare service process.
-    pub fn fanfare_micros(&self) -> f64 {
+    pub(super) fn fanfare_micros(&self) -> f64 {
         self.micros(Role::Fanout) + self.micros(Role::Groups) + self.micros(Role::Messages)
     }
 
     /// Average cores of `role`.
-    pub fn cores(&self, role: Role) -> f64 {
+    pub(super) fn cores(&self, role: Role) -> f64 {
         self.micros(role) / 1e6 / self.seconds.max(f64::EPSILON)
     }
 
     /// `fanout 0.52 · messages 0.10 · redis 0.05 · pg 0.20 · bench 0.60 · other 0.10 · idle
     /// 0.30`: roles that used at least 0.01 cores, then the rest of the machine and idle.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut parts: Vec<String> = ROLES
             .iter()
             .filter(|role| self.cores(**role) >= 0.005)
@@ -158,6 +158,6 @@ impl Spent {
 }
 
 /// VmRSS of process `pid`, in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
+pub(super) fn rss_bytes(pid: u32) -> Option<u64> {
     crate::machine::kib_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmRSS:")
 }

@@ -16,14 +16,14 @@ use tokio::sync::Notify;
 use super::payload::Tag;
 
 /// Most windows one board counts.
-pub const MAX_WINDOWS: usize = 64;
+pub(super) const MAX_WINDOWS: usize = 64;
 /// Most messages one board tracks completion of.
 const MAX_MESSAGES: usize = 1 << 21;
 /// Most sender slots of a closed loop.
-pub const MAX_SLOTS: usize = 256;
+pub(super) const MAX_SLOTS: usize = 256;
 
 /// The counters every receiver of one system under test shares.
-pub struct Board {
+pub(super) struct Board {
     /// Deliveries per window (echoes to the sender's own stream excluded).
     windows: Vec<AtomicU64>,
     /// Receivers that got each message so far, by message number.
@@ -38,7 +38,7 @@ pub struct Board {
 
 impl Board {
     /// An empty board.
-    pub fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             windows: (0..MAX_WINDOWS).map(|_| AtomicU64::new(0)).collect(),
             receipts: (0..MAX_MESSAGES).map(|_| AtomicU32::new(0)).collect(),
@@ -51,24 +51,24 @@ impl Board {
 
     /// A new receiver's tally; `user` is the stream's user (0 for raw subscribers), so the
     /// echo of its own messages is told apart.
-    pub fn receiver(&self, user: i64) -> Arc<Mutex<StreamTally>> {
+    pub(super) fn receiver(&self, user: i64) -> Arc<Mutex<StreamTally>> {
         let tally = Arc::new(Mutex::new(StreamTally { user, ..StreamTally::default() }));
         lock(&self.streams).push(Arc::clone(&tally));
         tally
     }
 
     /// The number of the next message sent.
-    pub fn next_message(&self) -> u32 {
+    pub(super) fn next_message(&self) -> u32 {
         self.next_message.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sets how many receivers each message has, for [`Board::wait_delivered`].
-    pub fn set_receivers(&self, receivers: u32) {
+    pub(super) fn set_receivers(&self, receivers: u32) {
         self.receivers.store(receivers, Ordering::Relaxed);
     }
 
     /// Deliveries of `window` so far.
-    pub fn delivered(&self, window: u32) -> u64 {
+    pub(super) fn delivered(&self, window: u32) -> u64 {
         self.windows.get(window as usize).map_or(0, |count| count.load(Ordering::Relaxed))
     }
 
@@ -79,7 +79,7 @@ impl Board {
     }
 
     /// Waits until message `id`, sent by `slot`, has reached every receiver.
-    pub async fn wait_delivered(&self, slot: u32, id: u32) {
+    pub(super) async fn wait_delivered(&self, slot: u32, id: u32) {
         let waker = &self.slots[slot as usize % MAX_SLOTS];
         loop {
             let notified = waker.notified();
@@ -103,7 +103,7 @@ impl Board {
     }
 
     /// What every receiver saw of `window`, merged, and the receivers' health so far.
-    pub fn collect(&self, window: u32) -> Received {
+    pub(super) fn collect(&self, window: u32) -> Received {
         let streams: Vec<Arc<Mutex<StreamTally>>> = lock(&self.streams).clone();
         let mut received = Received::default();
         for stream in &streams {
@@ -125,7 +125,7 @@ impl Board {
     }
 
     /// The receivers' health so far, over every window.
-    pub fn health(&self) -> Health {
+    pub(super) fn health(&self) -> Health {
         let streams: Vec<Arc<Mutex<StreamTally>>> = lock(&self.streams).clone();
         let mut health = Health::default();
         for stream in &streams {
@@ -142,7 +142,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One receiver's record.
 #[derive(Debug, Default)]
-pub struct StreamTally {
+pub(super) struct StreamTally {
     user: i64,
     /// Per group, the last event_seq received.
     event_seqs: Vec<(i64, i64)>,
@@ -164,7 +164,7 @@ struct WindowTally {
 
 /// What went wrong on the receivers (all zero when all is well).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
+pub(super) struct Health {
     /// Updates whose event_seq was not above the previous one of its group (duplicates or
     /// reordering), or whose sender's sequence number went back.
     pub out_of_order: u64,
@@ -194,7 +194,7 @@ impl Health {
     }
 
     /// What happened since `before`.
-    pub fn minus(&self, before: &Health) -> Health {
+    pub(super) fn minus(&self, before: &Health) -> Health {
         Health {
             out_of_order: self.out_of_order.saturating_sub(before.out_of_order),
             holes: self.holes.saturating_sub(before.holes),
@@ -209,7 +209,7 @@ impl Health {
 
 impl StreamTally {
     /// Records one update of `encoded_len` bytes received at `received_us`.
-    pub fn record(&mut self, board: &Board, update: &Update, encoded_len: usize, received_us: u64) {
+    pub(super) fn record(&mut self, board: &Board, update: &Update, encoded_len: usize, received_us: u64) {
         self.check_event_seq(update.group_id, update.event_seq);
         let Some(tag) = Tag::of_update(update) else { return };
         self.health.update_bytes += encoded_len as u64;
@@ -252,17 +252,17 @@ impl StreamTally {
     }
 
     /// Counts a resync frame.
-    pub fn resync(&mut self) {
+    pub(super) fn resync(&mut self) {
         self.health.resyncs += 1;
     }
 
     /// Counts a reconnect frame.
-    pub fn reconnect(&mut self) {
+    pub(super) fn reconnect(&mut self) {
         self.health.reconnects += 1;
     }
 
     /// Counts the end of the stream (any end before the benchmark closes it).
-    pub fn ended(&mut self) {
+    pub(super) fn ended(&mut self) {
         self.health.ended += 1;
     }
 }
@@ -278,7 +278,7 @@ fn update_sender(update: &Update) -> Option<i64> {
 
 /// Every receiver's deliveries of one window, merged.
 #[derive(Debug, Default)]
-pub struct Received {
+pub(super) struct Received {
     /// Deliveries (echoes excluded).
     pub deliveries: u64,
     /// Echoes: a sender's own message on its own stream.
@@ -295,7 +295,7 @@ pub struct Received {
 
 impl Received {
     /// The nearest-rank percentile `percent` of the latencies, in ms.
-    pub fn percentile_ms(&self, percent: f64) -> f64 {
+    pub(super) fn percentile_ms(&self, percent: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
@@ -304,12 +304,12 @@ impl Received {
     }
 
     /// The slowest delivery, in ms.
-    pub fn max_ms(&self) -> f64 {
+    pub(super) fn max_ms(&self) -> f64 {
         self.latencies_us.last().map_or(0.0, |max| f64::from(*max) / 1_000.0)
     }
 
     /// Deliveries per second: deliveries ÷ (last receive − first send).
-    pub fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         let span = self.last_received_us.saturating_sub(self.first_sent_us) as f64 / 1e6;
         if span <= 0.0 { 0.0 } else { self.deliveries as f64 / span }
     }

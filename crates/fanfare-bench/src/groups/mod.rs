@@ -34,7 +34,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Options of the groups benchmark.
 #[derive(Debug, Clone, Args)]
-pub struct GroupsArgs {
+pub(crate) struct GroupsArgs {
     /// Members to fill the BROADCAST group to; checkpoints above it are skipped, and the
     /// last size is always measured.
     #[arg(long, default_value_t = 1_000_000)]
@@ -92,7 +92,7 @@ impl GroupsArgs {
 }
 
 /// Runs the groups benchmark and returns its report section.
-pub async fn run(args: &GroupsArgs) -> anyhow::Result<Section> {
+pub(crate) async fn run(args: &GroupsArgs) -> anyhow::Result<Section> {
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let size = TargetSize { pool_size: args.pool_size, channels: args.channels };
     let target = Arc::new(Target::start(size).await?);

@@ -24,7 +24,7 @@ baseline's client is sqlx alone.";
 
 /// One stretch of the fill, between two checkpoints.
 #[derive(Debug)]
-pub struct FillPhase {
+pub(super) struct FillPhase {
     /// Members before it.
     pub from: u64,
     /// Its joins.
@@ -33,7 +33,7 @@ pub struct FillPhase {
 
 /// A service window and its raw-statement baseline, at the same concurrency.
 #[derive(Debug)]
-pub struct Pair {
+pub(super) struct Pair {
     /// Through the service's gRPC API.
     pub service: Outcome,
     /// The statement issued directly.
@@ -42,7 +42,7 @@ pub struct Pair {
 
 impl Pair {
     /// Raw calls/s ÷ service calls/s: how many times the service costs the statement.
-    pub fn rate_ratio(&self) -> f64 {
+    pub(super) fn rate_ratio(&self) -> f64 {
         self.raw.rate() / self.service.rate().max(f64::EPSILON)
     }
 
@@ -55,7 +55,7 @@ impl Pair {
 
 /// The windows measured at one size.
 #[derive(Debug)]
-pub struct Checkpoint {
+pub(super) struct Checkpoint {
     /// Members when the windows started.
     pub members: u64,
     /// `JoinGroup` by new users beside raw single-row INSERTs into the baseline group.
@@ -80,7 +80,7 @@ impl Checkpoint {
 
 /// Everything the run measured.
 #[derive(Debug)]
-pub struct Results {
+pub(super) struct Results {
     args: GroupsArgs,
     /// The fill's phases, in order.
     pub fill: Vec<FillPhase>,
@@ -94,12 +94,12 @@ pub struct Results {
 
 impl Results {
     /// Empty results of a run with `args`.
-    pub fn new(args: GroupsArgs) -> Self {
+    pub(super) fn new(args: GroupsArgs) -> Self {
         Self { args, fill: Vec::new(), checkpoints: Vec::new(), stopped_at: None, storage: None }
     }
 
     /// The report section.
-    pub fn section(&self) -> Section {
+    pub(super) fn section(&self) -> Section {
         let mut section = Section::new("Groups: joins into one BROADCAST group, membership lookup");
         section.paragraph(self.method());
         if let Some(members) = self.stopped_at {

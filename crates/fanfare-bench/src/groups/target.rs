@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// The user who creates both groups (and so is member 1 of the audience group).
-pub const OWNER: i64 = 1;
+pub(super) const OWNER: i64 = 1;
 
 /// The membership lookup the store makes, issued raw for the baseline.
 const RAW_LOOKUP: &str = "SELECT group_id, user_id, role, joined_at, muted_until \
@@ -37,7 +37,7 @@ type MemberRow = (i64, i64, i16, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// How the target is sized.
 #[derive(Debug, Clone, Copy)]
-pub struct TargetSize {
+pub(super) struct TargetSize {
     /// Connections in the service's pool, and in the baseline's.
     pub pool_size: u32,
     /// HTTP/2 connections the load generator spreads its calls over.
@@ -45,7 +45,7 @@ pub struct TargetSize {
 }
 
 /// The running service, its clients, the baseline pool and the two groups.
-pub struct Target {
+pub(super) struct Target {
     /// The BROADCAST group filled through the API.
     pub audience: i64,
     /// A second group in the same table that only the raw baseline inserts into.
@@ -61,7 +61,7 @@ pub struct Target {
 impl Target {
     /// Creates and migrates a fresh database, starts the service over it with the per-user
     /// change limit off, connects, and creates the two groups.
-    pub async fn start(size: TargetSize) -> anyhow::Result<Self> {
+    pub(super) async fn start(size: TargetSize) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
         let store = PostgresGroupStore::connect(&database.url(), size.pool_size).await?;
         PostgresGroupStore::migrate(store.pool()).await?;
@@ -105,7 +105,7 @@ impl Target {
     }
 
     /// `user` joins the audience group with `JoinGroup`; anything but JOINED fails.
-    pub async fn join(&self, user: i64) -> anyhow::Result<()> {
+    pub(super) async fn join(&self, user: i64) -> anyhow::Result<()> {
         let request = pb::JoinGroupRequest { group_id: self.audience };
         let response = self
             .client(user.unsigned_abs())
@@ -122,7 +122,7 @@ impl Target {
     }
 
     /// `user` reads their own membership of the audience group with `GetMembership`.
-    pub async fn lookup(&self, call: u64, user: i64) -> anyhow::Result<()> {
+    pub(super) async fn lookup(&self, call: u64, user: i64) -> anyhow::Result<()> {
         let request = pb::GetMembershipRequest { group_id: self.audience, user_id: 0 };
         let response = self
             .client(call)
@@ -137,7 +137,7 @@ impl Target {
 
     /// Baseline of a join: one INSERT of a member row into the baseline group, as its own
     /// (autocommit, durable) transaction.
-    pub async fn raw_insert(&self, user: i64) -> anyhow::Result<()> {
+    pub(super) async fn raw_insert(&self, user: i64) -> anyhow::Result<()> {
         sqlx::query(RAW_INSERT)
             .bind(self.baseline_group)
             .bind(user)
@@ -150,7 +150,7 @@ impl Target {
     }
 
     /// Baseline of a lookup: the primary-key SELECT of `user`'s audience membership.
-    pub async fn raw_lookup(&self, user: i64) -> anyhow::Result<()> {
+    pub(super) async fn raw_lookup(&self, user: i64) -> anyhow::Result<()> {
         let row: Option<MemberRow> = sqlx::query_as(RAW_LOOKUP)
             .bind(self.audience)
             .bind(user)
@@ -163,7 +163,7 @@ impl Target {
 
     /// On-disk size of `groups.members` (heap and each index) and `groups.outbox`, with
     /// the member rows counted.
-    pub async fn storage(&self) -> anyhow::Result<Storage> {
+    pub(super) async fn storage(&self) -> anyhow::Result<Storage> {
         let relations: Vec<(String, i64)> = sqlx::query_as(
             "SELECT 'groups.members (heap)', pg_relation_size('groups.members') \
              UNION ALL \
@@ -185,7 +185,7 @@ impl Target {
     }
 
     /// Stops the service, closes the pool and drops the database.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         self.raw.close().await;
         self.shutdown.cancel();
         self.server.await.context("the groups service task panicked")?.context("the groups service failed")?;
@@ -196,7 +196,7 @@ impl Target {
 
 /// Sizes of the membership table and its neighbours at the end of the run.
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub(super) struct Storage {
     /// `(relation, bytes)`.
     pub relations: Vec<(String, i64)>,
     /// Rows in `groups.members` (both groups).

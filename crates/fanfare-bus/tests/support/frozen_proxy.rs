@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// The proxy; its connections close when it is dropped.
-pub struct FreezableProxy {
+pub(crate) struct FreezableProxy {
     address: SocketAddr,
     freezes: watch::Sender<u64>,
     accepting: JoinHandle<()>,
@@ -16,7 +16,7 @@ pub struct FreezableProxy {
 
 impl FreezableProxy {
     /// Starts forwarding a free local port to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let (freezes, freeze_receiver) = watch::channel(0);
@@ -25,12 +25,12 @@ impl FreezableProxy {
     }
 
     /// The `redis://` URL that reaches upstream through the proxy.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.address)
     }
 
     /// Stops every connection open now from carrying data, without closing it.
-    pub fn freeze_open_connections(&self) {
+    pub(crate) fn freeze_open_connections(&self) {
         self.freezes.send_modify(|generation| *generation += 1);
     }
 }

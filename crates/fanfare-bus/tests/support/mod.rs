@@ -1,4 +1,4 @@
 //! Helpers shared by the integration tests.
 
-pub mod frozen_proxy;
-pub mod redis_server;
+pub(crate) mod frozen_proxy;
+pub(crate) mod redis_server;

@@ -11,38 +11,38 @@ use tokio::process::{Child, Command};
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` child process, killed when this value is dropped.
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     process: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server on a free local port and waits until it answers.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut server = Self { port: free_port(), process: None };
         server.start_again().await;
         server
     }
 
     /// The URL of this server.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.address())
     }
 
     /// The TCP address of this server.
-    pub fn address(&self) -> SocketAddr {
+    pub(crate) fn address(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Kills the server (as a crash would: no shutdown, connections reset).
-    pub async fn kill(&mut self) {
+    pub(crate) async fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.kill().await.expect("kill redis-server");
         }
     }
 
     /// Starts the server again on the same port and waits until it answers.
-    pub async fn start_again(&mut self) {
+    pub(crate) async fn start_again(&mut self) {
         assert!(self.process.is_none(), "the server is already running");
         let port = self.port.to_string();
         let spawned = Command::new("redis-server")
@@ -91,7 +91,7 @@ impl RedisServer {
 }
 
 /// A port nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("a bound address").port()
 }

@@ -24,25 +24,25 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-pub const SERVICE: &str = "fanfare.test.v1.Slow";
-pub const WAIT_PATH: &str = "/fanfare.test.v1.Slow/Wait";
-pub const TOKEN: &str = "s3cret-token";
+pub(crate) const SERVICE: &str = "fanfare.test.v1.Slow";
+pub(crate) const WAIT_PATH: &str = "/fanfare.test.v1.Slow/Wait";
+pub(crate) const TOKEN: &str = "s3cret-token";
 /// Upper bound for anything that should happen "soon"; never a pass/fail timing.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------
 // A tiny test-only service: `Wait` answers once the test releases it.
 
 /// Gates the `Wait` calls of one server.
 #[derive(Clone, Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     pub started: Arc<Notify>,
     pub release: CancellationToken,
 }
 
 /// `fanfare.test.v1.Slow`, written by hand the way tonic generates services.
 #[derive(Clone, Default)]
-pub struct SlowService {
+pub(crate) struct SlowService {
     pub gate: Gate,
 }
 
@@ -92,7 +92,7 @@ impl tonic::server::UnaryService<()> for WaitMethod {
 }
 
 /// Calls `Wait` with an optional bearer token.
-pub async fn call_wait(channel: Channel, token: Option<&str>) -> Result<(), Status> {
+pub(crate) async fn call_wait(channel: Channel, token: Option<&str>) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|error| Status::unknown(error.to_string()))?;
     let mut request = Request::new(());
@@ -108,7 +108,7 @@ pub async fn call_wait(channel: Channel, token: Option<&str>) -> Result<(), Stat
 // Harness.
 
 /// A probe whose answer the test flips.
-pub struct SwitchProbe {
+pub(crate) struct SwitchProbe {
     pub healthy: AtomicBool,
 }
 
@@ -124,14 +124,14 @@ impl DependencyProbe for SwitchProbe {
 }
 
 /// One server under test.
-pub struct Running {
+pub(crate) struct Running {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    pub async fn channel(&self) -> Channel {
+    pub(crate) async fn channel(&self) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("valid endpoint")
             .connect()
@@ -140,7 +140,7 @@ impl Running {
     }
 
     /// Cancels the token and waits for `serve` to return.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(PATIENCE, self.handle)
             .await
@@ -149,7 +149,7 @@ impl Running {
     }
 }
 
-pub async fn start(server: GrpcServer) -> Running {
+pub(crate) async fn start(server: GrpcServer) -> Running {
     init_test_tracing();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("bound address");
@@ -158,22 +158,22 @@ pub async fn start(server: GrpcServer) -> Running {
     Running { addr, shutdown, handle }
 }
 
-pub fn dev_config() -> ServerConfig {
+pub(crate) fn dev_config() -> ServerConfig {
     ServerConfig { health_check_interval_ms: 20, ..ServerConfig::for_dev() }
 }
 
-pub fn authorize<T>(request: &mut Request<T>, token: &str) {
+pub(crate) fn authorize<T>(request: &mut Request<T>, token: &str) {
     let value = format!("Bearer {token}").parse().expect("valid metadata");
     request.metadata_mut().insert("authorization", value);
 }
 
-pub async fn health_status(channel: Channel, service: &str) -> Result<ServingStatus, Status> {
+pub(crate) async fn health_status(channel: Channel, service: &str) -> Result<ServingStatus, Status> {
     let response = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await?;
     Ok(response.into_inner().status())
 }
 
 /// Polls health until `service` reports `expected`; panics after [`PATIENCE`].
-pub async fn wait_for_health(channel: &Channel, service: &str, expected: ServingStatus) {
+pub(crate) async fn wait_for_health(channel: &Channel, service: &str, expected: ServingStatus) {
     let polling = async {
         loop {
             if health_status(channel.clone(), service).await.ok() == Some(expected) {
@@ -190,22 +190,22 @@ pub async fn wait_for_health(channel: &Channel, service: &str, expected: Serving
 // ---------------------------------------------------------------------------------------
 // Reflection helpers.
 
-pub mod reflection_v1 {
-    pub use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    pub use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    pub use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    pub use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+pub(crate) mod reflection_v1 {
+    pub(crate) use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    pub(crate) use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    pub(crate) use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    pub(crate) use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 }
 
-pub mod reflection_v1alpha {
-    pub use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    pub use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    pub use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    pub use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+pub(crate) mod reflection_v1alpha {
+    pub(crate) use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    pub(crate) use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    pub(crate) use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    pub(crate) use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
 }
 
 /// One v1 reflection exchange.
-pub async fn reflect_v1(
+pub(crate) async fn reflect_v1(
     channel: Channel,
     token: Option<&str>,
     message: reflection_v1::MessageRequest,
@@ -222,7 +222,7 @@ pub async fn reflect_v1(
     Ok(response.message_response.expect("a message response"))
 }
 
-pub async fn list_services_v1(channel: Channel, token: Option<&str>) -> Result<Vec<String>, Status> {
+pub(crate) async fn list_services_v1(channel: Channel, token: Option<&str>) -> Result<Vec<String>, Status> {
     use reflection_v1::*;
     match reflect_v1(channel, token, MessageRequest::ListServices(String::new())).await? {
         MessageResponse::ListServicesResponse(list) => {
@@ -232,7 +232,7 @@ pub async fn list_services_v1(channel: Channel, token: Option<&str>) -> Result<V
     }
 }
 
-pub async fn list_services_v1alpha(channel: Channel) -> Vec<String> {
+pub(crate) async fn list_services_v1alpha(channel: Channel) -> Vec<String> {
     use reflection_v1alpha::*;
     let outgoing = futures::stream::iter([ServerReflectionRequest {
         host: String::new(),
@@ -254,7 +254,7 @@ pub async fn list_services_v1alpha(channel: Channel) -> Vec<String> {
 }
 
 /// Asks v1 reflection for the file defining `symbol`; true when it is found.
-pub async fn symbol_is_known(channel: Channel, symbol: &str) -> bool {
+pub(crate) async fn symbol_is_known(channel: Channel, symbol: &str) -> bool {
     use reflection_v1::*;
     let answer = reflect_v1(channel, None, MessageRequest::FileContainingSymbol(symbol.to_owned()))
         .await
@@ -263,7 +263,7 @@ pub async fn symbol_is_known(channel: Channel, symbol: &str) -> bool {
 }
 
 /// Asks v1 reflection for a file by name; true when it is found.
-pub async fn file_is_known(channel: Channel, file: &str) -> bool {
+pub(crate) async fn file_is_known(channel: Channel, file: &str) -> bool {
     use reflection_v1::*;
     let answer =
         reflect_v1(channel, None, MessageRequest::FileByFilename(file.to_owned())).await.expect("reflection answers");

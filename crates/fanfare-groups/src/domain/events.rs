@@ -41,25 +41,71 @@ impl JoinMethod {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GroupChange {
     /// The group was created.
-    Created { kind: GroupKind, title: String },
+    Created {
+        /// The group's kind.
+        kind: GroupKind,
+        /// Its title at creation.
+        title: String,
+    },
     /// A user became a member.
-    Joined { user: UserId, method: JoinMethod, role: Role },
+    Joined {
+        /// The new member.
+        user: UserId,
+        /// How they came in.
+        method: JoinMethod,
+        /// The role they came in with.
+        role: Role,
+    },
     /// A member left.
-    Left { user: UserId },
+    Left {
+        /// The member who left.
+        user: UserId,
+    },
     /// A member was removed.
-    Removed { user: UserId },
+    Removed {
+        /// The member removed.
+        user: UserId,
+    },
     /// A user was banned.
-    Banned { user: UserId, until: Option<DateTime<Utc>>, was_member: bool },
+    Banned {
+        /// The user banned.
+        user: UserId,
+        /// When the ban ends (`None`: until lifted).
+        until: Option<DateTime<Utc>>,
+        /// Whether the ban also removed them as a member.
+        was_member: bool,
+    },
     /// A ban was lifted.
-    Unbanned { user: UserId },
+    Unbanned {
+        /// The user no longer banned.
+        user: UserId,
+    },
     /// A member was muted.
-    Muted { user: UserId, until: DateTime<Utc> },
+    Muted {
+        /// The member muted.
+        user: UserId,
+        /// When the mute ends.
+        until: DateTime<Utc>,
+    },
     /// A mute was lifted.
-    Unmuted { user: UserId },
+    Unmuted {
+        /// The member no longer muted.
+        user: UserId,
+    },
     /// A member's role changed.
-    RoleChanged { user: UserId, role: Role },
+    RoleChanged {
+        /// The member.
+        user: UserId,
+        /// Their role now.
+        role: Role,
+    },
     /// Ownership moved.
-    OwnershipTransferred { previous_owner: UserId, new_owner: UserId },
+    OwnershipTransferred {
+        /// The owner before (an admin now).
+        previous_owner: UserId,
+        /// The owner now.
+        new_owner: UserId,
+    },
     /// Settings or descriptive fields changed; carries the state after the change.
     SettingsChanged(Box<Group>),
     /// The group was archived.

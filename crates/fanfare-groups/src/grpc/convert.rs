@@ -6,7 +6,7 @@ use fanfare_proto::groups::v1 as pb;
 use crate::domain::{Ban, Group, Invite, JoinRequest, Membership, Settings};
 
 /// The wire form of a group; `member_limit` is 0 when unlimited.
-pub fn group(group: &Group, member_limit: Option<u64>) -> pb::Group {
+pub(super) fn group(group: &Group, member_limit: Option<u64>) -> pb::Group {
     pb::Group {
         group_id: group.id.get(),
         kind: group.kind.to_proto() as i32,
@@ -23,7 +23,7 @@ pub fn group(group: &Group, member_limit: Option<u64>) -> pb::Group {
 }
 
 /// The wire form of settings.
-pub fn settings(settings: &Settings) -> pb::GroupSettings {
+pub(super) fn settings(settings: &Settings) -> pb::GroupSettings {
     pb::GroupSettings {
         join_policy: settings.join_policy.to_proto() as i32,
         slow_mode_seconds: i32::try_from(settings.slow_mode_seconds).unwrap_or(i32::MAX),
@@ -34,7 +34,7 @@ pub fn settings(settings: &Settings) -> pb::GroupSettings {
 }
 
 /// The wire form of a membership; a mute that has ended is not shown.
-pub fn membership(membership: &Membership, now: chrono::DateTime<chrono::Utc>) -> pb::Membership {
+pub(super) fn membership(membership: &Membership, now: chrono::DateTime<chrono::Utc>) -> pb::Membership {
     pb::Membership {
         group_id: membership.group_id.get(),
         user_id: membership.user_id.get(),
@@ -45,7 +45,7 @@ pub fn membership(membership: &Membership, now: chrono::DateTime<chrono::Utc>) -
 }
 
 /// The wire form of a ban.
-pub fn ban(ban: &Ban) -> pb::Ban {
+pub(super) fn ban(ban: &Ban) -> pb::Ban {
     pb::Ban {
         group_id: ban.group_id.get(),
         user_id: ban.user_id.get(),
@@ -57,7 +57,7 @@ pub fn ban(ban: &Ban) -> pb::Ban {
 }
 
 /// The wire form of a join request.
-pub fn join_request(request: &JoinRequest) -> pb::JoinRequest {
+pub(super) fn join_request(request: &JoinRequest) -> pb::JoinRequest {
     pb::JoinRequest {
         group_id: request.group_id.get(),
         user_id: request.user_id.get(),
@@ -66,7 +66,7 @@ pub fn join_request(request: &JoinRequest) -> pb::JoinRequest {
 }
 
 /// The wire form of an invite.
-pub fn invite(invite: &Invite) -> pb::Invite {
+pub(super) fn invite(invite: &Invite) -> pb::Invite {
     pb::Invite {
         code: invite.code.as_str().to_owned(),
         group_id: invite.group_id.get(),

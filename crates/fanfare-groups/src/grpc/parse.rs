@@ -19,7 +19,7 @@ use crate::service::{BanTerms, CreateGroup, JoinRequestKey, UserGroupsKey};
 
 /// A page of a listing keyed by user id (members, bans).
 #[derive(Debug)]
-pub struct UserKeyedPage {
+pub(super) struct UserKeyedPage {
     /// The group listed.
     pub group_id: GroupId,
     /// How many rows at most.
@@ -30,7 +30,7 @@ pub struct UserKeyedPage {
 
 /// A validated ListMembers request.
 #[derive(Debug)]
-pub struct ListMembers {
+pub(super) struct ListMembers {
     /// The page of members.
     pub page: UserKeyedPage,
     /// Only members of this role; `None` for all.
@@ -39,7 +39,7 @@ pub struct ListMembers {
 
 /// A validated ListJoinRequests request.
 #[derive(Debug)]
-pub struct ListJoinRequests {
+pub(super) struct ListJoinRequests {
     /// The group listed.
     pub group_id: GroupId,
     /// How many rows at most.
@@ -50,7 +50,7 @@ pub struct ListJoinRequests {
 
 /// A validated SetMemberRole request.
 #[derive(Debug)]
-pub struct SetMemberRole {
+pub(super) struct SetMemberRole {
     /// The group.
     pub group_id: GroupId,
     /// The member whose role changes.
@@ -61,7 +61,7 @@ pub struct SetMemberRole {
 
 /// A validated BanMember request.
 #[derive(Debug)]
-pub struct BanMember {
+pub(super) struct BanMember {
     /// The group.
     pub group_id: GroupId,
     /// The user banned.
@@ -72,7 +72,7 @@ pub struct BanMember {
 
 /// A validated MuteMember request.
 #[derive(Debug)]
-pub struct MuteMember {
+pub(super) struct MuteMember {
     /// The group.
     pub group_id: GroupId,
     /// The member muted.
@@ -83,7 +83,7 @@ pub struct MuteMember {
 
 /// A validated CreateInvite request.
 #[derive(Debug)]
-pub struct CreateInvite {
+pub(super) struct CreateInvite {
     /// The group the invite opens.
     pub group_id: GroupId,
     /// How long the invite lasts.
@@ -93,12 +93,12 @@ pub struct CreateInvite {
 }
 
 /// `group_id` alone.
-pub fn group_id(raw: i64) -> Result<GroupId, InvalidRequest> {
+pub(super) fn group_id(raw: i64) -> Result<GroupId, InvalidRequest> {
     Ok(GroupId::parse("group_id", raw)?)
 }
 
 /// `group_id` and `user_id`, both required.
-pub fn group_and_user(group_raw: i64, user_raw: i64) -> Result<(GroupId, UserId), InvalidRequest> {
+pub(super) fn group_and_user(group_raw: i64, user_raw: i64) -> Result<(GroupId, UserId), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let user = violations.check(UserId::parse("user_id", user_raw));
@@ -127,7 +127,7 @@ fn cursor_time(micros: i64) -> Result<DateTime<Utc>, FieldViolation> {
 }
 
 /// A paged listing keyed by user id (members, bans).
-pub fn user_keyed_page(group_raw: i64, size: i32, token: &str) -> Result<UserKeyedPage, InvalidRequest> {
+pub(super) fn user_keyed_page(group_raw: i64, size: i32, token: &str) -> Result<UserKeyedPage, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let (size, cursor) = page(size, token, 1, &mut violations);
@@ -139,14 +139,14 @@ pub fn user_keyed_page(group_raw: i64, size: i32, token: &str) -> Result<UserKey
 }
 
 /// ListMembers: the user-keyed page plus an optional role filter.
-pub fn list_members(request: &pb::ListMembersRequest) -> Result<ListMembers, InvalidRequest> {
+pub(super) fn list_members(request: &pb::ListMembersRequest) -> Result<ListMembers, InvalidRequest> {
     let role = if request.role == 0 { None } else { Some(Role::parse("role", request.role)?) };
     let page = user_keyed_page(request.group_id, request.page_size, &request.page_token)?;
     Ok(ListMembers { page, role })
 }
 
 /// ListUserGroups: keyed by (joined_at, group id), newest first.
-pub fn list_user_groups(
+pub(super) fn list_user_groups(
     request: &pb::ListUserGroupsRequest,
 ) -> Result<(PageSize, Option<UserGroupsKey>), InvalidRequest> {
     let mut violations = Violations::new();
@@ -163,7 +163,7 @@ pub fn list_user_groups(
 }
 
 /// ListJoinRequests: keyed by (requested_at, user id), oldest first.
-pub fn list_join_requests(request: &pb::ListJoinRequestsRequest) -> Result<ListJoinRequests, InvalidRequest> {
+pub(super) fn list_join_requests(request: &pb::ListJoinRequestsRequest) -> Result<ListJoinRequests, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let (size, cursor) = page(request.page_size, &request.page_token, 2, &mut violations);
@@ -191,14 +191,20 @@ fn id_batch<T: Copy + Eq + Hash>(
 }
 
 /// BatchGetGroups.
-pub fn batch_get_groups(request: &pb::BatchGetGroupsRequest, max: usize) -> Result<Vec<GroupId>, InvalidRequest> {
+pub(super) fn batch_get_groups(
+    request: &pb::BatchGetGroupsRequest,
+    max: usize,
+) -> Result<Vec<GroupId>, InvalidRequest> {
     let mut violations = Violations::new();
     let ids = id_batch("group_ids", &request.group_ids, max, GroupId::parse, &mut violations);
     violations.finish_with(|| ids)
 }
 
 /// AddMembers.
-pub fn add_members(request: &pb::AddMembersRequest, max: usize) -> Result<(GroupId, Vec<UserId>), InvalidRequest> {
+pub(super) fn add_members(
+    request: &pb::AddMembersRequest,
+    max: usize,
+) -> Result<(GroupId, Vec<UserId>), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let users = id_batch("user_ids", &request.user_ids, max, UserId::parse, &mut violations);
@@ -221,7 +227,7 @@ fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> 
 }
 
 /// CreateGroup.
-pub fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGroup, InvalidRequest> {
+pub(super) fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGroup, InvalidRequest> {
     let mut violations = Violations::new();
     let kind = violations.check(GroupKind::parse("kind", request.kind));
     let title = violations.check(Title::parse_title("title", &request.title));
@@ -243,7 +249,9 @@ pub fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGroup, Inv
 }
 
 /// UpdateGroupSettings: only the fields present are parsed and changed.
-pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(GroupId, SettingsUpdate), InvalidRequest> {
+pub(super) fn update_settings(
+    request: &pb::UpdateGroupSettingsRequest,
+) -> Result<(GroupId, SettingsUpdate), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let update = SettingsUpdate {
@@ -270,7 +278,7 @@ pub fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<(Grou
 }
 
 /// SetMemberRole.
-pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<SetMemberRole, InvalidRequest> {
+pub(super) fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<SetMemberRole, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
@@ -279,7 +287,7 @@ pub fn set_member_role(request: &pb::SetMemberRoleRequest) -> Result<SetMemberRo
 }
 
 /// BanMember.
-pub fn ban_member(request: &pb::BanMemberRequest, now: DateTime<Utc>) -> Result<BanMember, InvalidRequest> {
+pub(super) fn ban_member(request: &pb::BanMemberRequest, now: DateTime<Utc>) -> Result<BanMember, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
@@ -294,7 +302,7 @@ pub fn ban_member(request: &pb::BanMemberRequest, now: DateTime<Utc>) -> Result<
 }
 
 /// MuteMember.
-pub fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -> Result<MuteMember, InvalidRequest> {
+pub(super) fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -> Result<MuteMember, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
@@ -303,7 +311,7 @@ pub fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -> Resul
 }
 
 /// GetMembership: `user_id` 0 means the caller.
-pub fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Option<UserId>), InvalidRequest> {
+pub(super) fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Option<UserId>), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = if request.user_id == 0 {
@@ -315,7 +323,7 @@ pub fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Op
 }
 
 /// CreateInvite: ttl 0 means the default; max_uses 0 means unlimited.
-pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<CreateInvite, InvalidRequest> {
+pub(super) fn create_invite(request: &pb::CreateInviteRequest) -> Result<CreateInvite, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let ttl_seconds = match request.ttl_seconds {
@@ -347,12 +355,12 @@ pub fn create_invite(request: &pb::CreateInviteRequest) -> Result<CreateInvite, 
 }
 
 /// An invite code.
-pub fn invite_code(raw: &str) -> Result<InviteCode, InvalidRequest> {
+pub(super) fn invite_code(raw: &str) -> Result<InviteCode, InvalidRequest> {
     Ok(InviteCode::parse("code", raw)?)
 }
 
 /// TransferOwnership.
-pub fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<(GroupId, UserId), InvalidRequest> {
+pub(super) fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<(GroupId, UserId), InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("new_owner_user_id", request.new_owner_user_id));

@@ -35,25 +35,55 @@ pub enum StoreError {
     GroupNotFound(GroupId),
     /// The user is not a member of the group.
     #[error("user {user} is not a member of group {group}")]
-    NotMember { group: GroupId, user: UserId },
+    NotMember {
+        /// The group.
+        group: GroupId,
+        /// The user.
+        user: UserId,
+    },
     /// The group is archived and accepts no changes.
     #[error("group {0} is archived")]
     Archived(GroupId),
     /// Adding would exceed the group's member limit.
     #[error("group {group} is full ({limit} members)")]
-    GroupFull { group: GroupId, limit: u64 },
+    GroupFull {
+        /// The group.
+        group: GroupId,
+        /// The limit reached.
+        limit: u64,
+    },
     /// Adding would exceed a user's group limit.
     #[error("user {user} already belongs to {limit} groups")]
-    UserGroupLimit { user: UserId, limit: u64 },
+    UserGroupLimit {
+        /// The user.
+        user: UserId,
+        /// The limit reached.
+        limit: u64,
+    },
     /// The user is banned from the group.
     #[error("user {user} is banned from group {group}")]
-    Banned { group: GroupId, user: UserId },
+    Banned {
+        /// The group.
+        group: GroupId,
+        /// The user.
+        user: UserId,
+    },
     /// There is no active ban to lift.
     #[error("user {user} is not banned from group {group}")]
-    NotBanned { group: GroupId, user: UserId },
+    NotBanned {
+        /// The group.
+        group: GroupId,
+        /// The user.
+        user: UserId,
+    },
     /// There is no pending join request from the user.
     #[error("user {user} has no pending join request for group {group}")]
-    JoinRequestNotFound { group: GroupId, user: UserId },
+    JoinRequestNotFound {
+        /// The group.
+        group: GroupId,
+        /// The user.
+        user: UserId,
+    },
     /// No invite has this code.
     #[error("invite code does not exist")]
     InviteNotFound,

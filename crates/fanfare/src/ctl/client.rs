@@ -26,12 +26,12 @@ use tonic_types::StatusExt as _;
 /// How long one unary call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `explain` waits for one fanout pod.
-pub const POD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const POD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the services are and who is calling; every option also reads the environment
 /// variable the services themselves use.
 #[derive(Debug, Clone, Args)]
-pub struct ConnectionArgs {
+pub(super) struct ConnectionArgs {
     /// The groups service.
     #[arg(
         long,
@@ -82,12 +82,12 @@ pub struct ConnectionArgs {
 
 /// A client whose every call carries the service token.
 type Authed = InterceptedService<Channel, ServiceTokenInterceptor>;
-pub type GroupsClient = GroupServiceClient<Authed>;
-pub type MessagesClient = MessageServiceClient<Authed>;
-pub type FanoutClient = FanoutServiceClient<Authed>;
+pub(super) type GroupsClient = GroupServiceClient<Authed>;
+pub(super) type MessagesClient = MessageServiceClient<Authed>;
+pub(super) type FanoutClient = FanoutServiceClient<Authed>;
 
 /// The connections of one `fanfare ctl` run.
-pub struct Ctl {
+pub(super) struct Ctl {
     connection: ConnectionArgs,
     interceptor: ServiceTokenInterceptor,
     tls: ClientTls,
@@ -98,7 +98,7 @@ pub struct Ctl {
 
 impl Ctl {
     /// Clients for the three services; nothing connects until the first call.
-    pub fn new(connection: ConnectionArgs) -> anyhow::Result<Self> {
+    pub(super) fn new(connection: ConnectionArgs) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(connection.service_token.as_deref())
             .context("invalid FANFARE_SERVICE_TOKEN")?;
         let tls = ClientTls::load(&connection.tls).context("invalid TLS settings")?;
@@ -125,17 +125,17 @@ impl Ctl {
     }
 
     /// Whether to print JSON.
-    pub fn json(&self) -> bool {
+    pub(super) fn json(&self) -> bool {
         self.connection.json
     }
 
     /// The user to act as: `--as-user` / `FANFARE_CTL_USER`.
-    pub fn actor(&self) -> anyhow::Result<i64> {
+    pub(super) fn actor(&self) -> anyhow::Result<i64> {
         self.connection.as_user.context("no acting user: pass --as-user ID or set FANFARE_CTL_USER")
     }
 
     /// `user`, or else the acting user.
-    pub fn user_or_actor(&self, user: Option<i64>) -> anyhow::Result<i64> {
+    pub(super) fn user_or_actor(&self, user: Option<i64>) -> anyhow::Result<i64> {
         match user {
             Some(user) => Ok(user),
             None => self.actor(),
@@ -143,33 +143,33 @@ impl Ctl {
     }
 
     /// The acting user if one was given (explain uses it as a fallback identity).
-    pub fn actor_if_given(&self) -> Option<i64> {
+    pub(super) fn actor_if_given(&self) -> Option<i64> {
         self.connection.as_user
     }
 
     /// A call to the groups service.
-    pub fn groups(&self) -> Target<GroupsClient> {
+    pub(super) fn groups(&self) -> Target<GroupsClient> {
         Target { client: self.groups.clone(), url: self.connection.groups_url.clone() }
     }
 
     /// A call to the messages service.
-    pub fn messages(&self) -> Target<MessagesClient> {
+    pub(super) fn messages(&self) -> Target<MessagesClient> {
         Target { client: self.messages.clone(), url: self.connection.messages_url.clone() }
     }
 
     /// A call to the fanout service (any pod).
-    pub fn fanout(&self) -> Target<FanoutClient> {
+    pub(super) fn fanout(&self) -> Target<FanoutClient> {
         Target { client: self.fanout.clone(), url: self.connection.fanout_url.clone() }
     }
 
     /// The configured fanout URL.
-    pub fn fanout_url(&self) -> &str {
+    pub(super) fn fanout_url(&self) -> &str {
         &self.connection.fanout_url
     }
 
     /// A call to the one fanout pod at `address`, over TLS when the fanout URL is `https://`
     /// (the pod's certificate is checked against the URL's host name, not the address).
-    pub fn fanout_pod(&self, address: SocketAddr) -> anyhow::Result<Target<FanoutClient>> {
+    pub(super) fn fanout_pod(&self, address: SocketAddr) -> anyhow::Result<Target<FanoutClient>> {
         let fanout_url: tonic::codegen::http::Uri = self.connection.fanout_url.parse()?;
         let options = ClientOptions::new(Some(POD_CALL_TIMEOUT)).with_tls(self.tls.clone());
         let (url, options) = match (fanout_url.scheme_str(), fanout_url.host()) {
@@ -195,13 +195,13 @@ fn check_url(name: &str, url: &str) -> anyhow::Result<()> {
 }
 
 /// A client and the URL it calls, so an error can say where the call went.
-pub struct Target<C> {
+pub(super) struct Target<C> {
     pub client: C,
     pub url: String,
 }
 
 /// `message` as sent by `user`.
-pub fn as_user<T>(user: i64, message: T) -> Request<T> {
+pub(super) fn as_user<T>(user: i64, message: T) -> Request<T> {
     let mut request = Request::new(message);
     let value = user.to_string().parse().expect("a decimal integer is valid ASCII metadata");
     request.metadata_mut().insert(USER_ID_HEADER, value);
@@ -209,7 +209,7 @@ pub fn as_user<T>(user: i64, message: T) -> Request<T> {
 }
 
 /// Awaits one call and names it in the error if it fails.
-pub async fn call<T>(
+pub(super) async fn call<T>(
     rpc: &'static str,
     url: &str,
     response: impl Future<Output = Result<Response<T>, Status>>,
@@ -222,7 +222,7 @@ pub async fn call<T>(
 
 /// A call the server (or the connection) answered with an error status.
 #[derive(Debug)]
-pub struct CallError {
+pub(super) struct CallError {
     /// The method, e.g. `GetGroup`.
     pub rpc: &'static str,
     /// Where the call went.
@@ -233,13 +233,13 @@ pub struct CallError {
 
 impl CallError {
     /// The status code.
-    pub fn code(&self) -> tonic::Code {
+    pub(super) fn code(&self) -> tonic::Code {
         self.status.code()
     }
 
     /// `CODE: message`, on one line, with the root cause when the call never reached the
     /// server (`UNAVAILABLE: tcp connect error: Connection refused (os error 111)`).
-    pub fn summary(&self) -> String {
+    pub(super) fn summary(&self) -> String {
         let mut summary = format!("{}: {}", code_name(self.status.code()), self.status.message());
         let mut root = std::error::Error::source(&self.status);
         while let Some(deeper) = root.and_then(std::error::Error::source) {

@@ -25,7 +25,7 @@ use super::{output, positive_id};
 const MAX_BAN_PAGES: usize = 100;
 
 #[derive(Debug, Args)]
-pub struct ExplainArgs {
+pub(super) struct ExplainArgs {
     /// The user who should have received the update.
     #[arg(value_parser = positive_id())]
     user: i64,
@@ -57,7 +57,7 @@ struct Findings {
 }
 
 /// Gathers the findings and prints them with a verdict.
-pub async fn explain(ctl: &Ctl, args: ExplainArgs) -> anyhow::Result<()> {
+pub(super) async fn explain(ctl: &Ctl, args: ExplainArgs) -> anyhow::Result<()> {
     let findings = gather(ctl, &args).await;
     let verdict = verdict(&findings);
     if ctl.json() {

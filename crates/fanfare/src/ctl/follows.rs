@@ -6,7 +6,7 @@ use super::client::{Ctl, as_user, call};
 use super::output;
 
 /// Makes --as-user follow `creator`.
-pub async fn follow(ctl: &Ctl, creator: i64) -> anyhow::Result<()> {
+pub(super) async fn follow(ctl: &Ctl, creator: i64) -> anyhow::Result<()> {
     let actor = ctl.actor()?;
     let mut target = ctl.fanout();
     let request = as_user(actor, pb::FollowRequest { creator_user_id: creator });
@@ -23,7 +23,7 @@ pub async fn follow(ctl: &Ctl, creator: i64) -> anyhow::Result<()> {
 }
 
 /// Makes --as-user stop following `creator`.
-pub async fn unfollow(ctl: &Ctl, creator: i64) -> anyhow::Result<()> {
+pub(super) async fn unfollow(ctl: &Ctl, creator: i64) -> anyhow::Result<()> {
     let actor = ctl.actor()?;
     let mut target = ctl.fanout();
     let request = as_user(actor, pb::UnfollowRequest { creator_user_id: creator });

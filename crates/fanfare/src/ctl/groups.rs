@@ -10,7 +10,7 @@ use super::{output, positive_id};
 
 /// The kinds a group may be created with.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Kind {
+pub(super) enum Kind {
     /// Friends chatting: every member posts; small and private.
     Chat,
     /// A creator-run chat: every member posts, the creator and admins moderate.
@@ -30,7 +30,7 @@ impl Kind {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum GroupsCommand {
+pub(super) enum GroupsCommand {
     /// Create a group owned by --as-user.
     Create {
         /// What kind of group.
@@ -82,7 +82,7 @@ pub enum GroupsCommand {
 }
 
 /// Runs one `groups` command.
-pub async fn run(ctl: &Ctl, command: GroupsCommand) -> anyhow::Result<()> {
+pub(super) async fn run(ctl: &Ctl, command: GroupsCommand) -> anyhow::Result<()> {
     match command {
         GroupsCommand::Create { kind, title, description } => create(ctl, kind, title, description).await,
         GroupsCommand::Get { group } => get(ctl, group).await,
@@ -126,7 +126,7 @@ async fn get(ctl: &Ctl, group: i64) -> anyhow::Result<()> {
 }
 
 /// A group as a short block of `name value` lines.
-pub fn print_group(group: &pb::Group) {
+pub(super) fn print_group(group: &pb::Group) {
     println!("group {} · {} · {:?}", group.group_id, output::group_kind(group.kind), group.title);
     if !group.description.is_empty() {
         println!("  description  {}", group.description);

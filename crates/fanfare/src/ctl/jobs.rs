@@ -16,7 +16,7 @@ use super::{output, positive_id};
 const BAR_WIDTH: usize = 30;
 
 #[derive(Debug, Subcommand)]
-pub enum JobsCommand {
+pub(super) enum JobsCommand {
     /// Start notifying every follower of --as-user (a creator).
     Start(StartArgs),
     /// One job, with its progress.
@@ -39,7 +39,7 @@ pub enum JobsCommand {
 
 /// What a job announces.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
+pub(super) enum KindArg {
     /// An invitation to a new group (the payload is the group id).
     Invitation,
     /// A broadcast notification (the payload is what the push service shows).
@@ -47,7 +47,7 @@ pub enum KindArg {
 }
 
 #[derive(Debug, Args)]
-pub struct StartArgs {
+pub(super) struct StartArgs {
     /// What the job announces.
     #[arg(long, value_enum)]
     kind: KindArg,
@@ -69,7 +69,7 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct WatchArgs {
+pub(super) struct WatchArgs {
     /// The job.
     #[arg(value_parser = positive_id())]
     job: i64,
@@ -89,7 +89,7 @@ struct Polling {
 }
 
 /// Runs one `jobs` command.
-pub async fn run(ctl: &Ctl, command: JobsCommand) -> anyhow::Result<()> {
+pub(super) async fn run(ctl: &Ctl, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::Start(args) => start(ctl, args).await,
         JobsCommand::Get { job } => {

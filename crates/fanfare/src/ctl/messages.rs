@@ -15,7 +15,7 @@ use super::{output, positive_id};
 const PAGE_SIZE: i32 = 500;
 
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(super) struct SendArgs {
     /// The group.
     #[arg(value_parser = positive_id())]
     group: i64,
@@ -28,7 +28,7 @@ pub struct SendArgs {
 }
 
 /// Posts one message as --as-user.
-pub async fn send(ctl: &Ctl, args: SendArgs) -> anyhow::Result<()> {
+pub(super) async fn send(ctl: &Ctl, args: SendArgs) -> anyhow::Result<()> {
     let actor = ctl.actor()?;
     let key = args.key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request = pb::SendMessageRequest {
@@ -55,7 +55,7 @@ pub async fn send(ctl: &Ctl, args: SendArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Args)]
-pub struct TailGroupArgs {
+pub(super) struct TailGroupArgs {
     /// The group (--as-user must be a member).
     #[arg(value_parser = positive_id())]
     group: i64,
@@ -87,7 +87,7 @@ async fn updates(
 
 /// The latest event_seq of `group` and its entry token, read as `user` (a member): an
 /// empty page from the end.
-pub async fn latest_event_seq(ctl: &Ctl, user: i64, group: i64) -> Result<(i64, u64), CallError> {
+pub(super) async fn latest_event_seq(ctl: &Ctl, user: i64, group: i64) -> Result<(i64, u64), CallError> {
     let answer = updates(ctl, user, group, (i64::MAX, 0), 1).await?;
     Ok(match answer.result {
         Some(UpdatesResult::Page(page)) => (page.latest_event_seq, page.latest_entry_token),
@@ -98,7 +98,7 @@ pub async fn latest_event_seq(ctl: &Ctl, user: i64, group: i64) -> Result<(i64, 
 
 /// The update `event_seq` of `group`, read as `user`; None when it is not retained (or
 /// does not exist yet).
-pub async fn update_at(
+pub(super) async fn update_at(
     ctl: &Ctl,
     user: i64,
     group: i64,
@@ -112,7 +112,7 @@ pub async fn update_at(
 }
 
 /// Polls the group's log and prints each update as it arrives.
-pub async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
+pub(super) async fn tail_group(ctl: &Ctl, args: TailGroupArgs) -> anyhow::Result<()> {
     let actor = ctl.actor()?;
     let group = args.group;
     let stop = Stop::new(args.limits);

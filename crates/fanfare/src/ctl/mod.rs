@@ -21,7 +21,7 @@ use self::client::Ctl;
 
 /// Options and command of `fanfare ctl`.
 #[derive(Debug, Args)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     #[command(flatten)]
     connection: client::ConnectionArgs,
     #[command(subcommand)]
@@ -74,7 +74,7 @@ fn positive_id() -> clap::builder::RangedI64ValueParser<i64> {
 /// Runs one `fanfare ctl` command. A failure is printed as `error: …` (for a failed call:
 /// the method, the URL, the gRPC status code and message, and the error details) and the
 /// process exits with status 1, without the backtrace `RUST_BACKTRACE` would add.
-pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     if let Err(error) = dispatch(args).await {
         eprintln!("error: {error:#}");
         std::process::exit(1);

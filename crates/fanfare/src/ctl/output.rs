@@ -29,30 +29,30 @@ fn dynamic(message: &impl prost::Message, full_name: &str) -> anyhow::Result<Dyn
 }
 
 /// `message` in the proto3 JSON mapping, as a value to embed in a larger document.
-pub fn json_value(message: &impl prost::Message, full_name: &str) -> anyhow::Result<serde_json::Value> {
+pub(super) fn json_value(message: &impl prost::Message, full_name: &str) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::to_value(dynamic(message, full_name)?)?)
 }
 
 /// Prints `message` as indented JSON, fields in proto order (as grpcurl does).
-pub fn print_json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<()> {
+pub(super) fn print_json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&dynamic(message, full_name)?)?);
     Ok(())
 }
 
 /// Prints `message` as JSON on one line (streams: one object per line).
-pub fn print_json_line(message: &impl prost::Message, full_name: &str) -> anyhow::Result<()> {
+pub(super) fn print_json_line(message: &impl prost::Message, full_name: &str) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&dynamic(message, full_name)?)?);
     Ok(())
 }
 
 /// A wire time as chrono's, if it is one.
-pub fn datetime(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
+pub(super) fn datetime(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
     let nanos = u32::try_from(timestamp.nanos).ok()?;
     DateTime::from_timestamp(timestamp.seconds, nanos)
 }
 
 /// `2026-01-31 12:00:00.123 UTC`, or `-` when unset.
-pub fn time(timestamp: Option<&Timestamp>) -> String {
+pub(super) fn time(timestamp: Option<&Timestamp>) -> String {
     match timestamp.and_then(datetime) {
         Some(time) => time.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
         None => "-".to_owned(),
@@ -75,19 +75,19 @@ fn short(name: Option<&'static str>, prefix: &str, raw: i32) -> String {
     }
 }
 
-pub fn group_kind(raw: i32) -> String {
+pub(super) fn group_kind(raw: i32) -> String {
     short(common::GroupKind::try_from(raw).ok().map(|value| value.as_str_name()), "GROUP_KIND_", raw)
 }
 
-pub fn role(raw: i32) -> String {
+pub(super) fn role(raw: i32) -> String {
     short(common::Role::try_from(raw).ok().map(|value| value.as_str_name()), "ROLE_", raw)
 }
 
-pub fn join_policy(raw: i32) -> String {
+pub(super) fn join_policy(raw: i32) -> String {
     short(common::JoinPolicy::try_from(raw).ok().map(|value| value.as_str_name()), "JOIN_POLICY_", raw)
 }
 
-pub fn post_policy(raw: i32) -> String {
+pub(super) fn post_policy(raw: i32) -> String {
     short(common::PostPolicy::try_from(raw).ok().map(|value| value.as_str_name()), "POST_POLICY_", raw)
 }
 
@@ -95,19 +95,19 @@ fn join_method(raw: i32) -> String {
     short(common::JoinMethod::try_from(raw).ok().map(|value| value.as_str_name()), "JOIN_METHOD_", raw)
 }
 
-pub fn job_kind(raw: i32) -> String {
+pub(super) fn job_kind(raw: i32) -> String {
     short(fanout::FanoutJobKind::try_from(raw).ok().map(|value| value.as_str_name()), "FANOUT_JOB_KIND_", raw)
 }
 
-pub fn job_state(raw: i32) -> String {
+pub(super) fn job_state(raw: i32) -> String {
     short(fanout::FanoutJobState::try_from(raw).ok().map(|value| value.as_str_name()), "FANOUT_JOB_STATE_", raw)
 }
 
-pub fn resync_reason(raw: i32) -> String {
+pub(super) fn resync_reason(raw: i32) -> String {
     short(common::ResyncReason::try_from(raw).ok().map(|value| value.as_str_name()), "RESYNC_REASON_", raw)
 }
 
-pub fn membership_change_kind(raw: i32) -> String {
+pub(super) fn membership_change_kind(raw: i32) -> String {
     let name = fanout::MembershipChangeKind::try_from(raw).ok().map(|value| value.as_str_name());
     short(name, "MEMBERSHIP_CHANGE_KIND_", raw)
 }
@@ -129,7 +129,7 @@ fn content(message: &common::Message) -> String {
 }
 
 /// One update of a group's log on one line: `group 1 #7 12:00:00.123 user 2 posted …`.
-pub fn update_line(update: &common::Update) -> String {
+pub(super) fn update_line(update: &common::Update) -> String {
     let what = match &update.change {
         Some(Change::MessagePosted(posted)) => match &posted.message {
             Some(message) => {
@@ -225,12 +225,12 @@ fn group_event(event: &common::GroupEvent) -> String {
 }
 
 /// Whether new members see earlier history, in words.
-pub fn history(visible: bool) -> &'static str {
+pub(super) fn history(visible: bool) -> &'static str {
     if visible { "visible to new members" } else { "hidden from new members" }
 }
 
 /// `1@7, 2@12`: per group, the last event_seq delivered.
-pub fn positions(positions: &[fanout::GroupPosition]) -> String {
+pub(super) fn positions(positions: &[fanout::GroupPosition]) -> String {
     let listed: Vec<String> =
         positions.iter().map(|position| format!("{}@{}", position.group_id, position.event_seq)).collect();
     none_if_empty(&listed.join(", ")).to_owned()

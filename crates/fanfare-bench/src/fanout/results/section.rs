@@ -8,7 +8,7 @@ use crate::report::{Section, Table};
 
 impl Results {
     /// The report section.
-    pub fn section(&self) -> Section {
+    pub(crate) fn section(&self) -> Section {
         let mut section = Section::new("Fanout: live delivery (W1, W2) and fan-out jobs (W3)");
         section.paragraph(self.method());
         section.heading("Goals");

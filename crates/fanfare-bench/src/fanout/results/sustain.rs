@@ -5,13 +5,13 @@
 use super::{count, ms};
 
 /// A step of the sustained-rate series holds while p99 send → receive stays under this.
-pub const SUSTAIN_P99_MS: f64 = 50.0;
+pub(super) const SUSTAIN_P99_MS: f64 = 50.0;
 /// …and at least this share of the offered messages and deliveries per second went through.
-pub const SUSTAIN_SHARE: f64 = 0.95;
+pub(super) const SUSTAIN_SHARE: f64 = 0.95;
 
 /// What decides whether a W2-shaped window held.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sustain {
+pub(crate) struct Sustain {
     /// p99 send → receive.
     pub p99_ms: f64,
     /// Whether every expected delivery arrived before the drain gave up.
@@ -31,12 +31,12 @@ pub struct Sustain {
 impl Sustain {
     /// Every delivery arrived, in order, p99 under 50 ms, and the senders kept to their
     /// schedule.
-    pub fn holds(&self) -> bool {
+    pub(crate) fn holds(&self) -> bool {
         self.why_not().is_empty()
     }
 
     /// What failed, or an empty string.
-    pub fn why_not(&self) -> String {
+    pub(crate) fn why_not(&self) -> String {
         let mut reasons = Vec::new();
         if self.p99_ms >= SUSTAIN_P99_MS {
             reasons.push(format!("p99 {}", ms(self.p99_ms)));
@@ -61,7 +61,7 @@ impl Sustain {
 }
 
 /// The largest group count among the steps that held, if any did.
-pub fn highest_sustained(steps: impl IntoIterator<Item = (usize, bool)>) -> Option<usize> {
+pub(super) fn highest_sustained(steps: impl IntoIterator<Item = (usize, bool)>) -> Option<usize> {
     steps.into_iter().filter(|(_, held)| *held).map(|(groups, _)| groups).max()
 }
 

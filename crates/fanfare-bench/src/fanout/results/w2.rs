@@ -19,7 +19,7 @@ const BACKLOG_AGE_BOUND: Duration = Duration::from_secs(5);
 
 /// One W2-shaped window: `groups` CHAT groups of `members`, each member sending 1 msg/s.
 #[derive(Debug)]
-pub struct W2Window {
+pub(crate) struct W2Window {
     /// CHAT groups.
     pub groups: usize,
     /// Members (streams, senders) per group.
@@ -42,7 +42,7 @@ impl W2Window {
     }
 
     /// The figures the sustained-rate check reads.
-    pub fn sustain(&self) -> Sustain {
+    pub(crate) fn sustain(&self) -> Sustain {
         let m = &self.measurement;
         Sustain {
             p99_ms: m.received.percentile_ms(99.0),
@@ -90,7 +90,7 @@ fn rows(rows: i64) -> String {
 }
 
 /// `1 messages process`, `2 messages processes`.
-pub fn messages_processes_label(processes: usize) -> String {
+pub(crate) fn messages_processes_label(processes: usize) -> String {
     match processes {
         1 => "1 messages process".to_owned(),
         many => format!("{many} messages processes"),
@@ -99,7 +99,7 @@ pub fn messages_processes_label(processes: usize) -> String {
 
 /// W2 with one number of messages processes.
 #[derive(Debug)]
-pub struct W2Run {
+pub(crate) struct W2Run {
     /// Messages processes the senders spread over.
     pub messages_processes: usize,
     /// The main window.
@@ -114,7 +114,7 @@ pub struct W2Run {
 
 impl W2Run {
     /// `1 messages process`, `2 messages processes`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         messages_processes_label(self.messages_processes)
     }
 
