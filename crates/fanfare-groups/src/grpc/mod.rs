@@ -9,7 +9,7 @@ mod parse_proptest;
 
 use std::sync::Arc;
 
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use fanfare_core::identity::acting_user;
 use fanfare_core::ids::UserId;
 use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
@@ -59,7 +59,7 @@ fn invalid(error: fanfare_core::validation::InvalidRequest) -> Status {
 }
 
 fn membership(membership: &Membership) -> pb::Membership {
-    convert::membership(membership, Utc::now().trunc_subsecs(6))
+    convert::membership(membership, fanfare_core::time::now())
 }
 
 #[tonic::async_trait]
