@@ -49,15 +49,42 @@ pub enum TimelineChange<'a> {
     /// A message was edited (carries it after the edit).
     Edited(&'a Message),
     /// A message was deleted.
-    Deleted { message: &'a Message, by: UserId },
+    Deleted {
+        /// The tombstone.
+        message: &'a Message,
+        /// Who deleted it.
+        by: UserId,
+    },
     /// A user's messages were deleted at once.
-    Purged { user: UserId, message_seqs: &'a [MessageSeq], by: UserId },
+    Purged {
+        /// Whose messages.
+        user: UserId,
+        /// The messages now tombstones (at most [`MAX_PURGED_PER_UPDATE`](super::MAX_PURGED_PER_UPDATE)).
+        message_seqs: &'a [MessageSeq],
+        /// Who purged them.
+        by: UserId,
+    },
     /// A message's reaction totals changed.
-    ReactionsChanged { message_seq: MessageSeq, totals: &'a [ReactionCount] },
+    ReactionsChanged {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Its totals after the change.
+        totals: &'a [ReactionCount],
+    },
     /// A message was pinned.
-    Pinned { message_seq: MessageSeq, by: UserId },
+    Pinned {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Who pinned it.
+        by: UserId,
+    },
     /// A message was unpinned.
-    Unpinned { message_seq: MessageSeq, by: UserId },
+    Unpinned {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Who unpinned it.
+        by: UserId,
+    },
     /// A membership or settings change relayed from the groups service.
     System(&'a common::GroupEvent),
 }

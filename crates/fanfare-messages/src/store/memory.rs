@@ -134,8 +134,11 @@ fn messages_before(group: GroupId, before: Option<MessageSeq>) -> MessageKeys {
     (Bound::Included((group, MessageSeq::ZERO)), end)
 }
 
+/// A range of keys of a map keyed by (group, event_seq).
+type UpdateKeys = (Bound<(GroupId, EventSeq)>, Bound<(GroupId, EventSeq)>);
+
 /// The keys of `group`'s log entries after `after`.
-fn updates_after(group: GroupId, after: EventSeq) -> (Bound<(GroupId, EventSeq)>, Bound<(GroupId, EventSeq)>) {
+fn updates_after(group: GroupId, after: EventSeq) -> UpdateKeys {
     (Bound::Excluded((group, after)), Bound::Included((group, EventSeq::from_trusted(i64::MAX))))
 }
 
