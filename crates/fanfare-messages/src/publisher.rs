@@ -236,11 +236,11 @@ pub(crate) async fn drain(
             }
         };
         let Some(last) = page.last() else { return Ok(total) };
-        after = Some((last.group_id, last.event_seq));
+        after = Some(last.key());
         if !publish_in_order(bus, &page).await {
             return Err(());
         }
-        let keys: Vec<(GroupId, EventSeq)> = page.iter().map(|update| (update.group_id, update.event_seq)).collect();
+        let keys: Vec<(GroupId, EventSeq)> = page.iter().map(StoredUpdate::key).collect();
         if let Err(error) = store.ack_outbox(&keys).await {
             // Left in the outbox: published once more later, recognised by event_seq.
             tracing::warn!(error = ?error, "outbox ack failed");
@@ -263,7 +263,7 @@ pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdat
             true
         }
         Err(error) => {
-            let first = updates.first().map(|update| (update.group_id, update.event_seq));
+            let first = updates.first().map(StoredUpdate::key);
             tracing::warn!(error = ?error, updates = updates.len(), first = ?first, "publish failed");
             false
         }
@@ -314,7 +314,7 @@ impl AckSender {
         if published.is_empty() {
             return;
         }
-        let keys = published.iter().map(|update| (update.group_id, update.event_seq)).collect();
+        let keys = published.iter().map(StoredUpdate::key).collect();
         // A stopped acker leaves the rows for recovery.
         let _ = self.0.send(keys);
     }

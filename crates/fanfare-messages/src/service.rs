@@ -20,12 +20,12 @@ use crate::config::MessageLimits;
 use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
 use crate::domain::visibility::LogView;
 use crate::domain::{
-    Content, Emoji, LogCursor, LogPosition, Message, MessageText, NewMessage, ReactionCount, ResyncReason,
-    StoredUpdate, Unread,
+    ActorRole, Content, Emoji, LogCursor, LogPosition, Message, MessageText, NewMessage, PinChange, ReactionChange,
+    ReactionCount, ReactionUpdate, ResyncReason, StoredUpdate, Unread,
 };
 use crate::error::{MessagesError, MessagesResult};
 use crate::invalidation::announce;
-use crate::store::{ActorRole, Applied, Direction, LogWrite, MessageStore, PinChange, ReactionChange, ReactionUpdate};
+use crate::store::{Applied, Direction, LogWrite, MessageStore};
 
 /// A validated SendMessage request.
 #[derive(Debug, Clone)]

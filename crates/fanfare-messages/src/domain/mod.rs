@@ -43,6 +43,43 @@ pub struct Message {
     pub pinned: bool,
 }
 
+/// Whether the actor of a write moderates the group (its owner or an admin), which lets
+/// them change other members' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorRole {
+    /// A plain member: acts on their own messages only.
+    Member,
+    /// The group's owner or an admin.
+    Moderator,
+}
+
+/// Which way a reaction changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionChange {
+    /// Adds the user's reaction.
+    Add,
+    /// Removes the user's reaction.
+    Remove,
+}
+
+/// When a reaction's `ReactionsChanged` update is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionUpdate {
+    /// With the reaction (small groups).
+    Append,
+    /// Not with the reaction: the coalescer appends the totals later (large groups).
+    Coalesce,
+}
+
+/// Which way a pin changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinChange {
+    /// Pins the message.
+    Pin,
+    /// Unpins the message.
+    Unpin,
+}
+
 /// What a message says: the part an idempotent retry must repeat exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Content {
@@ -105,6 +142,11 @@ pub struct StoredUpdate {
 }
 
 impl StoredUpdate {
+    /// What names this entry in the outbox: its group and position.
+    pub fn key(&self) -> (GroupId, EventSeq) {
+        (self.group_id, self.event_seq)
+    }
+
     /// The token of the entry before this one, as this entry records it (0 when none or not
     /// decodable: then nothing can be compared).
     pub fn previous_entry_token(&self) -> u64 {

@@ -8,7 +8,7 @@ use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::update::Change;
 use prost::Message as _;
 
-use super::{Message, ReactionCount, StoredUpdate};
+use super::{Message, PinChange, ReactionCount, StoredUpdate};
 
 /// The wire form of a message.
 pub fn message_to_proto(message: &Message) -> common::Message {
@@ -90,6 +90,14 @@ pub enum TimelineChange<'a> {
 }
 
 impl TimelineChange<'_> {
+    /// The change a pin or unpin of `message_seq` by `by` logs.
+    pub fn pin(change: PinChange, message_seq: MessageSeq, by: UserId) -> Self {
+        match change {
+            PinChange::Pin => Self::Pinned { message_seq, by },
+            PinChange::Unpin => Self::Unpinned { message_seq, by },
+        }
+    }
+
     /// The log entry for this change at `event_seq`, linked to its predecessor by `link`.
     pub fn to_update(&self, group: GroupId, event_seq: EventSeq, at: DateTime<Utc>, link: EntryLink) -> common::Update {
         let change = match self {

@@ -18,10 +18,9 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::domain::updates::{message_to_proto, reactions_to_proto};
-use crate::domain::{LogPosition, ResyncReason, StoredUpdate};
+use crate::domain::{LogPosition, PinChange, ReactionChange, ResyncReason, StoredUpdate};
 use crate::error::MessagesError;
 use crate::service::{MessagesService, UpdatesAnswer};
-use crate::store::{PinChange, ReactionChange};
 
 /// The source of events relayed by the built-in caller (no callers file): the groups service.
 pub const GROUPS_SOURCE: &str = "groups";

@@ -7,7 +7,7 @@
 //! at microsecond precision, as PostgreSQL keeps them, so both stores return equal values.
 //!
 //! The few pure rules both stores evaluate in Rust (slow mode, the edit window, leases)
-//! live at the bottom of this file and are used by the PostgreSQL store too.
+//! live in [`crate::domain::rules`], shared with the PostgreSQL store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -22,14 +22,14 @@ use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
 use super::{
-    ActorRole, Applied, Committed, Direction, LogWrite, MessageStore, OutboxCursor, PinChange, ReactionChange,
-    ReactionUpdate, StoreError, StoreResult, UpdatesRead, WriteError, system_event_digest,
+    Applied, Committed, Direction, LogWrite, MessageStore, OutboxCursor, StoreError, StoreResult, UpdatesRead,
+    WriteError, system_event_digest,
 };
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::{EntryLink, TimelineChange};
 use crate::domain::{
-    ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
-    ReactionCount, StoredUpdate, Unread, outbox_lane,
+    ActorRole, ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    PinChange, ReactionChange, ReactionCount, ReactionUpdate, StoredUpdate, Unread, outbox_lane,
 };
 
 /// A [`MessageStore`] in memory; clones share the same data.
@@ -398,10 +398,7 @@ impl State {
             }
         }
         self.stored_mut(group, message_seq)?.message.pinned = pin;
-        let logged = match change {
-            PinChange::Pin => TimelineChange::Pinned { message_seq, by: actor },
-            PinChange::Unpin => TimelineChange::Unpinned { message_seq, by: actor },
-        };
+        let logged = TimelineChange::pin(change, message_seq, actor);
         Ok(Applied::Pinned { event_seq: Some(self.append(group, &logged, now)) })
     }
 

@@ -37,7 +37,10 @@ use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
-use crate::domain::{Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread};
+use crate::domain::{
+    ActorRole, Emoji, LogPosition, Message, MessageText, NewMessage, PinChange, ReactionChange, ReactionCount,
+    ReactionUpdate, StoredUpdate, Unread,
+};
 
 pub use memory::MemoryMessageStore;
 pub use postgres::PostgresMessageStore;
@@ -167,43 +170,6 @@ pub enum LogWrite {
         /// The change (its `group_id` names the group).
         event: common::GroupEvent,
     },
-}
-
-/// Whether the actor of a write moderates the group (its owner or an admin), which lets
-/// them change other members' messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActorRole {
-    /// A plain member: acts on their own messages only.
-    Member,
-    /// The group's owner or an admin.
-    Moderator,
-}
-
-/// Which way a reaction changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReactionChange {
-    /// Adds the user's reaction.
-    Add,
-    /// Removes the user's reaction.
-    Remove,
-}
-
-/// When a reaction's `ReactionsChanged` update is appended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReactionUpdate {
-    /// With the reaction (small groups).
-    Append,
-    /// Not with the reaction: the coalescer appends the totals later (large groups).
-    Coalesce,
-}
-
-/// Which way a pin changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PinChange {
-    /// Pins the message.
-    Pin,
-    /// Unpins the message.
-    Unpin,
 }
 
 impl LogWrite {

@@ -13,12 +13,12 @@ use super::helpers::{
     apply_one, at, delete, edit, event_seq, group, kinds, log_of, member_left, message, message_seq, message_seqs,
     new_post, pin, position, post, react, send, text, user,
 };
+use crate::domain::ActorRole::{Member, Moderator};
+use crate::domain::PinChange::Pin;
+use crate::domain::ReactionChange::{Add, Remove};
+use crate::domain::ReactionUpdate::{Append, Coalesce};
 use crate::domain::updates::message_to_proto;
 use crate::domain::{Attachment, Content, MAX_PURGED_PER_UPDATE};
-use crate::store::ActorRole::{Member, Moderator};
-use crate::store::PinChange::Pin;
-use crate::store::ReactionChange::{Add, Remove};
-use crate::store::ReactionUpdate::{Append, Coalesce};
 use crate::store::{Applied, LogWrite, MessageStore, WriteError};
 
 /// Only the sender edits, while the message is live and younger than the window; each

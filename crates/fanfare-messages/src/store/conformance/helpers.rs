@@ -10,8 +10,11 @@ use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::update::Change;
 use prost::Message as _;
 
-use crate::domain::{ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount};
-use crate::store::{ActorRole, Applied, LogWrite, MessageStore, PinChange, ReactionChange, ReactionUpdate, WriteError};
+use crate::domain::{
+    ActorRole, ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, PinChange,
+    ReactionChange, ReactionCount, ReactionUpdate,
+};
+use crate::store::{Applied, LogWrite, MessageStore, WriteError};
 
 /// A fixed point in time plus `seconds`; tests never read the clock.
 pub fn at(seconds: i64) -> DateTime<Utc> {

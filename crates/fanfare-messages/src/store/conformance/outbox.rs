@@ -69,7 +69,7 @@ pub async fn unpublished_updates_page_in_order_and_acks_remove_them(store: &dyn 
     loop {
         let page = store.unpublished(&lanes, at(100), after, 4).await.unwrap();
         let Some(last) = page.last() else { break };
-        after = Some((last.group_id, last.event_seq));
+        after = Some(last.key());
         pages.push(keys(&page));
     }
     assert!(pages.iter().all(|page| page.len() <= 4));
@@ -118,8 +118,7 @@ pub async fn orphaned_lanes_and_their_leases(store: &dyn MessageStore) {
 }
 
 async fn drain_outbox(store: &dyn MessageStore) {
-    let waiting: Vec<(GroupId, EventSeq)> =
-        outbox_of(store).await.iter().map(|update| (update.group_id, update.event_seq)).collect();
+    let waiting: Vec<(GroupId, EventSeq)> = outbox_of(store).await.iter().map(StoredUpdate::key).collect();
     store.ack_outbox(&waiting).await.unwrap();
 }
 

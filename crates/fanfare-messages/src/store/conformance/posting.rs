@@ -12,12 +12,12 @@ use super::helpers::{
     apply_one, at, delete, edit, event_seq, group, kinds, latest_token, log_of, member_left, message, message_seq,
     message_seqs, new_message, new_post, pin, position, post, react, send, text, totals, user,
 };
+use crate::domain::ActorRole::Member;
+use crate::domain::PinChange::Pin;
+use crate::domain::ReactionChange::Add;
+use crate::domain::ReactionUpdate::Append;
 use crate::domain::updates::message_to_proto;
 use crate::domain::{Attachment, Content, LogPosition, MessageText};
-use crate::store::ActorRole::Member;
-use crate::store::PinChange::Pin;
-use crate::store::ReactionChange::Add;
-use crate::store::ReactionUpdate::Append;
 use crate::store::{Applied, LogWrite, MessageStore, WriteError};
 
 /// Posts number messages and log entries 1, 2, 3, … per group, move the sender's read

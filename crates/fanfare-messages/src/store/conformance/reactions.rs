@@ -6,10 +6,10 @@ use super::helpers::{
     apply_one, at, delete, event_seq, group, kinds, log_of, message, message_seq, message_seqs, pin, position, react,
     send, totals, user,
 };
-use crate::store::ActorRole::Member;
-use crate::store::PinChange::{Pin, Unpin};
-use crate::store::ReactionChange::{Add, Remove};
-use crate::store::ReactionUpdate::{Append, Coalesce};
+use crate::domain::ActorRole::Member;
+use crate::domain::PinChange::{Pin, Unpin};
+use crate::domain::ReactionChange::{Add, Remove};
+use crate::domain::ReactionUpdate::{Append, Coalesce};
 use crate::store::{Applied, LogWrite, MessageStore, WriteError};
 
 /// Adding a reaction twice or removing one never added changes nothing; totals are per

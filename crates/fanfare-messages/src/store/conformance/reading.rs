@@ -9,8 +9,8 @@ use prost::Message as _;
 use super::helpers::{
     apply_one, at, delete, event_seq, group, latest_token, message_seq, message_seqs, post, send, seqs, text, user,
 };
+use crate::domain::ActorRole::Member;
 use crate::domain::{Content, LogPosition, Unread};
-use crate::store::ActorRole::Member;
 use crate::store::{Direction, MessageStore};
 
 /// Listings page by message_seq after (forward) or before (backward) an anchor, in the

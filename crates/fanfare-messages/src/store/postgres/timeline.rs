@@ -17,10 +17,11 @@ use sqlx::PgConnection;
 use super::rows::{self, During as _, EVERYONE, mention_rows, sorted_totals, totals_from};
 use crate::domain::rules::edit_window_closed;
 use crate::domain::updates::TimelineChange;
-use crate::domain::{Content, Emoji, MAX_PURGED_PER_UPDATE, Message, MessageText, ReactionCount};
-use crate::store::{
-    ActorRole, Applied, LogWrite, PinChange, ReactionChange, ReactionUpdate, StoreError, StoreResult, WriteError,
+use crate::domain::{
+    ActorRole, Content, Emoji, MAX_PURGED_PER_UPDATE, Message, MessageText, PinChange, ReactionChange, ReactionCount,
+    ReactionUpdate,
 };
+use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 
 /// What one write came to.
 type Outcome = Result<Applied, WriteError>;
@@ -388,9 +389,6 @@ async fn pin_message(
         .execute(&mut *connection)
         .await
         .during("pinning a message")?;
-    let logged = match change {
-        PinChange::Pin => TimelineChange::Pinned { message_seq, by: actor },
-        PinChange::Unpin => TimelineChange::Unpinned { message_seq, by: actor },
-    };
+    let logged = TimelineChange::pin(change, message_seq, actor);
     Ok(Ok(Applied::Pinned { event_seq: Some(batch.append(group, &logged)?) }))
 }
