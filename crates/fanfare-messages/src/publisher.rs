@@ -4,7 +4,7 @@
 //! The committer routes every group to one of its lanes (one worker each), so a group's
 //! batches commit one after another on one worker; each lane has one publisher task here,
 //! which publishes the lane's batches in the order they committed. What went out is
-//! acknowledged (its outbox row deleted) by the [`Acker`] in batches.
+//! acknowledged (its outbox row deleted) by the `Acker` in batches.
 //!
 //! When a lane cannot publish (the bus is down, or the lane's queue is full because the
 //! bus is slow) it **spills**: the committer stops handing it batches, whose updates wait

@@ -3,7 +3,7 @@
 //! Every name in the SQL is schema-qualified (`messages.updates`), so the store works on
 //! any pool whatever its `search_path`. Queries are checked at run time (`sqlx::query*`
 //! with binds), so building needs no database. Writes go through [`MessageStore::apply`]
-//! ([`batch`], [`queue`], [`timeline`]); this file holds the reads, read markers, the outbox and
+//! (`batch`, `queue`, `timeline`); this file holds the reads, read markers, the outbox and
 //! pruning.
 //!
 //! Locking, always in this order so that no two transactions wait on each other in a
