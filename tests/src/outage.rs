@@ -14,16 +14,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_bus::{RedisBus, RedisBusConfig, UpdateBus};
 use fanfare_core::config::DependencyConfig;
-use fanfare_core::ids::{GroupId, UserId};
-use fanfare_core::paging::PageSize;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::store::{GroupStore, PostgresGroupStore};
 use fanfare_messages::MessagesConfig;
-use fanfare_messages::domain::{LogPosition, Message, StoredUpdate, Unread};
-use fanfare_messages::store::{
-    Committed, Direction, LogWrite, MessageStore, OutboxCursor, PostgresMessageStore, StoreError, StoreResult,
-    UpdatesRead,
-};
+use fanfare_messages::store::testing::{ApplyHook, HookedStore};
+use fanfare_messages::store::{Committed, LogWrite, MessageStore, PostgresMessageStore, StoreError, StoreResult};
 use fanfare_testkit::TestDatabase;
 use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,7 +27,6 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::messages::{Client, Groups};
 
@@ -387,18 +381,22 @@ impl Drop for Services {
 
 /// A [`MessageStore`] whose batch writes (`apply`) can be held at a gate or made to fail,
 /// delegating everything to an inner store: a database that is slow, or that fails a commit.
-pub struct GatedStore {
-    inner: Arc<dyn MessageStore>,
+/// [`GatedStore::hook`] steers the gate.
+pub type GatedStore = HookedStore<CommitGate>;
+
+/// The gate of a [`GatedStore`]'s batch writes.
+pub struct CommitGate {
     open: watch::Sender<bool>,
     fail_next: AtomicBool,
     applies_started: AtomicU64,
 }
 
-impl GatedStore {
+impl CommitGate {
     /// A store over `inner` with the gate open.
-    pub fn new(inner: Arc<dyn MessageStore>) -> Arc<Self> {
+    pub fn around(inner: Arc<dyn MessageStore>) -> Arc<GatedStore> {
         let (open, _) = watch::channel(true);
-        Arc::new(Self { inner, open, fail_next: AtomicBool::new(false), applies_started: AtomicU64::new(0) })
+        let gate = Self { open, fail_next: AtomicBool::new(false), applies_started: AtomicU64::new(0) };
+        Arc::new(HookedStore::new(inner, gate))
     }
 
     /// Holds every batch write that starts from now on until [`open`](Self::open).
@@ -423,83 +421,19 @@ impl GatedStore {
 }
 
 #[async_trait]
-impl MessageStore for GatedStore {
-    async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed> {
+impl ApplyHook for CommitGate {
+    async fn apply(
+        &self,
+        inner: &dyn MessageStore,
+        writes: Vec<LogWrite>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Committed> {
         self.applies_started.fetch_add(1, Ordering::SeqCst);
         let mut open = self.open.subscribe();
         open.wait_for(|open| *open).await.expect("the gate lives as long as the store");
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Unavailable(anyhow::anyhow!("the test failed this batch")));
         }
-        self.inner.apply(writes, now).await
-    }
-
-    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
-        self.inner.get_messages(group, message_seqs).await
-    }
-
-    async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>> {
-        self.inner.get_messages_by_id(group, ids).await
-    }
-
-    async fn list_messages(
-        &self,
-        group: GroupId,
-        direction: Direction,
-        anchor: Option<i64>,
-        not_before: Option<DateTime<Utc>>,
-        limit: PageSize,
-    ) -> StoreResult<Vec<Message>> {
-        self.inner.list_messages(group, direction, anchor, not_before, limit).await
-    }
-
-    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
-        self.inner.get_updates(group, after, limit).await
-    }
-
-    async fn log_positions(&self, groups: &[GroupId]) -> StoreResult<Vec<LogPosition>> {
-        self.inner.log_positions(groups).await
-    }
-
-    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
-        self.inner.mark_read(group, user, message_seq).await
-    }
-
-    async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
-        self.inner.unread_counts(user, groups).await
-    }
-
-    async fn unpublished(
-        &self,
-        lanes: &[i16],
-        committed_before: DateTime<Utc>,
-        after: OutboxCursor,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredUpdate>> {
-        self.inner.unpublished(lanes, committed_before, after, limit).await
-    }
-
-    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
-        self.inner.ack_outbox(published).await
-    }
-
-    async fn orphaned_lanes(&self, committed_before: DateTime<Utc>) -> StoreResult<Vec<i16>> {
-        self.inner.orphaned_lanes(committed_before).await
-    }
-
-    async fn claim_lane(&self, lane: i16, owner: Uuid, lease: Duration, now: DateTime<Utc>) -> StoreResult<bool> {
-        self.inner.claim_lane(lane, owner, lease, now).await
-    }
-
-    async fn release_lane(&self, lane: i16, owner: Uuid) -> StoreResult<()> {
-        self.inner.release_lane(lane, owner).await
-    }
-
-    async fn prune_updates(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        self.inner.prune_updates(before).await
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
+        inner.apply(writes, now).await
     }
 }

@@ -18,7 +18,7 @@ use fanfare_testkit::{Storage, TestDatabase, as_user};
 use fanfare_tests::messages::{
     Client, all_updates, eventually, expect_retry_after, history, is_group_event, send, settle, wait_for_update,
 };
-use fanfare_tests::outage::{GatedStore, Services, postgres_stores};
+use fanfare_tests::outage::{CommitGate, GatedStore, Services, postgres_stores};
 use fanfare_tests::{expect_code, on_every_storage};
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
@@ -50,7 +50,7 @@ async fn gated(
     adjust: impl FnOnce(&mut MessagesConfig),
 ) -> (Option<TestDatabase>, Services, Arc<GatedStore>, i64) {
     let (database, groups_store, messages_store) = stores(storage).await;
-    let gate = GatedStore::new(messages_store);
+    let gate = CommitGate::around(messages_store);
     let store: Arc<dyn MessageStore> = gate.clone();
     let bus = fanfare_bus::open_bus(None, "").await.expect("a bus");
     let services = Services::start(groups_store, store, bus, adjust).await;
@@ -76,7 +76,7 @@ fn spawn_send(
 }
 
 async fn wait_for_applies(gate: &GatedStore, at_least: u64) {
-    eventually("a batch write is under way", || async { gate.applies_started() >= at_least }).await;
+    eventually("a batch write is under way", || async { gate.hook().applies_started() >= at_least }).await;
 }
 
 async fn a_full_commit_queue_answers_resource_exhausted_with_a_delay(storage: Storage) {
@@ -88,8 +88,8 @@ async fn a_full_commit_queue_answers_resource_exhausted_with_a_delay(storage: St
     .await;
     let client = services.messages().await;
     let mut sends = JoinSet::new();
-    gate.close();
-    let started = gate.applies_started();
+    gate.hook().close();
+    let started = gate.hook().applies_started();
     spawn_send(&mut sends, &client, 2, group_id);
     wait_for_applies(&gate, started + 1).await;
 
@@ -102,7 +102,7 @@ async fn a_full_commit_queue_answers_resource_exhausted_with_a_delay(storage: St
     let delay = expect_retry_after(first_answer);
     assert!(delay <= Duration::from_secs(1), "a short retry delay: {delay:?}");
 
-    gate.open();
+    gate.hook().open();
     let mut accepted = Vec::new();
     while let Some(joined) = sends.join_next().await {
         let (user, answer) = joined.expect("a send completes");
@@ -121,15 +121,15 @@ async fn a_failed_commit_answers_unavailable_and_leaves_no_hole(storage: Storage
     })
     .await;
     let mut client = services.messages().await;
-    gate.close();
-    gate.fail_next_batch();
-    let started = gate.applies_started();
+    gate.hook().close();
+    gate.hook().fail_next_batch();
+    let started = gate.hook().applies_started();
     let mut sends = JoinSet::new();
     for user in 2..=5 {
         spawn_send(&mut sends, &client, user, group_id);
     }
     wait_for_applies(&gate, started + 1).await;
-    gate.open();
+    gate.hook().open();
 
     let mut refused = Vec::new();
     let mut posted = Vec::new();

@@ -265,7 +265,7 @@ async fn redis_away_keeps_messages_ready_and_committing() {
         .unpublished(&(0..fanfare_messages::domain::OUTBOX_LANES).collect::<Vec<_>>(), chrono::Utc::now(), None, 100)
         .await
         .expect("read the outbox");
-    assert!(waiting.iter().any(|update| update.event_seq == last), "the sends wait in the outbox: {waiting:?}");
+    assert!(waiting.iter().any(|update| update.event_seq.get() == last), "the sends wait in the outbox: {waiting:?}");
     drop(redis);
 }
 

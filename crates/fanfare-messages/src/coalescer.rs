@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanfare_core::ids::GroupId;
+use fanfare_core::ids::{GroupId, MessageSeq};
 use tokio_util::sync::CancellationToken;
 
 use crate::committer::Committer;
@@ -16,7 +16,7 @@ use crate::store::LogWrite;
 /// Messages whose totals changed since the last flush.
 #[derive(Default)]
 pub struct ReactionCoalescer {
-    pending: Mutex<BTreeSet<(GroupId, i64)>>,
+    pending: Mutex<BTreeSet<(GroupId, MessageSeq)>>,
 }
 
 impl ReactionCoalescer {
@@ -26,11 +26,11 @@ impl ReactionCoalescer {
     }
 
     /// Marks a message whose totals changed.
-    pub fn mark(&self, group: GroupId, message_seq: i64) {
+    pub fn mark(&self, group: GroupId, message_seq: MessageSeq) {
         self.lock().insert((group, message_seq));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(GroupId, i64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(GroupId, MessageSeq)>> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -136,7 +136,7 @@ mod tests {
     fn idempotency_conflicts_are_already_exists_and_name_the_key() {
         let error = MessagesError::Commit(CommitError::Refused(WriteError::IdempotencyConflict {
             key: "k1".into(),
-            original_seq: 4,
+            original_seq: fanfare_core::ids::MessageSeq::from_trusted(4),
         }));
         let status = Status::from(error);
         assert_eq!(status.code(), Code::AlreadyExists);

@@ -4,7 +4,7 @@
 //! The committer routes every group to one of its lanes (one worker each), so a group's
 //! batches commit one after another on one worker; each lane has one publisher task here,
 //! which publishes the lane's batches in the order they committed. What went out is
-//! acknowledged (its outbox row deleted) by the [`Acker`] in batches.
+//! acknowledged (its outbox row deleted) by the `Acker` in batches.
 //!
 //! When a lane cannot publish (the bus is down, or the lane's queue is full because the
 //! bus is slow) it **spills**: the committer stops handing it batches, whose updates wait
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use fanfare_bus::{UpdateBus, group_channel, user_channel};
-use fanfare_core::ids::GroupId;
+use fanfare_core::ids::{EventSeq, GroupId};
 use fanfare_proto::common::v1 as common;
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -236,11 +236,11 @@ pub(crate) async fn drain(
             }
         };
         let Some(last) = page.last() else { return Ok(total) };
-        after = Some((last.group_id, last.event_seq));
+        after = Some(last.key());
         if !publish_in_order(bus, &page).await {
             return Err(());
         }
-        let keys: Vec<(GroupId, i64)> = page.iter().map(|update| (update.group_id, update.event_seq)).collect();
+        let keys: Vec<(GroupId, EventSeq)> = page.iter().map(StoredUpdate::key).collect();
         if let Err(error) = store.ack_outbox(&keys).await {
             // Left in the outbox: published once more later, recognised by event_seq.
             tracing::warn!(error = ?error, "outbox ack failed");
@@ -263,7 +263,7 @@ pub(crate) async fn publish_in_order(bus: &dyn UpdateBus, updates: &[StoredUpdat
             true
         }
         Err(error) => {
-            let first = updates.first().map(|update| (update.group_id, update.event_seq));
+            let first = updates.first().map(StoredUpdate::key);
             tracing::warn!(error = ?error, updates = updates.len(), first = ?first, "publish failed");
             false
         }
@@ -296,7 +296,7 @@ fn joined_user(update: &StoredUpdate) -> Option<i64> {
             tracing::warn!(
                 error = %error,
                 group_id = %update.group_id,
-                event_seq = update.event_seq,
+                event_seq = update.event_seq.get(),
                 "undecodable log entry; published to its group only"
             );
             None
@@ -306,7 +306,7 @@ fn joined_user(update: &StoredUpdate) -> Option<i64> {
 
 /// Where publishers send what they published, for the [`Acker`] to delete from the outbox.
 #[derive(Clone)]
-pub(crate) struct AckSender(mpsc::UnboundedSender<Vec<(GroupId, i64)>>);
+pub(crate) struct AckSender(mpsc::UnboundedSender<Vec<(GroupId, EventSeq)>>);
 
 impl AckSender {
     /// Queues the acknowledgement of published updates.
@@ -314,7 +314,7 @@ impl AckSender {
         if published.is_empty() {
             return;
         }
-        let keys = published.iter().map(|update| (update.group_id, update.event_seq)).collect();
+        let keys = published.iter().map(StoredUpdate::key).collect();
         // A stopped acker leaves the rows for recovery.
         let _ = self.0.send(keys);
     }
@@ -325,7 +325,7 @@ impl AckSender {
 /// acknowledgements, not per update.
 struct Acker {
     store: Arc<dyn MessageStore>,
-    receiver: mpsc::UnboundedReceiver<Vec<(GroupId, i64)>>,
+    receiver: mpsc::UnboundedReceiver<Vec<(GroupId, EventSeq)>>,
 }
 
 impl Acker {
@@ -337,7 +337,7 @@ impl Acker {
     }
 
     async fn run(mut self) {
-        let mut pending: Vec<(GroupId, i64)> = Vec::new();
+        let mut pending: Vec<(GroupId, EventSeq)> = Vec::new();
         loop {
             if pending.is_empty() {
                 match self.receiver.recv().await {
@@ -370,7 +370,7 @@ impl Acker {
 
 #[cfg(test)]
 mod tests {
-    use fanfare_core::ids::UserId;
+    use fanfare_core::ids::{MessageSeq, UserId};
     use fanfare_proto::common::v1::group_event::Change as GroupChange;
 
     use super::*;
@@ -379,7 +379,8 @@ mod tests {
 
     fn relayed(change: GroupChange) -> StoredUpdate {
         let event = common::GroupEvent { group_id: 4, change: Some(change), ..Default::default() };
-        TimelineChange::System(&event).to_stored(GroupId::from_trusted(4), 3, Utc::now(), EntryLink::after(0))
+        let at = EventSeq::from_trusted(3);
+        TimelineChange::System(&event).to_stored(GroupId::from_trusted(4), at, Utc::now(), EntryLink::after(0))
     }
 
     #[test]
@@ -392,13 +393,14 @@ mod tests {
     fn other_updates_go_to_the_group_only() {
         let left = relayed(GroupChange::MemberLeft(common::MemberLeft { user_id: 2 }));
         assert_eq!(channels_of(&left), vec![group_channel(4)]);
-        let pin = TimelineChange::Pinned { message_seq: 1, by: UserId::from_trusted(2) };
-        let pinned = pin.to_stored(GroupId::from_trusted(4), 5, Utc::now(), EntryLink::after(0));
+        let pin = TimelineChange::Pinned { message_seq: MessageSeq::from_trusted(1), by: UserId::from_trusted(2) };
+        let pinned =
+            pin.to_stored(GroupId::from_trusted(4), EventSeq::from_trusted(5), Utc::now(), EntryLink::after(0));
         assert_eq!(channels_of(&pinned), vec![group_channel(4)]);
         // A truncated varint.
         let garbage = StoredUpdate {
             group_id: GroupId::from_trusted(4),
-            event_seq: 6,
+            event_seq: EventSeq::from_trusted(6),
             payload: bytes::Bytes::from_static(&[0xff]),
         };
         assert_eq!(channels_of(&garbage), vec![group_channel(4)]);

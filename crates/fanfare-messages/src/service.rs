@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fanfare_bus::UpdateBus;
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::UserLimit;
 use fanfare_core::time::now;
@@ -20,8 +20,8 @@ use crate::config::MessageLimits;
 use crate::directory::{Access, Directory, MemberInfo, invalidate_for};
 use crate::domain::visibility::LogView;
 use crate::domain::{
-    Content, Emoji, LogCursor, LogPosition, Message, MessageText, NewMessage, ReactionCount, ResyncReason,
-    StoredUpdate, Unread,
+    ActorRole, Content, Emoji, LogCursor, LogPosition, Message, MessageText, NewMessage, PinChange, ReactionChange,
+    ReactionCount, ReactionUpdate, ResyncReason, StoredUpdate, Unread,
 };
 use crate::error::{MessagesError, MessagesResult};
 use crate::invalidation::announce;
@@ -269,7 +269,7 @@ impl MessagesService {
         &self,
         actor: UserId,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         text: MessageText,
     ) -> MessagesResult<Message> {
         check_limit(self.rate_limits.changes.as_ref(), actor).await?;
@@ -282,7 +282,12 @@ impl MessagesService {
     }
 
     /// Deletes a message (its sender, or an owner or admin).
-    pub async fn delete_message(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<Message> {
+    pub async fn delete_message(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        message_seq: MessageSeq,
+    ) -> MessagesResult<Message> {
         check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.writer(group, actor).await?;
         if member.moderates() {
@@ -293,7 +298,8 @@ impl MessagesService {
                 self.check_outranks(group, actor, &member, message.sender).await?;
             }
         }
-        let write = LogWrite::Delete { group, message_seq, actor, actor_moderates: member.moderates() };
+        let actor_role = if member.moderates() { ActorRole::Moderator } else { ActorRole::Member };
+        let write = LogWrite::Delete { group, message_seq, actor, actor_role };
         match self.committer.submit(write).await? {
             Applied::Deleted(message) => Ok(message),
             other => Err(unexpected("Delete", &other)),
@@ -309,7 +315,7 @@ impl MessagesService {
         group: GroupId,
         user: UserId,
         since: Option<DateTime<Utc>>,
-    ) -> MessagesResult<(i64, Option<i64>)> {
+    ) -> MessagesResult<(i64, Option<EventSeq>)> {
         check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         let (_, member) = self.moderator(group, actor).await?;
         self.check_outranks(group, actor, &member, user).await?;
@@ -329,9 +335,9 @@ impl MessagesService {
         &self,
         actor: UserId,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         emoji: Emoji,
-        add: bool,
+        change: ReactionChange,
     ) -> MessagesResult<Vec<ReactionCount>> {
         check_limit(self.rate_limits.reactions.as_ref(), actor).await?;
         let (access, _) = self.unmuted_writer(group, actor).await?;
@@ -341,9 +347,9 @@ impl MessagesService {
             message_seq,
             user: actor,
             emoji,
-            add,
+            change,
             max_distinct_emojis: self.limits.max_distinct_emojis,
-            emit_update: !coalesce,
+            update: if coalesce { ReactionUpdate::Coalesce } else { ReactionUpdate::Append },
         };
         match self.committer.submit(write).await? {
             Applied::Reacted { totals, changed, .. } => {
@@ -357,10 +363,16 @@ impl MessagesService {
     }
 
     /// Pins or unpins a message (owner or admin).
-    pub async fn pin(&self, actor: UserId, group: GroupId, message_seq: i64, pin: bool) -> MessagesResult<()> {
+    pub async fn pin(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        message_seq: MessageSeq,
+        change: PinChange,
+    ) -> MessagesResult<()> {
         check_limit(self.rate_limits.changes.as_ref(), actor).await?;
         self.moderator(group, actor).await?;
-        let write = LogWrite::Pin { group, message_seq, actor, pin, max_pins: self.limits.max_pins };
+        let write = LogWrite::Pin { group, message_seq, actor, change, max_pins: self.limits.max_pins };
         match self.committer.submit(write).await? {
             Applied::Pinned { .. } => Ok(()),
             other => Err(unexpected("Pin", &other)),
@@ -373,13 +385,13 @@ impl MessagesService {
         actor: UserId,
         group: GroupId,
         direction: Direction,
-        anchor: Option<i64>,
+        anchor: Option<MessageSeq>,
         size: PageSize,
     ) -> MessagesResult<Page<Message>> {
         let (access, member) = self.member(group, actor).await?;
         let not_before = Self::visible_since(&access, &member);
         let rows = self.store.list_messages(group, direction, anchor, not_before, size).await?;
-        Ok(Page::from_overfetch(rows, size, |message| Cursor(vec![message.message_seq])))
+        Ok(Page::from_overfetch(rows, size, |message| Cursor(vec![message.message_seq.get()])))
     }
 
     /// Reads messages by id and by seq; those not found or not visible are reported missing.
@@ -388,8 +400,8 @@ impl MessagesService {
         actor: UserId,
         group: GroupId,
         ids: &[Uuid],
-        seqs: &[i64],
-    ) -> MessagesResult<(Vec<Message>, Vec<Uuid>, Vec<i64>)> {
+        seqs: &[MessageSeq],
+    ) -> MessagesResult<(Vec<Message>, Vec<Uuid>, Vec<MessageSeq>)> {
         let (access, member) = self.member(group, actor).await?;
         let not_before = Self::visible_since(&access, &member);
         let visible = |message: &Message| not_before.is_none_or(|since| message.created_at >= since);
@@ -422,7 +434,7 @@ impl MessagesService {
         // Entries after `after` start at after + 1; if that one is gone, the caller has a hole
         // it cannot fill from the log. (`after < last` first: any `after` is valid input, and
         // `after + 1` must not overflow on i64::MAX.)
-        if seq < position.last_event_seq && seq + 1 < position.oldest_retained_event_seq {
+        if seq < position.last_event_seq && seq.next() < position.oldest_retained_event_seq {
             return Ok(UpdatesAnswer::ResyncRequired(position, ResyncReason::PastRetention));
         }
         // A position past the end was never handed out by this log: the log went backwards
@@ -445,7 +457,12 @@ impl MessagesService {
     }
 
     /// Moves the caller's read marker forward.
-    pub async fn mark_read(&self, actor: UserId, group: GroupId, message_seq: i64) -> MessagesResult<i64> {
+    pub async fn mark_read(
+        &self,
+        actor: UserId,
+        group: GroupId,
+        message_seq: MessageSeq,
+    ) -> MessagesResult<MessageSeq> {
         self.member(group, actor).await?;
         Ok(self.store.mark_read(group, actor, message_seq).await?)
     }
@@ -471,7 +488,7 @@ impl MessagesService {
         &self,
         source: &str,
         events: Vec<SystemEvent>,
-    ) -> MessagesResult<Vec<(i64, GroupId, i64)>> {
+    ) -> MessagesResult<Vec<(i64, GroupId, EventSeq)>> {
         let writes = events
             .iter()
             .map(|system| LogWrite::System {
@@ -521,11 +538,12 @@ pub const MAX_UPDATES_PAGE_BYTES: usize = 1 << 20;
 /// caller holds differs from the one the next entry links to (or, at the end of the log,
 /// from the latest entry's). Unknown tokens (0, on either side) are not compared.
 fn reissued(after: LogCursor, page: &[StoredUpdate], position: &LogPosition) -> bool {
-    if after.entry_token == 0 || after.event_seq == 0 {
+    if after.entry_token == 0 || after.event_seq == EventSeq::ZERO {
         return false;
     }
     let held_by_log = match page.first() {
-        Some(next) if next.event_seq == after.event_seq + 1 => next.previous_entry_token(),
+        // A page holds only entries after `after`, so `after` is not the last seq there is.
+        Some(next) if next.event_seq == after.event_seq.next() => next.previous_entry_token(),
         None if after.event_seq == position.last_event_seq => position.last_entry_token,
         _ => 0,
     };
@@ -550,7 +568,11 @@ mod tests {
     use super::*;
 
     fn update(bytes: usize) -> StoredUpdate {
-        StoredUpdate { group_id: GroupId::from_trusted(1), event_seq: 1, payload: bytes::Bytes::from(vec![0; bytes]) }
+        StoredUpdate {
+            group_id: GroupId::from_trusted(1),
+            event_seq: EventSeq::from_trusted(1),
+            payload: bytes::Bytes::from(vec![0; bytes]),
+        }
     }
 
     #[test]

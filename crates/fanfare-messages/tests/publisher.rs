@@ -79,7 +79,7 @@ async fn commit(store: &dyn MessageStore, publisher: &Publisher, first: usize, c
         let write = post(group(group_id), user(1), &format!("k-{index}"), text("hello"));
         let committed = store.apply(vec![write], Utc::now()).await.expect("committed");
         for update in &committed.appended {
-            last.insert(update.group_id.get(), update.event_seq);
+            last.insert(update.group_id.get(), update.event_seq.get());
         }
         publisher.committed(publisher.lane_of(group(group_id)), committed.appended);
     }

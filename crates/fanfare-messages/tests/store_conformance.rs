@@ -114,10 +114,10 @@ async fn a_failed_batch_writes_nothing_and_takes_no_seq() {
         .await
         .expect("drop the failing constraint");
     let position = store.log_positions(&[group(1)]).await.expect("read the position").remove(0);
-    assert_eq!((position.last_event_seq, position.last_message_seq), (1, 1), "rolled back");
+    assert_eq!((position.last_event_seq.get(), position.last_message_seq.get()), (1, 1), "rolled back");
     let retried = apply_one(store, post(group(1), user(1), "b", text("b")), at(2)).await;
     let Ok(fanfare_messages::store::Applied::Posted { message, duplicate: false }) = retried else {
         panic!("expected the retry to post: {retried:?}")
     };
-    assert_eq!((message.message_seq, message.event_seq), (2, 2), "no seq was lost");
+    assert_eq!((message.message_seq.get(), message.event_seq.get()), (2, 2), "no seq was lost");
 }

@@ -311,9 +311,9 @@ where
     let warmed = driver::run_senders(senders, warm_up, call.clone()).await?;
     warmed.ensure_no_failures(&format!("the warm-up of {what}"))?;
     let backlog_at_start = target.outbox_backlog().await?;
-    let mark = target.store.mark();
+    let mark = target.store.hook().mark();
     let outcome: Outcome = driver::run_senders(senders, SenderBounds::time(window), call).await?;
-    let batches = target.store.since(mark);
+    let batches = target.store.hook().since(mark);
     outcome.ensure_no_failures(what)?;
     let backlog = target.outbox_backlog().await?;
     Ok(Sample { outcome, batches, backlog_at_start, backlog })

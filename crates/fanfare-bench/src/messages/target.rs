@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::CommitSetting;
-use super::counting::CountingStore;
+use super::counting::{BatchCounter, CountingStore};
 use super::runtime::ServiceRuntime;
 use crate::driver;
 
@@ -125,6 +125,8 @@ pub struct Target {
     pub hot: i64,
     /// The messages store the service runs on, counting its batches.
     pub store: Arc<CountingStore>,
+    /// The pool of the Postgres store under `store`, closed when the target stops.
+    messages_pool: PgPool,
     bus: Arc<dyn UpdateBus>,
     groups_addr: SocketAddr,
     groups_shutdown: CancellationToken,
@@ -164,7 +166,8 @@ impl Target {
             })
             .await
             .context("the messages store's setup panicked")??;
-        let store = Arc::new(CountingStore::new(messages_store));
+        let messages_pool = messages_store.pool().clone();
+        let store = Arc::new(CountingStore::new(Arc::new(messages_store), BatchCounter::default()));
 
         let mut config = GroupsConfig::for_dev(DependencyConfig::default());
         // The owner creates a thousand groups in a few seconds; the limit is not measured.
@@ -194,6 +197,7 @@ impl Target {
             many: Vec::new(),
             hot: 0,
             store,
+            messages_pool,
             bus,
             groups_addr,
             groups_shutdown,
@@ -475,7 +479,7 @@ impl Target {
         self.admin.close().await;
         self.groups_shutdown.cancel();
         self.groups_task.await.context("the groups service task panicked")?.context("the groups service failed")?;
-        self.store.inner().pool().close().await;
+        self.messages_pool.close().await;
         drop(self.database);
         Ok(())
     }

@@ -9,7 +9,7 @@ pub mod visibility;
 pub use values::*;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use uuid::Uuid;
 
 /// A message as stored.
@@ -20,9 +20,9 @@ pub struct Message {
     /// The group.
     pub group_id: GroupId,
     /// Gapless position among the group's messages.
-    pub message_seq: i64,
+    pub message_seq: MessageSeq,
     /// The log entry that posted it.
-    pub event_seq: i64,
+    pub event_seq: EventSeq,
     /// The sender.
     pub sender: UserId,
     /// The sender's idempotency key.
@@ -43,6 +43,43 @@ pub struct Message {
     pub pinned: bool,
 }
 
+/// Whether the actor of a write moderates the group (its owner or an admin), which lets
+/// them change other members' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorRole {
+    /// A plain member: acts on their own messages only.
+    Member,
+    /// The group's owner or an admin.
+    Moderator,
+}
+
+/// Which way a reaction changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionChange {
+    /// Adds the user's reaction.
+    Add,
+    /// Removes the user's reaction.
+    Remove,
+}
+
+/// When a reaction's `ReactionsChanged` update is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactionUpdate {
+    /// With the reaction (small groups).
+    Append,
+    /// Not with the reaction: the coalescer appends the totals later (large groups).
+    Coalesce,
+}
+
+/// Which way a pin changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinChange {
+    /// Pins the message.
+    Pin,
+    /// Unpins the message.
+    Unpin,
+}
+
 /// What a message says: the part an idempotent retry must repeat exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Content {
@@ -51,7 +88,7 @@ pub struct Content {
     /// Media references.
     pub attachments: Vec<Attachment>,
     /// The message replied to.
-    pub reply_to_message_seq: Option<i64>,
+    pub reply_to_message_seq: Option<MessageSeq>,
     /// Users mentioned (no repeats, in request order).
     pub mentions: Vec<UserId>,
     /// Whether everyone is mentioned.
@@ -99,12 +136,17 @@ pub struct StoredUpdate {
     /// The group.
     pub group_id: GroupId,
     /// Its position.
-    pub event_seq: i64,
+    pub event_seq: EventSeq,
     /// The encoded `Update`.
     pub payload: bytes::Bytes,
 }
 
 impl StoredUpdate {
+    /// What names this entry in the outbox: its group and position.
+    pub fn key(&self) -> (GroupId, EventSeq) {
+        (self.group_id, self.event_seq)
+    }
+
     /// The token of the entry before this one, as this entry records it (0 when none or not
     /// decodable: then nothing can be compared).
     pub fn previous_entry_token(&self) -> u64 {
@@ -117,7 +159,7 @@ impl StoredUpdate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogCursor {
     /// The event_seq of that entry (0: the reader holds nothing yet).
-    pub event_seq: i64,
+    pub event_seq: EventSeq,
     /// That entry's token as the reader received it (0 when unknown: not compared).
     pub entry_token: u64,
 }
@@ -140,11 +182,11 @@ pub struct LogPosition {
     /// The group.
     pub group_id: GroupId,
     /// The latest event_seq (0 when the log is empty).
-    pub last_event_seq: i64,
+    pub last_event_seq: EventSeq,
     /// The latest message_seq (0 when there is no message).
-    pub last_message_seq: i64,
+    pub last_message_seq: MessageSeq,
     /// The oldest event_seq still retained (1 until pruning starts).
-    pub oldest_retained_event_seq: i64,
+    pub oldest_retained_event_seq: EventSeq,
     /// The entry token of the entry at `last_event_seq` (0 when the log is empty or that
     /// entry has none).
     pub last_entry_token: u64,
@@ -153,7 +195,13 @@ pub struct LogPosition {
 impl LogPosition {
     /// The position of a group that has no log yet.
     pub fn empty(group_id: GroupId) -> Self {
-        Self { group_id, last_event_seq: 0, last_message_seq: 0, oldest_retained_event_seq: 1, last_entry_token: 0 }
+        Self {
+            group_id,
+            last_event_seq: EventSeq::ZERO,
+            last_message_seq: MessageSeq::ZERO,
+            oldest_retained_event_seq: EventSeq::ZERO.next(),
+            last_entry_token: 0,
+        }
     }
 }
 
@@ -167,9 +215,9 @@ pub struct Unread {
     /// Messages after the read marker that mention the user or everyone.
     pub unread_mentions: i64,
     /// The group's latest message_seq.
-    pub last_message_seq: i64,
+    pub last_message_seq: MessageSeq,
     /// The user's read marker.
-    pub read_message_seq: i64,
+    pub read_message_seq: MessageSeq,
 }
 
 /// How many recovery lanes the outbox is split into. A group's unpublished updates all sit

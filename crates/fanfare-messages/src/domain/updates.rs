@@ -2,26 +2,26 @@
 //! built in one place for every store, and the wire form of a message.
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::time::{to_optional_timestamp, to_timestamp};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::update::Change;
 use prost::Message as _;
 
-use super::{Message, ReactionCount, StoredUpdate};
+use super::{Message, PinChange, ReactionCount, StoredUpdate};
 
 /// The wire form of a message.
 pub fn message_to_proto(message: &Message) -> common::Message {
     common::Message {
         message_id: message.id.to_string(),
         group_id: message.group_id.get(),
-        message_seq: message.message_seq,
-        event_seq: message.event_seq,
+        message_seq: message.message_seq.get(),
+        event_seq: message.event_seq.get(),
         sender_user_id: message.sender.get(),
         client_message_id: message.client_message_id.as_str().to_owned(),
         text: message.content.text.as_str().to_owned(),
         attachments: message.content.attachments.iter().map(|attachment| attachment.to_proto()).collect(),
-        reply_to_message_seq: message.content.reply_to_message_seq.unwrap_or(0),
+        reply_to_message_seq: message.content.reply_to_message_seq.map_or(0, MessageSeq::get),
         mentioned_user_ids: message.content.mentions.iter().map(|user| user.get()).collect(),
         mentions_all: message.content.mentions_all,
         created_at: Some(to_timestamp(message.created_at)),
@@ -49,22 +49,57 @@ pub enum TimelineChange<'a> {
     /// A message was edited (carries it after the edit).
     Edited(&'a Message),
     /// A message was deleted.
-    Deleted { message: &'a Message, by: UserId },
+    Deleted {
+        /// The tombstone.
+        message: &'a Message,
+        /// Who deleted it.
+        by: UserId,
+    },
     /// A user's messages were deleted at once.
-    Purged { user: UserId, message_seqs: &'a [i64], by: UserId },
+    Purged {
+        /// Whose messages.
+        user: UserId,
+        /// The messages now tombstones (at most [`MAX_PURGED_PER_UPDATE`](super::MAX_PURGED_PER_UPDATE)).
+        message_seqs: &'a [MessageSeq],
+        /// Who purged them.
+        by: UserId,
+    },
     /// A message's reaction totals changed.
-    ReactionsChanged { message_seq: i64, totals: &'a [ReactionCount] },
+    ReactionsChanged {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Its totals after the change.
+        totals: &'a [ReactionCount],
+    },
     /// A message was pinned.
-    Pinned { message_seq: i64, by: UserId },
+    Pinned {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Who pinned it.
+        by: UserId,
+    },
     /// A message was unpinned.
-    Unpinned { message_seq: i64, by: UserId },
+    Unpinned {
+        /// The message.
+        message_seq: MessageSeq,
+        /// Who unpinned it.
+        by: UserId,
+    },
     /// A membership or settings change relayed from the groups service.
     System(&'a common::GroupEvent),
 }
 
 impl TimelineChange<'_> {
+    /// The change a pin or unpin of `message_seq` by `by` logs.
+    pub fn pin(change: PinChange, message_seq: MessageSeq, by: UserId) -> Self {
+        match change {
+            PinChange::Pin => Self::Pinned { message_seq, by },
+            PinChange::Unpin => Self::Unpinned { message_seq, by },
+        }
+    }
+
     /// The log entry for this change at `event_seq`, linked to its predecessor by `link`.
-    pub fn to_update(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>, link: EntryLink) -> common::Update {
+    pub fn to_update(&self, group: GroupId, event_seq: EventSeq, at: DateTime<Utc>, link: EntryLink) -> common::Update {
         let change = match self {
             Self::Posted(message) => {
                 Change::MessagePosted(common::MessagePosted { message: Some(message_to_proto(message)) })
@@ -73,31 +108,32 @@ impl TimelineChange<'_> {
                 Change::MessageEdited(common::MessageEdited { message: Some(message_to_proto(message)) })
             }
             Self::Deleted { message, by } => Change::MessageDeleted(common::MessageDeleted {
-                message_seq: message.message_seq,
+                message_seq: message.message_seq.get(),
                 message_id: message.id.to_string(),
                 deleted_by_user_id: by.get(),
             }),
             Self::Purged { user, message_seqs, by } => Change::MessagesPurged(common::MessagesPurged {
                 user_id: user.get(),
-                message_seqs: message_seqs.to_vec(),
+                message_seqs: message_seqs.iter().map(|seq| seq.get()).collect(),
                 purged_by_user_id: by.get(),
             }),
             Self::ReactionsChanged { message_seq, totals } => Change::ReactionsChanged(common::ReactionsChanged {
-                message_seq: *message_seq,
+                message_seq: message_seq.get(),
                 reactions: reactions_to_proto(totals),
             }),
-            Self::Pinned { message_seq, by } => {
-                Change::MessagePinned(common::MessagePinned { message_seq: *message_seq, pinned_by_user_id: by.get() })
-            }
+            Self::Pinned { message_seq, by } => Change::MessagePinned(common::MessagePinned {
+                message_seq: message_seq.get(),
+                pinned_by_user_id: by.get(),
+            }),
             Self::Unpinned { message_seq, by } => Change::MessageUnpinned(common::MessageUnpinned {
-                message_seq: *message_seq,
+                message_seq: message_seq.get(),
                 unpinned_by_user_id: by.get(),
             }),
             Self::System(event) => Change::GroupEvent((*event).clone()),
         };
         common::Update {
             group_id: group.get(),
-            event_seq,
+            event_seq: event_seq.get(),
             occurred_at: Some(to_timestamp(at)),
             entry_token: link.token,
             previous_entry_token: link.previous,
@@ -106,7 +142,7 @@ impl TimelineChange<'_> {
     }
 
     /// The stored form of this change at `event_seq`, linked to its predecessor by `link`.
-    pub fn to_stored(&self, group: GroupId, event_seq: i64, at: DateTime<Utc>, link: EntryLink) -> StoredUpdate {
+    pub fn to_stored(&self, group: GroupId, event_seq: EventSeq, at: DateTime<Utc>, link: EntryLink) -> StoredUpdate {
         let payload = self.to_update(group, event_seq, at, link).encode_to_vec();
         StoredUpdate { group_id: group, event_seq, payload: payload.into() }
     }
@@ -145,8 +181,8 @@ mod tests {
         let message = Message {
             id: uuid::Uuid::now_v7(),
             group_id: GroupId::from_trusted(4),
-            message_seq: 2,
-            event_seq: 9,
+            message_seq: MessageSeq::from_trusted(2),
+            event_seq: EventSeq::from_trusted(9),
             sender: UserId::from_trusted(7),
             client_message_id: ClientMessageId::from_trusted("k1".into()),
             content: Content::default(),
@@ -158,7 +194,8 @@ mod tests {
             pinned: false,
         };
         let link = EntryLink::after(77);
-        let stored = TimelineChange::Posted(&message).to_stored(message.group_id, 9, message.created_at, link);
+        let stored =
+            TimelineChange::Posted(&message).to_stored(message.group_id, message.event_seq, message.created_at, link);
         let update = common::Update::decode(stored.payload.as_ref()).unwrap();
         assert_eq!(update.event_seq, 9);
         assert_eq!((update.entry_token, update.previous_entry_token), (link.token, 77));

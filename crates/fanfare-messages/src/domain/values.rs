@@ -168,15 +168,6 @@ impl Attachment {
     }
 }
 
-/// A positive position in a group's messages or log.
-pub fn parse_seq(field: &str, raw: i64) -> Result<i64, FieldViolation> {
-    if raw > 0 {
-        Ok(raw)
-    } else {
-        Err(FieldViolation::new(field, format!("must be a positive sequence number (got {raw})")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ impl LogView {
 
 #[cfg(test)]
 mod tests {
-    use fanfare_core::ids::GroupId;
+    use fanfare_core::ids::{EventSeq, GroupId};
     use fanfare_proto::common::v1::update::Change;
     use fanfare_proto::common::v1::{GroupEvent, MemberJoined, group_event};
 
@@ -82,7 +82,11 @@ mod tests {
             })),
             ..Default::default()
         };
-        StoredUpdate { group_id: GroupId::from_trusted(1), event_seq: 3, payload: update.encode_to_vec().into() }
+        StoredUpdate {
+            group_id: GroupId::from_trusted(1),
+            event_seq: EventSeq::from_trusted(3),
+            payload: update.encode_to_vec().into(),
+        }
     }
 
     fn joined_user(update: &StoredUpdate) -> i64 {
@@ -102,7 +106,7 @@ mod tests {
     fn a_hidden_audience_drops_other_members_but_not_the_reader() {
         let plain = view(2, true);
         assert_eq!(joined_user(&plain.redact(joined(7))), 0, "someone else's join loses its user");
-        assert_eq!(plain.redact(joined(7)).event_seq, 3, "and keeps its place");
+        assert_eq!(plain.redact(joined(7)).event_seq.get(), 3, "and keeps its place");
         assert_eq!(plain.redact(joined(2)), joined(2), "one's own join stays whole");
         assert_eq!(view(2, false).redact(joined(7)), joined(7), "a visible audience stays whole");
         assert!(view(2, false).sees_all());

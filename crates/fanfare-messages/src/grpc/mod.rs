@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use fanfare_core::callers::Caller;
 use fanfare_core::identity::acting_user;
-use fanfare_core::ids::UserId;
+use fanfare_core::ids::{EventSeq, MessageSeq, UserId};
 use fanfare_core::server::{MAX_DECODING_MESSAGE_SIZE, MAX_ENCODING_MESSAGE_SIZE};
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::messages::v1 as pb;
@@ -18,7 +18,7 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::domain::updates::{message_to_proto, reactions_to_proto};
-use crate::domain::{LogPosition, ResyncReason, StoredUpdate};
+use crate::domain::{LogPosition, PinChange, ReactionChange, ResyncReason, StoredUpdate};
 use crate::error::MessagesError;
 use crate::service::{MessagesService, UpdatesAnswer};
 
@@ -62,7 +62,7 @@ fn decode_updates(updates: &[StoredUpdate]) -> Result<Vec<common::Update>, Statu
         .iter()
         .map(|stored| {
             common::Update::decode(stored.payload.as_ref()).map_err(|error| {
-                tracing::error!(%error, group_id = %stored.group_id, event_seq = stored.event_seq, "corrupt update");
+                tracing::error!(%error, group_id = %stored.group_id, event_seq = stored.event_seq.get(), "corrupt update");
                 fanfare_core::status::internal()
             })
         })
@@ -85,8 +85,8 @@ fn resync(position: &LogPosition, reason: ResyncReason) -> pb::ResyncRequired {
         ),
     };
     pb::ResyncRequired {
-        latest_event_seq: position.last_event_seq,
-        oldest_retained_event_seq: position.oldest_retained_event_seq,
+        latest_event_seq: position.last_event_seq.get(),
+        oldest_retained_event_seq: position.oldest_retained_event_seq.get(),
         instructions: format!(
             "{why}: reload the group's history with ListMessages, then resume GetUpdates or Subscribe from \
              latest_event_seq and latest_entry_token"
@@ -107,8 +107,8 @@ impl MessageService for MessagesGrpc {
 
     async fn edit_message(&self, request: Request<pb::EditMessageRequest>) -> GrpcResult<pb::EditMessageResponse> {
         let actor = actor(&request)?;
-        let (group, seq, text) = parse::edit_message(request.get_ref(), self.service.limits()).map_err(invalid)?;
-        let message = self.service.edit_message(actor, group, seq, text).await?;
+        let edit = parse::edit_message(request.get_ref(), self.service.limits()).map_err(invalid)?;
+        let message = self.service.edit_message(actor, edit.group, edit.message_seq, edit.text).await?;
         Ok(Response::new(pb::EditMessageResponse { message: Some(message_to_proto(&message)) }))
     }
 
@@ -117,9 +117,8 @@ impl MessageService for MessagesGrpc {
         request: Request<pb::DeleteMessageRequest>,
     ) -> GrpcResult<pb::DeleteMessageResponse> {
         let actor = actor(&request)?;
-        let (group, seq) =
-            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
-        let message = self.service.delete_message(actor, group, seq).await?;
+        let target = parse::message_ref(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        let message = self.service.delete_message(actor, target.group, target.message_seq).await?;
         Ok(Response::new(pb::DeleteMessageResponse { message: Some(message_to_proto(&message)) }))
     }
 
@@ -128,16 +127,20 @@ impl MessageService for MessagesGrpc {
         request: Request<pb::PurgeUserMessagesRequest>,
     ) -> GrpcResult<pb::PurgeUserMessagesResponse> {
         let actor = actor(&request)?;
-        let (group, user, since) = parse::purge(request.get_ref()).map_err(invalid)?;
-        let (purged_count, event_seq) = self.service.purge_user_messages(actor, group, user, since).await?;
-        Ok(Response::new(pb::PurgeUserMessagesResponse { purged_count, event_seq: event_seq.unwrap_or(0) }))
+        let purge = parse::purge(request.get_ref()).map_err(invalid)?;
+        let (purged_count, event_seq) =
+            self.service.purge_user_messages(actor, purge.group, purge.user, purge.since).await?;
+        Ok(Response::new(pb::PurgeUserMessagesResponse { purged_count, event_seq: event_seq.map_or(0, EventSeq::get) }))
     }
 
     async fn add_reaction(&self, request: Request<pb::AddReactionRequest>) -> GrpcResult<pb::AddReactionResponse> {
         let actor = actor(&request)?;
         let body = request.get_ref();
-        let (group, seq, emoji) = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
-        let totals = self.service.react(actor, group, seq, emoji, true).await?;
+        let reaction = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
+        let totals = self
+            .service
+            .react(actor, reaction.group, reaction.message_seq, reaction.emoji, ReactionChange::Add)
+            .await?;
         Ok(Response::new(pb::AddReactionResponse { reactions: reactions_to_proto(&totals) }))
     }
 
@@ -147,31 +150,32 @@ impl MessageService for MessagesGrpc {
     ) -> GrpcResult<pb::RemoveReactionResponse> {
         let actor = actor(&request)?;
         let body = request.get_ref();
-        let (group, seq, emoji) = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
-        let totals = self.service.react(actor, group, seq, emoji, false).await?;
+        let reaction = parse::reaction(body.group_id, body.message_seq, &body.emoji).map_err(invalid)?;
+        let totals = self
+            .service
+            .react(actor, reaction.group, reaction.message_seq, reaction.emoji, ReactionChange::Remove)
+            .await?;
         Ok(Response::new(pb::RemoveReactionResponse { reactions: reactions_to_proto(&totals) }))
     }
 
     async fn pin_message(&self, request: Request<pb::PinMessageRequest>) -> GrpcResult<pb::PinMessageResponse> {
         let actor = actor(&request)?;
-        let (group, seq) =
-            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
-        self.service.pin(actor, group, seq, true).await?;
+        let target = parse::message_ref(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        self.service.pin(actor, target.group, target.message_seq, PinChange::Pin).await?;
         Ok(Response::new(pb::PinMessageResponse {}))
     }
 
     async fn unpin_message(&self, request: Request<pb::UnpinMessageRequest>) -> GrpcResult<pb::UnpinMessageResponse> {
         let actor = actor(&request)?;
-        let (group, seq) =
-            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
-        self.service.pin(actor, group, seq, false).await?;
+        let target = parse::message_ref(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        self.service.pin(actor, target.group, target.message_seq, PinChange::Unpin).await?;
         Ok(Response::new(pb::UnpinMessageResponse {}))
     }
 
     async fn list_messages(&self, request: Request<pb::ListMessagesRequest>) -> GrpcResult<pb::ListMessagesResponse> {
         let actor = actor(&request)?;
-        let (group, direction, start, size) = parse::list_messages(request.get_ref()).map_err(invalid)?;
-        let page = self.service.list_messages(actor, group, direction, start, size).await?;
+        let list = parse::list_messages(request.get_ref()).map_err(invalid)?;
+        let page = self.service.list_messages(actor, list.group, list.direction, list.start, list.size).await?;
         Ok(Response::new(pb::ListMessagesResponse {
             messages: page.items.iter().map(message_to_proto).collect(),
             next_page_token: page.next_page_token(),
@@ -180,23 +184,24 @@ impl MessageService for MessagesGrpc {
 
     async fn get_messages(&self, request: Request<pb::GetMessagesRequest>) -> GrpcResult<pb::GetMessagesResponse> {
         let actor = actor(&request)?;
-        let (group, ids, seqs) = parse::get_messages(request.get_ref()).map_err(invalid)?;
-        let (found, missing_ids, missing_seqs) = self.service.get_messages(actor, group, &ids, &seqs).await?;
+        let get = parse::get_messages(request.get_ref()).map_err(invalid)?;
+        let (found, missing_ids, missing_seqs) =
+            self.service.get_messages(actor, get.group, &get.ids, &get.seqs).await?;
         Ok(Response::new(pb::GetMessagesResponse {
             messages: found.iter().map(message_to_proto).collect(),
             missing_message_ids: missing_ids.iter().map(ToString::to_string).collect(),
-            missing_message_seqs: missing_seqs,
+            missing_message_seqs: missing_seqs.into_iter().map(MessageSeq::get).collect(),
         }))
     }
 
     async fn get_updates(&self, request: Request<pb::GetUpdatesRequest>) -> GrpcResult<pb::GetUpdatesResponse> {
         let actor = actor(&request)?;
-        let (group, after, size) = parse::get_updates(request.get_ref()).map_err(invalid)?;
-        let result = match self.service.get_updates(actor, group, after, size).await? {
+        let read = parse::get_updates(request.get_ref()).map_err(invalid)?;
+        let result = match self.service.get_updates(actor, read.group, read.after, read.size).await? {
             UpdatesAnswer::Page { updates, position, has_more } => {
                 pb::get_updates_response::Result::Page(pb::UpdatesPage {
                     updates: decode_updates(&updates)?,
-                    latest_event_seq: position.last_event_seq,
+                    latest_event_seq: position.last_event_seq.get(),
                     has_more,
                     latest_entry_token: position.last_entry_token,
                 })
@@ -210,10 +215,9 @@ impl MessageService for MessagesGrpc {
 
     async fn mark_read(&self, request: Request<pb::MarkReadRequest>) -> GrpcResult<pb::MarkReadResponse> {
         let actor = actor(&request)?;
-        let (group, seq) =
-            parse::group_and_seq(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
-        let read_message_seq = self.service.mark_read(actor, group, seq).await?;
-        Ok(Response::new(pb::MarkReadResponse { read_message_seq }))
+        let target = parse::message_ref(request.get_ref().group_id, request.get_ref().message_seq).map_err(invalid)?;
+        let read_message_seq = self.service.mark_read(actor, target.group, target.message_seq).await?;
+        Ok(Response::new(pb::MarkReadResponse { read_message_seq: read_message_seq.get() }))
     }
 
     async fn get_unread_counts(
@@ -230,8 +234,8 @@ impl MessageService for MessagesGrpc {
                     group_id: unread.group_id.get(),
                     unread_messages: unread.unread_messages,
                     unread_mentions: unread.unread_mentions,
-                    last_message_seq: unread.last_message_seq,
-                    read_message_seq: unread.read_message_seq,
+                    last_message_seq: unread.last_message_seq.get(),
+                    read_message_seq: unread.read_message_seq.get(),
                 })
                 .collect(),
         }))
@@ -250,7 +254,11 @@ impl MessageService for MessagesGrpc {
         Ok(Response::new(pb::AppendSystemUpdatesResponse {
             appended: appended
                 .into_iter()
-                .map(|(outbox_id, group, event_seq)| pb::AppendedEvent { outbox_id, group_id: group.get(), event_seq })
+                .map(|(outbox_id, group, event_seq)| pb::AppendedEvent {
+                    outbox_id,
+                    group_id: group.get(),
+                    event_seq: event_seq.get(),
+                })
                 .collect(),
         }))
     }

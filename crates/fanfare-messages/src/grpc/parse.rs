@@ -1,7 +1,7 @@
 //! Wire requests to validated values; every bad field is named, all at once.
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::{Cursor, PageSize};
 use fanfare_core::time::parse_timestamp;
 use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length, distinct_list};
@@ -10,32 +10,97 @@ use uuid::Uuid;
 
 use crate::config::MessageLimits;
 use crate::domain::{
-    Attachment, ClientMessageId, Content, Emoji, LogCursor, MAX_ATTACHMENTS, MAX_MENTIONS, MessageText, parse_seq,
+    Attachment, ClientMessageId, Content, Emoji, LogCursor, MAX_ATTACHMENTS, MAX_MENTIONS, MessageText,
 };
 use crate::service::{SendMessage, SystemEvent};
 use crate::store::Direction;
 
 /// Default and largest page of ListMessages.
-pub const HISTORY_PAGE: (u32, u32) = (50, 100);
+pub(crate) const HISTORY_PAGE: (u32, u32) = (50, 100);
 /// Default and largest page of GetUpdates.
-pub const UPDATES_PAGE: (u32, u32) = (100, 1_000);
+pub(crate) const UPDATES_PAGE: (u32, u32) = (100, 1_000);
 /// Most ids and seqs in one GetMessages.
-pub const MAX_GET_MESSAGES: usize = 100;
+pub(crate) const MAX_GET_MESSAGES: usize = 100;
 /// Most groups in one GetUnreadCounts.
-pub const MAX_UNREAD_GROUPS: usize = 1_000;
+pub(crate) const MAX_UNREAD_GROUPS: usize = 1_000;
 /// Most events in one AppendSystemUpdates.
-pub const MAX_SYSTEM_EVENTS: usize = 500;
+pub(crate) const MAX_SYSTEM_EVENTS: usize = 500;
+
+/// One message of a group, named by its seq: DeleteMessage, PinMessage, UnpinMessage and
+/// MarkRead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageRef {
+    pub(crate) group: GroupId,
+    pub(crate) message_seq: MessageSeq,
+}
+
+/// A validated EditMessage request.
+#[derive(Debug, Clone)]
+pub(crate) struct EditMessage {
+    pub(crate) group: GroupId,
+    pub(crate) message_seq: MessageSeq,
+    /// The new text, never empty.
+    pub(crate) text: MessageText,
+}
+
+/// A validated PurgeUserMessages request.
+#[derive(Debug, Clone)]
+pub(crate) struct PurgeUserMessages {
+    pub(crate) group: GroupId,
+    /// Whose messages.
+    pub(crate) user: UserId,
+    /// Only messages sent at or after this time.
+    pub(crate) since: Option<DateTime<Utc>>,
+}
+
+/// A validated AddReaction or RemoveReaction request.
+#[derive(Debug, Clone)]
+pub(crate) struct Reaction {
+    pub(crate) group: GroupId,
+    pub(crate) message_seq: MessageSeq,
+    pub(crate) emoji: Emoji,
+}
+
+/// A validated ListMessages request.
+#[derive(Debug, Clone)]
+pub(crate) struct ListMessages {
+    pub(crate) group: GroupId,
+    pub(crate) direction: Direction,
+    /// Where the page starts (exclusive): the page token's position, else the anchor.
+    pub(crate) start: Option<MessageSeq>,
+    pub(crate) size: PageSize,
+}
+
+/// A validated GetMessages request: ids and seqs without repeats.
+#[derive(Debug, Clone)]
+pub(crate) struct GetMessages {
+    pub(crate) group: GroupId,
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) seqs: Vec<MessageSeq>,
+}
+
+/// A validated GetUpdates request.
+#[derive(Debug, Clone)]
+pub(crate) struct GetUpdates {
+    pub(crate) group: GroupId,
+    /// The caller's position in the log.
+    pub(crate) after: LogCursor,
+    pub(crate) size: PageSize,
+}
 
 /// `group_id` and a positive `message_seq`.
-pub fn group_and_seq(group_raw: i64, seq_raw: i64) -> Result<(GroupId, i64), InvalidRequest> {
+pub(crate) fn message_ref(group_raw: i64, seq_raw: i64) -> Result<MessageRef, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
-    let seq = violations.check(parse_seq("message_seq", seq_raw));
-    violations.finish_with(|| Some((group?, seq?)))
+    let message_seq = violations.check(MessageSeq::parse("message_seq", seq_raw));
+    violations.finish_with(|| Some(MessageRef { group: group?, message_seq: message_seq? }))
 }
 
 /// SendMessage.
-pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) -> Result<SendMessage, InvalidRequest> {
+pub(crate) fn send_message(
+    request: &pb::SendMessageRequest,
+    limits: &MessageLimits,
+) -> Result<SendMessage, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let key = violations.check(ClientMessageId::parse("client_message_id", &request.client_message_id));
@@ -61,7 +126,7 @@ pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) ->
     }
     let reply_to = match request.reply_to_message_seq {
         0 => Some(None),
-        raw => violations.check(parse_seq("reply_to_message_seq", raw)).map(Some),
+        raw => violations.check(MessageSeq::parse("reply_to_message_seq", raw)).map(Some),
     };
     let mentions = distinct_list(
         "mentioned_user_ids",
@@ -84,26 +149,24 @@ pub fn send_message(request: &pb::SendMessageRequest, limits: &MessageLimits) ->
 }
 
 /// EditMessage: the new text must not be empty.
-pub fn edit_message(
+pub(crate) fn edit_message(
     request: &pb::EditMessageRequest,
     limits: &MessageLimits,
-) -> Result<(GroupId, i64, MessageText), InvalidRequest> {
+) -> Result<EditMessage, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
-    let seq = violations.check(parse_seq("message_seq", request.message_seq));
+    let message_seq = violations.check(MessageSeq::parse("message_seq", request.message_seq));
     let text = if request.text.is_empty() {
         violations.push(FieldViolation::new("text", "must not be empty; delete the message instead"));
         None
     } else {
         violations.check(MessageText::parse("text", &request.text, limits.max_text_chars))
     };
-    violations.finish_with(|| Some((group?, seq?, text?)))
+    violations.finish_with(|| Some(EditMessage { group: group?, message_seq: message_seq?, text: text? }))
 }
 
 /// PurgeUserMessages.
-pub fn purge(
-    request: &pb::PurgeUserMessagesRequest,
-) -> Result<(GroupId, UserId, Option<DateTime<Utc>>), InvalidRequest> {
+pub(crate) fn purge(request: &pb::PurgeUserMessagesRequest) -> Result<PurgeUserMessages, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = violations.check(UserId::parse("user_id", request.user_id));
@@ -111,22 +174,20 @@ pub fn purge(
         Some(timestamp) => violations.check(parse_timestamp("since", timestamp)).map(Some),
         None => Some(None),
     };
-    violations.finish_with(|| Some((group?, user?, since?)))
+    violations.finish_with(|| Some(PurgeUserMessages { group: group?, user: user?, since: since? }))
 }
 
 /// AddReaction / RemoveReaction.
-pub fn reaction(group_raw: i64, seq_raw: i64, emoji_raw: &str) -> Result<(GroupId, i64, Emoji), InvalidRequest> {
+pub(crate) fn reaction(group_raw: i64, seq_raw: i64, emoji_raw: &str) -> Result<Reaction, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
-    let seq = violations.check(parse_seq("message_seq", seq_raw));
+    let message_seq = violations.check(MessageSeq::parse("message_seq", seq_raw));
     let emoji = violations.check(Emoji::parse("emoji", emoji_raw));
-    violations.finish_with(|| Some((group?, seq?, emoji?)))
+    violations.finish_with(|| Some(Reaction { group: group?, message_seq: message_seq?, emoji: emoji? }))
 }
 
 /// ListMessages: a page token continues from the last message_seq returned.
-pub fn list_messages(
-    request: &pb::ListMessagesRequest,
-) -> Result<(GroupId, Direction, Option<i64>, PageSize), InvalidRequest> {
+pub(crate) fn list_messages(request: &pb::ListMessagesRequest) -> Result<ListMessages, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let direction = match pb::Direction::try_from(request.direction) {
@@ -143,22 +204,22 @@ pub fn list_messages(
     let size = violations.check(PageSize::parse("page_size", request.page_size, HISTORY_PAGE.0, HISTORY_PAGE.1));
     let anchor = match request.anchor_message_seq {
         0 => Some(None),
-        raw => violations.check(parse_seq("anchor_message_seq", raw)).map(Some),
+        raw => violations.check(MessageSeq::parse("anchor_message_seq", raw)).map(Some),
     };
     let cursor = violations.check(Cursor::decode("page_token", &request.page_token, 1));
     let from_token = match cursor.flatten() {
-        Some(cursor) => violations.check(parse_seq("page_token", cursor.0[0])).map(Some),
+        Some(cursor) => violations.check(MessageSeq::parse("page_token", cursor.0[0])).map(Some),
         None => Some(None),
     };
     violations.finish_with(|| {
         // A token continues where the previous page ended; the anchor only places the first page.
         let start = from_token?.or(anchor?);
-        Some((group?, direction?, start, size?))
+        Some(ListMessages { group: group?, direction: direction?, start, size: size? })
     })
 }
 
 /// GetMessages: ids and seqs together are refused on their count before any is parsed.
-pub fn get_messages(request: &pb::GetMessagesRequest) -> Result<(GroupId, Vec<Uuid>, Vec<i64>), InvalidRequest> {
+pub(crate) fn get_messages(request: &pb::GetMessagesRequest) -> Result<GetMessages, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let total = request.message_ids.len() + request.message_seqs.len();
@@ -187,14 +248,14 @@ pub fn get_messages(request: &pb::GetMessagesRequest) -> Result<(GroupId, Vec<Uu
             &request.message_seqs,
             bounds,
             "seqs",
-            |field, raw| parse_seq(field, *raw),
+            |field, raw| MessageSeq::parse(field, *raw),
             &mut violations,
         );
         ids.zip(seqs)
     };
     violations.finish_with(|| {
         let (ids, seqs) = wanted?;
-        Some((group?, ids, seqs))
+        Some(GetMessages { group: group?, ids, seqs })
     })
 }
 
@@ -203,24 +264,26 @@ fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, FieldViolation> {
 }
 
 /// GetUpdates: `after_event_seq` may be 0 (from the start).
-pub fn get_updates(request: &pb::GetUpdatesRequest) -> Result<(GroupId, LogCursor, PageSize), InvalidRequest> {
+pub(crate) fn get_updates(request: &pb::GetUpdatesRequest) -> Result<GetUpdates, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
-    let after = if request.after_event_seq >= 0 {
-        Some(LogCursor { event_seq: request.after_event_seq, entry_token: request.after_entry_token })
-    } else {
-        violations.push(FieldViolation::new(
-            "after_event_seq",
-            format!("must be 0 or a positive event_seq (got {})", request.after_event_seq),
-        ));
-        None
+    let after = match EventSeq::parse_position("after_event_seq", request.after_event_seq) {
+        Ok(event_seq) => Some(LogCursor { event_seq, entry_token: request.after_entry_token }),
+        Err(_) => {
+            // This field's own wording (the shared one says only "must not be negative").
+            violations.push(FieldViolation::new(
+                "after_event_seq",
+                format!("must be 0 or a positive event_seq (got {})", request.after_event_seq),
+            ));
+            None
+        }
     };
     let size = violations.check(PageSize::parse("page_size", request.page_size, UPDATES_PAGE.0, UPDATES_PAGE.1));
-    violations.finish_with(|| Some((group?, after?, size?)))
+    violations.finish_with(|| Some(GetUpdates { group: group?, after: after?, size: size? }))
 }
 
 /// GetUnreadCounts: up to [`MAX_UNREAD_GROUPS`] groups (none means all of the caller's).
-pub fn unread_groups(request: &pb::GetUnreadCountsRequest) -> Result<Vec<GroupId>, InvalidRequest> {
+pub(crate) fn unread_groups(request: &pb::GetUnreadCountsRequest) -> Result<Vec<GroupId>, InvalidRequest> {
     let mut violations = Violations::new();
     let groups = distinct_list(
         "group_ids",
@@ -234,7 +297,7 @@ pub fn unread_groups(request: &pb::GetUnreadCountsRequest) -> Result<Vec<GroupId
 }
 
 /// AppendSystemUpdates: the events are refused on their count before any is read.
-pub fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<SystemEvent>, InvalidRequest> {
+pub(crate) fn system_events(request: &pb::AppendSystemUpdatesRequest) -> Result<Vec<SystemEvent>, InvalidRequest> {
     check_list_length("events", request.events.len(), 1, MAX_SYSTEM_EVENTS, "events")?;
     let mut violations = Violations::new();
     let mut events = Vec::with_capacity(request.events.len());
@@ -302,8 +365,9 @@ mod tests {
         let over = request(vec![String::new(); 60], vec![0; 41]);
         assert_eq!(fields(&get_messages(&over).unwrap_err()), ["message_ids"]);
         let id = Uuid::now_v7();
-        let (_, ids, seqs) = get_messages(&request(vec![id.to_string(); 50], vec![2, 1, 2])).expect("valid");
-        assert_eq!((ids, seqs), (vec![id], vec![2, 1]));
+        let parsed = get_messages(&request(vec![id.to_string(); 50], vec![2, 1, 2])).expect("valid");
+        let seqs: Vec<i64> = parsed.seqs.iter().map(|seq| seq.get()).collect();
+        assert_eq!((parsed.ids, seqs), (vec![id], vec![2, 1]));
         let bad = get_messages(&request(vec!["x".to_owned()], vec![0])).unwrap_err();
         assert_eq!(fields(&bad), ["message_ids[0]", "message_seqs[0]"]);
     }

@@ -68,7 +68,7 @@ proptest! {
             assert!(content.attachments.len() <= MAX_ATTACHMENTS);
             assert!(content.attachments.iter().all(|a| a.media_id.chars().count() <= MAX_MEDIA_ID_CHARS));
             assert!(content.mentions.len() <= MAX_MENTIONS && distinct(content.mentions.iter().map(|u| u.get())));
-            assert!(content.reply_to_message_seq.is_none_or(|seq| seq > 0));
+            assert!(content.reply_to_message_seq.is_none_or(|seq| seq.get() > 0));
         });
     }
 
@@ -78,16 +78,16 @@ proptest! {
     ) {
         let limits = MessageLimits::default();
         let edit = pb::EditMessageRequest { group_id, message_seq, text: new_text };
-        assert_parsed(&parse::edit_message(&edit, &limits), |(group, seq, text)| {
-            assert!(group.get() > 0 && *seq > 0 && !text.as_str().is_empty());
+        assert_parsed(&parse::edit_message(&edit, &limits), |edit| {
+            assert!(edit.group.get() > 0 && edit.message_seq.get() > 0 && !edit.text.as_str().is_empty());
         });
-        assert_parsed(&parse::group_and_seq(group_id, message_seq), |(_, seq)| assert!(*seq > 0));
-        assert_parsed(&parse::reaction(group_id, message_seq, &emoji), |(_, seq, emoji)| {
-            assert!(*seq > 0 && emoji.as_str().chars().count() <= MAX_EMOJI_CHARS);
+        assert_parsed(&parse::message_ref(group_id, message_seq), |target| assert!(target.message_seq.get() > 0));
+        assert_parsed(&parse::reaction(group_id, message_seq, &emoji), |reaction| {
+            assert!(reaction.message_seq.get() > 0 && reaction.emoji.as_str().chars().count() <= MAX_EMOJI_CHARS);
         });
         let since = since.map(|(seconds, nanos)| Timestamp { seconds, nanos });
         let purge = pb::PurgeUserMessagesRequest { group_id, user_id, since };
-        assert_parsed(&parse::purge(&purge), |(group, user, _)| assert!(group.get() > 0 && user.get() > 0));
+        assert_parsed(&parse::purge(&purge), |purge| assert!(purge.group.get() > 0 && purge.user.get() > 0));
     }
 
     #[test]
@@ -98,19 +98,19 @@ proptest! {
         message_seqs in ids(MAX_GET_MESSAGES), group_ids in ids(MAX_UNREAD_GROUPS / 10),
     ) {
         let list = pb::ListMessagesRequest { group_id, direction, anchor_message_seq: anchor, page_size, page_token };
-        assert_parsed(&parse::list_messages(&list), |(_, _, start, size)| {
-            assert!(start.is_none_or(|seq| seq > 0));
-            assert!((1..=HISTORY_PAGE.1).contains(&size.get()));
+        assert_parsed(&parse::list_messages(&list), |list| {
+            assert!(list.start.is_none_or(|seq| seq.get() > 0));
+            assert!((1..=HISTORY_PAGE.1).contains(&list.size.get()));
         });
         let get = pb::GetMessagesRequest { group_id, message_ids, message_seqs };
-        assert_parsed(&parse::get_messages(&get), |(_, ids, seqs)| {
-            assert!((1..=MAX_GET_MESSAGES).contains(&(ids.len() + seqs.len())));
-            assert!(distinct(ids.iter()) && distinct(seqs.iter()) && seqs.iter().all(|seq| *seq > 0));
+        assert_parsed(&parse::get_messages(&get), |get| {
+            assert!((1..=MAX_GET_MESSAGES).contains(&(get.ids.len() + get.seqs.len())));
+            assert!(distinct(get.ids.iter()) && distinct(get.seqs.iter()) && get.seqs.iter().all(|seq| seq.get() > 0));
         });
         let updates = pb::GetUpdatesRequest { group_id, after_event_seq, page_size, after_entry_token: group_id as u64 };
-        assert_parsed(&parse::get_updates(&updates), |(_, after, size)| {
-            assert!(after.event_seq >= 0 && (1..=UPDATES_PAGE.1).contains(&size.get()));
-            assert_eq!(after.entry_token, group_id as u64, "any token is taken as given");
+        assert_parsed(&parse::get_updates(&updates), |read| {
+            assert!(read.after.event_seq.get() >= 0 && (1..=UPDATES_PAGE.1).contains(&read.size.get()));
+            assert_eq!(read.after.entry_token, group_id as u64, "any token is taken as given");
         });
         let unread = pb::GetUnreadCountsRequest { group_ids };
         assert_parsed(&parse::unread_groups(&unread), |groups| {

@@ -7,7 +7,7 @@
 //! at microsecond precision, as PostgreSQL keeps them, so both stores return equal values.
 //!
 //! The few pure rules both stores evaluate in Rust (slow mode, the edit window, leases)
-//! live at the bottom of this file and are used by the PostgreSQL store too.
+//! live in [`crate::domain::rules`], shared with the PostgreSQL store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
@@ -28,8 +28,8 @@ use super::{
 use crate::domain::rules::{edit_window_closed, joined_member, lease_end, slow_mode_wait, stored_time};
 use crate::domain::updates::{EntryLink, TimelineChange};
 use crate::domain::{
-    ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
-    ReactionCount, StoredUpdate, Unread, outbox_lane,
+    ActorRole, ClientMessageId, Content, Emoji, LogPosition, MAX_PURGED_PER_UPDATE, Message, MessageText, NewMessage,
+    PinChange, ReactionChange, ReactionCount, ReactionUpdate, StoredUpdate, Unread, outbox_lane,
 };
 
 /// A [`MessageStore`] in memory; clones share the same data.
@@ -55,19 +55,18 @@ impl MemoryMessageStore {
 #[derive(Debug, Default)]
 struct State {
     logs: HashMap<GroupId, LogPosition>,
-    messages: BTreeMap<(GroupId, i64), StoredMessage>,
-    ids: HashMap<(GroupId, Uuid), i64>,
-    idempotency_keys: HashMap<(GroupId, UserId, ClientMessageId), i64>,
+    messages: BTreeMap<(GroupId, MessageSeq), StoredMessage>,
+    ids: HashMap<(GroupId, Uuid), MessageSeq>,
+    idempotency_keys: HashMap<(GroupId, UserId, ClientMessageId), MessageSeq>,
     /// The log, with each entry's commit time (for pruning).
-    updates: BTreeMap<(GroupId, i64), (StoredUpdate, DateTime<Utc>)>,
-    read_markers: HashMap<(GroupId, UserId), i64>,
+    updates: BTreeMap<(GroupId, EventSeq), (StoredUpdate, DateTime<Utc>)>,
+    read_markers: HashMap<(GroupId, UserId), MessageSeq>,
     last_posted: HashMap<(GroupId, UserId), DateTime<Utc>>,
-    /// Groups outbox id → the event_seq its event was appended at.
     /// Relayed events appended: (source, outbox id) → (event_seq, content digest).
-    system_events: HashMap<(String, i64), (i64, Vec<u8>)>,
+    system_events: HashMap<(String, i64), (EventSeq, Vec<u8>)>,
     /// Unpublished updates by (lane, group, event_seq), as PostgreSQL keys them, with their
     /// commit time.
-    outbox: BTreeMap<(i16, GroupId, i64), DateTime<Utc>>,
+    outbox: BTreeMap<(i16, GroupId, EventSeq), DateTime<Utc>>,
     /// Recovery leases: lane → (owner, until).
     lane_leases: HashMap<i16, (Uuid, DateTime<Utc>)>,
     /// What the batch being applied appended, in order.
@@ -110,15 +109,48 @@ impl StoredMessage {
     }
 }
 
+/// A range of keys of a map keyed by (group, message_seq).
+type MessageKeys = (Bound<(GroupId, MessageSeq)>, Bound<(GroupId, MessageSeq)>);
+
+/// The highest seq a key can hold: the upper end of a group's keys.
+fn highest_message_seq() -> MessageSeq {
+    MessageSeq::from_trusted(i64::MAX)
+}
+
+/// The keys of every message of `group`.
+fn messages_of(group: GroupId) -> MessageKeys {
+    messages_after(group, None)
+}
+
+/// The keys of `group`'s messages after `after` (all of them when `None`).
+fn messages_after(group: GroupId, after: Option<MessageSeq>) -> MessageKeys {
+    let start = after.map_or(Bound::Included((group, MessageSeq::ZERO)), |after| Bound::Excluded((group, after)));
+    (start, Bound::Included((group, highest_message_seq())))
+}
+
+/// The keys of `group`'s messages before `before` (all of them when `None`).
+fn messages_before(group: GroupId, before: Option<MessageSeq>) -> MessageKeys {
+    let end = before.map_or(Bound::Included((group, highest_message_seq())), |before| Bound::Excluded((group, before)));
+    (Bound::Included((group, MessageSeq::ZERO)), end)
+}
+
+/// A range of keys of a map keyed by (group, event_seq).
+type UpdateKeys = (Bound<(GroupId, EventSeq)>, Bound<(GroupId, EventSeq)>);
+
+/// The keys of `group`'s log entries after `after`.
+fn updates_after(group: GroupId, after: EventSeq) -> UpdateKeys {
+    (Bound::Excluded((group, after)), Bound::Included((group, EventSeq::from_trusted(i64::MAX))))
+}
+
 impl State {
     fn position(&self, group: GroupId) -> LogPosition {
         self.logs.get(&group).copied().unwrap_or_else(|| LogPosition::empty(group))
     }
 
     /// Appends an update (built for the group's next event_seq) and its outbox row.
-    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>, now: DateTime<Utc>) -> i64 {
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>, now: DateTime<Utc>) -> EventSeq {
         let log = self.logs.entry(group).or_insert_with(|| LogPosition::empty(group));
-        log.last_event_seq += 1;
+        log.last_event_seq = log.last_event_seq.next();
         let event_seq = log.last_event_seq;
         let link = EntryLink::after(log.last_entry_token);
         log.last_entry_token = link.token;
@@ -129,16 +161,16 @@ impl State {
         event_seq
     }
 
-    fn stored(&self, group: GroupId, message_seq: i64) -> Result<&StoredMessage, WriteError> {
+    fn stored(&self, group: GroupId, message_seq: MessageSeq) -> Result<&StoredMessage, WriteError> {
         self.messages.get(&(group, message_seq)).ok_or(WriteError::MessageNotFound { group, message_seq })
     }
 
-    fn stored_mut(&mut self, group: GroupId, message_seq: i64) -> Result<&mut StoredMessage, WriteError> {
+    fn stored_mut(&mut self, group: GroupId, message_seq: MessageSeq) -> Result<&mut StoredMessage, WriteError> {
         self.messages.get_mut(&(group, message_seq)).ok_or(WriteError::MessageNotFound { group, message_seq })
     }
 
     /// A message that exists and is not a tombstone.
-    fn live(&self, group: GroupId, message_seq: i64) -> Result<&StoredMessage, WriteError> {
+    fn live(&self, group: GroupId, message_seq: MessageSeq) -> Result<&StoredMessage, WriteError> {
         let stored = self.stored(group, message_seq)?;
         if stored.is_deleted() { Err(WriteError::Deleted(message_seq)) } else { Ok(stored) }
     }
@@ -149,20 +181,20 @@ impl State {
             LogWrite::Edit { group, message_seq, editor, text, edit_window } => {
                 self.edit(group, message_seq, editor, text, edit_window, now)
             }
-            LogWrite::Delete { group, message_seq, actor, actor_moderates } => {
-                self.delete(group, message_seq, actor, actor_moderates, now)
+            LogWrite::Delete { group, message_seq, actor, actor_role } => {
+                self.delete(group, message_seq, actor, actor_role, now)
             }
             LogWrite::Purge { group, user, since, actor } => Ok(self.purge(group, user, since, actor, now)),
-            LogWrite::React { group, message_seq, user, emoji, add, max_distinct_emojis, emit_update } => {
-                self.react(group, message_seq, user, emoji, add, max_distinct_emojis, emit_update, now)
+            LogWrite::React { group, message_seq, user, emoji, change, max_distinct_emojis, update } => {
+                self.react(group, message_seq, user, emoji, change, max_distinct_emojis, update, now)
             }
             LogWrite::EmitReactionTotals { group, message_seq } => {
                 let totals = self.stored(group, message_seq)?.totals();
                 let change = TimelineChange::ReactionsChanged { message_seq, totals: &totals };
                 Ok(Applied::ReactionTotalsEmitted { event_seq: self.append(group, &change, now) })
             }
-            LogWrite::Pin { group, message_seq, actor, pin, max_pins } => {
-                self.pin(group, message_seq, actor, pin, max_pins, now)
+            LogWrite::Pin { group, message_seq, actor, change, max_pins } => {
+                self.pin(group, message_seq, actor, change, max_pins, now)
             }
             LogWrite::System { source, outbox_id, event } => self.system(source, outbox_id, event, now),
         }
@@ -190,7 +222,7 @@ impl State {
         }
         let position = self.position(group);
         if let Some(target) = new.content.reply_to_message_seq
-            && !(1..=position.last_message_seq).contains(&target)
+            && !(MessageSeq::ZERO.next()..=position.last_message_seq).contains(&target)
         {
             return Err(WriteError::ReplyTargetNotFound(target));
         }
@@ -198,8 +230,8 @@ impl State {
         let message = Message {
             id: Uuid::now_v7(),
             group_id: group,
-            message_seq: position.last_message_seq + 1,
-            event_seq: position.last_event_seq + 1,
+            message_seq: position.last_message_seq.next(),
+            event_seq: position.last_event_seq.next(),
             sender: new.sender,
             client_message_id: new.client_message_id,
             content: new.content.clone(),
@@ -229,7 +261,7 @@ impl State {
     fn edit(
         &mut self,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         editor: UserId,
         text: MessageText,
         edit_window: Duration,
@@ -257,13 +289,13 @@ impl State {
     fn delete(
         &mut self,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         actor: UserId,
-        actor_moderates: bool,
+        actor_role: ActorRole,
         now: DateTime<Utc>,
     ) -> Result<Applied, WriteError> {
         let stored = self.stored(group, message_seq)?;
-        if stored.message.sender != actor && !actor_moderates {
+        if stored.message.sender != actor && actor_role == ActorRole::Member {
             return Err(WriteError::NotSender(message_seq));
         }
         if stored.is_deleted() {
@@ -285,9 +317,9 @@ impl State {
         now: DateTime<Utc>,
     ) -> Applied {
         let since = since.map(stored_time);
-        let message_seqs: Vec<i64> = self
+        let message_seqs: Vec<MessageSeq> = self
             .messages
-            .range((group, 1)..=(group, i64::MAX))
+            .range(messages_of(group))
             .filter(|(_, stored)| {
                 stored.message.sender == user
                     && !stored.is_deleted()
@@ -315,14 +347,15 @@ impl State {
     fn react(
         &mut self,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         user: UserId,
         emoji: Emoji,
-        add: bool,
+        change: ReactionChange,
         max_distinct_emojis: usize,
-        emit_update: bool,
+        update: ReactionUpdate,
         now: DateTime<Utc>,
     ) -> Result<Applied, WriteError> {
+        let add = change == ReactionChange::Add;
         let stored = self.live(group, message_seq)?;
         let reacted = stored.reactions.get(&emoji).is_some_and(|users| users.contains(&user));
         if add && !reacted && !stored.reactions.contains_key(&emoji) && stored.reactions.len() >= max_distinct_emojis {
@@ -339,7 +372,7 @@ impl State {
             }
         }
         let totals = stored.totals();
-        let event_seq = (changed && emit_update)
+        let event_seq = (changed && update == ReactionUpdate::Append)
             .then(|| self.append(group, &TimelineChange::ReactionsChanged { message_seq, totals: &totals }, now));
         Ok(Applied::Reacted { totals, changed, event_seq })
     }
@@ -347,29 +380,26 @@ impl State {
     fn pin(
         &mut self,
         group: GroupId,
-        message_seq: i64,
+        message_seq: MessageSeq,
         actor: UserId,
-        pin: bool,
+        change: PinChange,
         max_pins: usize,
         now: DateTime<Utc>,
     ) -> Result<Applied, WriteError> {
+        let pin = change == PinChange::Pin;
         let stored = self.live(group, message_seq)?;
         if stored.message.pinned == pin {
             return Ok(Applied::Pinned { event_seq: None });
         }
         if pin {
-            let pinned = self.messages.range((group, 1)..=(group, i64::MAX)).filter(|(_, m)| m.message.pinned).count();
+            let pinned = self.messages.range(messages_of(group)).filter(|(_, m)| m.message.pinned).count();
             if pinned >= max_pins {
                 return Err(WriteError::PinLimit { group, limit: max_pins });
             }
         }
         self.stored_mut(group, message_seq)?.message.pinned = pin;
-        let change = if pin {
-            TimelineChange::Pinned { message_seq, by: actor }
-        } else {
-            TimelineChange::Unpinned { message_seq, by: actor }
-        };
-        Ok(Applied::Pinned { event_seq: Some(self.append(group, &change, now)) })
+        let logged = TimelineChange::pin(change, message_seq, actor);
+        Ok(Applied::Pinned { event_seq: Some(self.append(group, &logged, now)) })
     }
 
     fn system(
@@ -408,15 +438,15 @@ impl MessageStore for MemoryMessageStore {
         Ok(Committed { outcomes, appended: std::mem::take(&mut state.appended) })
     }
 
-    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
+    async fn get_messages(&self, group: GroupId, message_seqs: &[MessageSeq]) -> StoreResult<Vec<Message>> {
         let state = self.lock()?;
-        let wanted: BTreeSet<i64> = message_seqs.iter().copied().collect();
+        let wanted: BTreeSet<MessageSeq> = message_seqs.iter().copied().collect();
         Ok(wanted.into_iter().filter_map(|seq| state.messages.get(&(group, seq)).map(StoredMessage::current)).collect())
     }
 
     async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>> {
         let state = self.lock()?;
-        let wanted: BTreeSet<i64> = ids.iter().filter_map(|id| state.ids.get(&(group, *id)).copied()).collect();
+        let wanted: BTreeSet<MessageSeq> = ids.iter().filter_map(|id| state.ids.get(&(group, *id)).copied()).collect();
         Ok(wanted.into_iter().filter_map(|seq| state.messages.get(&(group, seq)).map(StoredMessage::current)).collect())
     }
 
@@ -424,7 +454,7 @@ impl MessageStore for MemoryMessageStore {
         &self,
         group: GroupId,
         direction: Direction,
-        anchor: Option<i64>,
+        anchor: Option<MessageSeq>,
         not_before: Option<DateTime<Utc>>,
         limit: PageSize,
     ) -> StoreResult<Vec<Message>> {
@@ -434,24 +464,22 @@ impl MessageStore for MemoryMessageStore {
         let take = limit.get() as usize + 1;
         let listed: Vec<Message> = match direction {
             Direction::Forward => {
-                let start = anchor.map_or(i64::MIN, |anchor| anchor.saturating_add(1));
-                let messages = state.messages.range((group, start)..=(group, i64::MAX)).map(|(_, stored)| stored);
+                let messages = state.messages.range(messages_after(group, anchor)).map(|(_, stored)| stored);
                 messages.filter(visible).take(take).map(StoredMessage::current).collect()
             }
             Direction::Backward => {
-                let end = anchor.unwrap_or(i64::MAX);
-                let messages = state.messages.range((group, i64::MIN)..(group, end)).rev().map(|(_, stored)| stored);
+                let messages = state.messages.range(messages_before(group, anchor)).rev().map(|(_, stored)| stored);
                 messages.filter(visible).take(take).map(StoredMessage::current).collect()
             }
         };
         Ok(listed)
     }
 
-    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
+    async fn get_updates(&self, group: GroupId, after: EventSeq, limit: PageSize) -> StoreResult<UpdatesRead> {
         let state = self.lock()?;
         let updates = state
             .updates
-            .range((group, after.saturating_add(1))..=(group, i64::MAX))
+            .range(updates_after(group, after))
             .take(limit.get() as usize)
             .map(|(_, (update, _))| update.clone())
             .collect();
@@ -463,11 +491,11 @@ impl MessageStore for MemoryMessageStore {
         Ok(groups.iter().map(|group| state.position(*group)).collect())
     }
 
-    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: MessageSeq) -> StoreResult<MessageSeq> {
         let mut state = self.lock()?;
         let latest = state.position(group).last_message_seq;
         let marker = state.read_markers.entry((group, user)).or_default();
-        *marker = (*marker).max(message_seq.clamp(0, latest));
+        *marker = (*marker).max(message_seq.min(latest));
         Ok(*marker)
     }
 
@@ -477,13 +505,13 @@ impl MessageStore for MemoryMessageStore {
             .iter()
             .map(|group| {
                 let last_message_seq = state.position(*group).last_message_seq;
-                let read_message_seq = state.read_markers.get(&(*group, user)).copied().unwrap_or(0);
-                let after_marker = (*group, read_message_seq.saturating_add(1))..=(*group, i64::MAX);
+                let read_message_seq = state.read_markers.get(&(*group, user)).copied().unwrap_or_default();
+                let after_marker = messages_after(*group, Some(read_message_seq));
                 let unread_mentions =
                     state.messages.range(after_marker).filter(|(_, m)| m.message.content.mentions(user)).count();
                 Unread {
                     group_id: *group,
-                    unread_messages: (last_message_seq - read_message_seq).max(0),
+                    unread_messages: (last_message_seq.get() - read_message_seq.get()).max(0),
                     unread_mentions: unread_mentions as i64,
                     last_message_seq,
                     read_message_seq,
@@ -516,7 +544,7 @@ impl MessageStore for MemoryMessageStore {
             .collect())
     }
 
-    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
+    async fn ack_outbox(&self, published: &[(GroupId, EventSeq)]) -> StoreResult<()> {
         let mut state = self.lock()?;
         for (group, event_seq) in published {
             state.outbox.remove(&(outbox_lane(*group), *group, *event_seq));
@@ -562,7 +590,7 @@ impl MessageStore for MemoryMessageStore {
         let mut state = self.lock()?;
         // Per group: the last entry older than `before`, but never an entry still waiting
         // in the outbox (nor any after it): pruning drops a prefix of each log.
-        let mut cutoffs: BTreeMap<GroupId, i64> = BTreeMap::new();
+        let mut cutoffs: BTreeMap<GroupId, EventSeq> = BTreeMap::new();
         for ((group, event_seq), (_, created_at)) in &state.updates {
             if *created_at < before {
                 cutoffs.insert(*group, *event_seq);
@@ -570,19 +598,19 @@ impl MessageStore for MemoryMessageStore {
         }
         for (_, group, event_seq) in state.outbox.keys() {
             if let Some(cutoff) = cutoffs.get_mut(group) {
-                *cutoff = (*cutoff).min(event_seq - 1);
+                *cutoff = (*cutoff).min(event_seq.previous());
             }
         }
         let mut dropped = 0;
         for (group, cutoff) in cutoffs {
-            let doomed: Vec<(GroupId, i64)> =
-                state.updates.range((group, i64::MIN)..=(group, cutoff)).map(|(key, _)| *key).collect();
+            let doomed: Vec<(GroupId, EventSeq)> =
+                state.updates.range((group, EventSeq::ZERO)..=(group, cutoff)).map(|(key, _)| *key).collect();
             dropped += doomed.len() as u64;
             for key in doomed {
                 state.updates.remove(&key);
             }
             if let Some(log) = state.logs.get_mut(&group) {
-                log.oldest_retained_event_seq = log.oldest_retained_event_seq.max(cutoff + 1);
+                log.oldest_retained_event_seq = log.oldest_retained_event_seq.max(cutoff.next());
             }
         }
         Ok(dropped)

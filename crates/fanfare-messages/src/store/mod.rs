@@ -25,17 +25,22 @@
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::PageSize;
 use fanfare_proto::common::v1 as common;
 use uuid::Uuid;
 
-use crate::domain::{Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount, StoredUpdate, Unread};
+use crate::domain::{
+    ActorRole, Emoji, LogPosition, Message, MessageText, NewMessage, PinChange, ReactionChange, ReactionCount,
+    ReactionUpdate, StoredUpdate, Unread,
+};
 
 pub use memory::MemoryMessageStore;
 pub use postgres::PostgresMessageStore;
@@ -76,7 +81,7 @@ pub enum LogWrite {
         /// The group.
         group: GroupId,
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// Who edits.
         editor: UserId,
         /// The new text.
@@ -85,17 +90,17 @@ pub enum LogWrite {
         edit_window: Duration,
     },
     /// Turns a message into a tombstone (content cleared). Refused with `NotSender` when
-    /// `actor` is not the sender and `actor_moderates` is false. Deleting a tombstone again
+    /// `actor` is not the sender and only a [`ActorRole::Member`]. Deleting a tombstone again
     /// answers the tombstone and writes nothing.
     Delete {
         /// The group.
         group: GroupId,
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// Who deletes.
         actor: UserId,
-        /// Whether the actor is the group's owner or an admin.
-        actor_moderates: bool,
+        /// Whether the actor moderates the group.
+        actor_role: ActorRole,
     },
     /// Turns every live message of `user` (sent at or after `since`) into a tombstone, as
     /// one update; none to purge writes nothing.
@@ -112,23 +117,24 @@ pub enum LogWrite {
     /// Adds or removes one user's reaction. Adding an emoji the user already added, or
     /// removing one they did not, changes nothing (`changed: false`). Refused when the
     /// message is deleted, or adding would give it more than `max_distinct_emojis`
-    /// different emojis (`TooManyEmojis`). Appends `ReactionsChanged` only when
-    /// `emit_update` (small groups); large groups coalesce with `EmitReactionTotals`.
+    /// different emojis (`TooManyEmojis`). Appends `ReactionsChanged` only with
+    /// [`ReactionUpdate::Append`] (small groups); large groups coalesce with
+    /// `EmitReactionTotals`.
     React {
         /// The group.
         group: GroupId,
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// Who reacts.
         user: UserId,
         /// The emoji.
         emoji: Emoji,
-        /// Add (true) or remove (false).
-        add: bool,
+        /// Add or remove.
+        change: ReactionChange,
         /// Most distinct emojis one message may carry.
         max_distinct_emojis: usize,
         /// Whether to append a `ReactionsChanged` update now.
-        emit_update: bool,
+        update: ReactionUpdate,
     },
     /// Appends one `ReactionsChanged` update carrying a message's current totals (the
     /// coalescer's flush); a tombstone's totals are empty.
@@ -136,20 +142,20 @@ pub enum LogWrite {
         /// The group.
         group: GroupId,
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
     },
-    /// Pins (`pin: true`) or unpins a message. Pinning a pinned message or unpinning an
-    /// unpinned one changes nothing. Refused when the message is deleted, or pinning
-    /// would exceed `max_pins` (`PinLimit`).
+    /// Pins or unpins a message. Pinning a pinned message or unpinning an unpinned one
+    /// changes nothing. Refused when the message is deleted, or pinning would exceed
+    /// `max_pins` (`PinLimit`).
     Pin {
         /// The group.
         group: GroupId,
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// Who pins.
         actor: UserId,
         /// Pin or unpin.
-        pin: bool,
+        change: PinChange,
         /// Most pinned messages per group.
         max_pins: usize,
     },
@@ -204,9 +210,9 @@ pub enum Applied {
     /// [`MAX_PURGED_PER_UPDATE`]: crate::domain::MAX_PURGED_PER_UPDATE
     Purged {
         /// The messages now tombstones.
-        message_seqs: Vec<i64>,
+        message_seqs: Vec<MessageSeq>,
         /// The last update appended, if any.
-        event_seq: Option<i64>,
+        event_seq: Option<EventSeq>,
     },
     /// Reacted.
     Reacted {
@@ -215,22 +221,22 @@ pub enum Applied {
         /// Whether anything changed.
         changed: bool,
         /// The update, if one was appended.
-        event_seq: Option<i64>,
+        event_seq: Option<EventSeq>,
     },
     /// The coalesced totals update was appended.
     ReactionTotalsEmitted {
         /// The update.
-        event_seq: i64,
+        event_seq: EventSeq,
     },
     /// Pinned or unpinned (`None` when it already was).
     Pinned {
         /// The update, if one was appended.
-        event_seq: Option<i64>,
+        event_seq: Option<EventSeq>,
     },
     /// The relayed event is in the log.
     SystemAppended {
         /// Its position (the original one on a repeat).
-        event_seq: i64,
+        event_seq: EventSeq,
         /// Whether it had been appended before.
         duplicate: bool,
     },
@@ -245,7 +251,7 @@ pub enum WriteError {
         /// The group.
         group: GroupId,
         /// The message_seq asked for.
-        message_seq: i64,
+        message_seq: MessageSeq,
     },
     /// The idempotency key was used before with other content.
     #[error(
@@ -255,7 +261,7 @@ pub enum WriteError {
         /// The key.
         key: String,
         /// The original message's seq.
-        original_seq: i64,
+        original_seq: MessageSeq,
     },
     /// A relayed event reused a (source, outbox id) already appended with other content.
     #[error(
@@ -267,7 +273,7 @@ pub enum WriteError {
         /// The reused outbox id.
         outbox_id: i64,
         /// Where the original event is in its group's log.
-        original_seq: i64,
+        original_seq: EventSeq,
     },
     /// The sender posted too recently for the group's slow mode.
     #[error("slow mode: wait {retry_after:?} before posting again in group {group}")]
@@ -279,26 +285,26 @@ pub enum WriteError {
     },
     /// The message replied to does not exist.
     #[error("reply_to_message_seq {0} is not a message of this group")]
-    ReplyTargetNotFound(i64),
+    ReplyTargetNotFound(MessageSeq),
     /// Only the sender may do this.
     #[error("only the sender of message {0} may do this")]
-    NotSender(i64),
+    NotSender(MessageSeq),
     /// The edit window has passed.
     #[error("message {message_seq} can no longer be edited: the {window:?} edit window has passed")]
     EditWindowClosed {
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// The configured window.
         window: Duration,
     },
     /// The message is deleted.
     #[error("message {0} is deleted")]
-    Deleted(i64),
+    Deleted(MessageSeq),
     /// Adding the emoji would exceed the distinct emoji limit.
     #[error("message {message_seq} already carries the maximum of {limit} different emojis")]
     TooManyEmojis {
         /// The message.
-        message_seq: i64,
+        message_seq: MessageSeq,
         /// The limit.
         limit: usize,
     },
@@ -334,7 +340,7 @@ pub struct Committed {
 
 /// Where a read of unpublished updates starts: strictly after this (group, event_seq) in
 /// (lane, group, event_seq) order; `None` from the start.
-pub type OutboxCursor = Option<(GroupId, i64)>;
+pub type OutboxCursor = Option<(GroupId, EventSeq)>;
 
 /// A page of a group's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,7 +360,7 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn apply(&self, writes: Vec<LogWrite>, now: DateTime<Utc>) -> StoreResult<Committed>;
 
     /// Reads messages of a group by message_seq (unknown ones left out), ascending.
-    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>>;
+    async fn get_messages(&self, group: GroupId, message_seqs: &[MessageSeq]) -> StoreResult<Vec<Message>>;
 
     /// Reads messages of a group by id (unknown ones left out), ascending by message_seq.
     async fn get_messages_by_id(&self, group: GroupId, ids: &[Uuid]) -> StoreResult<Vec<Message>>;
@@ -366,13 +372,13 @@ pub trait MessageStore: Send + Sync + 'static {
         &self,
         group: GroupId,
         direction: Direction,
-        anchor: Option<i64>,
+        anchor: Option<MessageSeq>,
         not_before: Option<DateTime<Utc>>,
         limit: PageSize,
     ) -> StoreResult<Vec<Message>>;
 
     /// Reads up to `limit` updates with event_seq greater than `after`, and the log position.
-    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead>;
+    async fn get_updates(&self, group: GroupId, after: EventSeq, limit: PageSize) -> StoreResult<UpdatesRead>;
 
     /// Where each group's log stands (groups without a log get [`LogPosition::empty`]), in
     /// the order asked.
@@ -380,7 +386,7 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Moves a user's read marker forward to `message_seq` (clamped to the group's latest
     /// message; never backwards) and returns the marker after the call.
-    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64>;
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: MessageSeq) -> StoreResult<MessageSeq>;
 
     /// Unread state of `user` in each group, in the order asked.
     async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>>;
@@ -398,7 +404,7 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Removes published updates, named by (group, event_seq), from the outbox; unknown
     /// ones are ignored.
-    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()>;
+    async fn ack_outbox(&self, published: &[(GroupId, EventSeq)]) -> StoreResult<()>;
 
     /// The outbox lanes holding updates that committed before `committed_before` and are
     /// still unpublished, ascending.

@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::PageSize;
 use fanfare_core::time::to_timestamp;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::update::Change;
 use prost::Message as _;
 
-use crate::domain::{ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, ReactionCount};
+use crate::domain::{
+    ActorRole, ClientMessageId, Content, Emoji, LogPosition, Message, MessageText, NewMessage, PinChange,
+    ReactionChange, ReactionCount, ReactionUpdate,
+};
 use crate::store::{Applied, LogWrite, MessageStore, WriteError};
 
 /// A fixed point in time plus `seconds`; tests never read the clock.
@@ -28,6 +31,21 @@ pub fn user(id: i64) -> UserId {
 /// A group id.
 pub fn group(id: i64) -> GroupId {
     GroupId::from_trusted(id)
+}
+
+/// A message_seq.
+pub fn message_seq(raw: i64) -> MessageSeq {
+    MessageSeq::from_trusted(raw)
+}
+
+/// An event_seq.
+pub fn event_seq(raw: i64) -> EventSeq {
+    EventSeq::from_trusted(raw)
+}
+
+/// The message_seqs of `raws`, in order.
+pub fn message_seqs(raws: &[i64]) -> Vec<MessageSeq> {
+    raws.iter().copied().map(message_seq).collect()
 }
 
 /// An emoji.
@@ -78,19 +96,19 @@ pub(super) async fn send(
 
 /// Every update of a group's log, decoded, checked to be numbered 1, 2, 3, …
 pub(super) async fn log_of(store: &dyn MessageStore, of: GroupId) -> Vec<common::Update> {
-    let read = store.get_updates(of, 0, PageSize::new(1_000)).await.expect("read the log");
+    let read = store.get_updates(of, EventSeq::ZERO, PageSize::new(1_000)).await.expect("read the log");
     let updates: Vec<common::Update> = read
         .updates
         .iter()
         .map(|stored| {
             let update = common::Update::decode(stored.payload.as_ref()).expect("a decodable update");
-            assert_eq!((update.group_id, update.event_seq), (stored.group_id.get(), stored.event_seq));
+            assert_eq!((update.group_id, update.event_seq), (stored.group_id.get(), stored.event_seq.get()));
             update
         })
         .collect();
-    let first = read.position.oldest_retained_event_seq;
+    let first = read.position.oldest_retained_event_seq.get();
     let seqs: Vec<i64> = updates.iter().map(|update| update.event_seq).collect();
-    assert_eq!(seqs, (first..=read.position.last_event_seq).collect::<Vec<_>>(), "a gapless log");
+    assert_eq!(seqs, (first..=read.position.last_event_seq.get()).collect::<Vec<_>>(), "a gapless log");
     // Each entry has a token and links to its predecessor's; the log's position names the last.
     assert!(updates.iter().all(|update| update.entry_token != 0), "every entry has a token");
     for pair in updates.windows(2) {
@@ -136,35 +154,43 @@ pub(super) async fn position(store: &dyn MessageStore, of: GroupId) -> LogPositi
     store.log_positions(&[of]).await.expect("read a position").remove(0)
 }
 
-pub(super) async fn message(store: &dyn MessageStore, of: GroupId, message_seq: i64) -> Message {
-    let mut found = store.get_messages(of, &[message_seq]).await.expect("read a message");
-    assert_eq!(found.len(), 1, "message {message_seq} of group {of}");
+pub(super) async fn message(store: &dyn MessageStore, of: GroupId, seq: i64) -> Message {
+    let mut found = store.get_messages(of, &[message_seq(seq)]).await.expect("read a message");
+    assert_eq!(found.len(), 1, "message {seq} of group {of}");
     found.remove(0)
 }
 
 pub(super) fn seqs(messages: &[Message]) -> Vec<i64> {
-    messages.iter().map(|message| message.message_seq).collect()
+    messages.iter().map(|message| message.message_seq.get()).collect()
 }
 
 pub(super) fn totals(pairs: &[(&str, i64)]) -> Vec<ReactionCount> {
     pairs.iter().map(|(raw, count)| ReactionCount { emoji: emoji(raw), count: *count }).collect()
 }
 
-pub(super) fn react(of: GroupId, message_seq: i64, who: UserId, raw: &str, add: bool, emit_update: bool) -> LogWrite {
-    LogWrite::React { group: of, message_seq, user: who, emoji: emoji(raw), add, max_distinct_emojis: 2, emit_update }
+pub(super) fn react(
+    of: GroupId,
+    seq: i64,
+    who: UserId,
+    raw: &str,
+    change: ReactionChange,
+    update: ReactionUpdate,
+) -> LogWrite {
+    let message_seq = message_seq(seq);
+    LogWrite::React { group: of, message_seq, user: who, emoji: emoji(raw), change, max_distinct_emojis: 2, update }
 }
 
-pub(super) fn pin(of: GroupId, message_seq: i64, pin: bool) -> LogWrite {
-    LogWrite::Pin { group: of, message_seq, actor: user(1), pin, max_pins: 2 }
+pub(super) fn pin(of: GroupId, seq: i64, change: PinChange) -> LogWrite {
+    LogWrite::Pin { group: of, message_seq: message_seq(seq), actor: user(1), change, max_pins: 2 }
 }
 
-pub(super) fn edit(of: GroupId, message_seq: i64, editor: UserId, raw: &str) -> LogWrite {
+pub(super) fn edit(of: GroupId, seq: i64, editor: UserId, raw: &str) -> LogWrite {
     let text = MessageText::from_trusted(raw.to_owned());
-    LogWrite::Edit { group: of, message_seq, editor, text, edit_window: Duration::from_secs(60) }
+    LogWrite::Edit { group: of, message_seq: message_seq(seq), editor, text, edit_window: Duration::from_secs(60) }
 }
 
-pub(super) fn delete(of: GroupId, message_seq: i64, actor: UserId, actor_moderates: bool) -> LogWrite {
-    LogWrite::Delete { group: of, message_seq, actor, actor_moderates }
+pub(super) fn delete(of: GroupId, seq: i64, actor: UserId, actor_role: ActorRole) -> LogWrite {
+    LogWrite::Delete { group: of, message_seq: message_seq(seq), actor, actor_role }
 }
 
 pub(super) fn member_left(of: GroupId, who: UserId) -> common::GroupEvent {

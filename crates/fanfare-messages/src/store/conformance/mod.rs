@@ -21,7 +21,9 @@ mod reading;
 use super::{MemoryMessageStore, MessageStore, PostgresMessageStore};
 
 pub use self::changes::*;
-pub use self::helpers::{apply_one, at, emoji, group, new_message, post, text, user};
+pub use self::helpers::{
+    apply_one, at, emoji, event_seq, group, message_seq, message_seqs, new_message, post, text, user,
+};
 pub use self::outbox::*;
 pub use self::posting::*;
 pub use self::reactions::*;

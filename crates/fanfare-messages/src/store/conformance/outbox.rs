@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use fanfare_core::ids::GroupId;
+use fanfare_core::ids::{EventSeq, GroupId};
 use fanfare_core::paging::PageSize;
 use uuid::Uuid;
 
-use super::helpers::{at, edit, group, log_of, position, post, send, text, user};
+use super::helpers::{at, edit, event_seq, group, log_of, message_seq, position, post, send, text, user};
 use crate::domain::StoredUpdate;
 use crate::store::{Committed, MessageStore};
 
@@ -23,7 +23,7 @@ async fn fill_outbox(store: &dyn MessageStore) {
 }
 
 fn keys(updates: &[StoredUpdate]) -> Vec<(i64, i64)> {
-    updates.iter().map(|update| (update.group_id.get(), update.event_seq)).collect()
+    updates.iter().map(|update| (update.group_id.get(), update.event_seq.get())).collect()
 }
 
 fn every_lane() -> Vec<i16> {
@@ -46,8 +46,8 @@ pub async fn a_batch_returns_what_it_appended_and_leaves_it_unpublished(store: &
     ];
     let committed = store.apply(writes, at(0)).await.unwrap();
     assert_eq!(keys(&committed.appended), [(2, 1), (1, 1), (2, 2)], "commit order; a retry appends nothing");
-    let mut logged = store.get_updates(group(2), 0, PageSize::new(10)).await.unwrap().updates;
-    logged.extend(store.get_updates(group(1), 0, PageSize::new(10)).await.unwrap().updates);
+    let mut logged = store.get_updates(group(2), EventSeq::ZERO, PageSize::new(10)).await.unwrap().updates;
+    logged.extend(store.get_updates(group(1), EventSeq::ZERO, PageSize::new(10)).await.unwrap().updates);
     for update in &committed.appended {
         assert!(logged.contains(update), "{update:?} is the logged entry");
     }
@@ -69,7 +69,7 @@ pub async fn unpublished_updates_page_in_order_and_acks_remove_them(store: &dyn 
     loop {
         let page = store.unpublished(&lanes, at(100), after, 4).await.unwrap();
         let Some(last) = page.last() else { break };
-        after = Some((last.group_id, last.event_seq));
+        after = Some(last.key());
         pages.push(keys(&page));
     }
     assert!(pages.iter().all(|page| page.len() <= 4));
@@ -81,12 +81,12 @@ pub async fn unpublished_updates_page_in_order_and_acks_remove_them(store: &dyn 
 
     let before_two = store.unpublished(&lanes, at(2), None, 100).await.unwrap();
     assert_eq!(before_two.len(), 6, "only what committed before the cutoff: {:?}", keys(&before_two));
-    let logged = store.get_updates(group(65), 0, PageSize::new(10)).await.unwrap().updates;
-    let read = store.unpublished(&[1], at(100), Some((group(1), 5)), 100).await.unwrap();
+    let logged = store.get_updates(group(65), EventSeq::ZERO, PageSize::new(10)).await.unwrap().updates;
+    let read = store.unpublished(&[1], at(100), Some((group(1), event_seq(5))), 100).await.unwrap();
     assert_eq!(read, logged, "a cursor resumes after its key, with the logged payloads");
 
-    let acked: Vec<(GroupId, i64)> =
-        [(1, 1), (1, 2), (2, 5), (7, 1)].into_iter().map(|(group_id, seq)| (group(group_id), seq)).collect();
+    let acked: Vec<(GroupId, EventSeq)> =
+        [(1, 1), (1, 2), (2, 5), (7, 1)].into_iter().map(|(group_id, seq)| (group(group_id), event_seq(seq))).collect();
     store.ack_outbox(&acked).await.unwrap();
     store.ack_outbox(&[]).await.unwrap();
     let left = keys(&outbox_of(store).await);
@@ -118,8 +118,7 @@ pub async fn orphaned_lanes_and_their_leases(store: &dyn MessageStore) {
 }
 
 async fn drain_outbox(store: &dyn MessageStore) {
-    let waiting: Vec<(GroupId, i64)> =
-        outbox_of(store).await.iter().map(|update| (update.group_id, update.event_seq)).collect();
+    let waiting: Vec<(GroupId, EventSeq)> = outbox_of(store).await.iter().map(StoredUpdate::key).collect();
     store.ack_outbox(&waiting).await.unwrap();
 }
 
@@ -136,19 +135,21 @@ pub async fn prune_drops_old_updates_and_raises_the_oldest_retained(store: &dyn 
 
     assert_eq!(store.prune_updates(at(150)).await.unwrap(), 5);
     let positions = store.log_positions(&[busy, quiet, fresh]).await.unwrap();
-    let summary: Vec<(i64, i64, i64)> =
-        positions.iter().map(|p| (p.oldest_retained_event_seq, p.last_event_seq, p.last_message_seq)).collect();
+    let summary: Vec<(i64, i64, i64)> = positions
+        .iter()
+        .map(|p| (p.oldest_retained_event_seq.get(), p.last_event_seq.get(), p.last_message_seq.get()))
+        .collect();
     assert_eq!(summary, [(5, 5, 5), (2, 1, 1), (1, 1, 1)]);
-    let left = store.get_updates(busy, 0, PageSize::new(10)).await.unwrap();
-    assert_eq!(left.updates.iter().map(|update| update.event_seq).collect::<Vec<_>>(), [5]);
-    assert!(store.get_updates(quiet, 0, PageSize::new(10)).await.unwrap().updates.is_empty());
+    let left = store.get_updates(busy, EventSeq::ZERO, PageSize::new(10)).await.unwrap();
+    assert_eq!(left.updates.iter().map(|update| update.event_seq.get()).collect::<Vec<_>>(), [5]);
+    assert!(store.get_updates(quiet, EventSeq::ZERO, PageSize::new(10)).await.unwrap().updates.is_empty());
     assert_eq!(store.prune_updates(at(150)).await.unwrap(), 0, "nothing more to drop");
     assert_eq!(log_of(store, busy).await.len(), 1);
 
     // The log goes on from where it was.
     let next = send(store, quiet, user(1), "h", at(400)).await;
-    assert_eq!((next.message_seq, next.event_seq), (2, 2));
-    assert_eq!(store.get_messages(busy, &[1]).await.unwrap().len(), 1, "messages are kept");
+    assert_eq!((next.message_seq, next.event_seq), (message_seq(2), event_seq(2)));
+    assert_eq!(store.get_messages(busy, &[message_seq(1)]).await.unwrap().len(), 1, "messages are kept");
 }
 
 /// Entries still waiting in the outbox (and any after them) survive pruning.
@@ -157,9 +158,9 @@ pub async fn prune_keeps_updates_still_waiting_in_the_outbox(store: &dyn Message
     for index in 0..3 {
         send(store, chat, user(1), &format!("m{index}"), at(index)).await;
     }
-    store.ack_outbox(&[(chat, 1)]).await.unwrap();
+    store.ack_outbox(&[(chat, event_seq(1))]).await.unwrap();
     assert_eq!(store.prune_updates(at(1_000)).await.unwrap(), 1);
-    assert_eq!(position(store, chat).await.oldest_retained_event_seq, 2);
+    assert_eq!(position(store, chat).await.oldest_retained_event_seq, event_seq(2));
     assert_eq!(keys(&outbox_of(store).await), [(1, 2), (1, 3)], "still publishable");
 }
 

@@ -9,9 +9,13 @@ use fanfare_proto::common::v1::update::Change;
 use futures::future::join_all;
 
 use super::helpers::{
-    apply_one, at, delete, edit, group, kinds, latest_token, log_of, member_left, message, new_message, new_post, pin,
-    position, post, react, send, text, totals, user,
+    apply_one, at, delete, edit, event_seq, group, kinds, latest_token, log_of, member_left, message, message_seq,
+    message_seqs, new_message, new_post, pin, position, post, react, send, text, totals, user,
 };
+use crate::domain::ActorRole::Member;
+use crate::domain::PinChange::Pin;
+use crate::domain::ReactionChange::Add;
+use crate::domain::ReactionUpdate::Append;
 use crate::domain::updates::message_to_proto;
 use crate::domain::{Attachment, Content, LogPosition, MessageText};
 use crate::store::{Applied, LogWrite, MessageStore, WriteError};
@@ -22,16 +26,16 @@ pub async fn posts_take_gapless_seqs_and_read_back(store: &dyn MessageStore) {
     let chat = group(7);
     let precise = at(1) + chrono::Duration::nanoseconds(123_456_789);
     let first = new_post(apply_one(store, post(chat, user(1), "k1", text("hello")), precise).await);
-    assert_eq!((first.message_seq, first.event_seq, first.version), (1, 1, 1));
+    assert_eq!((first.message_seq, first.event_seq, first.version), (message_seq(1), event_seq(1), 1));
     assert_eq!(first.created_at, at(1) + chrono::Duration::microseconds(123_456), "kept to the microsecond");
     assert_eq!((first.sender, first.content.text.as_str()), (user(1), "hello"));
     assert_eq!((first.edited_at, first.deleted_at, first.pinned), (None, None, false));
     assert!(first.reactions.is_empty());
     let second = send(store, chat, user(2), "k1", at(2)).await;
-    assert_eq!((second.message_seq, second.event_seq), (2, 2));
+    assert_eq!((second.message_seq, second.event_seq), (message_seq(2), event_seq(2)));
     assert_ne!(first.id, second.id);
 
-    assert_eq!(store.get_messages(chat, &[2, 1]).await.unwrap(), vec![first.clone(), second.clone()]);
+    assert_eq!(store.get_messages(chat, &message_seqs(&[2, 1])).await.unwrap(), vec![first.clone(), second.clone()]);
     assert_eq!(store.get_messages_by_id(chat, &[second.id, first.id]).await.unwrap(), vec![first, second]);
     let position = position(store, chat).await;
     let last_entry_token = latest_token(store, chat).await;
@@ -39,15 +43,15 @@ pub async fn posts_take_gapless_seqs_and_read_back(store: &dyn MessageStore) {
         position,
         LogPosition {
             group_id: chat,
-            last_event_seq: 2,
-            last_message_seq: 2,
-            oldest_retained_event_seq: 1,
+            last_event_seq: event_seq(2),
+            last_message_seq: message_seq(2),
+            oldest_retained_event_seq: event_seq(1),
             last_entry_token
         }
     );
     assert_eq!(kinds(&log_of(store, chat).await), ["posted", "posted"]);
     let unread = store.unread_counts(user(2), &[chat]).await.unwrap();
-    assert_eq!(unread[0].read_message_seq, 2, "one's own message is read");
+    assert_eq!(unread[0].read_message_seq, message_seq(2), "one's own message is read");
 }
 
 /// Attachments, mentions and replies are stored as given, and the log entry carries the
@@ -66,7 +70,7 @@ pub async fn content_round_trips_through_the_store_and_the_log(store: &dyn Messa
     let content = Content {
         text: MessageText::from_trusted("look @4 @3".to_owned()),
         attachments: vec![attachment("m-1", "image/jpeg"), attachment("m-2", "video/mp4")],
-        reply_to_message_seq: Some(1),
+        reply_to_message_seq: Some(message_seq(1)),
         mentions: vec![user(4), user(3)],
         mentions_all: false,
     };
@@ -80,7 +84,7 @@ pub async fn content_round_trips_through_the_store_and_the_log(store: &dyn Messa
 
     let everyone = Content { mentions_all: true, ..text("@all") };
     let announcement = new_post(apply_one(store, post(chat, user(1), "all", everyone.clone()), at(2)).await);
-    assert_eq!(message(store, chat, announcement.message_seq).await.content, everyone);
+    assert_eq!(message(store, chat, announcement.message_seq.get()).await.content, everyone);
 }
 
 /// A retry with the same content answers the original, as it stands now (edited here),
@@ -119,12 +123,17 @@ pub async fn a_retry_with_the_same_content_returns_the_original(store: &dyn Mess
         post(chat, user(4), "n3", text("n3")),
     ];
     let outcomes = store.apply(mixed, at(6)).await.unwrap().outcomes;
-    let new_seqs: Vec<i64> = [0, 2, 5].iter().map(|index| new_post(outcomes[*index].clone()).message_seq).collect();
+    let new_seqs: Vec<i64> =
+        [0, 2, 5].iter().map(|index| new_post(outcomes[*index].clone()).message_seq.get()).collect();
     assert_eq!(new_seqs, [4, 5, 6]);
-    assert!(matches!(&outcomes[1], Ok(Applied::Posted { message, duplicate: true }) if message.message_seq == 1));
-    assert!(matches!(&outcomes[3], Ok(Applied::Edited(message)) if message.message_seq == 4));
-    assert!(matches!(&outcomes[4], Ok(Applied::Posted { message, duplicate: true }) if message.message_seq == 2));
-    assert_eq!(position(store, chat).await.last_event_seq, 8, "3 posts, 1 edit, 2 retries writing nothing");
+    assert!(
+        matches!(&outcomes[1], Ok(Applied::Posted { message, duplicate: true }) if message.message_seq == message_seq(1))
+    );
+    assert!(matches!(&outcomes[3], Ok(Applied::Edited(message)) if message.message_seq == message_seq(4)));
+    assert!(
+        matches!(&outcomes[4], Ok(Applied::Posted { message, duplicate: true }) if message.message_seq == message_seq(2))
+    );
+    assert_eq!(position(store, chat).await.last_event_seq, event_seq(8), "3 posts, 1 edit, 2 retries writing nothing");
 }
 
 /// The same key with other content is refused, naming the original, and writes nothing.
@@ -133,7 +142,7 @@ pub async fn a_retry_with_other_content_is_a_conflict(store: &dyn MessageStore) 
     send(store, chat, user(1), "key", at(0)).await;
     let before = position(store, chat).await;
     let changed_text = apply_one(store, post(chat, user(1), "key", text("something else")), at(1)).await;
-    let conflict = WriteError::IdempotencyConflict { key: "key".to_owned(), original_seq: 1 };
+    let conflict = WriteError::IdempotencyConflict { key: "key".to_owned(), original_seq: message_seq(1) };
     assert_eq!(changed_text, Err(conflict.clone()));
     let mentions_too = Content { mentions: vec![user(2)], ..text("key") };
     assert_eq!(apply_one(store, post(chat, user(1), "key", mentions_too), at(1)).await, Err(conflict.clone()));
@@ -167,13 +176,16 @@ pub async fn the_same_key_twice_in_one_batch_makes_one_message(store: &dyn Messa
         other => panic!("expected a post, got {other:?}"),
     };
     assert_eq!(outcomes[1], Ok(Applied::Posted { message: first.clone(), duplicate: true }));
-    assert_eq!(outcomes[2], Err(WriteError::IdempotencyConflict { key: "twice".to_owned(), original_seq: 1 }));
+    assert_eq!(
+        outcomes[2],
+        Err(WriteError::IdempotencyConflict { key: "twice".to_owned(), original_seq: message_seq(1) })
+    );
     let other_sender = match &outcomes[3] {
         Ok(Applied::Posted { message, duplicate: false }) => message.clone(),
         other => panic!("expected a post, got {other:?}"),
     };
-    assert_eq!((other_sender.message_seq, other_sender.event_seq), (2, 2));
-    assert_eq!(position(store, chat).await.last_message_seq, 2);
+    assert_eq!((other_sender.message_seq, other_sender.event_seq), (message_seq(2), event_seq(2)));
+    assert_eq!(position(store, chat).await.last_message_seq, message_seq(2));
 }
 
 /// A batch mixing groups and kinds numbers each group's entries without a gap, in batch
@@ -183,37 +195,41 @@ pub async fn a_mixed_batch_is_gapless_and_refused_writes_take_no_seq(store: &dyn
     let writes = vec![
         post(first, user(1), "a1", text("a1")),
         post(second, user(1), "b1", text("b1")),
-        post(first, user(2), "bad-reply", Content { reply_to_message_seq: Some(5), ..text("x") }),
+        post(first, user(2), "bad-reply", Content { reply_to_message_seq: Some(message_seq(5)), ..text("x") }),
         edit(first, 1, user(2), "not mine"),
         LogWrite::System { source: "groups".to_owned(), outbox_id: 7, event: member_left(first, user(9)) },
-        post(first, user(2), "a2", Content { reply_to_message_seq: Some(1), ..text("a2") }),
-        react(first, 1, user(3), "👍", true, true),
-        pin(first, 2, true),
+        post(first, user(2), "a2", Content { reply_to_message_seq: Some(message_seq(1)), ..text("a2") }),
+        react(first, 1, user(3), "👍", Add, Append),
+        pin(first, 2, Pin),
         edit(first, 2, user(2), "a2 edited"),
         post(first, user(1), "a1", text("a1")),
-        delete(second, 1, user(1), false),
+        delete(second, 1, user(1), Member),
         post(second, user(1), "b2", text("b2")),
         post(first, user(3), "a3", text("a3")),
     ];
     let outcomes = store.apply(writes, at(0)).await.unwrap().outcomes;
     assert_eq!(outcomes.len(), 13);
-    assert_eq!(outcomes[2], Err(WriteError::ReplyTargetNotFound(5)));
-    assert_eq!(outcomes[3], Err(WriteError::NotSender(1)));
-    assert_eq!(outcomes[4], Ok(Applied::SystemAppended { event_seq: 2, duplicate: false }));
-    let reacted = Applied::Reacted { totals: totals(&[("👍", 1)]), changed: true, event_seq: Some(4) };
+    assert_eq!(outcomes[2], Err(WriteError::ReplyTargetNotFound(message_seq(5))));
+    assert_eq!(outcomes[3], Err(WriteError::NotSender(message_seq(1))));
+    assert_eq!(outcomes[4], Ok(Applied::SystemAppended { event_seq: event_seq(2), duplicate: false }));
+    let reacted = Applied::Reacted { totals: totals(&[("👍", 1)]), changed: true, event_seq: Some(event_seq(4)) };
     assert_eq!(outcomes[6], Ok(reacted));
-    assert_eq!(outcomes[7], Ok(Applied::Pinned { event_seq: Some(5) }));
+    assert_eq!(outcomes[7], Ok(Applied::Pinned { event_seq: Some(event_seq(5)) }));
     let Ok(Applied::Edited(edited)) = &outcomes[8] else { panic!("expected an edit: {:?}", outcomes[8]) };
-    assert_eq!((edited.event_seq, edited.version, edited.pinned), (3, 2, true));
+    assert_eq!((edited.event_seq, edited.version, edited.pinned), (event_seq(3), 2, true));
     let Ok(Applied::Posted { message: retried, duplicate: true }) = &outcomes[9] else {
         panic!("expected a retry: {:?}", outcomes[9])
     };
-    assert_eq!((retried.message_seq, retried.reactions.clone()), (1, totals(&[("👍", 1)])), "as it then stood");
+    assert_eq!(
+        (retried.message_seq, retried.reactions.clone()),
+        (message_seq(1), totals(&[("👍", 1)])),
+        "as it then stood"
+    );
     let posted: Vec<(i64, i64, i64)> = [0, 1, 5, 11, 12]
         .iter()
         .map(|index| match &outcomes[*index] {
             Ok(Applied::Posted { message, duplicate: false }) => {
-                (message.group_id.get(), message.message_seq, message.event_seq)
+                (message.group_id.get(), message.message_seq.get(), message.event_seq.get())
             }
             other => panic!("expected a post at {index}, got {other:?}"),
         })
@@ -226,7 +242,10 @@ pub async fn a_mixed_batch_is_gapless_and_refused_writes_take_no_seq(store: &dyn
     assert_eq!(kinds(&first_log), ["posted", "group_event", "posted", "reactions", "pinned", "edited", "posted"]);
     assert_eq!(kinds(&log_of(store, second).await), ["posted", "deleted", "posted"]);
     let positions = store.log_positions(&[first, second]).await.unwrap();
-    assert_eq!(positions.iter().map(|p| (p.last_event_seq, p.last_message_seq)).collect::<Vec<_>>(), [(7, 3), (3, 2)]);
+    assert_eq!(
+        positions.iter().map(|p| (p.last_event_seq.get(), p.last_message_seq.get())).collect::<Vec<_>>(),
+        [(7, 3), (3, 2)]
+    );
 }
 
 /// 100 concurrent single-post batches into one group take message_seqs and event_seqs
@@ -239,8 +258,8 @@ pub async fn concurrent_posts_to_one_group_are_gapless(store: &dyn MessageStore)
         new_post(outcome)
     });
     let messages = join_all(attempts).await;
-    let message_seqs: BTreeSet<i64> = messages.iter().map(|message| message.message_seq).collect();
-    let event_seqs: BTreeSet<i64> = messages.iter().map(|message| message.event_seq).collect();
+    let message_seqs: BTreeSet<i64> = messages.iter().map(|message| message.message_seq.get()).collect();
+    let event_seqs: BTreeSet<i64> = messages.iter().map(|message| message.event_seq.get()).collect();
     assert_eq!(message_seqs, (1..=100).collect(), "no hole, no repeat");
     assert_eq!(event_seqs, (1..=100).collect(), "no hole, no repeat");
     let logged = log_of(store, hot).await;
@@ -271,7 +290,7 @@ pub async fn concurrent_batches_over_several_groups_are_gapless_per_group(store:
     for outcomes in join_all(attempts).await {
         for outcome in outcomes {
             let message = new_post(outcome);
-            per_group[(message.group_id.get() - 1) as usize].push((message.message_seq, message.event_seq));
+            per_group[(message.group_id.get() - 1) as usize].push((message.message_seq.get(), message.event_seq.get()));
         }
     }
     for (index, mut taken) in per_group.into_iter().enumerate() {
@@ -280,7 +299,7 @@ pub async fn concurrent_batches_over_several_groups_are_gapless_per_group(store:
         assert!(count > 0);
         let expected: Vec<(i64, i64)> = (1..=count).map(|seq| (seq, seq)).collect();
         assert_eq!(taken, expected, "group {}", index + 1);
-        assert_eq!(position(store, groups[index]).await.last_event_seq, count);
+        assert_eq!(position(store, groups[index]).await.last_event_seq, event_seq(count));
     }
 }
 
@@ -298,7 +317,7 @@ pub async fn slow_mode_spaces_a_senders_posts(store: &dyn MessageStore) {
     new_post(apply_one(store, slow(2, "c"), at(10)).await);
     assert!(matches!(apply_one(store, slow(1, "a"), at(11)).await, Ok(Applied::Posted { duplicate: true, .. })));
     new_post(apply_one(store, slow(1, "b"), at(30)).await);
-    assert_eq!(position(store, community).await.last_message_seq, 3, "refusals took no seq");
+    assert_eq!(position(store, community).await.last_message_seq, message_seq(3), "refusals took no seq");
 
     // Posted without slow mode, then slow mode turned on: the earlier post counts.
     new_post(apply_one(store, post(community, user(1), "d", text("d")), at(100)).await);
@@ -318,17 +337,22 @@ pub async fn slow_mode_spaces_a_senders_posts(store: &dyn MessageStore) {
 pub async fn replies_need_an_existing_target(store: &dyn MessageStore) {
     let chat = group(8);
     send(store, chat, user(1), "first", at(0)).await;
-    apply_one(store, delete(chat, 1, user(1), false), at(1)).await.unwrap();
-    let reply =
-        |key: &str, target: i64| post(chat, user(2), key, Content { reply_to_message_seq: Some(target), ..text(key) });
-    assert_eq!(apply_one(store, reply("r0", 2), at(2)).await, Err(WriteError::ReplyTargetNotFound(2)));
-    assert_eq!(apply_one(store, reply("r1", 0), at(2)).await, Err(WriteError::ReplyTargetNotFound(0)));
+    apply_one(store, delete(chat, 1, user(1), Member), at(1)).await.unwrap();
+    let reply = |key: &str, target: i64| {
+        post(chat, user(2), key, Content { reply_to_message_seq: Some(message_seq(target)), ..text(key) })
+    };
+    assert_eq!(apply_one(store, reply("r0", 2), at(2)).await, Err(WriteError::ReplyTargetNotFound(message_seq(2))));
+    assert_eq!(apply_one(store, reply("r1", 0), at(2)).await, Err(WriteError::ReplyTargetNotFound(message_seq(0))));
     let to_tombstone = new_post(apply_one(store, reply("r2", 1), at(2)).await);
-    assert_eq!(to_tombstone.content.reply_to_message_seq, Some(1));
+    assert_eq!(to_tombstone.content.reply_to_message_seq, Some(message_seq(1)));
     assert_eq!(
-        apply_one(store, post(group(9), user(2), "r3", Content { reply_to_message_seq: Some(1), ..text("x") }), at(2))
-            .await,
-        Err(WriteError::ReplyTargetNotFound(1)),
+        apply_one(
+            store,
+            post(group(9), user(2), "r3", Content { reply_to_message_seq: Some(message_seq(1)), ..text("x") }),
+            at(2)
+        )
+        .await,
+        Err(WriteError::ReplyTargetNotFound(message_seq(1))),
         "not another group's"
     );
 }

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_proto::common::v1 as common;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -147,7 +147,12 @@ async fn lock_logs(
             let last_entry_token = last_entry_token as u64;
             (
                 GroupId::from_trusted(group),
-                Counters { last_event_seq, last_message_seq, last_entry_token, changed: false },
+                Counters {
+                    last_event_seq: EventSeq::from_trusted(last_event_seq),
+                    last_message_seq: MessageSeq::from_trusted(last_message_seq),
+                    last_entry_token,
+                    changed: false,
+                },
             )
         })
         .collect();
@@ -156,8 +161,8 @@ async fn lock_logs(
 
 /// A group's log counters as the batch has moved them.
 struct Counters {
-    last_event_seq: i64,
-    last_message_seq: i64,
+    last_event_seq: EventSeq,
+    last_message_seq: MessageSeq,
     /// The token of the latest entry, which the next one links to.
     last_entry_token: u64,
     changed: bool,
@@ -165,7 +170,7 @@ struct Counters {
 
 /// Relayed events by (source, outbox id): their event_seq and content digest (`None` for rows
 /// recorded before digests were kept).
-type AppendedSystemEvents = HashMap<(String, i64), (i64, Option<Vec<u8>>)>;
+type AppendedSystemEvents = HashMap<(String, i64), (EventSeq, Option<Vec<u8>>)>;
 
 /// The state of one batch inside its transaction.
 pub(super) struct Batch {
@@ -179,7 +184,7 @@ pub(super) struct Batch {
     queue: Queue,
     /// Retried posts, answered at the next flush with the message as it then stands:
     /// (index of the result, group, message_seq).
-    duplicates: Vec<(usize, GroupId, i64)>,
+    duplicates: Vec<(usize, GroupId, MessageSeq)>,
     /// Posts refused by a rule, whose keys are looked up at the next flush in case they
     /// are retries: (index of the result, key, content digest).
     refused_posts: Vec<(usize, KeyOf, Vec<u8>)>,
@@ -216,9 +221,9 @@ impl BatchLog for Batch {
         self.now
     }
 
-    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<i64> {
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<EventSeq> {
         let counters = self.counters(group)?;
-        counters.last_event_seq += 1;
+        counters.last_event_seq = counters.last_event_seq.next();
         counters.changed = true;
         let event_seq = counters.last_event_seq;
         let link = EntryLink::after(counters.last_entry_token);
@@ -266,17 +271,17 @@ impl Batch {
         let counters = self.counters(group)?;
         // Messages are never removed, so every seq up to the latest names one.
         if let Some(target) = new.content.reply_to_message_seq
-            && !(1..=counters.last_message_seq).contains(&target)
+            && !(MessageSeq::ZERO.next()..=counters.last_message_seq).contains(&target)
         {
             self.refused_posts.push((self.results.len(), key, digest));
             return Ok(Some(Err(WriteError::ReplyTargetNotFound(target))));
         }
-        counters.last_message_seq += 1;
+        counters.last_message_seq = counters.last_message_seq.next();
         let message = Message {
             id: Uuid::now_v7(),
             group_id: group,
             message_seq: counters.last_message_seq,
-            event_seq: counters.last_event_seq + 1,
+            event_seq: counters.last_event_seq.next(),
             sender: new.sender,
             client_message_id: new.client_message_id,
             content: new.content,
@@ -345,7 +350,7 @@ impl Batch {
             return Ok(None);
         }
         let duplicates = std::mem::take(&mut self.duplicates);
-        let keys: Vec<(GroupId, i64)> = duplicates.iter().map(|(_, group, seq)| (*group, *seq)).collect();
+        let keys: Vec<(GroupId, MessageSeq)> = duplicates.iter().map(|(_, group, seq)| (*group, *seq)).collect();
         let found = super::rows::messages_by_key(connection, &keys).await?;
         for (index, group, message_seq) in duplicates {
             let message = found.get(&(group, message_seq)).cloned().ok_or_else(|| {
@@ -419,7 +424,8 @@ async fn taken_keys(connection: &mut PgConnection, keys: &[&KeyOf]) -> StoreResu
     Ok(rows
         .into_iter()
         .map(|(group, sender, key, message_seq, digest)| {
-            ((GroupId::from_trusted(group), UserId::from_trusted(sender), key), TakenKey { message_seq, digest })
+            let taken = TakenKey { message_seq: MessageSeq::from_trusted(message_seq), digest };
+            ((GroupId::from_trusted(group), UserId::from_trusted(sender), key), taken)
         })
         .collect())
 }
@@ -488,6 +494,8 @@ async fn appended_system_events(
     .during("reading appended system events")?;
     Ok(rows
         .into_iter()
-        .map(|(source, outbox_id, event_seq, digest)| ((source, outbox_id), (event_seq, digest)))
+        .map(|(source, outbox_id, event_seq, digest)| {
+            ((source, outbox_id), (EventSeq::from_trusted(event_seq), digest))
+        })
         .collect())
 }

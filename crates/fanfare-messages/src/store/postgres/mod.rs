@@ -3,7 +3,7 @@
 //! Every name in the SQL is schema-qualified (`messages.updates`), so the store works on
 //! any pool whatever its `search_path`. Queries are checked at run time (`sqlx::query*`
 //! with binds), so building needs no database. Writes go through [`MessageStore::apply`]
-//! ([`batch`], [`queue`], [`timeline`]); this file holds the reads, read markers, the outbox and
+//! (`batch`, `queue`, `timeline`); this file holds the reads, read markers, the outbox and
 //! pruning.
 //!
 //! Locking, always in this order so that no two transactions wait on each other in a
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_core::paging::PageSize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -119,7 +119,7 @@ impl MessageStore for PostgresMessageStore {
         batch::apply(&self.pool, writes, now).await
     }
 
-    async fn get_messages(&self, group: GroupId, message_seqs: &[i64]) -> StoreResult<Vec<Message>> {
+    async fn get_messages(&self, group: GroupId, message_seqs: &[MessageSeq]) -> StoreResult<Vec<Message>> {
         let mut connection = self.pool.acquire().await.during("acquiring a connection")?;
         rows::messages_by_seq(&mut connection, group, message_seqs).await
     }
@@ -142,10 +142,11 @@ impl MessageStore for PostgresMessageStore {
         &self,
         group: GroupId,
         direction: Direction,
-        anchor: Option<i64>,
+        anchor: Option<MessageSeq>,
         not_before: Option<DateTime<Utc>>,
         limit: PageSize,
     ) -> StoreResult<Vec<Message>> {
+        let anchor = anchor.map(MessageSeq::get);
         // Keyset paging on the primary key, in the direction of travel; the extra row
         // proves there is more.
         let (sql, anchor) = match direction {
@@ -177,13 +178,13 @@ impl MessageStore for PostgresMessageStore {
         message_rows(rows)
     }
 
-    async fn get_updates(&self, group: GroupId, after: i64, limit: PageSize) -> StoreResult<UpdatesRead> {
+    async fn get_updates(&self, group: GroupId, after: EventSeq, limit: PageSize) -> StoreResult<UpdatesRead> {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT event_seq, payload FROM messages.updates \
              WHERE group_id = $1 AND event_seq > $2 ORDER BY event_seq LIMIT $3",
         )
         .bind(group.get())
-        .bind(after)
+        .bind(after.get())
         .bind(limit.as_limit())
         .fetch_all(&mut *self.connection().await?)
         .await
@@ -192,7 +193,11 @@ impl MessageStore for PostgresMessageStore {
         let position = self.position(group).await?;
         let updates = rows
             .into_iter()
-            .map(|(event_seq, payload)| StoredUpdate { group_id: group, event_seq, payload: payload.into() })
+            .map(|(event_seq, payload)| StoredUpdate {
+                group_id: group,
+                event_seq: EventSeq::from_trusted(event_seq),
+                payload: payload.into(),
+            })
             .collect();
         Ok(UpdatesRead { updates, position })
     }
@@ -215,9 +220,9 @@ impl MessageStore for PostgresMessageStore {
             .map(|(group, last_event_seq, last_message_seq, oldest_retained_event_seq, last_entry_token)| {
                 let position = LogPosition {
                     group_id: GroupId::from_trusted(group),
-                    last_event_seq,
-                    last_message_seq,
-                    oldest_retained_event_seq,
+                    last_event_seq: EventSeq::from_trusted(last_event_seq),
+                    last_message_seq: MessageSeq::from_trusted(last_message_seq),
+                    oldest_retained_event_seq: EventSeq::from_trusted(oldest_retained_event_seq),
                     // Stored as bigint: the same 64 bits.
                     last_entry_token: last_entry_token as u64,
                 };
@@ -230,8 +235,8 @@ impl MessageStore for PostgresMessageStore {
             .collect())
     }
 
-    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: i64) -> StoreResult<i64> {
-        sqlx::query_scalar(
+    async fn mark_read(&self, group: GroupId, user: UserId, message_seq: MessageSeq) -> StoreResult<MessageSeq> {
+        let marker: i64 = sqlx::query_scalar(
             "INSERT INTO messages.read_markers AS r (group_id, user_id, read_message_seq) \
              SELECT $1, $2, GREATEST(0, LEAST($3, COALESCE( \
                (SELECT last_message_seq FROM messages.group_logs WHERE group_id = $1), 0))) \
@@ -241,11 +246,11 @@ impl MessageStore for PostgresMessageStore {
         )
         .bind(group.get())
         .bind(user.get())
-        .bind(message_seq)
+        .bind(message_seq.get())
         .fetch_one(&mut *self.connection().await?)
         .await
-        .during("marking messages read")
-        .map_err(Into::into)
+        .during("marking messages read")?;
+        Ok(MessageSeq::from_trusted(marker))
     }
 
     async fn unread_counts(&self, user: UserId, groups: &[GroupId]) -> StoreResult<Vec<Unread>> {
@@ -283,8 +288,8 @@ impl MessageStore for PostgresMessageStore {
                     group_id: GroupId::from_trusted(group),
                     unread_messages: (last_message_seq - read_message_seq).max(0),
                     unread_mentions,
-                    last_message_seq,
-                    read_message_seq,
+                    last_message_seq: MessageSeq::from_trusted(last_message_seq),
+                    read_message_seq: MessageSeq::from_trusted(read_message_seq),
                 };
                 (group, unread)
             })
@@ -309,7 +314,7 @@ impl MessageStore for PostgresMessageStore {
     ) -> StoreResult<Vec<StoredUpdate>> {
         // The row comparison walks the outbox key (lane, group_id, event_seq) from the cursor.
         let (after_lane, after_group, after_seq) = match after {
-            Some((group, event_seq)) => (outbox_lane(group), group.get(), event_seq),
+            Some((group, event_seq)) => (outbox_lane(group), group.get(), event_seq.get()),
             None => (-1, 0, 0),
         };
         let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
@@ -334,19 +339,19 @@ impl MessageStore for PostgresMessageStore {
             .into_iter()
             .map(|(group, event_seq, payload)| StoredUpdate {
                 group_id: GroupId::from_trusted(group),
-                event_seq,
+                event_seq: EventSeq::from_trusted(event_seq),
                 payload: payload.into(),
             })
             .collect())
     }
 
-    async fn ack_outbox(&self, published: &[(GroupId, i64)]) -> StoreResult<()> {
+    async fn ack_outbox(&self, published: &[(GroupId, EventSeq)]) -> StoreResult<()> {
         if published.is_empty() {
             return Ok(());
         }
         let lanes: Vec<i16> = published.iter().map(|(group, _)| outbox_lane(*group)).collect();
         let groups: Vec<i64> = published.iter().map(|(group, _)| group.get()).collect();
-        let seqs: Vec<i64> = published.iter().map(|(_, event_seq)| *event_seq).collect();
+        let seqs: Vec<i64> = published.iter().map(|(_, event_seq)| event_seq.get()).collect();
         // Not durable on purpose: an acknowledgement lost in a crash only makes recovery
         // publish the update again, which subscribers recognise by its event_seq; a durable
         // commit per acknowledgement batch would cost a WAL flush for nothing. One statement,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ pub(super) type KeyOf = (GroupId, UserId, String);
 #[derive(Debug, Clone)]
 pub(super) struct TakenKey {
     /// The message posted under it.
-    pub(super) message_seq: i64,
+    pub(super) message_seq: MessageSeq,
     /// The digest of that message's original content.
     pub(super) digest: Vec<u8>,
 }
@@ -27,8 +27,8 @@ pub(super) struct TakenKey {
 /// A group log's counters to store.
 pub(super) struct CounterRow {
     pub(super) group: i64,
-    pub(super) last_event_seq: i64,
-    pub(super) last_message_seq: i64,
+    pub(super) last_event_seq: EventSeq,
+    pub(super) last_message_seq: MessageSeq,
     pub(super) last_entry_token: u64,
 }
 
@@ -40,7 +40,7 @@ pub(super) struct Queue {
     /// New system events.
     system_events: Vec<SystemEventRow>,
     /// Read markers of members who just joined: they start at the group's latest message.
-    joined_markers: Vec<(GroupId, UserId, i64)>,
+    joined_markers: Vec<(GroupId, UserId, MessageSeq)>,
     /// New log entries; every queued row comes with one.
     updates: Vec<StoredUpdate>,
     /// Log entries already written by this transaction, in order: what the batch appended.
@@ -52,7 +52,7 @@ struct SystemEventRow {
     source: String,
     outbox_id: i64,
     group: GroupId,
-    event_seq: i64,
+    event_seq: EventSeq,
     digest: Vec<u8>,
 }
 
@@ -122,7 +122,7 @@ impl Queue {
     }
 
     /// Queues the read marker of a member who just joined: what came before is not unread.
-    pub(super) fn push_joined_marker(&mut self, group: GroupId, user: UserId, last_message_seq: i64) {
+    pub(super) fn push_joined_marker(&mut self, group: GroupId, user: UserId, last_message_seq: MessageSeq) {
         self.joined_markers.push((group, user, last_message_seq));
     }
 
@@ -132,7 +132,7 @@ impl Queue {
         source: &str,
         outbox_id: i64,
         group: GroupId,
-        event_seq: i64,
+        event_seq: EventSeq,
         digest: Vec<u8>,
     ) {
         self.system_events.push(SystemEventRow { source: source.to_owned(), outbox_id, group, event_seq, digest });
@@ -157,7 +157,7 @@ impl Queue {
         let mut mentions: BTreeSet<(i64, i64, i64)> = BTreeSet::new();
         let mut senders: BTreeMap<(i64, i64), i64> = BTreeMap::new();
         for (message, digest) in messages {
-            let (group, seq) = (message.group_id.get(), message.message_seq);
+            let (group, seq) = (message.group_id.get(), message.message_seq.get());
             mentions.extend(mention_rows(&message.content).into_iter().map(|user| (group, user, seq)));
             // One's own message is not unread: the sender's marker moves to it.
             let marker = senders.entry((group, message.sender.get())).or_default();
@@ -171,20 +171,20 @@ impl Queue {
         let mut markers = senders;
         for (group, user, seq) in joined_markers {
             let marker = markers.entry((group.get(), user.get())).or_default();
-            *marker = (*marker).max(seq);
+            *marker = (*marker).max(seq.get());
         }
         let (marker_groups, marker_users, marker_seqs) =
             unzip3(markers.into_iter().map(|((group, user), seq)| (group, user, seq)));
         let update_groups: Vec<i64> = updates.iter().map(|update| update.group_id.get()).collect();
-        let update_seqs: Vec<i64> = updates.iter().map(|update| update.event_seq).collect();
+        let update_seqs: Vec<i64> = updates.iter().map(|update| update.event_seq.get()).collect();
         let payloads: Vec<&[u8]> = updates.iter().map(|update| update.payload.as_ref()).collect();
         let system_sources: Vec<&str> = system_events.iter().map(|row| row.source.as_str()).collect();
         let system_digests: Vec<&[u8]> = system_events.iter().map(|row| row.digest.as_slice()).collect();
         let (outbox_ids, system_groups, system_seqs) =
-            unzip3(system_events.iter().map(|row| (row.outbox_id, row.group.get(), row.event_seq)));
+            unzip3(system_events.iter().map(|row| (row.outbox_id, row.group.get(), row.event_seq.get())));
         let counter_groups: Vec<i64> = counters.iter().map(|row| row.group).collect();
-        let last_event_seqs: Vec<i64> = counters.iter().map(|row| row.last_event_seq).collect();
-        let last_message_seqs: Vec<i64> = counters.iter().map(|row| row.last_message_seq).collect();
+        let last_event_seqs: Vec<i64> = counters.iter().map(|row| row.last_event_seq.get()).collect();
+        let last_message_seqs: Vec<i64> = counters.iter().map(|row| row.last_message_seq.get()).collect();
         // Stored as bigint: the same 64 bits.
         let last_entry_tokens: Vec<i64> = counters.iter().map(|row| row.last_entry_token as i64).collect();
 
@@ -230,7 +230,8 @@ impl Queue {
             .into_iter()
             .filter(|(message_id, ..)| !new_ids.contains(message_id))
             .map(|(_, group, sender, key, message_seq, digest)| {
-                ((GroupId::from_trusted(group), UserId::from_trusted(sender), key), TakenKey { message_seq, digest })
+                let taken = TakenKey { message_seq: MessageSeq::from_trusted(message_seq), digest };
+                ((GroupId::from_trusted(group), UserId::from_trusted(sender), key), taken)
             })
             .collect())
     }
@@ -273,14 +274,14 @@ impl MessageColumns {
 
     fn push(&mut self, message: Message, digest: Vec<u8>) {
         self.group_ids.push(message.group_id.get());
-        self.message_seqs.push(message.message_seq);
+        self.message_seqs.push(message.message_seq.get());
         self.message_ids.push(message.id);
-        self.event_seqs.push(message.event_seq);
+        self.event_seqs.push(message.event_seq.get());
         self.sender_ids.push(message.sender.get());
         self.client_message_ids.push(message.client_message_id.as_str().to_owned());
         self.digests.push(digest);
         self.attachments.push(encode_attachments(&message.content.attachments));
-        self.reply_tos.push(message.content.reply_to_message_seq);
+        self.reply_tos.push(message.content.reply_to_message_seq.map(MessageSeq::get));
         self.mentions.push(mentions_literal(&message.content.mentions));
         self.mentions_all.push(message.content.mentions_all);
         self.texts.push(message.content.text.as_str().to_owned());

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use fanfare_proto::common::v1 as common;
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
@@ -95,7 +95,7 @@ pub(super) fn content_digest(content: &Content) -> Vec<u8> {
     let digested = DigestedContent {
         text: content.text.as_str().to_owned(),
         attachments: content.attachments.iter().map(Attachment::to_proto).collect(),
-        reply_to_message_seq: content.reply_to_message_seq,
+        reply_to_message_seq: content.reply_to_message_seq.map(MessageSeq::get),
         mentions: content.mentions.iter().map(|user| user.get()).collect(),
         mentions_all: content.mentions_all,
     };
@@ -176,14 +176,14 @@ impl MessageRow {
         Ok(Message {
             id: self.message_id,
             group_id: GroupId::from_trusted(self.group_id),
-            message_seq: self.message_seq,
-            event_seq: self.event_seq,
+            message_seq: MessageSeq::from_trusted(self.message_seq),
+            event_seq: EventSeq::from_trusted(self.event_seq),
             sender: UserId::from_trusted(self.sender_id),
             client_message_id: ClientMessageId::from_trusted(self.client_message_id),
             content: Content {
                 text: MessageText::from_trusted(self.text),
                 attachments: decode_attachments(&self.attachments)?,
-                reply_to_message_seq: self.reply_to_message_seq,
+                reply_to_message_seq: self.reply_to_message_seq.map(MessageSeq::from_trusted),
                 mentions: self.mentions.into_iter().map(UserId::from_trusted).collect(),
                 mentions_all: self.mentions_all,
             },
@@ -201,15 +201,16 @@ impl MessageRow {
 pub(super) async fn messages_by_seq(
     connection: &mut PgConnection,
     group: GroupId,
-    message_seqs: &[i64],
+    message_seqs: &[MessageSeq],
 ) -> StoreResult<Vec<Message>> {
     if message_seqs.is_empty() {
         return Ok(Vec::new());
     }
+    let message_seqs: Vec<i64> = message_seqs.iter().map(|seq| seq.get()).collect();
     let rows: Vec<MessageRow> =
         sqlx::query_as(select_messages!("WHERE m.group_id = $1 AND m.message_seq = ANY($2) ORDER BY m.message_seq"))
             .bind(group.get())
-            .bind(message_seqs)
+            .bind(&message_seqs)
             .fetch_all(&mut *connection)
             .await
             .during("reading messages")?;
@@ -220,7 +221,7 @@ pub(super) async fn messages_by_seq(
 pub(super) async fn message(
     connection: &mut PgConnection,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
 ) -> StoreResult<Option<Message>> {
     Ok(messages_by_seq(connection, group, &[message_seq]).await?.into_iter().next())
 }
@@ -228,9 +229,9 @@ pub(super) async fn message(
 /// Messages of several groups by (group, message_seq), keyed so.
 pub(super) async fn messages_by_key(
     connection: &mut PgConnection,
-    keys: &[(GroupId, i64)],
-) -> StoreResult<HashMap<(GroupId, i64), Message>> {
-    let mut by_group: HashMap<GroupId, Vec<i64>> = HashMap::new();
+    keys: &[(GroupId, MessageSeq)],
+) -> StoreResult<HashMap<(GroupId, MessageSeq), Message>> {
+    let mut by_group: HashMap<GroupId, Vec<MessageSeq>> = HashMap::new();
     for (group, message_seq) in keys {
         by_group.entry(*group).or_default().push(*message_seq);
     }

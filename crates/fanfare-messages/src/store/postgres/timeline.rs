@@ -11,13 +11,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::ids::{EventSeq, GroupId, MessageSeq, UserId};
 use sqlx::PgConnection;
 
 use super::rows::{self, During as _, EVERYONE, mention_rows, sorted_totals, totals_from};
 use crate::domain::rules::edit_window_closed;
 use crate::domain::updates::TimelineChange;
-use crate::domain::{Content, Emoji, MAX_PURGED_PER_UPDATE, Message, MessageText, ReactionCount};
+use crate::domain::{
+    ActorRole, Content, Emoji, MAX_PURGED_PER_UPDATE, Message, MessageText, PinChange, ReactionChange, ReactionCount,
+    ReactionUpdate,
+};
 use crate::store::{Applied, LogWrite, StoreError, StoreResult, WriteError};
 
 /// What one write came to.
@@ -31,7 +34,7 @@ pub(super) trait BatchLog {
     fn now(&self) -> DateTime<Utc>;
 
     /// Queues the update of a change at the group's next event_seq, and returns it.
-    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<i64>;
+    fn append(&mut self, group: GroupId, change: &TimelineChange<'_>) -> StoreResult<EventSeq>;
 }
 
 /// Applies one write that changes existing messages.
@@ -44,17 +47,17 @@ pub(super) async fn apply(
         LogWrite::Edit { group, message_seq, editor, text, edit_window } => {
             edit(connection, batch, group, message_seq, editor, text, edit_window).await
         }
-        LogWrite::Delete { group, message_seq, actor, actor_moderates } => {
-            delete(connection, batch, group, message_seq, actor, actor_moderates).await
+        LogWrite::Delete { group, message_seq, actor, actor_role } => {
+            delete(connection, batch, group, message_seq, actor, actor_role).await
         }
         LogWrite::Purge { group, user, since, actor } => purge(connection, batch, group, user, since, actor).await,
-        LogWrite::React { group, message_seq, user, emoji, add, max_distinct_emojis, emit_update } => {
-            let reaction = Reaction { user, emoji, add, max_distinct_emojis, emit_update };
+        LogWrite::React { group, message_seq, user, emoji, change, max_distinct_emojis, update } => {
+            let reaction = Reaction { user, emoji, change, max_distinct_emojis, update };
             react(connection, batch, group, message_seq, reaction).await
         }
         LogWrite::EmitReactionTotals { group, message_seq } => emit_totals(connection, batch, group, message_seq).await,
-        LogWrite::Pin { group, message_seq, actor, pin, max_pins } => {
-            pin_message(connection, batch, group, message_seq, actor, pin, max_pins).await
+        LogWrite::Pin { group, message_seq, actor, change, max_pins } => {
+            pin_message(connection, batch, group, message_seq, actor, change, max_pins).await
         }
         LogWrite::Post { .. } | LogWrite::System { .. } => {
             Err(StoreError::Internal(anyhow::Error::msg("posts and system events are applied by the batch itself")))
@@ -62,7 +65,7 @@ pub(super) async fn apply(
     }
 }
 
-fn not_found(group: GroupId, message_seq: i64) -> Outcome {
+fn not_found(group: GroupId, message_seq: MessageSeq) -> Outcome {
     Err(WriteError::MessageNotFound { group, message_seq })
 }
 
@@ -70,7 +73,7 @@ async fn edit(
     connection: &mut PgConnection,
     batch: &mut impl BatchLog,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
     editor: UserId,
     text: MessageText,
     edit_window: Duration,
@@ -92,7 +95,7 @@ async fn edit(
          WHERE group_id = $1 AND message_seq = $2",
     )
     .bind(group.get())
-    .bind(message_seq)
+    .bind(message_seq.get())
     .bind(text.as_str())
     .bind(batch.now())
     .execute(&mut *connection)
@@ -112,14 +115,14 @@ async fn delete(
     connection: &mut PgConnection,
     batch: &mut impl BatchLog,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
     actor: UserId,
-    actor_moderates: bool,
+    actor_role: ActorRole,
 ) -> StoreResult<Outcome> {
     let Some(message) = rows::message(connection, group, message_seq).await? else {
         return Ok(not_found(group, message_seq));
     };
-    if message.sender != actor && !actor_moderates {
+    if message.sender != actor && actor_role == ActorRole::Member {
         return Ok(Err(WriteError::NotSender(message_seq)));
     }
     if message.deleted_at.is_some() {
@@ -163,7 +166,8 @@ async fn purge(
             mentioned_users.extend(mentions.iter().copied());
         }
     }
-    let message_seqs: Vec<i64> = live.into_iter().map(|(message_seq, ..)| message_seq).collect();
+    let message_seqs: Vec<MessageSeq> =
+        live.into_iter().map(|(message_seq, ..)| MessageSeq::from_trusted(message_seq)).collect();
     clear_messages(connection, group, &message_seqs, mentioned_users.into_iter().collect(), batch.now()).await?;
     let mut event_seq = None;
     for chunk in message_seqs.chunks(MAX_PURGED_PER_UPDATE) {
@@ -181,7 +185,7 @@ async fn make_tombstones(
     live: Vec<Message>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Message>> {
-    let message_seqs: Vec<i64> = live.iter().map(|message| message.message_seq).collect();
+    let message_seqs: Vec<MessageSeq> = live.iter().map(|message| message.message_seq).collect();
     let mentioned_users: BTreeSet<i64> = live.iter().flat_map(|message| mention_rows(&message.content)).collect();
     clear_messages(connection, group, &message_seqs, mentioned_users.into_iter().collect(), now).await?;
     Ok(live
@@ -203,10 +207,11 @@ async fn make_tombstones(
 async fn clear_messages(
     connection: &mut PgConnection,
     group: GroupId,
-    message_seqs: &[i64],
+    message_seqs: &[MessageSeq],
     mentioned_users: Vec<i64>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    let message_seqs: Vec<i64> = message_seqs.iter().map(|seq| seq.get()).collect();
     sqlx::query(
         "WITH unreacted AS ( \
            DELETE FROM messages.reactions WHERE group_id = $1 AND message_seq = ANY($2)), \
@@ -220,7 +225,7 @@ async fn clear_messages(
          WHERE group_id = $1 AND message_seq = ANY($2)",
     )
     .bind(group.get())
-    .bind(message_seqs)
+    .bind(&message_seqs)
     .bind(now)
     .bind(mentioned_users)
     .execute(&mut *connection)
@@ -233,18 +238,19 @@ async fn clear_messages(
 struct Reaction {
     user: UserId,
     emoji: Emoji,
-    add: bool,
+    change: ReactionChange,
     max_distinct_emojis: usize,
-    emit_update: bool,
+    update: ReactionUpdate,
 }
 
 async fn react(
     connection: &mut PgConnection,
     batch: &mut impl BatchLog,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
     reaction: Reaction,
 ) -> StoreResult<Outcome> {
+    let add = reaction.change == ReactionChange::Add;
     let state: Option<(bool, bool, Vec<String>, Vec<i64>)> = sqlx::query_as(
         "SELECT m.deleted_at IS NOT NULL, \
            EXISTS (SELECT 1 FROM messages.reactions r WHERE r.group_id = $1 AND r.message_seq = $2 \
@@ -256,7 +262,7 @@ async fn react(
          FROM messages.messages m WHERE m.group_id = $1 AND m.message_seq = $2",
     )
     .bind(group.get())
-    .bind(message_seq)
+    .bind(message_seq.get())
     .bind(reaction.user.get())
     .bind(reaction.emoji.as_str())
     .fetch_optional(&mut *connection)
@@ -270,14 +276,14 @@ async fn react(
     }
     let mut totals = totals_from(emojis, counts)?;
     let known_emoji = totals.iter().position(|total| total.emoji == reaction.emoji);
-    if reaction.add && !reacted && known_emoji.is_none() && totals.len() >= reaction.max_distinct_emojis {
+    if add && !reacted && known_emoji.is_none() && totals.len() >= reaction.max_distinct_emojis {
         return Ok(Err(WriteError::TooManyEmojis { message_seq, limit: reaction.max_distinct_emojis }));
     }
-    let changed = reaction.add != reacted;
+    let changed = add != reacted;
     if !changed {
         return Ok(Ok(Applied::Reacted { totals, changed, event_seq: None }));
     }
-    let sql = if reaction.add {
+    let sql = if add {
         "WITH reacted AS ( \
            INSERT INTO messages.reactions (group_id, message_seq, user_id, emoji, created_at) \
            VALUES ($1, $2, $3, $4, $5)) \
@@ -294,11 +300,11 @@ async fn react(
          DELETE FROM messages.reaction_counts \
          WHERE group_id = $1 AND message_seq = $2 AND emoji = $4 AND count = 1"
     };
-    let query = sqlx::query(sql).bind(group.get()).bind(message_seq).bind(reaction.user.get());
+    let query = sqlx::query(sql).bind(group.get()).bind(message_seq.get()).bind(reaction.user.get());
     let query = query.bind(reaction.emoji.as_str());
-    let query = if reaction.add { query.bind(batch.now()) } else { query };
+    let query = if add { query.bind(batch.now()) } else { query };
     query.execute(&mut *connection).await.during("changing a reaction")?;
-    match (known_emoji, reaction.add) {
+    match (known_emoji, add) {
         (Some(index), true) => totals[index].count += 1,
         (None, true) => {
             totals.push(ReactionCount { emoji: reaction.emoji, count: 1 });
@@ -310,7 +316,7 @@ async fn react(
         }
         (None, false) => return Err(rows::corrupt(format!("a reaction of message {message_seq} has no total"))),
     }
-    let event_seq = if reaction.emit_update {
+    let event_seq = if reaction.update == ReactionUpdate::Append {
         Some(batch.append(group, &TimelineChange::ReactionsChanged { message_seq, totals: &totals })?)
     } else {
         None
@@ -322,7 +328,7 @@ async fn emit_totals(
     connection: &mut PgConnection,
     batch: &mut impl BatchLog,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
 ) -> StoreResult<Outcome> {
     let totals: Option<(Vec<String>, Vec<i64>)> = sqlx::query_as(
         "SELECT COALESCE((SELECT array_agg(c.emoji ORDER BY c.emoji) FROM messages.reaction_counts c \
@@ -332,7 +338,7 @@ async fn emit_totals(
          FROM messages.messages m WHERE m.group_id = $1 AND m.message_seq = $2",
     )
     .bind(group.get())
-    .bind(message_seq)
+    .bind(message_seq.get())
     .fetch_optional(&mut *connection)
     .await
     .during("reading reaction totals")?;
@@ -348,18 +354,19 @@ async fn pin_message(
     connection: &mut PgConnection,
     batch: &mut impl BatchLog,
     group: GroupId,
-    message_seq: i64,
+    message_seq: MessageSeq,
     actor: UserId,
-    pin: bool,
+    change: PinChange,
     max_pins: usize,
 ) -> StoreResult<Outcome> {
+    let pin = change == PinChange::Pin;
     let state: Option<(bool, bool, i64)> = sqlx::query_as(
         "SELECT m.deleted_at IS NOT NULL, m.pinned_at IS NOT NULL, \
            (SELECT count(*) FROM messages.messages p WHERE p.group_id = $1 AND p.pinned_at IS NOT NULL) \
          FROM messages.messages m WHERE m.group_id = $1 AND m.message_seq = $2",
     )
     .bind(group.get())
-    .bind(message_seq)
+    .bind(message_seq.get())
     .fetch_optional(&mut *connection)
     .await
     .during("reading pins")?;
@@ -377,15 +384,11 @@ async fn pin_message(
     }
     sqlx::query("UPDATE messages.messages SET pinned_at = $3 WHERE group_id = $1 AND message_seq = $2")
         .bind(group.get())
-        .bind(message_seq)
+        .bind(message_seq.get())
         .bind(pin.then_some(batch.now()))
         .execute(&mut *connection)
         .await
         .during("pinning a message")?;
-    let change = if pin {
-        TimelineChange::Pinned { message_seq, by: actor }
-    } else {
-        TimelineChange::Unpinned { message_seq, by: actor }
-    };
-    Ok(Ok(Applied::Pinned { event_seq: Some(batch.append(group, &change)?) }))
+    let logged = TimelineChange::pin(change, message_seq, actor);
+    Ok(Ok(Applied::Pinned { event_seq: Some(batch.append(group, &logged)?) }))
 }
