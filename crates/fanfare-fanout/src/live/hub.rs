@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_core::time::timestamp_micros;
 use fanfare_proto::common::v1::{Update, group_event, update};
 use fanfare_proto::events::joined_user;
@@ -39,16 +40,16 @@ use crate::metrics::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Topic {
     /// A group's updates.
-    Group(i64),
+    Group(GroupId),
     /// A user's join signals and fan-out notifications.
-    User(i64),
+    User(UserId),
 }
 
 impl Topic {
     fn channel(self) -> String {
         match self {
-            Self::Group(id) => fanfare_bus::group_channel(id),
-            Self::User(id) => fanfare_bus::user_channel(id),
+            Self::Group(id) => fanfare_bus::group_channel(id.get()),
+            Self::User(id) => fanfare_bus::user_channel(id.get()),
         }
     }
 }
@@ -60,11 +61,11 @@ pub(crate) type StreamId = u64;
 #[derive(Debug)]
 pub(crate) struct StreamInfo {
     /// The stream's user.
-    pub user: i64,
+    pub user: UserId,
     /// When it opened.
     pub opened_at: chrono::DateTime<chrono::Utc>,
     /// Per group, the last update delivered (updated once per batch of frames).
-    pub positions: Mutex<std::collections::BTreeMap<i64, Position>>,
+    pub positions: Mutex<std::collections::BTreeMap<GroupId, Position>>,
 }
 
 struct StreamEntry {
@@ -77,7 +78,7 @@ struct Registry {
     topics: HashMap<Topic, Vec<(StreamId, Arc<Inbox>)>>,
     streams: HashMap<StreamId, StreamEntry>,
     /// Open streams per user.
-    streams_per_user: HashMap<i64, usize>,
+    streams_per_user: HashMap<UserId, usize>,
     /// The pod is shutting down: every stream, even one registered from now on, is closed.
     closed: bool,
 }
@@ -331,7 +332,7 @@ impl Hub {
     }
 
     /// What operators can see of `user`'s streams on this pod.
-    pub fn streams_of(&self, user: i64) -> Vec<Arc<StreamInfo>> {
+    pub fn streams_of(&self, user: UserId) -> Vec<Arc<StreamInfo>> {
         let registry = self.registry();
         let mut infos: Vec<Arc<StreamInfo>> =
             registry.streams.values().filter(|entry| entry.info.user == user).map(|e| Arc::clone(&e.info)).collect();
@@ -423,7 +424,8 @@ async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdo
         };
         match event {
             BusEvent::Message { channel, payload } => {
-                if let Some(group_id) = fanfare_bus::group_id_from_channel(&channel) {
+                // Only channels this pod subscribed to arrive: their ids are valid ones.
+                if let Some(group_id) = fanfare_bus::group_id_from_channel(&channel).map(GroupId::from_trusted) {
                     let Some(envelope) = envelope(group_id, payload) else { continue };
                     let event_seq = envelope.event_seq;
                     let now = tokio::time::Instant::now();
@@ -495,8 +497,13 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
             return;
         };
         if joined_user(&update) == Some(user_id) {
-            for inbox in hub.inboxes(Topic::User(user_id)) {
-                inbox.push(Delivery::Joined { group_id: update.group_id, event_seq: update.event_seq });
+            // Published by the messages service from its log, where only valid ids are written.
+            let joined = Delivery::Joined {
+                group_id: GroupId::from_trusted(update.group_id),
+                event_seq: EventSeq::from_trusted(update.event_seq),
+            };
+            for inbox in hub.inboxes(Topic::User(UserId::from_trusted(user_id))) {
+                inbox.push(joined.clone());
             }
         }
     } else if channel == NOTIFICATIONS_CHANNEL {
@@ -506,7 +513,9 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
         };
         let page = Arc::new(page);
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        for inbox in hub.inboxes_of(page.follower_user_ids.iter().map(|follower| Topic::User(*follower))) {
+        // Published by a fanout pod from the follow graph's ids.
+        let followers = page.follower_user_ids.iter().map(|follower| Topic::User(UserId::from_trusted(*follower)));
+        for inbox in hub.inboxes_of(followers) {
             if inbox.push(Delivery::Notification(Arc::clone(&page))) {
                 delivered += 1;
             } else {
@@ -522,26 +531,27 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
 }
 
 /// Decodes what streams need of an update published on `group_id`'s channel.
-fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
+fn envelope(group_id: GroupId, bytes: Bytes) -> Option<Envelope> {
     let update = match Update::decode(bytes.as_ref()) {
-        Ok(update) if update.group_id == group_id && update.event_seq > 0 => update,
+        Ok(update) if update.group_id == group_id.get() && update.event_seq > 0 => update,
         Ok(_) | Err(_) => {
             // A stream would repair the hole this leaves from the log at the next update.
-            tracing::warn!(group_id, "undecodable or mismatched update on a group channel; dropped");
+            tracing::warn!(group_id = %group_id, "undecodable or mismatched update on a group channel; dropped");
             metrics::counter!(BAD_PAYLOADS_TOTAL).increment(1);
             return None;
         }
     };
+    // The messages service publishes from its log, where only valid ids are written.
     Some(Envelope {
         group_id,
-        event_seq: update.event_seq,
+        event_seq: EventSeq::from_trusted(update.event_seq),
         entry_token: update.entry_token,
         previous_entry_token: update.previous_entry_token,
         ended_membership_of: ended_membership(&update),
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
             .map(timestamp_micros),
-        member_subject: membership_subject(&update),
+        member_subject: membership_subject(&update).map(UserId::from_trusted),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
         bytes,
@@ -557,22 +567,24 @@ pub(crate) fn access_change(update: &Update) -> Option<AccessChange> {
             Some(AccessChange::HistoryVisible(settings.history_visible_to_new_members))
         }
         group_event::Change::MemberRoleChanged(changed) => {
-            Some(AccessChange::Moderates { user: changed.user_id, moderates: visibility::moderates(changed.role()) })
+            let user = UserId::from_trusted(changed.user_id);
+            Some(AccessChange::Moderates { user, moderates: visibility::moderates(changed.role()) })
         }
         group_event::Change::OwnershipTransferred(transferred) => {
-            Some(AccessChange::Moderates { user: transferred.new_owner_user_id, moderates: true })
+            Some(AccessChange::Moderates { user: UserId::from_trusted(transferred.new_owner_user_id), moderates: true })
         }
         _ => None,
     }
 }
 
 /// The user whose membership `update` ended, if it did.
-pub(crate) fn ended_membership(update: &Update) -> Option<i64> {
+pub(crate) fn ended_membership(update: &Update) -> Option<UserId> {
     let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
-    match event.change.as_ref()? {
-        group_event::Change::MemberLeft(left) => Some(left.user_id),
-        group_event::Change::MemberRemoved(removed) => Some(removed.user_id),
-        group_event::Change::MemberBanned(banned) if banned.was_member => Some(banned.user_id),
-        _ => None,
-    }
+    let user = match event.change.as_ref()? {
+        group_event::Change::MemberLeft(left) => left.user_id,
+        group_event::Change::MemberRemoved(removed) => removed.user_id,
+        group_event::Change::MemberBanned(banned) if banned.was_member => banned.user_id,
+        _ => return None,
+    };
+    Some(UserId::from_trusted(user))
 }
