@@ -1,6 +1,7 @@
 //! Where fan-out jobs live: the [`JobStore`] trait, with a PostgreSQL implementation for
 //! production and an in-memory one for `fanfare dev` and fast tests. One conformance suite
-//! (`conformance`, behind the `testing` feature) runs against both.
+//! (`conformance`, behind the `testing` feature) runs against both; `testing` also holds a
+//! store that fails one checkpoint, for crash-recovery tests.
 //!
 //! The store is also the jobs' queue and their lock: a worker *claims* a runnable job,
 //! which gives it a [`Lease`] (a fresh token and an expiry); every later write of that
@@ -15,6 +16,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;

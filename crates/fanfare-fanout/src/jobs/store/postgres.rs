@@ -78,6 +78,7 @@ impl PostgresJobStore {
     }
 
     /// The pool, for tests.
+    #[cfg(feature = "testing")]
     pub fn pool(&self) -> &PgPool {
         self.pool.inner()
     }
