@@ -18,7 +18,7 @@ use crate::live::cursor::{self, Position};
 // The follow graph
 
 /// The creator of Follow and Unfollow.
-pub fn creator(raw: i64) -> Result<UserId, InvalidRequest> {
+pub(super) fn creator(raw: i64) -> Result<UserId, InvalidRequest> {
     Ok(UserId::parse(CREATOR_FIELD, raw)?)
 }
 
@@ -69,7 +69,10 @@ fn id_batch(field: &str, raw: &[i64], max: usize, violations: &mut Violations) -
 }
 
 /// GetFollowCounts.
-pub fn get_follow_counts(request: &pb::GetFollowCountsRequest, max: usize) -> Result<Vec<UserId>, InvalidRequest> {
+pub(super) fn get_follow_counts(
+    request: &pb::GetFollowCountsRequest,
+    max: usize,
+) -> Result<Vec<UserId>, InvalidRequest> {
     let mut violations = Violations::new();
     let users = id_batch("user_ids", &request.user_ids, max, &mut violations);
     violations.finish_with(|| users)
@@ -108,7 +111,7 @@ fn job_kind(raw: i32) -> Result<JobKind, FieldViolation> {
 }
 
 /// StartFanoutJob, with the server's default and highest rates.
-pub fn start_fanout_job(
+pub(super) fn start_fanout_job(
     request: &pb::StartFanoutJobRequest,
     default_rate: u32,
     max_rate: u32,
@@ -125,7 +128,7 @@ pub fn start_fanout_job(
 }
 
 /// A `job_id` field.
-pub fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
+pub(super) fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
     Ok(JobId::parse("job_id", raw)?)
 }
 
@@ -160,7 +163,11 @@ pub(crate) fn job_listing(page_size: i32, page_token: &str) -> Result<JobListing
 
 /// The resume positions of a Subscribe request: the cursor's, overridden by the explicit
 /// ones. Both are refused on their length before their entries are read.
-pub fn resume(positions: &[pb::GroupPosition], cursor: &str, max_groups: usize) -> Result<Resume, InvalidRequest> {
+pub(super) fn resume(
+    positions: &[pb::GroupPosition],
+    cursor: &str,
+    max_groups: usize,
+) -> Result<Resume, InvalidRequest> {
     let mut violations = Violations::new();
     let mut resume = Resume::new();
     if cursor.len() > cursor::max_len(max_groups) {

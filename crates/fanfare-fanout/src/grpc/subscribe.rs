@@ -13,7 +13,7 @@ use super::{GrpcResult, invalid, parse};
 use crate::live::Live;
 
 /// The frames of one stream.
-pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
+pub(super) type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
 
 pub(super) async fn subscribe(
     live: &Live,

@@ -61,11 +61,11 @@ pub(crate) type StreamId = u64;
 #[derive(Debug)]
 pub(crate) struct StreamInfo {
     /// The stream's user.
-    pub user: UserId,
+    pub(crate) user: UserId,
     /// When it opened.
-    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) opened_at: chrono::DateTime<chrono::Utc>,
     /// Per group, the last update delivered (updated once per batch of frames).
-    pub positions: Mutex<std::collections::BTreeMap<GroupId, Position>>,
+    pub(crate) positions: Mutex<std::collections::BTreeMap<GroupId, Position>>,
 }
 
 struct StreamEntry {
@@ -114,7 +114,7 @@ impl Hub {
     /// returns at once and keeps retrying in the background, so the pod starts without
     /// Redis and serves streams once it is there. Asks each stream for a heartbeat every
     /// `heartbeat`, and every stream to close at `shutdown`.
-    pub async fn start(bus: Arc<dyn UpdateBus>, heartbeat: Duration, shutdown: CancellationToken) -> Arc<Self> {
+    pub(crate) async fn start(bus: Arc<dyn UpdateBus>, heartbeat: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let hub = Arc::new(Self {
             registry: Mutex::new(Registry::default()),
             control: tokio::sync::Mutex::new(()),
@@ -150,7 +150,7 @@ impl Hub {
     }
 
     /// Whether the pod's subscriber is connected (it may be reconnecting after that).
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.subscriber.get().is_some()
     }
 
@@ -161,7 +161,12 @@ impl Hub {
 
     /// Registers a new stream with its inbox; it listens to nothing yet. `None` when its user
     /// already holds `max_per_user` streams here.
-    pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>, max_per_user: usize) -> Option<StreamId> {
+    pub(crate) fn open_stream(
+        &self,
+        inbox: Arc<Inbox>,
+        info: Arc<StreamInfo>,
+        max_per_user: usize,
+    ) -> Option<StreamId> {
         let mut registry = self.registry();
         let open = registry.streams_per_user.entry(info.user).or_default();
         if *open >= max_per_user {
@@ -180,7 +185,7 @@ impl Hub {
 
     /// Makes `stream` listen to `topics`, returning once every channel they need is
     /// subscribed: anything published after this returns reaches the stream's inbox.
-    pub async fn listen(&self, stream: StreamId, topics: &[Topic]) -> Result<(), ListenError> {
+    pub(crate) async fn listen(&self, stream: StreamId, topics: &[Topic]) -> Result<(), ListenError> {
         let subscriber = self.subscriber.get().ok_or(ListenError::NotConnected)?;
         let _serialized = self.control.lock().await;
         let new_channels: Vec<String> = {
@@ -218,7 +223,7 @@ impl Hub {
 
     /// Stops `stream` listening to `topics`; channels nobody listens to any more are
     /// unsubscribed in the background.
-    pub fn unlisten(self: &Arc<Self>, stream: StreamId, topics: &[Topic]) {
+    pub(crate) fn unlisten(self: &Arc<Self>, stream: StreamId, topics: &[Topic]) {
         let emptied: Vec<Topic> = {
             let mut registry = self.registry();
             topics.iter().copied().filter(|topic| remove_listener(&mut registry, *topic, stream)).collect()
@@ -227,7 +232,7 @@ impl Hub {
     }
 
     /// Forgets `stream` entirely (its response stream was dropped).
-    pub fn close_stream(self: &Arc<Self>, stream: StreamId) {
+    pub(crate) fn close_stream(self: &Arc<Self>, stream: StreamId) {
         let emptied: Vec<Topic> = {
             let mut registry = self.registry();
             let Some(entry) = registry.streams.remove(&stream) else {
@@ -280,12 +285,12 @@ impl Hub {
     }
 
     /// How many streams are open on this pod.
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.registry().streams.len()
     }
 
     /// How many channels this pod's subscriber holds for streams.
-    pub fn topics(&self) -> usize {
+    pub(crate) fn topics(&self) -> usize {
         self.registry().topics.len()
     }
 
@@ -332,7 +337,7 @@ impl Hub {
     }
 
     /// What operators can see of `user`'s streams on this pod.
-    pub fn streams_of(&self, user: UserId) -> Vec<Arc<StreamInfo>> {
+    pub(crate) fn streams_of(&self, user: UserId) -> Vec<Arc<StreamInfo>> {
         let registry = self.registry();
         let mut infos: Vec<Arc<StreamInfo>> =
             registry.streams.values().filter(|entry| entry.info.user == user).map(|e| Arc::clone(&e.info)).collect();

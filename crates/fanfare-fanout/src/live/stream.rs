@@ -48,15 +48,15 @@ const UPSTREAM_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Settings every stream of a pod shares.
 pub(crate) struct StreamSettings {
-    pub backfill_page_size: i32,
-    pub max_groups: usize,
-    pub reconnect_after_ms: u32,
-    pub queue_capacity: usize,
-    pub max_streams_per_user: usize,
+    pub(crate) backfill_page_size: i32,
+    pub(crate) max_groups: usize,
+    pub(crate) reconnect_after_ms: u32,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_streams_per_user: usize,
     /// Catch-up rounds one stream may make, sustained and in a burst; `None` for no limit.
-    pub catch_up_rounds: Option<governor::Quota>,
+    pub(crate) catch_up_rounds: Option<governor::Quota>,
     /// [`DELIVERIES_TOTAL`](crate::metrics::DELIVERIES_TOTAL).
-    pub deliveries: metrics::Counter,
+    pub(crate) deliveries: metrics::Counter,
 }
 
 /// A stream's position per group, from the request.
@@ -127,7 +127,7 @@ impl LiveStream {
     /// Opens `user`'s stream: listens to their user channel and every group they belong
     /// to, then settles where each group starts (the resume position, or the latest). The
     /// hub asks it for heartbeats and, at shutdown, to end with a reconnect frame.
-    pub async fn open(
+    pub(crate) async fn open(
         user: UserId,
         resume: Resume,
         hub: Arc<Hub>,
@@ -206,7 +206,7 @@ impl LiveStream {
     }
 
     /// The frames of this stream, ending after a reconnect frame or an error.
-    pub fn into_frames(self) -> impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static {
+    pub(crate) fn into_frames(self) -> impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static {
         futures::stream::unfold(self, |mut stream| async move {
             let frame = stream.next_frame().await?;
             Some((frame, stream))

@@ -63,7 +63,7 @@ fn as_user<T>(user: UserId, message: T) -> tonic::Request<T> {
 impl Upstream {
     /// Clients of the services `config` names, connected lazily (over `tls` for `https://`
     /// URLs).
-    pub fn connect(config: &LiveConfig, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
+    pub(crate) fn connect(config: &LiveConfig, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
         let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT), tls)?;
         let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT), tls)?;
@@ -79,7 +79,7 @@ impl Upstream {
 
     /// Every group `user` belongs to, with what decides whether they see its history, up to
     /// `max` (more is an error the caller reports).
-    pub async fn user_groups(&self, user: UserId, max: usize) -> FanoutResult<Vec<(GroupId, Access)>> {
+    pub(crate) async fn user_groups(&self, user: UserId, max: usize) -> FanoutResult<Vec<(GroupId, Access)>> {
         let mut groups = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -107,7 +107,7 @@ impl Upstream {
     }
 
     /// What decides whether `user` sees `group`'s history (they just joined it).
-    pub async fn access(&self, user: UserId, group: GroupId) -> FanoutResult<Access> {
+    pub(crate) async fn access(&self, user: UserId, group: GroupId) -> FanoutResult<Access> {
         let request = GetGroupRequest { group_id: group.get() };
         let group_info = self
             .groups
@@ -131,7 +131,7 @@ impl Upstream {
 
     /// One page of `group`'s update log after `after`, read as `user` (a resync when the log
     /// no longer holds `after`'s entry).
-    pub async fn updates(
+    pub(crate) async fn updates(
         &self,
         user: UserId,
         group: GroupId,
@@ -155,7 +155,7 @@ impl Upstream {
     }
 
     /// The latest update of `group` (its event_seq and entry token), read as `user`.
-    pub async fn latest(&self, user: UserId, group: GroupId) -> FanoutResult<Position> {
+    pub(crate) async fn latest(&self, user: UserId, group: GroupId) -> FanoutResult<Position> {
         // Past any update: the page is empty but names the latest.
         let past_the_end = Position::at(EventSeq::from_trusted(i64::MAX));
         let (event_seq, entry_token) = match self.updates(user, group, past_the_end, 1).await? {
