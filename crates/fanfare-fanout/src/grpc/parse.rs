@@ -30,11 +30,15 @@ fn user_or_caller(field: &str, raw: i64, violations: &mut Violations) -> Option<
     violations.check(UserId::parse(field, raw)).map(Some)
 }
 
+/// A `page_token` that decodes but names no position of its listing.
+fn malformed_page_token() -> FieldViolation {
+    FieldViolation::new("page_token", "is not a token returned by this method")
+}
+
 /// The position a page token holds: (followed_at in microseconds, the other user's id).
 fn follow_key(cursor: &Cursor) -> Result<FollowKey, FieldViolation> {
-    let malformed = || FieldViolation::new("page_token", "is not a token returned by this method");
-    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(malformed)?;
-    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| malformed())?;
+    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(malformed_page_token)?;
+    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| malformed_page_token())?;
     Ok(FollowKey { followed_at, user })
 }
 
@@ -146,12 +150,9 @@ pub(crate) fn job_listing(page_size: i32, page_token: &str) -> Result<JobListing
     let mut violations = Violations::new();
     let size = violations.check(PageSize::parse_default("page_size", page_size));
     let before = match violations.check(Cursor::decode("page_token", page_token, 1)) {
-        Some(Some(cursor)) => violations
-            .check(
-                JobId::parse("page_token", cursor.0[0])
-                    .map_err(|_| FieldViolation::new("page_token", "is not a token returned by this method")),
-            )
-            .map(Some),
+        Some(Some(cursor)) => {
+            violations.check(JobId::parse("page_token", cursor.0[0]).map_err(|_| malformed_page_token())).map(Some)
+        }
         Some(None) => Some(None),
         None => None,
     };

@@ -410,9 +410,7 @@ impl LiveStream {
                     return Ok(());
                 }
                 // No longer a member (or the group is gone): the stream stops carrying it.
-                Err(FanoutError::Upstream(status))
-                    if matches!(status.code(), Code::PermissionDenied | Code::NotFound) =>
-                {
+                Err(error) if not_a_member(&error) => {
                     self.stop_group(group, after.event_seq);
                     return Ok(());
                 }
@@ -456,9 +454,7 @@ impl LiveStream {
         let access = match with_retries(|| self.upstream.access(user, group)).await {
             Ok(access) => access,
             // Already gone again (or the group is): nothing to carry.
-            Err(FanoutError::Upstream(status)) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
-                return Ok(());
-            }
+            Err(error) if not_a_member(&error) => return Ok(()),
             Err(error) => return Err(Stop::Upstream(error)),
         };
         self.start_group(group, after, access).await
@@ -629,6 +625,12 @@ fn notification_frame(page: &NotificationPage, user: UserId) -> SubscribeRespons
         payload_ref: page.payload_ref.clone(),
         key: NotificationPage::key(page.job_id, user.get()),
     }))
+}
+
+/// Whether another service answered that the stream's user is not a member of the group
+/// (any more), or that the group is gone: the stream stops (or never starts) carrying it.
+fn not_a_member(error: &FanoutError) -> bool {
+    matches!(error, FanoutError::Upstream(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound))
 }
 
 /// Runs `call` until it succeeds, fails for good, or has failed [`UPSTREAM_ATTEMPTS`] times
