@@ -28,7 +28,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::Position;
-use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
+use super::inbox::{AccessChange, Delivery, Envelope, Inbox, Subject, named_user};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
 use super::reorder::Reorder;
 use crate::metrics::{
@@ -518,8 +518,7 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
         };
         let page = Arc::new(page);
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        // Published by a fanout pod from the follow graph's ids.
-        let followers = page.follower_user_ids.iter().map(|follower| Topic::User(UserId::from_trusted(*follower)));
+        let followers = page.follower_user_ids.iter().filter_map(|follower| named_user(*follower)).map(Topic::User);
         for inbox in hub.inboxes_of(followers) {
             if inbox.push(Delivery::Notification(Arc::clone(&page))) {
                 delivered += 1;
@@ -556,7 +555,7 @@ fn envelope(group_id: GroupId, bytes: Bytes) -> Option<Envelope> {
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
             .map(timestamp_micros),
-        member_subject: membership_subject(&update).map(UserId::from_trusted),
+        member_subject: membership_subject(&update).map(Subject::from_raw),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
         bytes,
@@ -572,11 +571,12 @@ pub(crate) fn access_change(update: &Update) -> Option<AccessChange> {
             Some(AccessChange::HistoryVisible(settings.history_visible_to_new_members))
         }
         group_event::Change::MemberRoleChanged(changed) => {
-            let user = UserId::from_trusted(changed.user_id);
+            // A role change of nobody named (a redacted update) changes no reader's standing.
+            let user = named_user(changed.user_id)?;
             Some(AccessChange::Moderates { user, moderates: visibility::moderates(changed.role()) })
         }
         group_event::Change::OwnershipTransferred(transferred) => {
-            Some(AccessChange::Moderates { user: UserId::from_trusted(transferred.new_owner_user_id), moderates: true })
+            Some(AccessChange::Moderates { user: named_user(transferred.new_owner_user_id)?, moderates: true })
         }
         _ => None,
     }
@@ -591,5 +591,6 @@ pub(crate) fn ended_membership(update: &Update) -> Option<UserId> {
         group_event::Change::MemberBanned(banned) if banned.was_member => banned.user_id,
         _ => return None,
     };
-    Some(UserId::from_trusted(user))
+    // A redacted update names nobody: it ends no reader's membership they could be told of.
+    named_user(user)
 }

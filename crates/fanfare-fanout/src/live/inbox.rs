@@ -54,9 +54,9 @@ pub(crate) struct Envelope {
     /// since the epoch: a member who may not see history from before their join gets the
     /// update of an older message without its content.
     pub(crate) message_created_micros: Option<i64>,
-    /// The user this membership event is about, if it is one: a member from whom the group
+    /// Whom this membership event is about, if it is one: a member from whom the group
     /// hides its audience gets it without its users unless it is about them.
-    pub(crate) member_subject: Option<UserId>,
+    pub(crate) member_subject: Option<Subject>,
     /// How this update changes who sees history from before their join, if it does.
     pub(crate) access_change: Option<AccessChange>,
     /// `bytes` as a reader who may not see it whole gets it: made once per pod, by the first
@@ -84,6 +84,28 @@ impl Envelope {
             Bytes::from(update.encode_to_vec())
         })
     }
+}
+
+/// Whom a membership event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// The user it names.
+    Named(UserId),
+    /// No user (its id is 0, as in a redacted update): about someone else, for every reader.
+    Unnamed,
+}
+
+impl Subject {
+    /// The subject a raw user id names.
+    pub(crate) fn from_raw(raw: i64) -> Self {
+        named_user(raw).map_or(Self::Unnamed, Self::Named)
+    }
+}
+
+/// The user a raw id of an update names; `None` for 0, which a redacted update carries in
+/// place of its users.
+pub(crate) fn named_user(raw: i64) -> Option<UserId> {
+    (raw > 0).then(|| UserId::from_trusted(raw))
 }
 
 /// A change of who, in a group, sees history from before their join.

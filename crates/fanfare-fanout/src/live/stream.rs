@@ -32,7 +32,7 @@ use tonic::{Code, Status};
 
 use super::cursor::{self, Position};
 use super::hub::{Hub, StreamId, StreamInfo, Topic, access_change, ended_membership};
-use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
+use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox, Subject};
 use super::notify::NotificationPage;
 use super::upstream::{Access, Upstream};
 use crate::error::{FanoutError, FanoutResult};
@@ -522,8 +522,8 @@ impl LiveStream {
             (Some(created), Some(before)) => created < before,
             _ => false,
         };
-        let another_member =
-            access.hides_audience() && envelope.member_subject.is_some_and(|subject| subject != self.user);
+        let another_member = access.hides_audience()
+            && envelope.member_subject.is_some_and(|subject| subject != Subject::Named(self.user));
         if old_message || another_member { envelope.redacted() } else { &envelope.bytes }
     }
 
