@@ -68,6 +68,14 @@ pub(crate) struct StreamInfo {
     pub(crate) positions: Mutex<std::collections::BTreeMap<GroupId, Position>>,
 }
 
+impl StreamInfo {
+    /// The positions, locked; the stream replaces entries whole, so a panic elsewhere leaves
+    /// them readable.
+    pub(crate) fn positions(&self) -> MutexGuard<'_, std::collections::BTreeMap<GroupId, Position>> {
+        self.positions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 struct StreamEntry {
     inbox: Arc<Inbox>,
     info: Arc<StreamInfo>,

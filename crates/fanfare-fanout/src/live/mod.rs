@@ -111,7 +111,7 @@ impl Live {
             .streams_of(user)
             .iter()
             .map(|info| {
-                let positions = info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let positions = info.positions();
                 fanfare_proto::fanout::v1::StreamInfo {
                     opened_at: Some(fanfare_core::time::to_timestamp(info.opened_at)),
                     positions: positions.iter().map(|(group, position)| position.to_proto(*group)).collect(),

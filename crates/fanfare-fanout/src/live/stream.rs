@@ -184,7 +184,7 @@ impl LiveStream {
         let first = stream.heartbeat_frame();
         stream.pending.push_front(first);
         // The operators' first copy is whole; later ones follow what changed.
-        stream.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&stream.groups);
+        stream.info.positions().clone_from(&stream.groups);
         Ok(stream)
     }
 
@@ -555,7 +555,7 @@ impl LiveStream {
         if self.touched.is_empty() {
             return;
         }
-        let mut shown = self.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shown = self.info.positions();
         for group in self.touched.drain(..) {
             match self.groups.get(&group) {
                 Some(position) => shown.insert(group, *position),
