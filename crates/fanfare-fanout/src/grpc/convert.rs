@@ -8,7 +8,7 @@ use crate::follows::domain::{Follow, FollowCheck, FollowCounts};
 use crate::jobs::domain::FanoutJob;
 
 /// The wire form of an edge.
-pub fn follow(follow: &Follow) -> pb::Follow {
+pub(super) fn follow(follow: &Follow) -> pb::Follow {
     pb::Follow {
         follower_user_id: follow.follower.get(),
         creator_user_id: follow.creator.get(),
@@ -17,7 +17,7 @@ pub fn follow(follow: &Follow) -> pb::Follow {
 }
 
 /// The wire form of one user's counters.
-pub fn counts(counts: &FollowCounts) -> pb::FollowCounts {
+pub(super) fn counts(counts: &FollowCounts) -> pb::FollowCounts {
     pb::FollowCounts {
         user_id: counts.user.get(),
         followers: i64::try_from(counts.followers).unwrap_or(i64::MAX),
@@ -26,7 +26,7 @@ pub fn counts(counts: &FollowCounts) -> pb::FollowCounts {
 }
 
 /// The wire form of one check.
-pub fn check(check: &FollowCheck) -> pb::FollowCheck {
+pub(super) fn check(check: &FollowCheck) -> pb::FollowCheck {
     pb::FollowCheck {
         creator_user_id: check.creator.get(),
         following: check.followed_at.is_some(),
@@ -35,7 +35,7 @@ pub fn check(check: &FollowCheck) -> pb::FollowCheck {
 }
 
 /// The wire form of a job, with its progress as of now.
-pub fn job(job: &FanoutJob) -> pb::FanoutJob {
+pub(super) fn job(job: &FanoutJob) -> pb::FanoutJob {
     let progress = job.progress(Utc::now());
     pb::FanoutJob {
         job_id: job.id.get(),

@@ -35,8 +35,8 @@ pub(super) async fn list(
     actor: UserId,
     request: pb::ListFanoutJobsRequest,
 ) -> GrpcResult<pb::ListFanoutJobsResponse> {
-    let (size, before) = parse::job_listing(request.page_size, &request.page_token).map_err(invalid)?;
-    let page = jobs.list(actor, size, before).await?;
+    let listing = parse::job_listing(request.page_size, &request.page_token).map_err(invalid)?;
+    let page = jobs.list(actor, listing.size, listing.before).await?;
     Ok(Response::new(pb::ListFanoutJobsResponse {
         jobs: page.items.iter().map(job).collect(),
         next_page_token: page.next_page_token(),

@@ -84,10 +84,9 @@ impl FanoutApi for FanoutGrpc {
         request: Request<pb::ListFollowersRequest>,
     ) -> GrpcResult<pb::ListFollowersResponse> {
         let actor = actor(&request)?;
-        let listing = request.get_ref();
-        let (user, size, before) =
-            parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
-        let page = self.follows.list_followers(actor, user, size, before).await?;
+        let raw = request.get_ref();
+        let listing = parse::listing(raw.user_id, raw.page_size, &raw.page_token).map_err(invalid)?;
+        let page = self.follows.list_followers(actor, listing.user, listing.size, listing.before).await?;
         Ok(Response::new(pb::ListFollowersResponse {
             follows: page.items.iter().map(convert::follow).collect(),
             next_page_token: page.next_page_token(),
@@ -99,10 +98,9 @@ impl FanoutApi for FanoutGrpc {
         request: Request<pb::ListFollowingRequest>,
     ) -> GrpcResult<pb::ListFollowingResponse> {
         let actor = actor(&request)?;
-        let listing = request.get_ref();
-        let (user, size, before) =
-            parse::listing(listing.user_id, listing.page_size, &listing.page_token).map_err(invalid)?;
-        let page = self.follows.list_following(actor, user, size, before).await?;
+        let raw = request.get_ref();
+        let listing = parse::listing(raw.user_id, raw.page_size, &raw.page_token).map_err(invalid)?;
+        let page = self.follows.list_following(actor, listing.user, listing.size, listing.before).await?;
         Ok(Response::new(pb::ListFollowingResponse {
             follows: page.items.iter().map(convert::follow).collect(),
             next_page_token: page.next_page_token(),
@@ -122,9 +120,8 @@ impl FanoutApi for FanoutGrpc {
 
     async fn check_follows(&self, request: Request<pb::CheckFollowsRequest>) -> GrpcResult<pb::CheckFollowsResponse> {
         let actor = actor(&request)?;
-        let (follower, creators) =
-            parse::check_follows(request.get_ref(), self.follows.max_batch_size()).map_err(invalid)?;
-        let checks = self.follows.check_follows(actor, follower, &creators).await?;
+        let check = parse::check_follows(request.get_ref(), self.follows.max_batch_size()).map_err(invalid)?;
+        let checks = self.follows.check_follows(actor, check.follower, &check.creators).await?;
         Ok(Response::new(pb::CheckFollowsResponse { checks: checks.iter().map(convert::check).collect() }))
     }
 
@@ -137,10 +134,7 @@ impl FanoutApi for FanoutGrpc {
 
     async fn list_streams(&self, request: Request<pb::ListStreamsRequest>) -> GrpcResult<pb::ListStreamsResponse> {
         let actor = actor(&request)?;
-        Ok(Response::new(pb::ListStreamsResponse {
-            pod: self.live.pod_name(),
-            streams: self.live.streams_of(actor.get()),
-        }))
+        Ok(Response::new(pb::ListStreamsResponse { pod: self.live.pod_name(), streams: self.live.streams_of(actor) }))
     }
 
     async fn start_fanout_job(

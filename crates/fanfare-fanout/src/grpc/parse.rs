@@ -3,7 +3,7 @@
 //! reported at once, by its proto name, as a field violation.
 
 use chrono::DateTime;
-use fanfare_core::ids::UserId;
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_core::paging::{Cursor, PageSize};
 use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length, distinct_list};
 use fanfare_proto::fanout::v1 as pb;
@@ -18,7 +18,7 @@ use crate::live::cursor::{self, Position};
 // The follow graph
 
 /// The creator of Follow and Unfollow.
-pub fn creator(raw: i64) -> Result<UserId, InvalidRequest> {
+pub(super) fn creator(raw: i64) -> Result<UserId, InvalidRequest> {
     Ok(UserId::parse(CREATOR_FIELD, raw)?)
 }
 
@@ -30,20 +30,31 @@ fn user_or_caller(field: &str, raw: i64, violations: &mut Violations) -> Option<
     violations.check(UserId::parse(field, raw)).map(Some)
 }
 
+/// A `page_token` that decodes but names no position of its listing.
+fn malformed_page_token() -> FieldViolation {
+    FieldViolation::new("page_token", "is not a token returned by this method")
+}
+
 /// The position a page token holds: (followed_at in microseconds, the other user's id).
 fn follow_key(cursor: &Cursor) -> Result<FollowKey, FieldViolation> {
-    let malformed = || FieldViolation::new("page_token", "is not a token returned by this method");
-    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(malformed)?;
-    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| malformed())?;
+    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(malformed_page_token)?;
+    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| malformed_page_token())?;
     Ok(FollowKey { followed_at, user })
 }
 
+/// A validated ListFollowers or ListFollowing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listing {
+    /// Whose edges: `None` for the caller's.
+    pub(crate) user: Option<UserId>,
+    /// The page size.
+    pub(crate) size: PageSize,
+    /// The position to continue before; `None` for the first page.
+    pub(crate) before: Option<FollowKey>,
+}
+
 /// A listing of one user's edges: whose (0 = the caller), the page size and the position.
-pub fn listing(
-    user_id: i64,
-    page_size: i32,
-    page_token: &str,
-) -> Result<(Option<UserId>, PageSize, Option<FollowKey>), InvalidRequest> {
+pub(crate) fn listing(user_id: i64, page_size: i32, page_token: &str) -> Result<Listing, InvalidRequest> {
     let mut violations = Violations::new();
     let user = user_or_caller("user_id", user_id, &mut violations);
     let size = violations.check(PageSize::parse_default("page_size", page_size));
@@ -52,7 +63,7 @@ pub fn listing(
         Some(None) => Some(None),
         None => None,
     };
-    violations.finish_with(|| Some((user?, size?, before?)))
+    violations.finish_with(|| Some(Listing { user: user?, size: size?, before: before? }))
 }
 
 /// A list of user ids: 1 to `max` entries (counted before repeats are dropped), refused on
@@ -62,21 +73,30 @@ fn id_batch(field: &str, raw: &[i64], max: usize, violations: &mut Violations) -
 }
 
 /// GetFollowCounts.
-pub fn get_follow_counts(request: &pb::GetFollowCountsRequest, max: usize) -> Result<Vec<UserId>, InvalidRequest> {
+pub(super) fn get_follow_counts(
+    request: &pb::GetFollowCountsRequest,
+    max: usize,
+) -> Result<Vec<UserId>, InvalidRequest> {
     let mut violations = Violations::new();
     let users = id_batch("user_ids", &request.user_ids, max, &mut violations);
     violations.finish_with(|| users)
 }
 
+/// A validated CheckFollows request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckFollows {
+    /// Whose follows: `None` for the caller's.
+    pub(crate) follower: Option<UserId>,
+    /// The creators asked about, distinct, in the request's order.
+    pub(crate) creators: Vec<UserId>,
+}
+
 /// CheckFollows: the follower (0 = the caller) and the creators.
-pub fn check_follows(
-    request: &pb::CheckFollowsRequest,
-    max: usize,
-) -> Result<(Option<UserId>, Vec<UserId>), InvalidRequest> {
+pub(crate) fn check_follows(request: &pb::CheckFollowsRequest, max: usize) -> Result<CheckFollows, InvalidRequest> {
     let mut violations = Violations::new();
     let follower = user_or_caller("follower_user_id", request.follower_user_id, &mut violations);
     let creators = id_batch("creator_user_ids", &request.creator_user_ids, max, &mut violations);
-    violations.finish_with(|| Some((follower?, creators?)))
+    violations.finish_with(|| Some(CheckFollows { follower: follower?, creators: creators? }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -95,7 +115,7 @@ fn job_kind(raw: i32) -> Result<JobKind, FieldViolation> {
 }
 
 /// StartFanoutJob, with the server's default and highest rates.
-pub fn start_fanout_job(
+pub(super) fn start_fanout_job(
     request: &pb::StartFanoutJobRequest,
     default_rate: u32,
     max_rate: u32,
@@ -112,25 +132,31 @@ pub fn start_fanout_job(
 }
 
 /// A `job_id` field.
-pub fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
+pub(super) fn job_id(raw: i64) -> Result<JobId, InvalidRequest> {
     Ok(JobId::parse("job_id", raw)?)
 }
 
+/// A validated ListFanoutJobs request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JobListing {
+    /// The page size.
+    pub(crate) size: PageSize,
+    /// The job to continue before; `None` for the first page.
+    pub(crate) before: Option<JobId>,
+}
+
 /// ListFanoutJobs: the page size and the job to continue before.
-pub fn job_listing(page_size: i32, page_token: &str) -> Result<(PageSize, Option<JobId>), InvalidRequest> {
+pub(crate) fn job_listing(page_size: i32, page_token: &str) -> Result<JobListing, InvalidRequest> {
     let mut violations = Violations::new();
     let size = violations.check(PageSize::parse_default("page_size", page_size));
     let before = match violations.check(Cursor::decode("page_token", page_token, 1)) {
-        Some(Some(cursor)) => violations
-            .check(
-                JobId::parse("page_token", cursor.0[0])
-                    .map_err(|_| FieldViolation::new("page_token", "is not a token returned by this method")),
-            )
-            .map(Some),
+        Some(Some(cursor)) => {
+            violations.check(JobId::parse("page_token", cursor.0[0]).map_err(|_| malformed_page_token())).map(Some)
+        }
         Some(None) => Some(None),
         None => None,
     };
-    violations.finish_with(|| Some((size?, before?)))
+    violations.finish_with(|| Some(JobListing { size: size?, before: before? }))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -138,7 +164,11 @@ pub fn job_listing(page_size: i32, page_token: &str) -> Result<(PageSize, Option
 
 /// The resume positions of a Subscribe request: the cursor's, overridden by the explicit
 /// ones. Both are refused on their length before their entries are read.
-pub fn resume(positions: &[pb::GroupPosition], cursor: &str, max_groups: usize) -> Result<Resume, InvalidRequest> {
+pub(super) fn resume(
+    positions: &[pb::GroupPosition],
+    cursor: &str,
+    max_groups: usize,
+) -> Result<Resume, InvalidRequest> {
     let mut violations = Violations::new();
     let mut resume = Resume::new();
     if cursor.len() > cursor::max_len(max_groups) {
@@ -162,10 +192,10 @@ pub fn resume(positions: &[pb::GroupPosition], cursor: &str, max_groups: usize) 
                     format!("must be 0 or a positive event_seq (got {})", position.event_seq),
                 ));
             } else {
-                resume.insert(
-                    position.group_id,
-                    Position { event_seq: position.event_seq, entry_token: position.entry_token },
-                );
+                // Both checked just above, with the messages this method always gave.
+                let group = GroupId::from_trusted(position.group_id);
+                let event_seq = EventSeq::from_trusted(position.event_seq);
+                resume.insert(group, Position { event_seq, entry_token: position.entry_token });
             }
         }
     }
@@ -182,6 +212,14 @@ pub fn resume(positions: &[pb::GroupPosition], cursor: &str, max_groups: usize) 
 mod tests {
     use super::*;
 
+    fn group(id: i64) -> GroupId {
+        GroupId::from_trusted(id)
+    }
+
+    fn seq(raw: i64) -> EventSeq {
+        EventSeq::from_trusted(raw)
+    }
+
     fn fields(error: InvalidRequest) -> Vec<String> {
         error.violations().iter().map(|violation| violation.field.clone()).collect()
     }
@@ -197,8 +235,8 @@ mod tests {
 
     #[test]
     fn listings_read_zero_as_the_caller_and_name_every_bad_field() {
-        let (user, size, before) = listing(0, 0, "").expect("defaults");
-        assert_eq!((user, size.get(), before), (None, 100, None));
+        let parsed = listing(0, 0, "").expect("defaults");
+        assert_eq!((parsed.user, parsed.size.get(), parsed.before), (None, 100, None));
         let refused = listing(-1, 1_001, "nonsense").unwrap_err();
         assert_eq!(fields(refused), ["user_id", "page_size", "page_token"]);
     }
@@ -210,7 +248,7 @@ mod tests {
             user: UserId::from_trusted(9),
         };
         let token = Cursor(vec![key.followed_at.timestamp_micros(), key.user.get()]).encode();
-        assert_eq!(listing(5, 10, &token).expect("a token").2, Some(key));
+        assert_eq!(listing(5, 10, &token).expect("a token").before, Some(key));
         for bad in [Cursor(vec![0, -4]), Cursor(vec![i64::MAX, 3]), Cursor(vec![1])] {
             assert_eq!(fields(listing(5, 10, &bad.encode()).unwrap_err()), ["page_token"], "{bad:?}");
         }
@@ -243,9 +281,9 @@ mod tests {
 
     #[test]
     fn job_listing_tokens_hold_one_positive_job_id() {
-        assert_eq!(job_listing(0, "").expect("defaults"), (PageSize::new(100), None));
+        assert_eq!(job_listing(0, "").expect("defaults"), JobListing { size: PageSize::new(100), before: None });
         let token = Cursor(vec![7]).encode();
-        assert_eq!(job_listing(5, &token).expect("a token").1, Some(JobId::from_trusted(7)));
+        assert_eq!(job_listing(5, &token).expect("a token").before, Some(JobId::from_trusted(7)));
         for bad in [Cursor(vec![0]).encode(), Cursor(vec![1, 2]).encode(), "x".to_owned()] {
             assert_eq!(fields(job_listing(5, &bad).unwrap_err()), ["page_token"], "{bad}");
         }
@@ -255,14 +293,20 @@ mod tests {
 
     #[test]
     fn resume_positions_override_the_cursor_and_the_last_repeat_wins() {
-        let cursor =
-            cursor::encode(&Resume::from([(1, Position::at(5)), (2, Position { event_seq: 6, entry_token: 3 })]));
+        let cursor = cursor::encode(&Resume::from([
+            (group(1), Position::at(seq(5))),
+            (group(2), Position { event_seq: seq(6), entry_token: 3 }),
+        ]));
         let positions = [
             pb::GroupPosition { group_id: 2, event_seq: 1, entry_token: 0 },
             pb::GroupPosition { group_id: 2, event_seq: 9, entry_token: 4 },
         ];
         let resumed = resume(&positions, &cursor, 10).expect("valid");
-        assert_eq!(resumed, Resume::from([(1, Position::at(5)), (2, Position { event_seq: 9, entry_token: 4 })]));
+        let expected = Resume::from([
+            (group(1), Position::at(seq(5))),
+            (group(2), Position { event_seq: seq(9), entry_token: 4 }),
+        ]);
+        assert_eq!(resumed, expected);
     }
 
     #[test]
@@ -272,9 +316,9 @@ mod tests {
         assert!(refused.violations()[0].description.contains("got 1000000"));
         assert_eq!(fields(refused), ["positions"], "one violation, whatever the entries");
 
-        let long = cursor::encode(&(1..=11).map(|group| (group, Position::at(0))).collect());
+        let long = cursor::encode(&(1..=11).map(|id| (group(id), Position::at(EventSeq::ZERO))).collect());
         assert_eq!(fields(resume(&[], &long, 10).unwrap_err()), ["cursor"]);
-        let eleven_groups = cursor::encode(&(1..=6).map(|group| (group, Position::at(0))).collect());
+        let eleven_groups = cursor::encode(&(1..=6).map(|id| (group(id), Position::at(EventSeq::ZERO))).collect());
         let five_more: Vec<pb::GroupPosition> =
             (7..=11).map(|group_id| pb::GroupPosition { group_id, event_seq: 0, entry_token: 0 }).collect();
         let refused = resume(&five_more, &eleven_groups, 10).unwrap_err();

@@ -34,18 +34,18 @@ proptest! {
         user_ids in ids(DEFAULT_MAX_BATCH_SIZE), follower_user_id in int64(),
     ) {
         assert_parsed(&parse::creator(creator), |user| assert!(user.get() > 0));
-        assert_parsed(&parse::listing(user_id, page_size, &token), |(user, size, _)| {
-            assert!(user.is_none_or(|user| user.get() > 0));
-            assert!((1..=MAX_PAGE_SIZE).contains(&size.get()));
+        assert_parsed(&parse::listing(user_id, page_size, &token), |listing| {
+            assert!(listing.user.is_none_or(|user| user.get() > 0));
+            assert!((1..=MAX_PAGE_SIZE).contains(&listing.size.get()));
         });
         let counts = pb::GetFollowCountsRequest { user_ids: user_ids.clone() };
         assert_parsed(&parse::get_follow_counts(&counts, DEFAULT_MAX_BATCH_SIZE), |users| {
             assert!(!users.is_empty() && users.len() <= DEFAULT_MAX_BATCH_SIZE);
         });
         let check = pb::CheckFollowsRequest { follower_user_id, creator_user_ids: user_ids };
-        assert_parsed(&parse::check_follows(&check, DEFAULT_MAX_BATCH_SIZE), |(_, creators)| {
-            assert!(!creators.is_empty() && creators.len() <= DEFAULT_MAX_BATCH_SIZE);
-            assert!(creators.iter().all(|creator| creator.get() > 0));
+        assert_parsed(&parse::check_follows(&check, DEFAULT_MAX_BATCH_SIZE), |check| {
+            assert!(!check.creators.is_empty() && check.creators.len() <= DEFAULT_MAX_BATCH_SIZE);
+            assert!(check.creators.iter().all(|creator| creator.get() > 0));
         });
     }
 
@@ -60,9 +60,9 @@ proptest! {
             assert!((1..=RATES.1).contains(&job.rate.get()));
         });
         assert_parsed(&parse::job_id(job_id), |job| assert!(job.get() > 0));
-        assert_parsed(&parse::job_listing(page_size, &token), |(size, before)| {
-            assert!((1..=MAX_PAGE_SIZE).contains(&size.get()));
-            assert!(before.is_none_or(|job| job.get() > 0));
+        assert_parsed(&parse::job_listing(page_size, &token), |listing| {
+            assert!((1..=MAX_PAGE_SIZE).contains(&listing.size.get()));
+            assert!(listing.before.is_none_or(|job| job.get() > 0));
         });
     }
 
@@ -70,7 +70,7 @@ proptest! {
     fn subscribe(positions in prop::collection::vec(position(), 0..=MAX_GROUPS * 10 + 1), cursor in text()) {
         assert_parsed(&parse::resume(&positions, &cursor, MAX_GROUPS), |resume| {
             assert!(resume.len() <= MAX_GROUPS);
-            assert!(resume.iter().all(|(group, position)| *group > 0 && position.event_seq >= 0), "{resume:?}");
+            assert!(resume.iter().all(|(group, position)| group.get() > 0 && position.event_seq.get() >= 0), "{resume:?}");
         });
     }
 }

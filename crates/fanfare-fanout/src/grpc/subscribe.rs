@@ -13,7 +13,7 @@ use super::{GrpcResult, invalid, parse};
 use crate::live::Live;
 
 /// The frames of one stream.
-pub type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
+pub(super) type SubscribeStream = Pin<Box<dyn Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static>>;
 
 pub(super) async fn subscribe(
     live: &Live,
@@ -21,6 +21,6 @@ pub(super) async fn subscribe(
     request: pb::SubscribeRequest,
 ) -> GrpcResult<SubscribeStream> {
     let resume = parse::resume(&request.positions, &request.cursor, live.max_groups()).map_err(invalid)?;
-    let stream = live.open(actor.get(), resume).await?;
+    let stream = live.open(actor, resume).await?;
     Ok(Response::new(Box::pin(stream.into_frames())))
 }

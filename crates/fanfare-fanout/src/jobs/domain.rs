@@ -345,8 +345,8 @@ pub fn cursor_text(cursor: Option<FollowKey>) -> String {
 pub fn parse_cursor_text(text: &str) -> Option<FollowKey> {
     let (micros, follower) = text.split_once(':')?;
     let followed_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-    let follower: i64 = follower.parse().ok()?;
-    (follower > 0).then(|| FollowKey { followed_at, user: UserId::from_trusted(follower) })
+    let user = UserId::parse("follower", follower.parse().ok()?).ok()?;
+    Some(FollowKey { followed_at, user })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use fanfare_core::ids::{EventSeq, GroupId};
 use fanfare_core::validation::FieldViolation;
+use fanfare_proto::fanout::v1::GroupPosition;
 
 const VERSION: &str = "s2";
 /// The earlier form, without entry tokens.
@@ -19,14 +21,19 @@ const HEX_PER_NUMBER: usize = 16;
 /// entry token (0 when unknown: then the next update is not checked against it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Position {
-    pub event_seq: i64,
-    pub entry_token: u64,
+    pub(crate) event_seq: EventSeq,
+    pub(crate) entry_token: u64,
 }
 
 impl Position {
     /// At `event_seq`, its entry token unknown.
-    pub(crate) fn at(event_seq: i64) -> Self {
+    pub(crate) fn at(event_seq: EventSeq) -> Self {
         Self { event_seq, entry_token: 0 }
+    }
+
+    /// The wire form of this position in `group`'s log.
+    pub(crate) fn to_proto(self, group: GroupId) -> GroupPosition {
+        GroupPosition { group_id: group.get(), event_seq: self.event_seq.get(), entry_token: self.entry_token }
     }
 
     /// Whether an update that names `token` as the entry at this position contradicts it: the
@@ -43,18 +50,19 @@ pub(crate) fn max_len(groups: usize) -> usize {
 }
 
 /// Encodes `positions` (group → position).
-pub(crate) fn encode(positions: &BTreeMap<i64, Position>) -> String {
+pub(crate) fn encode(positions: &BTreeMap<GroupId, Position>) -> String {
     let mut cursor = String::with_capacity(max_len(positions.len()));
     cursor.push_str(VERSION);
     for (group, position) in positions {
+        let (group, event_seq) = (group.get() as u64, position.event_seq.get() as u64);
         // Writing to a String cannot fail.
-        let _ = write!(cursor, "{:016x}{:016x}{:016x}", *group as u64, position.event_seq as u64, position.entry_token);
+        let _ = write!(cursor, "{group:016x}{event_seq:016x}{:016x}", position.entry_token);
     }
     cursor
 }
 
 /// Decodes a cursor from `field`; empty means none.
-pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(i64, Position)>, FieldViolation> {
+pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(GroupId, Position)>, FieldViolation> {
     if cursor.is_empty() {
         return Ok(Vec::new());
     }
@@ -77,12 +85,11 @@ pub(crate) fn decode(field: &str, cursor: &str) -> Result<Vec<(i64, Position)>, 
     (0..hex.len() / per_group)
         .map(|index| {
             let at = index * per_group;
-            let (group, seq) = (number(at)? as i64, number(at + HEX_PER_NUMBER)? as i64);
+            let group = GroupId::parse(field, number(at)? as i64).map_err(|_| malformed())?;
+            let event_seq =
+                EventSeq::parse_position(field, number(at + HEX_PER_NUMBER)? as i64).map_err(|_| malformed())?;
             let entry_token = if numbers_per_group == 3 { number(at + 2 * HEX_PER_NUMBER)? } else { 0 };
-            if group <= 0 || seq < 0 {
-                return Err(malformed());
-            }
-            Ok((group, Position { event_seq: seq, entry_token }))
+            Ok((group, Position { event_seq, entry_token }))
         })
         .collect()
 }
@@ -92,16 +99,23 @@ mod tests {
     use super::*;
 
     fn position(event_seq: i64, entry_token: u64) -> Position {
-        Position { event_seq, entry_token }
+        Position { event_seq: EventSeq::from_trusted(event_seq), entry_token }
+    }
+
+    fn group(id: i64) -> GroupId {
+        GroupId::from_trusted(id)
     }
 
     #[test]
     fn cursors_round_trip() {
-        let positions =
-            BTreeMap::from([(1, position(0, 0)), (42, position(17, 99)), (i64::MAX, position(i64::MAX, u64::MAX))]);
+        let positions = BTreeMap::from([
+            (group(1), position(0, 0)),
+            (group(42), position(17, 99)),
+            (group(i64::MAX), position(i64::MAX, u64::MAX)),
+        ]);
         let cursor = encode(&positions);
         assert!(cursor.starts_with("s2"));
-        let decoded: BTreeMap<i64, Position> = decode("cursor", &cursor).expect("valid").into_iter().collect();
+        let decoded: BTreeMap<GroupId, Position> = decode("cursor", &cursor).expect("valid").into_iter().collect();
         assert_eq!(decoded, positions);
         assert_eq!(decode("cursor", "").expect("empty is none"), []);
         assert_eq!(decode("cursor", &encode(&BTreeMap::new())).expect("no groups"), []);
@@ -110,12 +124,15 @@ mod tests {
     #[test]
     fn cursors_without_tokens_are_still_read() {
         let earlier = format!("s1{:016x}{:016x}", 7u64, 3u64);
-        assert_eq!(decode("cursor", &earlier).expect("an s1 cursor"), [(7, Position::at(3))]);
+        assert_eq!(
+            decode("cursor", &earlier).expect("an s1 cursor"),
+            [(group(7), Position::at(EventSeq::from_trusted(3)))]
+        );
     }
 
     #[test]
     fn foreign_or_damaged_cursors_are_refused() {
-        let cursor = encode(&BTreeMap::from([(7, position(3, 5))]));
+        let cursor = encode(&BTreeMap::from([(group(7), position(3, 5))]));
         for bad in [
             "x",
             "s3",
@@ -131,7 +148,8 @@ mod tests {
 
     #[test]
     fn the_longest_cursor_of_n_groups_is_max_len() {
-        let positions: BTreeMap<i64, Position> = (1..=50).map(|group| (group, position(i64::MAX, u64::MAX))).collect();
+        let positions: BTreeMap<GroupId, Position> =
+            (1..=50).map(|id| (group(id), position(i64::MAX, u64::MAX))).collect();
         assert_eq!(encode(&positions).len(), max_len(50));
         assert_eq!(max_len(0), VERSION.len());
     }

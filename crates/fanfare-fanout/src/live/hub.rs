@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanfare_bus::{BusError, BusEvent, GapReason, SubscriberHandle, UpdateBus};
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_core::time::timestamp_micros;
 use fanfare_proto::common::v1::{Update, group_event, update};
 use fanfare_proto::events::joined_user;
@@ -27,7 +28,7 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::Position;
-use super::inbox::{AccessChange, Delivery, Envelope, Inbox};
+use super::inbox::{AccessChange, Delivery, Envelope, Inbox, Subject, named_user};
 use super::notify::{NOTIFICATIONS_CHANNEL, NotificationPage};
 use super::reorder::Reorder;
 use crate::metrics::{
@@ -39,16 +40,16 @@ use crate::metrics::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Topic {
     /// A group's updates.
-    Group(i64),
+    Group(GroupId),
     /// A user's join signals and fan-out notifications.
-    User(i64),
+    User(UserId),
 }
 
 impl Topic {
     fn channel(self) -> String {
         match self {
-            Self::Group(id) => fanfare_bus::group_channel(id),
-            Self::User(id) => fanfare_bus::user_channel(id),
+            Self::Group(id) => fanfare_bus::group_channel(id.get()),
+            Self::User(id) => fanfare_bus::user_channel(id.get()),
         }
     }
 }
@@ -60,11 +61,19 @@ pub(crate) type StreamId = u64;
 #[derive(Debug)]
 pub(crate) struct StreamInfo {
     /// The stream's user.
-    pub user: i64,
+    pub(crate) user: UserId,
     /// When it opened.
-    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) opened_at: chrono::DateTime<chrono::Utc>,
     /// Per group, the last update delivered (updated once per batch of frames).
-    pub positions: Mutex<std::collections::BTreeMap<i64, Position>>,
+    pub(crate) positions: Mutex<std::collections::BTreeMap<GroupId, Position>>,
+}
+
+impl StreamInfo {
+    /// The positions, locked; the stream replaces entries whole, so a panic elsewhere leaves
+    /// them readable.
+    pub(crate) fn positions(&self) -> MutexGuard<'_, std::collections::BTreeMap<GroupId, Position>> {
+        self.positions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 struct StreamEntry {
@@ -77,7 +86,7 @@ struct Registry {
     topics: HashMap<Topic, Vec<(StreamId, Arc<Inbox>)>>,
     streams: HashMap<StreamId, StreamEntry>,
     /// Open streams per user.
-    streams_per_user: HashMap<i64, usize>,
+    streams_per_user: HashMap<UserId, usize>,
     /// The pod is shutting down: every stream, even one registered from now on, is closed.
     closed: bool,
 }
@@ -113,7 +122,7 @@ impl Hub {
     /// returns at once and keeps retrying in the background, so the pod starts without
     /// Redis and serves streams once it is there. Asks each stream for a heartbeat every
     /// `heartbeat`, and every stream to close at `shutdown`.
-    pub async fn start(bus: Arc<dyn UpdateBus>, heartbeat: Duration, shutdown: CancellationToken) -> Arc<Self> {
+    pub(crate) async fn start(bus: Arc<dyn UpdateBus>, heartbeat: Duration, shutdown: CancellationToken) -> Arc<Self> {
         let hub = Arc::new(Self {
             registry: Mutex::new(Registry::default()),
             control: tokio::sync::Mutex::new(()),
@@ -149,7 +158,7 @@ impl Hub {
     }
 
     /// Whether the pod's subscriber is connected (it may be reconnecting after that).
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.subscriber.get().is_some()
     }
 
@@ -160,7 +169,12 @@ impl Hub {
 
     /// Registers a new stream with its inbox; it listens to nothing yet. `None` when its user
     /// already holds `max_per_user` streams here.
-    pub fn open_stream(&self, inbox: Arc<Inbox>, info: Arc<StreamInfo>, max_per_user: usize) -> Option<StreamId> {
+    pub(crate) fn open_stream(
+        &self,
+        inbox: Arc<Inbox>,
+        info: Arc<StreamInfo>,
+        max_per_user: usize,
+    ) -> Option<StreamId> {
         let mut registry = self.registry();
         let open = registry.streams_per_user.entry(info.user).or_default();
         if *open >= max_per_user {
@@ -179,7 +193,7 @@ impl Hub {
 
     /// Makes `stream` listen to `topics`, returning once every channel they need is
     /// subscribed: anything published after this returns reaches the stream's inbox.
-    pub async fn listen(&self, stream: StreamId, topics: &[Topic]) -> Result<(), ListenError> {
+    pub(crate) async fn listen(&self, stream: StreamId, topics: &[Topic]) -> Result<(), ListenError> {
         let subscriber = self.subscriber.get().ok_or(ListenError::NotConnected)?;
         let _serialized = self.control.lock().await;
         let new_channels: Vec<String> = {
@@ -217,7 +231,7 @@ impl Hub {
 
     /// Stops `stream` listening to `topics`; channels nobody listens to any more are
     /// unsubscribed in the background.
-    pub fn unlisten(self: &Arc<Self>, stream: StreamId, topics: &[Topic]) {
+    pub(crate) fn unlisten(self: &Arc<Self>, stream: StreamId, topics: &[Topic]) {
         let emptied: Vec<Topic> = {
             let mut registry = self.registry();
             topics.iter().copied().filter(|topic| remove_listener(&mut registry, *topic, stream)).collect()
@@ -226,7 +240,7 @@ impl Hub {
     }
 
     /// Forgets `stream` entirely (its response stream was dropped).
-    pub fn close_stream(self: &Arc<Self>, stream: StreamId) {
+    pub(crate) fn close_stream(self: &Arc<Self>, stream: StreamId) {
         let emptied: Vec<Topic> = {
             let mut registry = self.registry();
             let Some(entry) = registry.streams.remove(&stream) else {
@@ -279,12 +293,12 @@ impl Hub {
     }
 
     /// How many streams are open on this pod.
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.registry().streams.len()
     }
 
     /// How many channels this pod's subscriber holds for streams.
-    pub fn topics(&self) -> usize {
+    pub(crate) fn topics(&self) -> usize {
         self.registry().topics.len()
     }
 
@@ -331,7 +345,7 @@ impl Hub {
     }
 
     /// What operators can see of `user`'s streams on this pod.
-    pub fn streams_of(&self, user: i64) -> Vec<Arc<StreamInfo>> {
+    pub(crate) fn streams_of(&self, user: UserId) -> Vec<Arc<StreamInfo>> {
         let registry = self.registry();
         let mut infos: Vec<Arc<StreamInfo>> =
             registry.streams.values().filter(|entry| entry.info.user == user).map(|e| Arc::clone(&e.info)).collect();
@@ -423,7 +437,8 @@ async fn dispatch(hub: Arc<Hub>, mut subscriber: fanfare_bus::Subscriber, shutdo
         };
         match event {
             BusEvent::Message { channel, payload } => {
-                if let Some(group_id) = fanfare_bus::group_id_from_channel(&channel) {
+                // Only channels this pod subscribed to arrive: their ids are valid ones.
+                if let Some(group_id) = fanfare_bus::group_id_from_channel(&channel).map(GroupId::from_trusted) {
                     let Some(envelope) = envelope(group_id, payload) else { continue };
                     let event_seq = envelope.event_seq;
                     let now = tokio::time::Instant::now();
@@ -495,8 +510,13 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
             return;
         };
         if joined_user(&update) == Some(user_id) {
-            for inbox in hub.inboxes(Topic::User(user_id)) {
-                inbox.push(Delivery::Joined { group_id: update.group_id, event_seq: update.event_seq });
+            // Published by the messages service from its log, where only valid ids are written.
+            let joined = Delivery::Joined {
+                group_id: GroupId::from_trusted(update.group_id),
+                event_seq: EventSeq::from_trusted(update.event_seq),
+            };
+            for inbox in hub.inboxes(Topic::User(UserId::from_trusted(user_id))) {
+                inbox.push(joined.clone());
             }
         }
     } else if channel == NOTIFICATIONS_CHANNEL {
@@ -506,7 +526,8 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
         };
         let page = Arc::new(page);
         let (mut delivered, mut dropped) = (0u64, 0u64);
-        for inbox in hub.inboxes_of(page.follower_user_ids.iter().map(|follower| Topic::User(*follower))) {
+        let followers = page.follower_user_ids.iter().filter_map(|follower| named_user(*follower)).map(Topic::User);
+        for inbox in hub.inboxes_of(followers) {
             if inbox.push(Delivery::Notification(Arc::clone(&page))) {
                 delivered += 1;
             } else {
@@ -522,26 +543,27 @@ fn dispatch_message(hub: &Hub, channel: &str, payload: Bytes) {
 }
 
 /// Decodes what streams need of an update published on `group_id`'s channel.
-fn envelope(group_id: i64, bytes: Bytes) -> Option<Envelope> {
+fn envelope(group_id: GroupId, bytes: Bytes) -> Option<Envelope> {
     let update = match Update::decode(bytes.as_ref()) {
-        Ok(update) if update.group_id == group_id && update.event_seq > 0 => update,
+        Ok(update) if update.group_id == group_id.get() && update.event_seq > 0 => update,
         Ok(_) | Err(_) => {
             // A stream would repair the hole this leaves from the log at the next update.
-            tracing::warn!(group_id, "undecodable or mismatched update on a group channel; dropped");
+            tracing::warn!(group_id = %group_id, "undecodable or mismatched update on a group channel; dropped");
             metrics::counter!(BAD_PAYLOADS_TOTAL).increment(1);
             return None;
         }
     };
+    // The messages service publishes from its log, where only valid ids are written.
     Some(Envelope {
         group_id,
-        event_seq: update.event_seq,
+        event_seq: EventSeq::from_trusted(update.event_seq),
         entry_token: update.entry_token,
         previous_entry_token: update.previous_entry_token,
         ended_membership_of: ended_membership(&update),
         message_created_micros: carried_message(&update)
             .and_then(|message| message.created_at.as_ref())
             .map(timestamp_micros),
-        member_subject: membership_subject(&update),
+        member_subject: membership_subject(&update).map(Subject::from_raw),
         access_change: access_change(&update),
         redacted: OnceLock::new(),
         bytes,
@@ -557,22 +579,26 @@ pub(crate) fn access_change(update: &Update) -> Option<AccessChange> {
             Some(AccessChange::HistoryVisible(settings.history_visible_to_new_members))
         }
         group_event::Change::MemberRoleChanged(changed) => {
-            Some(AccessChange::Moderates { user: changed.user_id, moderates: visibility::moderates(changed.role()) })
+            // A role change of nobody named (a redacted update) changes no reader's standing.
+            let user = named_user(changed.user_id)?;
+            Some(AccessChange::Moderates { user, moderates: visibility::moderates(changed.role()) })
         }
         group_event::Change::OwnershipTransferred(transferred) => {
-            Some(AccessChange::Moderates { user: transferred.new_owner_user_id, moderates: true })
+            Some(AccessChange::Moderates { user: named_user(transferred.new_owner_user_id)?, moderates: true })
         }
         _ => None,
     }
 }
 
 /// The user whose membership `update` ended, if it did.
-pub(crate) fn ended_membership(update: &Update) -> Option<i64> {
+pub(crate) fn ended_membership(update: &Update) -> Option<UserId> {
     let Some(update::Change::GroupEvent(event)) = &update.change else { return None };
-    match event.change.as_ref()? {
-        group_event::Change::MemberLeft(left) => Some(left.user_id),
-        group_event::Change::MemberRemoved(removed) => Some(removed.user_id),
-        group_event::Change::MemberBanned(banned) if banned.was_member => Some(banned.user_id),
-        _ => None,
-    }
+    let user = match event.change.as_ref()? {
+        group_event::Change::MemberLeft(left) => left.user_id,
+        group_event::Change::MemberRemoved(removed) => removed.user_id,
+        group_event::Change::MemberBanned(banned) if banned.was_member => banned.user_id,
+        _ => return None,
+    };
+    // A redacted update names nobody: it ends no reader's membership they could be told of.
+    named_user(user)
 }

@@ -9,6 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_proto::common::v1::Update;
 use fanfare_proto::redact::{carried_message_mut, clear_content, clear_members};
 use prost::Message;
@@ -24,9 +25,9 @@ pub(crate) enum Delivery {
     /// The stream's user joined a group (from the user channel).
     Joined {
         /// The group.
-        group_id: i64,
+        group_id: GroupId,
         /// The event_seq of the join update.
-        event_seq: i64,
+        event_seq: EventSeq,
     },
     /// A fan-out job page listing the stream's user.
     Notification(Arc<NotificationPage>),
@@ -37,43 +38,43 @@ pub(crate) enum Delivery {
 #[derive(Debug)]
 pub(crate) struct Envelope {
     /// The group.
-    pub group_id: i64,
+    pub(crate) group_id: GroupId,
     /// Its position in the group's log.
-    pub event_seq: i64,
+    pub(crate) event_seq: EventSeq,
     /// Its entry token, and the token of the entry before it (`fanfare.common.v1.Update`):
     /// a stream holding another token for either position holds a history the log went
     /// back on.
-    pub entry_token: u64,
-    pub previous_entry_token: u64,
+    pub(crate) entry_token: u64,
+    pub(crate) previous_entry_token: u64,
     /// The encoded `fanfare.common.v1.Update`, as published.
-    pub bytes: Bytes,
+    pub(crate) bytes: Bytes,
     /// The user whose membership this update ended (left, removed, banned), if any.
-    pub ended_membership_of: Option<i64>,
+    pub(crate) ended_membership_of: Option<UserId>,
     /// When the message this update carries in full (posted or edited) was created, in µs
     /// since the epoch: a member who may not see history from before their join gets the
     /// update of an older message without its content.
-    pub message_created_micros: Option<i64>,
-    /// The user this membership event is about, if it is one: a member from whom the group
+    pub(crate) message_created_micros: Option<i64>,
+    /// Whom this membership event is about, if it is one: a member from whom the group
     /// hides its audience gets it without its users unless it is about them.
-    pub member_subject: Option<i64>,
+    pub(crate) member_subject: Option<Subject>,
     /// How this update changes who sees history from before their join, if it does.
-    pub access_change: Option<AccessChange>,
+    pub(crate) access_change: Option<AccessChange>,
     /// `bytes` as a reader who may not see it whole gets it: made once per pod, by the first
     /// stream that needs it.
-    pub redacted: OnceLock<Bytes>,
+    pub(crate) redacted: OnceLock<Bytes>,
 }
 
 impl Envelope {
     /// The update with what may be hidden from a reader cleared (`fanfare_proto::redact`): a
     /// message's content, or a membership event's users. An update is at most one of the
     /// two, so one copy serves both kinds of reader.
-    pub fn redacted(&self) -> &Bytes {
+    pub(crate) fn redacted(&self) -> &Bytes {
         self.redacted.get_or_init(|| {
             // The hub built this envelope from a decodable update; were it not, a contentless
             // update in the same place still keeps the stream gapless and leaks nothing.
             let mut update = Update::decode(self.bytes.as_ref()).unwrap_or_else(|_| Update {
-                group_id: self.group_id,
-                event_seq: self.event_seq,
+                group_id: self.group_id.get(),
+                event_seq: self.event_seq.get(),
                 ..Update::default()
             });
             if let Some(message) = carried_message_mut(&mut update) {
@@ -85,34 +86,61 @@ impl Envelope {
     }
 }
 
+/// Whom a membership event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// The user it names.
+    Named(UserId),
+    /// No user (its id is 0, as in a redacted update): about someone else, for every reader.
+    Unnamed,
+}
+
+impl Subject {
+    /// The subject a raw user id names.
+    pub(crate) fn from_raw(raw: i64) -> Self {
+        named_user(raw).map_or(Self::Unnamed, Self::Named)
+    }
+}
+
+/// The user a raw id of an update names; `None` for 0, which a redacted update carries in
+/// place of its users.
+pub(crate) fn named_user(raw: i64) -> Option<UserId> {
+    (raw > 0).then(|| UserId::from_trusted(raw))
+}
+
 /// A change of who, in a group, sees history from before their join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AccessChange {
     /// The group's `history_visible_to_new_members` setting, after the change.
     HistoryVisible(bool),
     /// `user` now moderates the group (owner or admin: sees all history), or no longer does.
-    Moderates { user: i64, moderates: bool },
+    Moderates {
+        /// The user whose role changed.
+        user: UserId,
+        /// Whether they moderate the group now.
+        moderates: bool,
+    },
 }
 
 /// What a stream must do besides delivering what it took from its inbox.
 #[derive(Debug, Default)]
 pub(crate) struct Flags {
     /// Groups whose updates overflowed: catch them up from the log.
-    pub dirty: HashSet<i64>,
+    pub(crate) dirty: HashSet<GroupId>,
     /// The bus may have lost messages: catch every group up.
-    pub repair_all: bool,
+    pub(crate) repair_all: bool,
     /// A join signal may have been lost: list the user's groups again.
-    pub relist: bool,
+    pub(crate) relist: bool,
     /// Time for a heartbeat frame.
-    pub heartbeat: bool,
+    pub(crate) heartbeat: bool,
     /// The pod is shutting down: end the stream with a reconnect frame.
-    pub closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl Flags {
     /// Whether the stream must call another service before delivering (a catch-up or a
     /// re-listing).
-    pub fn needs_upstream(&self) -> bool {
+    pub(crate) fn needs_upstream(&self) -> bool {
         !self.dirty.is_empty() || self.repair_all || self.relist
     }
 }
@@ -136,7 +164,7 @@ const RETAINED_SLOTS: usize = 16;
 
 impl Inbox {
     /// An empty inbox holding at most `capacity` deliveries.
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self { state: Mutex::new(State::default()), wake: Notify::new(), capacity })
     }
 
@@ -147,7 +175,7 @@ impl Inbox {
 
     /// Queues `delivery`, or records what the stream must repair instead when full.
     /// Returns whether it was queued.
-    pub fn push(&self, delivery: Delivery) -> bool {
+    pub(crate) fn push(&self, delivery: Delivery) -> bool {
         let queued = {
             let mut state = self.state();
             if state.queue.len() < self.capacity {
@@ -171,7 +199,7 @@ impl Inbox {
 
     /// Asks the stream to repair every group (and re-list its groups): the bus may have lost
     /// messages.
-    pub fn repair_all(&self) {
+    pub(crate) fn repair_all(&self) {
         self.flag(|flags| {
             flags.repair_all = true;
             flags.relist = true;
@@ -179,12 +207,12 @@ impl Inbox {
     }
 
     /// Asks the stream for a heartbeat frame.
-    pub fn heartbeat_due(&self) {
+    pub(crate) fn heartbeat_due(&self) {
         self.flag(|flags| flags.heartbeat = true);
     }
 
     /// Asks the stream to end with a reconnect frame: the pod is shutting down.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.flag(|flags| flags.closing = true);
     }
 
@@ -195,7 +223,7 @@ impl Inbox {
 
     /// Moves up to `max` deliveries into `into` (in arrival order) and takes every pending
     /// flag. The caller passes the same buffer each time, so taking allocates nothing.
-    pub fn take(&self, max: usize, into: &mut Vec<Delivery>) -> Flags {
+    pub(crate) fn take(&self, max: usize, into: &mut Vec<Delivery>) -> Flags {
         let mut state = self.state();
         let count = state.queue.len().min(max);
         into.extend(state.queue.drain(..count));
@@ -206,7 +234,7 @@ impl Inbox {
     }
 
     /// Waits until something was pushed or flagged since the last `take` (or `wake`).
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.wake.notified().await;
     }
 }
@@ -217,8 +245,8 @@ mod tests {
 
     fn update(group_id: i64, event_seq: i64) -> Delivery {
         Delivery::Update(Arc::new(Envelope {
-            group_id,
-            event_seq,
+            group_id: GroupId::from_trusted(group_id),
+            event_seq: EventSeq::from_trusted(event_seq),
             entry_token: 0,
             previous_entry_token: 0,
             bytes: Bytes::new(),
@@ -237,11 +265,13 @@ mod tests {
         assert!(inbox.push(update(1, 2)));
         assert!(!inbox.push(update(1, 3)));
         assert!(!inbox.push(update(2, 1)));
-        assert!(!inbox.push(Delivery::Joined { group_id: 3, event_seq: 1 }));
+        assert!(
+            !inbox.push(Delivery::Joined { group_id: GroupId::from_trusted(3), event_seq: EventSeq::from_trusted(1) })
+        );
         let mut taken = Vec::new();
         let flags = inbox.take(10, &mut taken);
         assert_eq!(taken.len(), 2);
-        assert_eq!(flags.dirty, HashSet::from([1, 2]));
+        assert_eq!(flags.dirty, HashSet::from([GroupId::from_trusted(1), GroupId::from_trusted(2)]));
         assert!(flags.relist && !flags.repair_all && flags.needs_upstream());
         let again = inbox.take(10, &mut taken);
         assert!(!again.needs_upstream() && !again.heartbeat && !again.closing, "flags are taken once");
@@ -259,7 +289,7 @@ mod tests {
         let first: Vec<i64> = taken
             .iter()
             .map(|delivery| match delivery {
-                Delivery::Update(envelope) => envelope.event_seq,
+                Delivery::Update(envelope) => envelope.event_seq.get(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();

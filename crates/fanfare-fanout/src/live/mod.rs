@@ -83,15 +83,14 @@ impl Live {
     }
 
     /// Opens `user`'s stream, resuming each group in `resume` after its position.
-    pub(crate) async fn open(&self, user: i64, resume: Resume) -> FanoutResult<LiveStream> {
+    pub(crate) async fn open(&self, user: UserId, resume: Resume) -> FanoutResult<LiveStream> {
         if self.shutdown.is_cancelled() {
             return Err(FanoutError::ShuttingDown);
         }
-        let user_id = UserId::from_trusted(user);
         if let Some(limit) = &self.open_limit
-            && let Err(retry_after) = limit.check(user_id).await
+            && let Err(retry_after) = limit.check(user).await
         {
-            return Err(FanoutError::RateLimited { user: user_id, action: LimitedAction::Subscribes, retry_after });
+            return Err(FanoutError::RateLimited { user, action: LimitedAction::Subscribes, retry_after });
         }
         LiveStream::open(user, resume, Arc::clone(&self.hub), self.upstream.clone(), Arc::clone(&self.settings)).await
     }
@@ -107,22 +106,15 @@ impl Live {
     }
 
     /// `user`'s streams on this pod: when each opened and what it delivered.
-    pub fn streams_of(&self, user: i64) -> Vec<fanfare_proto::fanout::v1::StreamInfo> {
+    pub fn streams_of(&self, user: UserId) -> Vec<fanfare_proto::fanout::v1::StreamInfo> {
         self.hub
             .streams_of(user)
             .iter()
             .map(|info| {
-                let positions = info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let positions = info.positions();
                 fanfare_proto::fanout::v1::StreamInfo {
                     opened_at: Some(fanfare_core::time::to_timestamp(info.opened_at)),
-                    positions: positions
-                        .iter()
-                        .map(|(group, position)| fanfare_proto::fanout::v1::GroupPosition {
-                            group_id: *group,
-                            event_seq: position.event_seq,
-                            entry_token: position.entry_token,
-                        })
-                        .collect(),
+                    positions: positions.iter().map(|(group, position)| position.to_proto(*group)).collect(),
                 }
             })
             .collect()

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use fanfare_core::ids::{EventSeq, GroupId};
 use tokio::time::Instant;
 
 use crate::metrics::REORDERS_TOTAL;
@@ -28,15 +29,15 @@ pub(crate) const MAX_HELD: usize = 64;
 /// One group's state.
 struct Group<T> {
     /// The highest event_seq passed on in order.
-    passed: i64,
+    passed: EventSeq,
     /// Early updates by event_seq, and when the oldest hold ends.
-    held: BTreeMap<i64, T>,
+    held: BTreeMap<EventSeq, T>,
     deadline: Option<Instant>,
 }
 
 /// Holds early updates per group (see the module docs).
 pub(crate) struct Reorder<T> {
-    groups: HashMap<i64, Group<T>>,
+    groups: HashMap<GroupId, Group<T>>,
 }
 
 impl<T> Default for Reorder<T> {
@@ -47,7 +48,7 @@ impl<T> Default for Reorder<T> {
 
 impl<T> Reorder<T> {
     /// Takes update `event_seq` of `group`; returns what to pass on now, in order.
-    pub(crate) fn accept(&mut self, group: i64, event_seq: i64, item: T, now: Instant) -> Vec<T> {
+    pub(crate) fn accept(&mut self, group: GroupId, event_seq: EventSeq, item: T, now: Instant) -> Vec<T> {
         let Some(state) = self.groups.get_mut(&group) else {
             // The first update since the channel was (re)subscribed is the baseline.
             self.groups.insert(group, Group { passed: event_seq, held: BTreeMap::new(), deadline: None });
@@ -56,11 +57,11 @@ impl<T> Reorder<T> {
         if event_seq <= state.passed {
             return vec![item];
         }
-        if event_seq == state.passed + 1 {
+        if event_seq == state.passed.next() {
             state.passed = event_seq;
             let mut ready = vec![item];
-            while let Some(next) = state.held.remove(&(state.passed + 1)) {
-                state.passed += 1;
+            while let Some(next) = state.held.remove(&state.passed.next()) {
+                state.passed = state.passed.next();
                 ready.push(next);
             }
             if state.held.is_empty() {
@@ -108,7 +109,7 @@ impl<T> Reorder<T> {
     }
 
     /// Forgets the groups `keep` refuses (no stream listens any more) that hold nothing.
-    pub(crate) fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(GroupId) -> bool) {
         self.groups.retain(|group, state| !state.held.is_empty() || keep(*group));
     }
 
@@ -133,13 +134,21 @@ fn release<T>(state: &mut Group<T>) -> Vec<T> {
 mod tests {
     use super::*;
 
+    fn group(id: i64) -> GroupId {
+        GroupId::from_trusted(id)
+    }
+
+    fn seq(raw: i64) -> EventSeq {
+        EventSeq::from_trusted(raw)
+    }
+
     #[test]
     fn in_order_updates_pass_at_once() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        assert_eq!(reorder.accept(1, 5, 5, now), [5], "the first is the baseline");
-        assert_eq!(reorder.accept(1, 6, 6, now), [6]);
-        assert_eq!(reorder.accept(2, 1, 1, now), [1], "groups are apart");
+        assert_eq!(reorder.accept(group(1), seq(5), 5, now), [5], "the first is the baseline");
+        assert_eq!(reorder.accept(group(1), seq(6), 6, now), [6]);
+        assert_eq!(reorder.accept(group(2), seq(1), 1, now), [1], "groups are apart");
         assert_eq!(reorder.next_deadline(), None);
     }
 
@@ -147,38 +156,42 @@ mod tests {
     fn an_early_update_waits_for_its_predecessor_then_both_pass_in_order() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        reorder.accept(1, 6, 6, now);
-        assert!(reorder.accept(1, 8, 8, now).is_empty(), "8 waits for 7");
-        assert!(reorder.accept(1, 9, 9, now).is_empty());
+        reorder.accept(group(1), seq(6), 6, now);
+        assert!(reorder.accept(group(1), seq(8), 8, now).is_empty(), "8 waits for 7");
+        assert!(reorder.accept(group(1), seq(9), 9, now).is_empty());
         assert_eq!(reorder.next_deadline(), Some(now + HOLD));
-        assert_eq!(reorder.accept(1, 7, 7, now), [7, 8, 9]);
+        assert_eq!(reorder.accept(group(1), seq(7), 7, now), [7, 8, 9]);
         assert_eq!(reorder.next_deadline(), None);
-        assert_eq!(reorder.accept(1, 10, 10, now), [10]);
+        assert_eq!(reorder.accept(group(1), seq(10), 10, now), [10]);
     }
 
     #[test]
     fn a_hole_that_stays_open_is_released_after_the_hold() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        reorder.accept(1, 1, 1, now);
-        reorder.accept(1, 4, 4, now);
-        reorder.accept(1, 3, 3, now);
+        reorder.accept(group(1), seq(1), 1, now);
+        reorder.accept(group(1), seq(4), 4, now);
+        reorder.accept(group(1), seq(3), 3, now);
         assert!(reorder.expired(now + HOLD / 2).is_empty());
         assert_eq!(reorder.expired(now + HOLD), [3, 4], "released in order; the streams repair 2");
-        assert_eq!(reorder.accept(1, 2, 2, now + HOLD), [2], "a late one goes through: streams drop repeats");
-        assert_eq!(reorder.accept(1, 5, 5, now + HOLD), [5]);
+        assert_eq!(
+            reorder.accept(group(1), seq(2), 2, now + HOLD),
+            [2],
+            "a late one goes through: streams drop repeats"
+        );
+        assert_eq!(reorder.accept(group(1), seq(5), 5, now + HOLD), [5]);
     }
 
     #[test]
     fn repeats_pass_and_a_full_hold_is_released() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        reorder.accept(1, 10, 10, now);
-        assert_eq!(reorder.accept(1, 9, 9, now), [9]);
-        for seq in 12..12 + MAX_HELD as i64 {
-            assert!(reorder.accept(1, seq, seq, now).is_empty());
+        reorder.accept(group(1), seq(10), 10, now);
+        assert_eq!(reorder.accept(group(1), seq(9), 9, now), [9]);
+        for raw in 12..12 + MAX_HELD as i64 {
+            assert!(reorder.accept(group(1), seq(raw), raw, now).is_empty());
         }
-        let released = reorder.accept(1, 12 + MAX_HELD as i64, 0, now);
+        let released = reorder.accept(group(1), seq(12 + MAX_HELD as i64), 0, now);
         assert_eq!(released.len(), MAX_HELD + 1, "everything held goes on");
         assert_eq!(reorder.next_deadline(), None);
     }
@@ -187,21 +200,21 @@ mod tests {
     fn a_reset_releases_everything_and_forgets_positions() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        reorder.accept(1, 1, 1, now);
-        reorder.accept(1, 3, 3, now);
-        reorder.accept(2, 1, 1, now);
+        reorder.accept(group(1), seq(1), 1, now);
+        reorder.accept(group(1), seq(3), 3, now);
+        reorder.accept(group(2), seq(1), 1, now);
         assert_eq!(reorder.reset(), [3]);
         assert_eq!(reorder.len(), 0);
-        assert_eq!(reorder.accept(1, 7, 7, now), [7], "a new baseline");
+        assert_eq!(reorder.accept(group(1), seq(7), 7, now), [7], "a new baseline");
     }
 
     #[test]
     fn groups_nobody_listens_to_are_forgotten_unless_they_hold_something() {
         let mut reorder = Reorder::default();
         let now = Instant::now();
-        reorder.accept(1, 1, 1, now);
-        reorder.accept(2, 1, 1, now);
-        reorder.accept(2, 3, 3, now);
+        reorder.accept(group(1), seq(1), 1, now);
+        reorder.accept(group(2), seq(1), 1, now);
+        reorder.accept(group(2), seq(3), 3, now);
         reorder.retain(|_| false);
         assert_eq!(reorder.len(), 1, "group 2 still holds 3");
     }

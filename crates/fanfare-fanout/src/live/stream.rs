@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fanfare_core::ids::UserId;
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_proto::common::v1::ResyncReason;
 use fanfare_proto::fanout::v1::{
     FanoutJobKind, GroupPosition, GroupResync, Heartbeat, MembershipChange, MembershipChangeKind, Notification,
@@ -32,7 +32,7 @@ use tonic::{Code, Status};
 
 use super::cursor::{self, Position};
 use super::hub::{Hub, StreamId, StreamInfo, Topic, access_change, ended_membership};
-use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox};
+use super::inbox::{AccessChange, Delivery, Envelope, Flags, Inbox, Subject};
 use super::notify::NotificationPage;
 use super::upstream::{Access, Upstream};
 use crate::error::{FanoutError, FanoutResult};
@@ -48,19 +48,19 @@ const UPSTREAM_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Settings every stream of a pod shares.
 pub(crate) struct StreamSettings {
-    pub backfill_page_size: i32,
-    pub max_groups: usize,
-    pub reconnect_after_ms: u32,
-    pub queue_capacity: usize,
-    pub max_streams_per_user: usize,
+    pub(crate) backfill_page_size: i32,
+    pub(crate) max_groups: usize,
+    pub(crate) reconnect_after_ms: u32,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_streams_per_user: usize,
     /// Catch-up rounds one stream may make, sustained and in a burst; `None` for no limit.
-    pub catch_up_rounds: Option<governor::Quota>,
+    pub(crate) catch_up_rounds: Option<governor::Quota>,
     /// [`DELIVERIES_TOTAL`](crate::metrics::DELIVERIES_TOTAL).
-    pub deliveries: metrics::Counter,
+    pub(crate) deliveries: metrics::Counter,
 }
 
 /// A stream's position per group, from the request.
-pub(crate) type Resume = BTreeMap<i64, Position>;
+pub(crate) type Resume = BTreeMap<GroupId, Position>;
 
 /// Why processing stopped the stream.
 enum Stop {
@@ -72,12 +72,12 @@ enum Stop {
 /// A delivery that needs another service before anything after it of its stream goes out.
 enum Blocked {
     /// An update skipped ahead of the group's position: catch the group up from the log.
-    Jump(i64),
+    Jump(GroupId),
     /// An update contradicts the entry token of the group's position: the log went back.
     /// Read it from the log with the token (which answers with a resync).
-    Reissued(i64),
+    Reissued(GroupId),
     /// The user joined a group: start carrying it, replaying from the join.
-    Join { group_id: i64, event_seq: i64 },
+    Join { group_id: GroupId, event_seq: EventSeq },
 }
 
 /// A taken-deliveries buffer that grew past this is dropped after use, so a burst does not
@@ -86,27 +86,27 @@ const RETAINED_TAKE: usize = 8;
 
 /// One open stream.
 pub(crate) struct LiveStream {
-    user: i64,
+    user: UserId,
     id: StreamId,
     hub: Arc<Hub>,
     upstream: Upstream,
     inbox: Arc<Inbox>,
     settings: Arc<StreamSettings>,
     /// Carried groups → the last update delivered.
-    groups: BTreeMap<i64, Position>,
+    groups: BTreeMap<GroupId, Position>,
     /// The operators' view of `groups`, brought up to date after each batch.
     info: Arc<StreamInfo>,
     /// Groups to catch up from the log before the next delivery.
-    to_repair: BTreeSet<i64>,
+    to_repair: BTreeSet<GroupId>,
     pending: VecDeque<SubscribeResponse>,
     /// The buffer deliveries are taken into, kept between takes.
     taken: Vec<Delivery>,
     /// Groups whose position changed since the operators' copy in `info` was updated.
-    touched: Vec<i64>,
+    touched: Vec<GroupId>,
     /// Per carried group, what of it the user sees whole (history from before their join,
     /// other members); kept up to date by the group's own updates (settings, roles) as they
     /// are delivered.
-    access: HashMap<i64, Access>,
+    access: HashMap<GroupId, Access>,
     /// Whether any carried group hides anything from this user (most carry none: then no
     /// delivery looks at `access`).
     any_hidden: bool,
@@ -127,8 +127,8 @@ impl LiveStream {
     /// Opens `user`'s stream: listens to their user channel and every group they belong
     /// to, then settles where each group starts (the resume position, or the latest). The
     /// hub asks it for heartbeats and, at shutdown, to end with a reconnect frame.
-    pub async fn open(
-        user: i64,
+    pub(crate) async fn open(
+        user: UserId,
         resume: Resume,
         hub: Arc<Hub>,
         upstream: Upstream,
@@ -138,10 +138,7 @@ impl LiveStream {
         let catch_up_rounds = settings.catch_up_rounds.map(governor::RateLimiter::direct);
         let info = Arc::new(StreamInfo { user, opened_at: chrono::Utc::now(), positions: Default::default() });
         let Some(id) = hub.open_stream(Arc::clone(&inbox), Arc::clone(&info), settings.max_streams_per_user) else {
-            return Err(FanoutError::TooManyStreams {
-                user: UserId::from_trusted(user),
-                max: settings.max_streams_per_user,
-            });
+            return Err(FanoutError::TooManyStreams { user, max: settings.max_streams_per_user });
         };
         let mut stream = Self {
             user,
@@ -165,7 +162,7 @@ impl LiveStream {
         // before is in the listing below.
         stream.listen(&[Topic::User(user)]).await?;
         let listed = stream.upstream.user_groups(user, stream.settings.max_groups).await?;
-        let groups: Vec<i64> = listed.iter().map(|(group, _)| *group).collect();
+        let groups: Vec<GroupId> = listed.iter().map(|(group, _)| *group).collect();
         stream.access.extend(listed);
         stream.refresh_hidden();
         stream.listen(&groups.iter().map(|group| Topic::Group(*group)).collect::<Vec<_>>()).await?;
@@ -175,7 +172,7 @@ impl LiveStream {
                 stream.to_repair.insert(*group);
             }
         }
-        let fresh: Vec<i64> = groups.iter().copied().filter(|group| !resume.contains_key(group)).collect();
+        let fresh: Vec<GroupId> = groups.iter().copied().filter(|group| !resume.contains_key(group)).collect();
         let latest = stream.latest_of(&fresh).await?;
         stream.groups.extend(latest);
         // Positions of groups the user no longer belongs to: say the stream stops them.
@@ -187,7 +184,7 @@ impl LiveStream {
         let first = stream.heartbeat_frame();
         stream.pending.push_front(first);
         // The operators' first copy is whole; later ones follow what changed.
-        stream.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&stream.groups);
+        stream.info.positions().clone_from(&stream.groups);
         Ok(stream)
     }
 
@@ -196,7 +193,7 @@ impl LiveStream {
     }
 
     /// The latest update of each of `groups`, a few calls at a time.
-    async fn latest_of(&self, groups: &[i64]) -> FanoutResult<Vec<(i64, Position)>> {
+    async fn latest_of(&self, groups: &[GroupId]) -> FanoutResult<Vec<(GroupId, Position)>> {
         use futures::{StreamExt, TryStreamExt};
         futures::stream::iter(groups.iter().copied())
             .map(|group| async move {
@@ -209,7 +206,7 @@ impl LiveStream {
     }
 
     /// The frames of this stream, ending after a reconnect frame or an error.
-    pub fn into_frames(self) -> impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static {
+    pub(crate) fn into_frames(self) -> impl Stream<Item = Result<SubscribeResponse, Status>> + Send + 'static {
         futures::stream::unfold(self, |mut stream| async move {
             let frame = stream.next_frame().await?;
             Some((frame, stream))
@@ -257,7 +254,7 @@ impl LiveStream {
                 self.publish_positions();
                 if let Err(Stop::Upstream(error)) = processed {
                     let status = Status::from(error);
-                    tracing::warn!(user = self.user, error = %status, "stream could not catch up; asking to reconnect");
+                    tracing::warn!(user = %self.user, error = %status, "stream could not catch up; asking to reconnect");
                     self.finished = true;
                     let reason = format!("catching up failed ({}); reconnect with the cursor", status.message());
                     self.pending.push_back(self.reconnect_frame(&reason));
@@ -292,7 +289,7 @@ impl LiveStream {
                         }
                         continue;
                     }
-                    if envelope.event_seq > delivered.event_seq + 1 {
+                    if envelope.event_seq > delivered.event_seq.next() {
                         return Some(Blocked::Jump(envelope.group_id));
                     }
                     if delivered.contradicted_by(envelope.previous_entry_token) {
@@ -366,7 +363,7 @@ impl LiveStream {
                     self.backfill(group).await?;
                 }
                 Some(Blocked::Join { group_id, event_seq }) => {
-                    self.join_group(group_id, Position::at(event_seq - 1)).await?;
+                    self.join_group(group_id, Position::at(event_seq.previous())).await?;
                 }
                 None => {}
             }
@@ -389,7 +386,7 @@ impl LiveStream {
     }
 
     /// Catches `group` up from the log, up to its latest update.
-    async fn backfill(&mut self, group: i64) -> Result<(), Stop> {
+    async fn backfill(&mut self, group: GroupId) -> Result<(), Stop> {
         let user = self.user;
         let page_size = self.settings.backfill_page_size;
         loop {
@@ -398,11 +395,13 @@ impl LiveStream {
             let page = match read {
                 Ok(get_updates_response::Result::Page(page)) => page,
                 Ok(get_updates_response::Result::ResyncRequired(resync)) => {
-                    let latest =
-                        Position { event_seq: resync.latest_event_seq, entry_token: resync.latest_entry_token };
+                    let latest = Position {
+                        event_seq: EventSeq::from_trusted(resync.latest_event_seq),
+                        entry_token: resync.latest_entry_token,
+                    };
                     self.set_position(group, latest);
                     self.pending.push_back(SubscribeResponse::new(Frame::Resync(GroupResync {
-                        group_id: group,
+                        group_id: group.get(),
                         latest_event_seq: resync.latest_event_seq,
                         oldest_retained_event_seq: resync.oldest_retained_event_seq,
                         instructions: resync_instructions(resync.reason()).to_owned(),
@@ -411,9 +410,7 @@ impl LiveStream {
                     return Ok(());
                 }
                 // No longer a member (or the group is gone): the stream stops carrying it.
-                Err(FanoutError::Upstream(status))
-                    if matches!(status.code(), Code::PermissionDenied | Code::NotFound) =>
-                {
+                Err(error) if not_a_member(&error) => {
                     self.stop_group(group, after.event_seq);
                     return Ok(());
                 }
@@ -422,10 +419,11 @@ impl LiveStream {
             let mut batch = Vec::with_capacity(page.updates.len());
             let mut last = after;
             for update in &page.updates {
-                if update.event_seq <= last.event_seq {
+                let event_seq = EventSeq::from_trusted(update.event_seq);
+                if event_seq <= last.event_seq {
                     continue;
                 }
-                last = Position { event_seq: update.event_seq, entry_token: update.entry_token };
+                last = Position { event_seq, entry_token: update.entry_token };
                 // Redacted by the messages service already; later live updates follow the
                 // settings and roles this page passes.
                 batch.push(Bytes::from(update.encode_to_vec()));
@@ -448,7 +446,7 @@ impl LiveStream {
     }
 
     /// Starts carrying `group` after `after`: the user joined it (a join signal).
-    async fn join_group(&mut self, group: i64, after: Position) -> Result<(), Stop> {
+    async fn join_group(&mut self, group: GroupId, after: Position) -> Result<(), Stop> {
         if self.groups.contains_key(&group) {
             return Ok(());
         }
@@ -456,21 +454,19 @@ impl LiveStream {
         let access = match with_retries(|| self.upstream.access(user, group)).await {
             Ok(access) => access,
             // Already gone again (or the group is): nothing to carry.
-            Err(FanoutError::Upstream(status)) if matches!(status.code(), Code::PermissionDenied | Code::NotFound) => {
-                return Ok(());
-            }
+            Err(error) if not_a_member(&error) => return Ok(()),
             Err(error) => return Err(Stop::Upstream(error)),
         };
         self.start_group(group, after, access).await
     }
 
     /// Starts carrying `group` after `after`, showing its history as `access` says.
-    async fn start_group(&mut self, group: i64, after: Position, access: Access) -> Result<(), Stop> {
+    async fn start_group(&mut self, group: GroupId, after: Position, access: Access) -> Result<(), Stop> {
         if self.groups.contains_key(&group) {
             return Ok(());
         }
         if self.groups.len() >= self.settings.max_groups {
-            tracing::warn!(user = self.user, group, "stream carries the most groups it may; not adding one");
+            tracing::warn!(user = %self.user, group = %group, "stream carries the most groups it may; not adding one");
             return Ok(());
         }
         self.listen(&[Topic::Group(group)]).await.map_err(Stop::Upstream)?;
@@ -482,7 +478,7 @@ impl LiveStream {
     }
 
     /// Stops carrying `group`; `event_seq` is the update that ended the membership.
-    fn stop_group(&mut self, group: i64, event_seq: i64) {
+    fn stop_group(&mut self, group: GroupId, event_seq: EventSeq) {
         self.groups.remove(&group);
         self.touched.push(group);
         self.access.remove(&group);
@@ -496,11 +492,11 @@ impl LiveStream {
     /// (from their latest update), and repairs the ones the user may have left.
     async fn relist(&mut self) -> Result<(), Stop> {
         let (user, max) = (self.user, self.settings.max_groups);
-        let listed: BTreeMap<i64, Access> =
+        let listed: BTreeMap<GroupId, Access> =
             with_retries(|| self.upstream.user_groups(user, max)).await.map_err(Stop::Upstream)?.into_iter().collect();
-        let gone: Vec<i64> = self.groups.keys().copied().filter(|group| !listed.contains_key(group)).collect();
+        let gone: Vec<GroupId> = self.groups.keys().copied().filter(|group| !listed.contains_key(group)).collect();
         self.to_repair.extend(gone);
-        let new: Vec<i64> = listed.keys().copied().filter(|group| !self.groups.contains_key(group)).collect();
+        let new: Vec<GroupId> = listed.keys().copied().filter(|group| !self.groups.contains_key(group)).collect();
         for (group, access) in &listed {
             if self.groups.contains_key(group) {
                 self.access.insert(*group, *access);
@@ -526,13 +522,13 @@ impl LiveStream {
             (Some(created), Some(before)) => created < before,
             _ => false,
         };
-        let another_member =
-            access.hides_audience() && envelope.member_subject.is_some_and(|subject| subject != self.user);
+        let another_member = access.hides_audience()
+            && envelope.member_subject.is_some_and(|subject| subject != Subject::Named(self.user));
         if old_message || another_member { envelope.redacted() } else { &envelope.bytes }
     }
 
     /// Follows a change of who sees `group`'s history, as the log delivers it.
-    fn apply_access_change(&mut self, group: i64, change: AccessChange) {
+    fn apply_access_change(&mut self, group: GroupId, change: AccessChange) {
         let Some(access) = self.access.get_mut(&group) else { return };
         match change {
             AccessChange::HistoryVisible(visible) => access.history_visible_to_new_members = visible,
@@ -548,7 +544,7 @@ impl LiveStream {
     }
 
     /// Records `position` as the last delivered update of `group`.
-    fn set_position(&mut self, group: i64, position: Position) {
+    fn set_position(&mut self, group: GroupId, position: Position) {
         self.groups.insert(group, position);
         self.touched.push(group);
     }
@@ -559,7 +555,7 @@ impl LiveStream {
         if self.touched.is_empty() {
             return;
         }
-        let mut shown = self.info.positions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shown = self.info.positions();
         for group in self.touched.drain(..) {
             match self.groups.get(&group) {
                 Some(position) => shown.insert(group, *position),
@@ -573,14 +569,7 @@ impl LiveStream {
     }
 
     fn positions(&self) -> Vec<GroupPosition> {
-        self.groups
-            .iter()
-            .map(|(group, position)| GroupPosition {
-                group_id: *group,
-                event_seq: position.event_seq,
-                entry_token: position.entry_token,
-            })
-            .collect()
+        self.groups.iter().map(|(group, position)| position.to_proto(*group)).collect()
     }
 
     fn heartbeat_frame(&self) -> SubscribeResponse {
@@ -619,19 +608,29 @@ fn resync_instructions(reason: ResyncReason) -> &'static str {
     }
 }
 
-fn membership_frame(group: i64, kind: MembershipChangeKind, event_seq: i64) -> SubscribeResponse {
-    SubscribeResponse::new(Frame::MembershipChange(MembershipChange { group_id: group, kind: kind.into(), event_seq }))
+fn membership_frame(group: GroupId, kind: MembershipChangeKind, event_seq: EventSeq) -> SubscribeResponse {
+    SubscribeResponse::new(Frame::MembershipChange(MembershipChange {
+        group_id: group.get(),
+        kind: kind.into(),
+        event_seq: event_seq.get(),
+    }))
 }
 
-fn notification_frame(page: &NotificationPage, user: i64) -> SubscribeResponse {
+fn notification_frame(page: &NotificationPage, user: UserId) -> SubscribeResponse {
     let kind = FanoutJobKind::try_from(page.kind).unwrap_or(FanoutJobKind::Unspecified);
     SubscribeResponse::new(Frame::Notification(Notification {
         job_id: page.job_id,
         creator_user_id: page.creator_user_id,
         kind: kind.into(),
         payload_ref: page.payload_ref.clone(),
-        key: NotificationPage::key(page.job_id, user),
+        key: NotificationPage::key(page.job_id, user.get()),
     }))
+}
+
+/// Whether another service answered that the stream's user is not a member of the group
+/// (any more), or that the group is gone: the stream stops (or never starts) carrying it.
+fn not_a_member(error: &FanoutError) -> bool {
+    matches!(error, FanoutError::Upstream(status) if matches!(status.code(), Code::PermissionDenied | Code::NotFound))
 }
 
 /// Runs `call` until it succeeds, fails for good, or has failed [`UPSTREAM_ATTEMPTS`] times

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fanfare_core::client::{MAX_REQUEST_SIZE, MAX_RESPONSE_SIZE, ServiceTokenInterceptor, lazy_channel};
 use fanfare_core::identity::USER_ID_HEADER;
-use fanfare_core::ids::UserId;
+use fanfare_core::ids::{EventSeq, GroupId, UserId};
 use fanfare_core::time::timestamp_micros;
 use fanfare_core::tls::ClientTls;
 use fanfare_proto::common::v1::GroupKind;
@@ -54,16 +54,16 @@ fn access(membership: Option<&Membership>, group: Option<&Group>) -> Access {
 }
 
 /// A request acting as `user`.
-fn as_user<T>(user: i64, message: T) -> tonic::Request<T> {
+fn as_user<T>(user: UserId, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(USER_ID_HEADER, user.into());
+    request.metadata_mut().insert(USER_ID_HEADER, user.get().into());
     request
 }
 
 impl Upstream {
     /// Clients of the services `config` names, connected lazily (over `tls` for `https://`
     /// URLs).
-    pub fn connect(config: &LiveConfig, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
+    pub(crate) fn connect(config: &LiveConfig, service_token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Self> {
         let interceptor = ServiceTokenInterceptor::new(service_token)?;
         let groups = lazy_channel(&config.groups_url, Some(CALL_TIMEOUT), tls)?;
         let messages = lazy_channel(&config.messages_url, Some(CALL_TIMEOUT), tls)?;
@@ -79,7 +79,7 @@ impl Upstream {
 
     /// Every group `user` belongs to, with what decides whether they see its history, up to
     /// `max` (more is an error the caller reports).
-    pub async fn user_groups(&self, user: i64, max: usize) -> FanoutResult<Vec<(i64, Access)>> {
+    pub(crate) async fn user_groups(&self, user: UserId, max: usize) -> FanoutResult<Vec<(GroupId, Access)>> {
         let mut groups = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -93,10 +93,11 @@ impl Upstream {
                 .into_inner();
             groups.extend(page.groups.iter().filter_map(|entry| {
                 let group = entry.group.as_ref()?;
-                Some((group.group_id, access(entry.membership.as_ref(), Some(group))))
+                // The groups service lists its own groups' ids.
+                Some((GroupId::from_trusted(group.group_id), access(entry.membership.as_ref(), Some(group))))
             }));
             if groups.len() > max {
-                return Err(FanoutError::TooManyGroups { user: UserId::from_trusted(user), max });
+                return Err(FanoutError::TooManyGroups { user, max });
             }
             if page.next_page_token.is_empty() {
                 return Ok(groups);
@@ -106,8 +107,8 @@ impl Upstream {
     }
 
     /// What decides whether `user` sees `group`'s history (they just joined it).
-    pub async fn access(&self, user: i64, group: i64) -> FanoutResult<Access> {
-        let request = GetGroupRequest { group_id: group };
+    pub(crate) async fn access(&self, user: UserId, group: GroupId) -> FanoutResult<Access> {
+        let request = GetGroupRequest { group_id: group.get() };
         let group_info = self
             .groups
             .clone()
@@ -116,7 +117,7 @@ impl Upstream {
             .map_err(FanoutError::Upstream)?
             .into_inner()
             .group;
-        let request = GetMembershipRequest { group_id: group, user_id: user };
+        let request = GetMembershipRequest { group_id: group.get(), user_id: user.get() };
         let membership = self
             .groups
             .clone()
@@ -130,16 +131,16 @@ impl Upstream {
 
     /// One page of `group`'s update log after `after`, read as `user` (a resync when the log
     /// no longer holds `after`'s entry).
-    pub async fn updates(
+    pub(crate) async fn updates(
         &self,
-        user: i64,
-        group: i64,
+        user: UserId,
+        group: GroupId,
         after: Position,
         page_size: i32,
     ) -> FanoutResult<get_updates_response::Result> {
         let request = GetUpdatesRequest {
-            group_id: group,
-            after_event_seq: after.event_seq,
+            group_id: group.get(),
+            after_event_seq: after.event_seq.get(),
             page_size,
             after_entry_token: after.entry_token,
         };
@@ -154,14 +155,15 @@ impl Upstream {
     }
 
     /// The latest update of `group` (its event_seq and entry token), read as `user`.
-    pub async fn latest(&self, user: i64, group: i64) -> FanoutResult<Position> {
-        Ok(match self.updates(user, group, Position::at(i64::MAX), 1).await? {
-            get_updates_response::Result::Page(page) => {
-                Position { event_seq: page.latest_event_seq, entry_token: page.latest_entry_token }
-            }
+    pub(crate) async fn latest(&self, user: UserId, group: GroupId) -> FanoutResult<Position> {
+        // Past any update: the page is empty but names the latest.
+        let past_the_end = Position::at(EventSeq::from_trusted(i64::MAX));
+        let (event_seq, entry_token) = match self.updates(user, group, past_the_end, 1).await? {
+            get_updates_response::Result::Page(page) => (page.latest_event_seq, page.latest_entry_token),
             get_updates_response::Result::ResyncRequired(resync) => {
-                Position { event_seq: resync.latest_event_seq, entry_token: resync.latest_entry_token }
+                (resync.latest_event_seq, resync.latest_entry_token)
             }
-        })
+        };
+        Ok(Position { event_seq: EventSeq::from_trusted(event_seq), entry_token })
     }
 }

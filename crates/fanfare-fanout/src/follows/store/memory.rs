@@ -11,9 +11,10 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_core::time::stored_time;
 
 use super::{FollowStore, Followed, StoreError, StoreResult};
 use crate::follows::domain::{Follow, FollowCounts, FollowKey};
@@ -88,7 +89,7 @@ impl FollowStore for MemoryFollowStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Followed> {
         debug_assert_ne!(follower, creator, "the service refuses self-follows");
-        let now = now.trunc_subsecs(6);
+        let now = stored_time(now);
         let mut state = self.lock()?;
         if let Some(&followed_at) = state.edges.get(&(creator, follower)) {
             return Ok(Followed { follow: Follow { follower, creator, followed_at }, created: false });

@@ -318,10 +318,10 @@ impl FollowStore for PostgresFollowStore {
         .fetch_all(&mut *self.connection().await?)
         .await
         .during("checking follows")?;
-        let by_creator: HashMap<i64, DateTime<Utc>> =
-            rows.into_iter().map(|row| (row.other, row.followed_at)).collect();
+        let by_creator: HashMap<UserId, DateTime<Utc>> =
+            rows.into_iter().map(|row| (UserId::from_trusted(row.other), row.followed_at)).collect();
         let found = creators.iter().filter_map(|&creator| {
-            let followed_at = *by_creator.get(&creator.get())?;
+            let followed_at = *by_creator.get(&creator)?;
             Some(Follow { follower, creator, followed_at })
         });
         Ok(found.collect())

@@ -39,7 +39,8 @@ impl MemoryNotificationSink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every entry appended so far, oldest first (for tests and `fanfare dev`).
+    /// Every entry appended so far, oldest first (for tests).
+    #[cfg(feature = "testing")]
     pub fn entries(&self) -> Vec<PushEntry> {
         self.lock().entries.clone()
     }

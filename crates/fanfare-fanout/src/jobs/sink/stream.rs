@@ -11,8 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::streams::StreamRangeReply;
-use ::redis::{AsyncCommands as _, RedisError, Script, Value};
+use ::redis::{RedisError, Script, Value};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use fanfare_core::ids::UserId;
@@ -27,8 +26,6 @@ use crate::follows::domain::FollowKey;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one script may take to answer (a page of 10,000 entries takes milliseconds).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Entries read per `XRANGE` by [`RedisStreamSink::read_entries`].
-const READ_BATCH: usize = 10_000;
 
 /// The page script. `KEYS[1]`: the stream; `KEYS[2]`: the page marker. `ARGV[1]`: the
 /// stream's approximate cap; `ARGV[2]`: the marker's TTL in seconds; `ARGV[3]`: the marker's
@@ -99,35 +96,6 @@ impl RedisStreamSink {
     pub fn stream(&self) -> &str {
         &self.stream
     }
-
-    /// Every entry of the stream, oldest first, in batches of `XRANGE`: for tests and
-    /// debugging (the push service reads the stream with its own consumer group).
-    pub async fn read_entries(&self) -> Result<Vec<PushEntry>, SinkError> {
-        let mut connection = self.connection.clone();
-        let mut entries = Vec::new();
-        let mut start = "-".to_owned();
-        loop {
-            let reply: StreamRangeReply = connection
-                .xrange_count(&self.stream, &start, "+", READ_BATCH)
-                .await
-                .map_err(|error| sink_error(error, "reading the push stream"))?;
-            let Some(last) = reply.ids.last() else {
-                return Ok(entries);
-            };
-            start = format!("({}", last.id);
-            for id in &reply.ids {
-                let fields: Vec<(&str, String)> = id
-                    .map
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), ::redis::from_redis_value_ref(value).unwrap_or_default()))
-                    .collect();
-                let entry = PushEntry::from_fields(fields.iter().map(|(name, value)| (*name, value.as_str())))
-                    .with_context(|| format!("push stream entry {} lacks a field", id.id))
-                    .map_err(SinkError::Internal)?;
-                entries.push(entry);
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -165,5 +133,49 @@ impl NotificationSink for RedisStreamSink {
             .with_context(|| format!("page marker of job {} holds {recorded:?}", job.id))
             .map_err(SinkError::Internal)?;
         Ok(PageAppend { end: recorded_end, count: recorded_count, replayed: replayed == 1 })
+    }
+}
+
+/// Reading the stream back, for tests.
+#[cfg(feature = "testing")]
+mod read_back {
+    use ::redis::AsyncCommands as _;
+    use ::redis::streams::StreamRangeReply;
+    use anyhow::Context as _;
+
+    use super::{PushEntry, RedisStreamSink, SinkError, sink_error};
+
+    /// Entries read per `XRANGE` by [`RedisStreamSink::read_entries`].
+    const READ_BATCH: usize = 10_000;
+
+    impl RedisStreamSink {
+        /// Every entry of the stream, oldest first, in batches of `XRANGE`: for tests (the push
+        /// service reads the stream with its own consumer group).
+        pub async fn read_entries(&self) -> Result<Vec<PushEntry>, SinkError> {
+            let mut connection = self.connection.clone();
+            let mut entries = Vec::new();
+            let mut start = "-".to_owned();
+            loop {
+                let reply: StreamRangeReply = connection
+                    .xrange_count(&self.stream, &start, "+", READ_BATCH)
+                    .await
+                    .map_err(|error| sink_error(error, "reading the push stream"))?;
+                let Some(last) = reply.ids.last() else {
+                    return Ok(entries);
+                };
+                start = format!("({}", last.id);
+                for id in &reply.ids {
+                    let fields: Vec<(&str, String)> = id
+                        .map
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), ::redis::from_redis_value_ref(value).unwrap_or_default()))
+                        .collect();
+                    let entry = PushEntry::from_fields(fields.iter().map(|(name, value)| (*name, value.as_str())))
+                        .with_context(|| format!("push stream entry {} lacks a field", id.id))
+                        .map_err(SinkError::Internal)?;
+                    entries.push(entry);
+                }
+            }
+        }
     }
 }

@@ -117,8 +117,18 @@ pub fn position(seconds: i64, follower: i64) -> FollowKey {
     FollowKey { followed_at: at(seconds), user: user(follower) }
 }
 
-fn progress(cursor: Option<FollowKey>, done: u64, finished: bool) -> Checkpoint {
-    Checkpoint { cursor, followers_done: done, finished }
+/// Whether a checkpoint ends the walk of the job's followers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// More followers to go.
+    GoesOn,
+    /// Every follower notified: the job succeeds.
+    Finished,
+}
+
+/// The checkpoint after `done` followers, the last one at `cursor`.
+fn progress(cursor: Option<FollowKey>, done: u64, walk: Walk) -> Checkpoint {
+    Checkpoint { cursor, followers_done: done, finished: walk == Walk::Finished }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -216,7 +226,8 @@ pub async fn a_live_lease_is_kept_and_an_expired_one_is_taken_over(store: &dyn J
     let job = create(store, 1, "a", 0).await;
     let first = store.claim(LEASE, at(10)).await.expect("claim").expect("a job");
     let cursor = Some(position(-5, 77));
-    let recorded = store.checkpoint(&first.lease, progress(cursor, 4, false), LEASE, at(20)).await.expect("checkpoint");
+    let recorded =
+        store.checkpoint(&first.lease, progress(cursor, 4, Walk::GoesOn), LEASE, at(20)).await.expect("checkpoint");
     assert_eq!(recorded, CheckpointOutcome::Running { lease_expires_at: at(50) });
 
     assert!(store.claim(LEASE, at(49)).await.expect("claim").is_none(), "the renewed lease holds until 50");
@@ -235,7 +246,7 @@ pub async fn a_checkpoint_records_progress_and_renews_the_lease(store: &dyn JobS
     for (page, seconds) in [(1_i64, 5_i64), (2, 25), (3, 45)] {
         let cursor = Some(position(-page, page * 10));
         let done = u64::try_from(page * 3).expect("small");
-        let outcome = store.checkpoint(&claim.lease, progress(cursor, done, false), LEASE, at(seconds)).await;
+        let outcome = store.checkpoint(&claim.lease, progress(cursor, done, Walk::GoesOn), LEASE, at(seconds)).await;
         assert_eq!(outcome.expect("checkpoint"), CheckpointOutcome::Running { lease_expires_at: at(seconds + 30) });
         let stored = get(store, job.id).await;
         assert_eq!((stored.cursor, stored.followers_done, stored.state), (cursor, done, JobState::Running));
@@ -250,9 +261,9 @@ pub async fn a_checkpoint_under_a_lost_lease_writes_nothing(store: &dyn JobStore
     let stale = store.claim(LEASE, at(0)).await.expect("claim").expect("a job");
     let current = store.claim(LEASE, at(31)).await.expect("claim").expect("taken over");
     let cursor = Some(position(-1, 9));
-    store.checkpoint(&current.lease, progress(cursor, 7, false), LEASE, at(32)).await.expect("checkpoint");
+    store.checkpoint(&current.lease, progress(cursor, 7, Walk::GoesOn), LEASE, at(32)).await.expect("checkpoint");
 
-    let late = store.checkpoint(&stale.lease, progress(Some(position(-9, 99)), 2, true), LEASE, at(33)).await;
+    let late = store.checkpoint(&stale.lease, progress(Some(position(-9, 99)), 2, Walk::Finished), LEASE, at(33)).await;
     assert_eq!(late.expect("checkpoint answers"), CheckpointOutcome::LeaseLost);
     store.release(&stale.lease).await.expect("release answers");
     let stored = get(store, job.id).await;
@@ -265,12 +276,12 @@ pub async fn the_last_checkpoint_succeeds_the_job(store: &dyn JobStore) {
     let job = create(store, 1, "a", 0).await;
     let claim = store.claim(LEASE, at(1)).await.expect("claim").expect("a job");
     let cursor = Some(position(-1, 3));
-    let outcome = store.checkpoint(&claim.lease, progress(cursor, 10, true), LEASE, at(2)).await;
+    let outcome = store.checkpoint(&claim.lease, progress(cursor, 10, Walk::Finished), LEASE, at(2)).await;
     assert_eq!(outcome.expect("checkpoint"), CheckpointOutcome::Succeeded);
     let stored = get(store, job.id).await;
     assert_eq!((stored.state, stored.followers_done, stored.finished_at), (JobState::Succeeded, 10, Some(at(2))));
     assert!(store.claim(LEASE, at(100)).await.expect("claim").is_none(), "finished jobs never run again");
-    let again = store.checkpoint(&claim.lease, progress(None, 0, false), LEASE, at(3)).await;
+    let again = store.checkpoint(&claim.lease, progress(None, 0, Walk::GoesOn), LEASE, at(3)).await;
     assert_eq!(again.expect("checkpoint answers"), CheckpointOutcome::LeaseLost);
     assert_eq!(get(store, job.id).await, stored);
 }
@@ -294,12 +305,12 @@ pub async fn cancelling_a_running_job_stops_the_worker_at_its_checkpoint(store: 
     assert_eq!(cancelled.job.state, JobState::Cancelled);
 
     let cursor = Some(position(-1, 5));
-    let outcome = store.checkpoint(&claim.lease, progress(cursor, 6, false), LEASE, at(3)).await;
+    let outcome = store.checkpoint(&claim.lease, progress(cursor, 6, Walk::GoesOn), LEASE, at(3)).await;
     assert_eq!(outcome.expect("checkpoint"), CheckpointOutcome::Cancelled);
     let stored = get(store, job.id).await;
     assert_eq!((stored.state, stored.followers_done, stored.cursor), (JobState::Cancelled, 6, cursor));
     assert_eq!(stored.finished_at, Some(at(2)), "finished when cancelled");
-    let after = store.checkpoint(&claim.lease, progress(None, 9, false), LEASE, at(4)).await;
+    let after = store.checkpoint(&claim.lease, progress(None, 9, Walk::GoesOn), LEASE, at(4)).await;
     assert_eq!(after.expect("checkpoint answers"), CheckpointOutcome::LeaseLost, "the lease ended");
     assert!(store.claim(LEASE, at(100)).await.expect("claim").is_none());
 }
@@ -308,7 +319,7 @@ pub async fn cancelling_a_running_job_stops_the_worker_at_its_checkpoint(store: 
 pub async fn cancelling_a_finished_job_changes_nothing(store: &dyn JobStore) {
     let job = create(store, 1, "a", 0).await;
     let claim = store.claim(LEASE, at(1)).await.expect("claim").expect("a job");
-    store.checkpoint(&claim.lease, progress(None, 0, true), LEASE, at(2)).await.expect("checkpoint");
+    store.checkpoint(&claim.lease, progress(None, 0, Walk::Finished), LEASE, at(2)).await.expect("checkpoint");
     let succeeded = get(store, job.id).await;
     let cancel = store.cancel(user(1), job.id, at(3)).await.expect("cancel").expect("the job");
     assert!(!cancel.changed);
@@ -335,12 +346,12 @@ pub async fn a_released_job_is_claimable_at_once(store: &dyn JobStore) {
     let job = create(store, 1, "a", 0).await;
     let first = store.claim(LEASE, at(1)).await.expect("claim").expect("a job");
     let cursor = Some(position(-1, 5));
-    store.checkpoint(&first.lease, progress(cursor, 3, false), LEASE, at(2)).await.expect("checkpoint");
+    store.checkpoint(&first.lease, progress(cursor, 3, Walk::GoesOn), LEASE, at(2)).await.expect("checkpoint");
     store.release(&first.lease).await.expect("release");
     let second = store.claim(LEASE, at(3)).await.expect("claim").expect("claimable at once");
     assert_eq!((second.job.id, second.job.cursor, second.job.followers_done), (job.id, cursor, 3));
     assert!(!second.takeover);
-    let stale = store.checkpoint(&first.lease, progress(None, 0, false), LEASE, at(4)).await;
+    let stale = store.checkpoint(&first.lease, progress(None, 0, Walk::GoesOn), LEASE, at(4)).await;
     assert_eq!(stale.expect("checkpoint answers"), CheckpointOutcome::LeaseLost);
 }
 

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_core::time::stored_time;
 use uuid::Uuid;
 
-use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
+use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease, lease_end};
 use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobState, NewJob};
 
@@ -70,15 +71,6 @@ impl State {
     }
 }
 
-/// Times as PostgreSQL keeps them (microseconds).
-fn stored(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
-}
-
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    stored(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
-}
-
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create(&self, new: NewJob, now: DateTime<Utc>) -> StoreResult<Created> {
@@ -100,7 +92,7 @@ impl JobStore for MemoryJobStore {
             followers_total: new.followers_total,
             followers_done: 0,
             cursor: None,
-            created_at: stored(now),
+            created_at: stored_time(now),
             started_at: None,
             finished_at: None,
         };
@@ -121,9 +113,11 @@ impl JobStore for MemoryJobStore {
 
     async fn list(&self, creator: UserId, before: Option<JobId>, limit: PageSize) -> StoreResult<Vec<FanoutJob>> {
         let state = self.lock()?;
-        let below = before.map_or(i64::MAX, JobId::get);
-        let newest_first =
-            state.jobs.values().rev().filter(|row| row.job.creator == creator && row.job.id.get() < below);
+        let newest_first = state
+            .jobs
+            .values()
+            .rev()
+            .filter(|row| row.job.creator == creator && before.is_none_or(|before| row.job.id < before));
         Ok(newest_first.take(limit.get() as usize + 1).map(|row| row.job.clone()).collect())
     }
 
@@ -137,7 +131,7 @@ impl JobStore for MemoryJobStore {
         }
         // The lease stays: the worker's next checkpoint still records its last page.
         row.job.state = JobState::Cancelled;
-        row.job.finished_at = Some(stored(now));
+        row.job.finished_at = Some(stored_time(now));
         Ok(Some(Cancelled { job: row.job.clone(), changed: true }))
     }
 
@@ -163,7 +157,7 @@ impl JobStore for MemoryJobStore {
         let token = Uuid::new_v4();
         let expires_at = lease_end(now, lease);
         row.job.state = JobState::Running;
-        row.job.started_at = row.job.started_at.or(Some(stored(now)));
+        row.job.started_at = row.job.started_at.or(Some(stored_time(now)));
         row.lease_token = Some(token);
         row.lease_expires_at = Some(expires_at);
         let lease = Lease { job: row.job.id, token, expires_at };
@@ -193,7 +187,7 @@ impl JobStore for MemoryJobStore {
         }
         if checkpoint.finished {
             row.job.state = JobState::Succeeded;
-            row.job.finished_at = Some(stored(now));
+            row.job.finished_at = Some(stored_time(now));
             row.lease_token = None;
             row.lease_expires_at = None;
             return Ok(CheckpointOutcome::Succeeded);

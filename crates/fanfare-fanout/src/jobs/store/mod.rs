@@ -1,6 +1,7 @@
 //! Where fan-out jobs live: the [`JobStore`] trait, with a PostgreSQL implementation for
 //! production and an in-memory one for `fanfare dev` and fast tests. One conformance suite
-//! (`conformance`, behind the `testing` feature) runs against both.
+//! (`conformance`, behind the `testing` feature) runs against both; `testing` also holds a
+//! store that fails one checkpoint, for crash-recovery tests.
 //!
 //! The store is also the jobs' queue and their lock: a worker *claims* a runnable job,
 //! which gives it a [`Lease`] (a fresh token and an expiry); every later write of that
@@ -15,6 +16,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::time::Duration;
@@ -23,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_core::time::stored_time;
 use uuid::Uuid;
 
 use super::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
@@ -31,6 +34,11 @@ use crate::follows::store::StoreResult;
 
 pub use memory::MemoryJobStore;
 pub use postgres::PostgresJobStore;
+
+/// When a lease of `lease` taken at `now` runs out, at the precision every store keeps.
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    stored_time(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
+}
 
 /// What a start did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,14 +10,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound as _, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
+use fanfare_core::time::stored_time;
 use fanfare_postgres::During as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
+use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease, lease_end};
 use crate::follows::domain::FollowKey;
 use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobKind, JobState, NewJob, PayloadRef, Rate};
@@ -78,6 +79,7 @@ impl PostgresJobStore {
     }
 
     /// The pool, for tests.
+    #[cfg(feature = "testing")]
     pub fn pool(&self) -> &PgPool {
         self.pool.inner()
     }
@@ -92,14 +94,6 @@ impl PostgresJobStore {
 /// A stored value that does not map back to the domain: corrupt data or a bug.
 fn corrupt(what: String) -> StoreError {
     StoreError::Internal(anyhow::Error::msg(what).context("reading fan-out jobs"))
-}
-
-fn stored(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
-}
-
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    stored(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
 }
 
 fn count(value: u64) -> i64 {
@@ -187,7 +181,7 @@ impl JobStore for PostgresJobStore {
             .bind(new.request.payload_ref.as_str())
             .bind(rate)
             .bind(count(new.followers_total))
-            .bind(stored(now))
+            .bind(stored_time(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
             .during("inserting a fan-out job")?;
@@ -251,7 +245,7 @@ impl JobStore for PostgresJobStore {
         let cancelled: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(update))
             .bind(id.get())
             .bind(creator.get())
-            .bind(stored(now))
+            .bind(stored_time(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
             .during("cancelling a fan-out job")?;
@@ -274,7 +268,7 @@ impl JobStore for PostgresJobStore {
         let claimed: Option<ClaimedRow> = sqlx::query_as(CLAIM_SQL)
             .bind(token)
             .bind(expires_at)
-            .bind(stored(now))
+            .bind(stored_time(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
             .during("claiming a fan-out job")?;
@@ -301,7 +295,7 @@ impl JobStore for PostgresJobStore {
             .bind(checkpoint.cursor.map(|key| key.user.get()))
             .bind(count(checkpoint.followers_done))
             .bind(checkpoint.finished)
-            .bind(stored(now))
+            .bind(stored_time(now))
             .bind(renewed)
             .fetch_optional(&mut *self.connection().await?)
             .await
