@@ -10,8 +10,6 @@
 //! [`error`] (the one mapping to gRPC status codes), [`metrics`], [`config`] and
 //! [`backends`] (the stores, bus and push stream the service runs on).
 
-#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
-
 pub mod backends;
 pub mod config;
 pub mod error;

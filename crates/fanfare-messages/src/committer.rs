@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use chrono::{SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -171,7 +170,7 @@ impl Worker {
         let (writes, replies): (Vec<LogWrite>, Vec<_>) =
             batch.into_iter().map(|pending| (pending.write, pending.reply)).unzip();
         let started = std::time::Instant::now();
-        let outcome = self.store.apply(writes, Utc::now().trunc_subsecs(6)).await;
+        let outcome = self.store.apply(writes, fanfare_core::time::now()).await;
         metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(size as f64);
         match outcome {

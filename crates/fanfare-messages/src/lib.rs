@@ -1,4 +1,3 @@
-#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 //! The messages service: every group's timeline and update log, over gRPC
 //! (`fanfare.messages.v1.MessageService`). Writes go through the group committer, which
 //! publishes what it committed right after the commit; outbox recovery republishes what a

@@ -17,7 +17,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 /// The generated code of `proto/minimal.proto`.
-#[allow(clippy::all, reason = "generated code")]
+#[allow(clippy::all, unreachable_pub, missing_docs, reason = "generated code")]
 pub(crate) mod pb {
     tonic::include_proto!("minimal.v1");
 }

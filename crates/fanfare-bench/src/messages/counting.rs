@@ -13,11 +13,11 @@ use fanfare_messages::store::testing::{ApplyHook, HookedStore};
 use fanfare_messages::store::{Committed, LogWrite, MessageStore, StoreResult};
 
 /// A messages store, counting its batches ([`CountingStore::hook`] reads them).
-pub type CountingStore = HookedStore<BatchCounter>;
+pub(super) type CountingStore = HookedStore<BatchCounter>;
 
 /// The batches applied so far.
 #[derive(Default)]
-pub struct BatchCounter {
+pub(super) struct BatchCounter {
     batches: AtomicU64,
     writes: AtomicU64,
     busy_nanos: AtomicU64,
@@ -27,7 +27,7 @@ pub struct BatchCounter {
 
 /// Counters at one instant.
 #[derive(Debug, Clone, Copy)]
-pub struct Mark {
+pub(super) struct Mark {
     batches: u64,
     writes: u64,
     busy_nanos: u64,
@@ -35,7 +35,7 @@ pub struct Mark {
 
 /// What the store applied between a [`Mark`] and [`BatchCounter::since`].
 #[derive(Debug, Clone)]
-pub struct Batches {
+pub(super) struct Batches {
     /// `apply` calls: transactions committed (or failed).
     pub batches: u64,
     /// Writes in them.
@@ -50,19 +50,19 @@ pub struct Batches {
 
 impl Batches {
     /// Writes per batch.
-    pub fn mean(&self) -> f64 {
+    pub(super) fn mean(&self) -> f64 {
         self.writes as f64 / self.batches.max(1) as f64
     }
 
     /// Mean time inside one `apply`.
-    pub fn mean_apply(&self) -> Duration {
+    pub(super) fn mean_apply(&self) -> Duration {
         self.busy / u32::try_from(self.batches.max(1)).unwrap_or(u32::MAX)
     }
 }
 
 impl BatchCounter {
     /// Starts a count: the counters now, and the batch sizes forgotten.
-    pub fn mark(&self) -> Mark {
+    pub(super) fn mark(&self) -> Mark {
         self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         Mark {
             batches: self.batches.load(Ordering::Relaxed),
@@ -72,7 +72,7 @@ impl BatchCounter {
     }
 
     /// What was applied since `mark`.
-    pub fn since(&self, mark: Mark) -> Batches {
+    pub(super) fn since(&self, mark: Mark) -> Batches {
         let mut sizes = std::mem::take(&mut *self.sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         sizes.sort_unstable();
         Batches {

@@ -42,7 +42,7 @@ const WARM_UP_HARD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Options of the messages benchmark.
 #[derive(Debug, Clone, Args)]
-pub struct MessagesArgs {
+pub(crate) struct MessagesArgs {
     /// Concurrent senders of the send windows (W4), each a distinct user.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64])]
     pub senders: Vec<usize>,
@@ -124,7 +124,7 @@ impl MessagesArgs {
 /// The committer's settings: workers, most writes per batch, and how long a batch waits
 /// for company (`FANFARE_MESSAGES_COMMIT_WORKERS`, `…_BATCH_MAX`, `…_BATCH_WAIT_US`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitSetting {
+pub(crate) struct CommitSetting {
     /// Batches committed at once.
     pub workers: usize,
     /// Most writes per batch.
@@ -135,7 +135,7 @@ pub struct CommitSetting {
 
 impl CommitSetting {
     /// The service's configuration with these settings (the queue keeps its default).
-    pub fn config(self) -> CommitConfig {
+    pub(crate) fn config(self) -> CommitConfig {
         CommitConfig {
             commit_workers: self.workers,
             commit_batch_max: self.batch_max,
@@ -145,7 +145,7 @@ impl CommitSetting {
     }
 
     /// Whether these are the service's defaults.
-    pub fn is_default(self) -> bool {
+    pub(crate) fn is_default(self) -> bool {
         let default = CommitConfig::default();
         (self.workers, self.batch_max, self.wait_us)
             == (default.commit_workers, default.commit_batch_max, default.commit_batch_wait_us)
@@ -180,7 +180,7 @@ impl fmt::Display for CommitSetting {
 }
 
 /// Runs the messages benchmark and returns its report section.
-pub async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
+pub(crate) async fn run(args: &MessagesArgs) -> anyhow::Result<Section> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(
         args.senders.iter().chain(&args.hot_in_flight).chain(&args.naive_in_flight).all(|count| *count > 0),

@@ -30,7 +30,7 @@ const GOAL_GROUPS: usize = 1_000;
 
 /// One measured window.
 #[derive(Debug)]
-pub struct Sample {
+pub(super) struct Sample {
     /// The calls.
     pub outcome: Outcome,
     /// What the committer handed the store meanwhile (nothing in the direct windows).
@@ -113,7 +113,7 @@ impl Sample {
 
 /// The runs of one window.
 #[derive(Debug, Default)]
-pub struct Series {
+pub(super) struct Series {
     /// One per run.
     pub samples: Vec<Sample>,
 }
@@ -163,7 +163,7 @@ impl Series {
 
 /// A send configuration: the service and the raw baseline.
 #[derive(Debug)]
-pub struct SendRow {
+pub(super) struct SendRow {
     /// One group or spread.
     pub spread: Spread,
     /// Concurrent senders.
@@ -176,7 +176,7 @@ pub struct SendRow {
 
 impl SendRow {
     /// One line for the log.
-    pub fn log_line(&self, service: &Sample, raw: &Sample) -> String {
+    pub(super) fn log_line(&self, service: &Sample, raw: &Sample) -> String {
         format!(
             "messages: {} groups, {} senders: SendMessage {} | raw INSERT {}",
             self.groups_label(),
@@ -200,7 +200,7 @@ impl SendRow {
 
 /// How the hot group's sends reach the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HotPath {
+pub(super) enum HotPath {
     /// Straight through a committer on the store, publishing to the service's bus.
     Committer,
     /// The same, publishing to an in-process bus nobody listens on: committing and
@@ -212,7 +212,7 @@ pub enum HotPath {
 
 /// A hot-group configuration.
 #[derive(Debug)]
-pub struct HotRow {
+pub(super) struct HotRow {
     /// How the sends reach the store.
     pub path: HotPath,
     /// The commit settings.
@@ -225,7 +225,7 @@ pub struct HotRow {
 
 impl HotRow {
     /// One line for the log.
-    pub fn log_line(&self, sample: &Sample) -> String {
+    pub(super) fn log_line(&self, sample: &Sample) -> String {
         format!(
             "messages: hot group, {} in flight, {} with {}: {}",
             self.in_flight,
@@ -246,7 +246,7 @@ impl HotRow {
 
 /// A naive counter configuration.
 #[derive(Debug)]
-pub struct NaiveRow {
+pub(super) struct NaiveRow {
     /// Calls in flight.
     pub in_flight: usize,
     /// Connections they share.
@@ -257,14 +257,14 @@ pub struct NaiveRow {
 
 impl NaiveRow {
     /// One line for the log.
-    pub fn log_line(&self, sample: &Sample) -> String {
+    pub(super) fn log_line(&self, sample: &Sample) -> String {
         format!("messages: naive counter, {} in flight: {}", self.in_flight, sample.summary())
     }
 }
 
 /// Everything the run measured.
 #[derive(Debug)]
-pub struct Results {
+pub(super) struct Results {
     args: MessagesArgs,
     sends: Vec<SendRow>,
     hot: Vec<HotRow>,
@@ -277,12 +277,12 @@ pub struct Results {
 
 impl Results {
     /// Empty results of a run with `args`.
-    pub fn new(args: MessagesArgs) -> Self {
+    pub(super) fn new(args: MessagesArgs) -> Self {
         Self { args, sends: Vec::new(), hot: Vec::new(), naive: Vec::new(), hot_seqs: None, storage: None }
     }
 
     /// The send configuration's row, created on first use.
-    pub fn send_row(&mut self, spread: Spread, senders: usize) -> &mut SendRow {
+    pub(super) fn send_row(&mut self, spread: Spread, senders: usize) -> &mut SendRow {
         let index = match self.sends.iter().position(|row| row.spread == spread && row.senders == senders) {
             Some(index) => index,
             None => {
@@ -294,7 +294,7 @@ impl Results {
     }
 
     /// The hot configuration's row, created on first use.
-    pub fn hot_row(&mut self, path: HotPath, setting: CommitSetting, in_flight: usize) -> &mut HotRow {
+    pub(super) fn hot_row(&mut self, path: HotPath, setting: CommitSetting, in_flight: usize) -> &mut HotRow {
         let index = match self
             .hot
             .iter()
@@ -310,7 +310,7 @@ impl Results {
     }
 
     /// The naive configuration's row, created on first use.
-    pub fn naive_row(&mut self, in_flight: usize, connections: usize) -> &mut NaiveRow {
+    pub(super) fn naive_row(&mut self, in_flight: usize, connections: usize) -> &mut NaiveRow {
         let index = match self.naive.iter().position(|row| row.in_flight == in_flight) {
             Some(index) => index,
             None => {
@@ -322,7 +322,7 @@ impl Results {
     }
 
     /// The report section.
-    pub fn section(&self) -> Section {
+    pub(super) fn section(&self) -> Section {
         let mut section = Section::new("Messages: sends (W4), one hot group, the naive counter");
         section.paragraph(self.method());
         section.heading("Goals");

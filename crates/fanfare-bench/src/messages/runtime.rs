@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 use crate::cpu::SERVICE_THREAD_NAME;
 
 /// Worker threads: as many as a messages pod gets on this 2-core machine.
-pub const WORKER_THREADS: usize = 2;
+pub(super) const WORKER_THREADS: usize = 2;
 
 /// A multi-threaded runtime whose threads are named [`SERVICE_THREAD_NAME`].
-pub struct ServiceRuntime {
+pub(super) struct ServiceRuntime {
     handle: Handle,
     // `Some` until dropped.
     runtime: Option<Runtime>,
@@ -27,7 +27,7 @@ pub struct ServiceRuntime {
 
 impl ServiceRuntime {
     /// Starts the runtime's threads.
-    pub fn start() -> anyhow::Result<Self> {
+    pub(super) fn start() -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
             .thread_name(SERVICE_THREAD_NAME)
@@ -40,7 +40,7 @@ impl ServiceRuntime {
     }
 
     /// Runs `future` on the service's threads.
-    pub fn spawn<Fut>(&self, future: Fut) -> JoinHandle<Fut::Output>
+    pub(super) fn spawn<Fut>(&self, future: Fut) -> JoinHandle<Fut::Output>
     where
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
@@ -50,7 +50,7 @@ impl ServiceRuntime {
 
     /// While the guard lives, `tokio::spawn` puts tasks on the service's threads (for
     /// constructors that spawn their workers).
-    pub fn enter(&self) -> EnterGuard<'_> {
+    pub(super) fn enter(&self) -> EnterGuard<'_> {
         self.handle.enter()
     }
 }

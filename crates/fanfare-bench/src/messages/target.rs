@@ -44,7 +44,7 @@ use super::runtime::ServiceRuntime;
 use crate::driver;
 
 /// The user who creates every group (never a sender).
-pub const OWNER: i64 = 1_000_000_000;
+pub(super) const OWNER: i64 = 1_000_000_000;
 
 /// Baseline rows go to group ids from here on: far above any id the groups service hands
 /// out (an identity from 1), so they share the real tables, partitions and indexes with the
@@ -52,7 +52,7 @@ pub const OWNER: i64 = 1_000_000_000;
 const RAW_GROUP_BASE: i64 = 1_000_000_000_000;
 
 /// The group the naive per-message counter writes to (above the raw baseline's groups).
-pub const NAIVE_GROUP: i64 = 2_000_000_000_000;
+pub(super) const NAIVE_GROUP: i64 = 2_000_000_000_000;
 
 /// Largest batch AddMembers takes (the groups service's default limit).
 const ADD_MEMBERS_BATCH: usize = 100;
@@ -70,7 +70,7 @@ const NAIVE_BUMP: &str = "UPDATE messages.group_logs SET last_event_seq = last_e
 
 /// How the target is sized.
 #[derive(Debug, Clone, Copy)]
-pub struct TargetSize {
+pub(super) struct TargetSize {
     /// Users who send: 1..=senders, members of every group but the hot one.
     pub senders: usize,
     /// Users who send into the hot group: 1..=hot_senders.
@@ -87,7 +87,7 @@ pub struct TargetSize {
 
 /// Which groups a window sends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spread {
+pub(super) enum Spread {
     /// All senders into one COMMUNITY group.
     One,
     /// Each sender round-robin over its own share of the spread groups: with S senders,
@@ -100,7 +100,7 @@ pub enum Spread {
 
 /// Where the committer of a direct window publishes what it committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitterBus {
+pub(super) enum CommitterBus {
     /// The bus the service publishes to (in-process, or Redis with `--redis-url`).
     Service,
     /// An in-process bus nobody listens on: committing and acknowledging, without Redis.
@@ -115,7 +115,7 @@ struct RunningMessages {
 }
 
 /// Both services, their groups, the store and the baseline pools.
-pub struct Target {
+pub(super) struct Target {
     size: TargetSize,
     /// The single group of the 1-group windows.
     pub one: i64,
@@ -149,7 +149,7 @@ impl Target {
     /// Creates and migrates the database, starts groups (per-user change limit off, no
     /// messages_url), creates the groups and adds the senders, and prepares the baselines.
     /// The messages service is started by [`Target::start_messages`].
-    pub async fn start(size: TargetSize, redis_url: Option<&str>) -> anyhow::Result<Self> {
+    pub(super) async fn start(size: TargetSize, redis_url: Option<&str>) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
         let groups_store = PostgresGroupStore::connect(&database.url(), 8).await?;
         PostgresGroupStore::migrate(groups_store.pool()).await?;
@@ -260,7 +260,7 @@ impl Target {
 
     /// Starts the messages service with `commit` (membership from groups, in-process bus
     /// or Redis, per-user send limit off), or restarts it when it runs.
-    pub async fn start_messages(&mut self, commit: CommitSetting) -> anyhow::Result<()> {
+    pub(super) async fn start_messages(&mut self, commit: CommitSetting) -> anyhow::Result<()> {
         self.stop_messages().await?;
         let mut config = MessagesConfig::for_dev(DependencyConfig::default(), format!("http://{}", self.groups_addr));
         config.limits.user_sends_per_second = 0;
@@ -291,7 +291,7 @@ impl Target {
     }
 
     /// Stops the messages service if it runs (its committer drains what it accepted).
-    pub async fn stop_messages(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn stop_messages(&mut self) -> anyhow::Result<()> {
         if let Some(running) = self.messages.take() {
             drop(running.clients);
             running.shutdown.cancel();
@@ -310,7 +310,7 @@ impl Target {
     }
 
     /// How many groups each sender of `senders` sends to (its warm-up touches each once).
-    pub fn groups_per_sender(&self, spread: Spread, senders: usize) -> u64 {
+    pub(super) fn groups_per_sender(&self, spread: Spread, senders: usize) -> u64 {
         match spread {
             Spread::One | Spread::Hot => 1,
             Spread::Many => self.size.spread_groups.div_ceil(senders.max(1)) as u64,
@@ -331,7 +331,7 @@ impl Target {
     }
 
     /// One `SendMessage` by sender `sender` (0-based; user id sender + 1) of `senders`.
-    pub async fn send(&self, spread: Spread, sender: usize, senders: usize) -> anyhow::Result<()> {
+    pub(super) async fn send(&self, spread: Spread, sender: usize, senders: usize) -> anyhow::Result<()> {
         let user = i64::try_from(sender + 1)?;
         let seq = self.next_seq(user);
         let group = self.service_group(spread, self.group_index(spread, sender, senders, seq));
@@ -354,7 +354,7 @@ impl Target {
 
     /// One post straight to `committer` (no gRPC, no permission check), as the service
     /// would submit it.
-    pub async fn submit(&self, committer: &Committer, sender: usize) -> anyhow::Result<()> {
+    pub(super) async fn submit(&self, committer: &Committer, sender: usize) -> anyhow::Result<()> {
         let user = i64::try_from(sender + 1)?;
         let seq = self.next_seq(user);
         let message = NewMessage {
@@ -373,7 +373,7 @@ impl Target {
     /// A committer on the service's store and its publisher, publishing to `bus`, as `serve`
     /// starts them (on the service's runtime); stopped by cancelling the token (the
     /// committer drains first).
-    pub fn start_committer(&self, commit: CommitSetting, bus: CommitterBus) -> (Committer, CancellationToken) {
+    pub(super) fn start_committer(&self, commit: CommitSetting, bus: CommitterBus) -> (Committer, CancellationToken) {
         let shutdown = CancellationToken::new();
         let store: Arc<dyn MessageStore> = Arc::clone(&self.store) as Arc<dyn MessageStore>;
         let bus: Arc<dyn UpdateBus> = match bus {
@@ -391,13 +391,13 @@ impl Target {
 
     /// Empties the outbox (nobody subscribes, so nothing is lost): a window starts without
     /// rows an earlier one left unacknowledged, so its count at the end is its own.
-    pub async fn clear_outbox(&self) -> anyhow::Result<()> {
+    pub(super) async fn clear_outbox(&self) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM messages.outbox").execute(&self.admin).await.context("emptying the outbox")?;
         Ok(())
     }
 
     /// A pool for a raw window of `in_flight` calls: one connection per call up to the cap.
-    pub async fn raw_pool(&self, in_flight: usize) -> anyhow::Result<PgPool> {
+    pub(super) async fn raw_pool(&self, in_flight: usize) -> anyhow::Result<PgPool> {
         let connections = u32::try_from(in_flight).unwrap_or(u32::MAX).clamp(1, self.size.raw_max_connections.max(1));
         PgPoolOptions::new()
             .max_connections(connections)
@@ -408,13 +408,19 @@ impl Target {
     }
 
     /// Connections a raw window of `in_flight` calls gets.
-    pub fn raw_connections(&self, in_flight: usize) -> usize {
+    pub(super) fn raw_connections(&self, in_flight: usize) -> usize {
         in_flight.clamp(1, self.size.raw_max_connections.max(1) as usize)
     }
 
     /// Baseline of a send: the message row alone, one INSERT per transaction, into the
     /// baseline group matching the one the service window would have used.
-    pub async fn raw_insert(&self, pool: &PgPool, spread: Spread, sender: usize, senders: usize) -> anyhow::Result<()> {
+    pub(super) async fn raw_insert(
+        &self,
+        pool: &PgPool,
+        spread: Spread,
+        sender: usize,
+        senders: usize,
+    ) -> anyhow::Result<()> {
         let user = i64::try_from(sender + 1)?;
         let seq = self.next_seq(user);
         let index = self.group_index(spread, sender, senders, seq).unwrap_or(self.size.spread_groups);
@@ -425,7 +431,7 @@ impl Target {
 
     /// The naive per-message counter: BEGIN; bump the group's counter row; INSERT the
     /// message with that seq; COMMIT.
-    pub async fn naive_send(&self, pool: &PgPool, sender: usize) -> anyhow::Result<()> {
+    pub(super) async fn naive_send(&self, pool: &PgPool, sender: usize) -> anyhow::Result<()> {
         let user = i64::try_from(sender + 1)?;
         let seq = self.next_seq(user);
         let mut tx = pool.begin().await.context("beginning a naive send")?;
@@ -441,7 +447,7 @@ impl Target {
 
     /// Rows in the messages outbox: updates committed and not yet acknowledged (published
     /// and deleted) by the committer's publisher.
-    pub async fn outbox_backlog(&self) -> anyhow::Result<i64> {
+    pub(super) async fn outbox_backlog(&self) -> anyhow::Result<i64> {
         sqlx::query_scalar("SELECT count(*) FROM messages.outbox")
             .fetch_one(&self.admin)
             .await
@@ -450,7 +456,7 @@ impl Target {
 
     /// The messages of `group`: how many, and the lowest and highest message_seq. Gapless
     /// when the count spans the range exactly.
-    pub async fn message_seqs(&self, group: i64) -> anyhow::Result<SeqSpan> {
+    pub(super) async fn message_seqs(&self, group: i64) -> anyhow::Result<SeqSpan> {
         let (messages, lowest, highest): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT count(*), min(message_seq), max(message_seq) FROM messages.messages WHERE group_id = $1",
         )
@@ -462,7 +468,7 @@ impl Target {
     }
 
     /// Rows in messages.messages, and its total size in bytes.
-    pub async fn storage(&self) -> anyhow::Result<(i64, i64)> {
+    pub(super) async fn storage(&self) -> anyhow::Result<(i64, i64)> {
         sqlx::query_as(
             "SELECT (SELECT count(*) FROM messages.messages), \
              (SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_inherits i \
@@ -474,7 +480,7 @@ impl Target {
     }
 
     /// Stops both services, closes the pools and drops the database.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_messages().await?;
         self.admin.close().await;
         self.groups_shutdown.cancel();
@@ -487,7 +493,7 @@ impl Target {
 
 /// A group's messages: their count and the range of their message_seqs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqSpan {
+pub(super) struct SeqSpan {
     /// Messages stored.
     pub messages: i64,
     /// The lowest message_seq (0 when there is none).
@@ -498,7 +504,7 @@ pub struct SeqSpan {
 
 impl SeqSpan {
     /// Whether every message_seq from the lowest to the highest is there, once.
-    pub fn gapless(&self) -> bool {
+    pub(super) fn gapless(&self) -> bool {
         match self.messages {
             0 => true,
             messages => self.highest - self.lowest + 1 == messages,
@@ -550,11 +556,11 @@ fn client_message_id(seq: u64) -> String {
 }
 
 /// Length of every message's text, in bytes (all ASCII).
-pub const PAYLOAD_BYTES: usize = 128;
+pub(super) const PAYLOAD_BYTES: usize = 128;
 
 /// The 128-byte ASCII text of user `user`'s message `seq`: sender id, per-sender sequence
 /// and send time (CLOCK_MONOTONIC microseconds), padded.
-pub fn payload(user: i64, seq: u64) -> String {
+pub(super) fn payload(user: i64, seq: u64) -> String {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let micros = now.tv_sec * 1_000_000 + now.tv_nsec / 1_000;
     let mut text = format!("sender={user} seq={seq} sent_us={micros} ");
