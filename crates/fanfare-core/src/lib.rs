@@ -20,5 +20,6 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod validation;
+pub mod wire;
 
 pub use fanfare_proto as proto;

@@ -72,8 +72,7 @@ impl Cursor {
         if token.is_empty() {
             return Ok(None);
         }
-        let malformed =
-            || FieldViolation::new(field, "is not a token returned by this method; pass next_page_token as given");
+        let malformed = || not_a_page_token(field);
         let hex = token.strip_prefix(TOKEN_VERSION).ok_or_else(malformed)?;
         if hex.len() != parts * 16 || !hex.is_ascii() {
             return Err(malformed());
@@ -112,6 +111,12 @@ impl<T> Page<T> {
     pub fn next_page_token(&self) -> String {
         self.next.as_ref().map(Cursor::encode).unwrap_or_default()
     }
+}
+
+/// The violation of a page token this listing did not issue (or that names no position of
+/// it): every listing of every service answers it in these words.
+pub fn not_a_page_token(field: &str) -> FieldViolation {
+    FieldViolation::new(field, "is not a token returned by this method; pass next_page_token as given")
 }
 
 #[cfg(test)]

@@ -12,6 +12,22 @@ pub fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
     time.trunc_subsecs(6)
 }
 
+/// `time + duration`, saturating far in the future (9999-12-31, within PostgreSQL's range)
+/// instead of overflowing, whatever the duration.
+pub fn later(time: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    let far_future = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    chrono::TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| time.checked_add_signed(delta))
+        .unwrap_or(far_future)
+        .min(far_future)
+}
+
+/// When a lease of `lease` taken at `now` runs out, at the precision every store keeps.
+pub fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    stored_time(later(now, lease))
+}
+
 /// The current time at the precision every store keeps (whole microseconds).
 pub fn now() -> DateTime<Utc> {
     stored_time(Utc::now())

@@ -324,7 +324,7 @@ impl MessagesService {
         let since = since.filter(|since| *since > DateTime::UNIX_EPOCH);
         match self.committer.submit(LogWrite::Purge { group, user, since, actor }).await? {
             Applied::Purged { message_seqs, event_seq } => {
-                Ok((i64::try_from(message_seqs.len()).unwrap_or(i64::MAX), event_seq))
+                Ok((fanfare_core::wire::int64(message_seqs.len()), event_seq))
             }
             other => Err(unexpected("Purge", &other)),
         }

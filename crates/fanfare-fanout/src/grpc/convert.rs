@@ -20,8 +20,8 @@ pub(super) fn follow(follow: &Follow) -> pb::Follow {
 pub(super) fn counts(counts: &FollowCounts) -> pb::FollowCounts {
     pb::FollowCounts {
         user_id: counts.user.get(),
-        followers: i64::try_from(counts.followers).unwrap_or(i64::MAX),
-        following: i64::try_from(counts.following).unwrap_or(i64::MAX),
+        followers: fanfare_core::wire::int64(counts.followers),
+        following: fanfare_core::wire::int64(counts.following),
     }
 }
 
@@ -44,10 +44,10 @@ pub(super) fn job(job: &FanoutJob) -> pb::FanoutJob {
         payload_ref: job.payload_ref.as_str().to_owned(),
         idempotency_key: job.idempotency_key.as_str().to_owned(),
         state: job.state.to_proto().into(),
-        followers_total: i64::try_from(job.followers_total).unwrap_or(i64::MAX),
-        followers_done: i64::try_from(job.followers_done).unwrap_or(i64::MAX),
+        followers_total: fanfare_core::wire::int64(job.followers_total),
+        followers_done: fanfare_core::wire::int64(job.followers_done),
         followers_per_second: progress.followers_per_second,
-        eta_seconds: i64::try_from(progress.eta_seconds).unwrap_or(i64::MAX),
+        eta_seconds: fanfare_core::wire::int64(progress.eta_seconds),
         rate_limit_per_second: i32::try_from(job.rate.get()).unwrap_or(i32::MAX),
         created_at: Some(to_timestamp(job.created_at)),
         started_at: to_optional_timestamp(job.started_at),

@@ -4,7 +4,7 @@
 
 use chrono::DateTime;
 use fanfare_core::ids::{EventSeq, GroupId, UserId};
-use fanfare_core::paging::{Cursor, PageSize};
+use fanfare_core::paging::{Cursor, PageSize, not_a_page_token};
 use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, check_list_length, distinct_list};
 use fanfare_proto::fanout::v1 as pb;
 
@@ -30,15 +30,10 @@ fn user_or_caller(field: &str, raw: i64, violations: &mut Violations) -> Option<
     violations.check(UserId::parse(field, raw)).map(Some)
 }
 
-/// A `page_token` that decodes but names no position of its listing.
-fn malformed_page_token() -> FieldViolation {
-    FieldViolation::new("page_token", "is not a token returned by this method")
-}
-
 /// The position a page token holds: (followed_at in microseconds, the other user's id).
 fn follow_key(cursor: &Cursor) -> Result<FollowKey, FieldViolation> {
-    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(malformed_page_token)?;
-    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| malformed_page_token())?;
+    let followed_at = DateTime::from_timestamp_micros(cursor.0[0]).ok_or_else(|| not_a_page_token("page_token"))?;
+    let user = UserId::parse("page_token", cursor.0[1]).map_err(|_| not_a_page_token("page_token"))?;
     Ok(FollowKey { followed_at, user })
 }
 
@@ -150,9 +145,9 @@ pub(crate) fn job_listing(page_size: i32, page_token: &str) -> Result<JobListing
     let mut violations = Violations::new();
     let size = violations.check(PageSize::parse_default("page_size", page_size));
     let before = match violations.check(Cursor::decode("page_token", page_token, 1)) {
-        Some(Some(cursor)) => {
-            violations.check(JobId::parse("page_token", cursor.0[0]).map_err(|_| malformed_page_token())).map(Some)
-        }
+        Some(Some(cursor)) => violations
+            .check(JobId::parse("page_token", cursor.0[0]).map_err(|_| not_a_page_token("page_token")))
+            .map(Some),
         Some(None) => Some(None),
         None => None,
     };

@@ -15,8 +15,8 @@ pub(super) fn group(group: &Group, member_limit: Option<u64>) -> pb::Group {
         avatar_ref: group.avatar_ref.as_str().to_owned(),
         owner_user_id: group.owner.get(),
         settings: Some(settings(&group.settings)),
-        member_count: i64::try_from(group.member_count).unwrap_or(i64::MAX),
-        member_limit: member_limit.map_or(0, |limit| i64::try_from(limit).unwrap_or(i64::MAX)),
+        member_count: fanfare_core::wire::int64(group.member_count),
+        member_limit: member_limit.map_or(0, fanfare_core::wire::int64),
         created_at: Some(to_timestamp(group.created_at)),
         archived_at: to_optional_timestamp(group.archived_at),
     }

@@ -5,7 +5,7 @@ use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
-use fanfare_core::paging::{Cursor, PageSize};
+use fanfare_core::paging::{Cursor, PageSize, not_a_page_token};
 use fanfare_core::time::parse_future;
 use fanfare_core::validation::{FieldViolation, InvalidRequest, Violations, distinct_list};
 use fanfare_proto::groups::v1 as pb;
@@ -122,8 +122,7 @@ fn cursor_user(value: i64) -> Result<UserId, FieldViolation> {
 }
 
 fn cursor_time(micros: i64) -> Result<DateTime<Utc>, FieldViolation> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| FieldViolation::new("page_token", "is not a token returned by this method"))
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| not_a_page_token("page_token"))
 }
 
 /// A paged listing keyed by user id (members, bans).

@@ -1,28 +1,14 @@
 //! Rules both stores evaluate in Rust, so they cannot drift: times at the precision
-//! PostgreSQL keeps, slow mode, the edit window and claim leases.
+//! PostgreSQL keeps, slow mode, the edit window and claim leases (the time arithmetic itself
+//! is `fanfare_core::time`'s).
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_proto::common::v1 as common;
 
-pub use fanfare_core::time::stored_time;
-
-/// `time + duration`, saturating far in the future (but within PostgreSQL's range).
-pub fn later(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
-    let far_future = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC); // 9999-12-31
-    TimeDelta::from_std(duration)
-        .ok()
-        .and_then(|delta| time.checked_add_signed(delta))
-        .unwrap_or(far_future)
-        .min(far_future)
-}
-
-/// When a lease taken at `now` ends.
-pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    stored_time(later(now, lease))
-}
+pub use fanfare_core::time::{later, lease_end, stored_time};
 
 /// How long a sender who last posted at `last_posted` must still wait under `slow_mode`
 /// (`None`: they may post now). A zero interval is slow mode off.

@@ -105,7 +105,7 @@ fn follower_shard(follower: UserId) -> i16 {
 
 /// A limit as SQL compares it; `None` (unlimited) is the largest bigint.
 fn sql_limit(limit: Option<u64>) -> i64 {
-    limit.map_or(i64::MAX, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+    limit.map_or(i64::MAX, fanfare_core::wire::int64)
 }
 
 fn ids(users: &[UserId]) -> Vec<i64> {

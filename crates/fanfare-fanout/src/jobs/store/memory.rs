@@ -13,9 +13,10 @@ use fanfare_core::paging::PageSize;
 use fanfare_core::time::stored_time;
 use uuid::Uuid;
 
-use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease, lease_end};
+use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
 use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobState, NewJob};
+use fanfare_core::time::lease_end;
 
 /// A [`JobStore`] in memory; clones share the same jobs.
 #[derive(Debug, Clone, Default)]

@@ -25,7 +25,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fanfare_core::ids::UserId;
 use fanfare_core::paging::PageSize;
-use fanfare_core::time::stored_time;
 use uuid::Uuid;
 
 use super::domain::{FanoutJob, IdempotencyKey, JobId, NewJob};
@@ -34,11 +33,6 @@ use crate::follows::store::StoreResult;
 
 pub use memory::MemoryJobStore;
 pub use postgres::PostgresJobStore;
-
-/// When a lease of `lease` taken at `now` runs out, at the precision every store keeps.
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    stored_time(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
-}
 
 /// What a start did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,10 +18,12 @@ use fanfare_postgres::During as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease, lease_end};
+use super::{Cancelled, Checkpoint, CheckpointOutcome, Claim, Created, JobStore, Lease};
 use crate::follows::domain::FollowKey;
 use crate::follows::store::{StoreError, StoreResult};
 use crate::jobs::domain::{FanoutJob, IdempotencyKey, JobId, JobKind, JobState, NewJob, PayloadRef, Rate};
+use fanfare_core::time::lease_end;
+use fanfare_core::wire::int64;
 
 /// The columns every query returns, in [`JobRow`]'s names.
 const COLUMNS: &str = "job_id, creator_id, idempotency_key, kind, payload_ref, rate_limit_per_second, state, \
@@ -94,10 +96,6 @@ impl PostgresJobStore {
 /// A stored value that does not map back to the domain: corrupt data or a bug.
 fn corrupt(what: String) -> StoreError {
     StoreError::Internal(anyhow::Error::msg(what).context("reading fan-out jobs"))
-}
-
-fn count(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[derive(sqlx::FromRow)]
@@ -180,7 +178,7 @@ impl JobStore for PostgresJobStore {
             .bind(new.request.kind.name())
             .bind(new.request.payload_ref.as_str())
             .bind(rate)
-            .bind(count(new.followers_total))
+            .bind(int64(new.followers_total))
             .bind(stored_time(now))
             .fetch_optional(&mut *self.connection().await?)
             .await
@@ -293,7 +291,7 @@ impl JobStore for PostgresJobStore {
             .bind(lease.token)
             .bind(checkpoint.cursor.map(|key| key.followed_at))
             .bind(checkpoint.cursor.map(|key| key.user.get()))
-            .bind(count(checkpoint.followers_done))
+            .bind(int64(checkpoint.followers_done))
             .bind(checkpoint.finished)
             .bind(stored_time(now))
             .bind(renewed)

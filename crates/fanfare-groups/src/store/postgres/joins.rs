@@ -48,7 +48,7 @@ async fn count_new_members(
     member_limit: Option<u64>,
 ) -> StoreResult<()> {
     let full = |limit: u64| StoreError::GroupFull { group: group.id, limit };
-    let added_count = i64::try_from(added.len()).unwrap_or(i64::MAX);
+    let added_count = fanfare_core::wire::int64(added.len());
     if group.kind != GroupKind::Broadcast {
         // One row: the conditional update is the capacity check, exact under concurrency
         // because a waiting UPDATE re-evaluates its WHERE on the row it waited for.

@@ -56,7 +56,7 @@ pub(super) async fn connection(
 
 /// A limit as SQL compares it.
 pub(super) fn sql_limit(limit: u64) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
+    fanfare_core::wire::int64(limit)
 }
 
 // ---------------------------------------------------------------------------------------
