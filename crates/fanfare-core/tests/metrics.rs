@@ -62,7 +62,9 @@ async fn calls_are_counted_and_timed_on_the_metrics_endpoint() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let body = scrape(metrics_addr).await;
+    let build_info = format!(r#"fanfare_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"));
     for expected in [
+        build_info.as_str(),
         "# HELP fanfare_grpc_requests_total",
         "# HELP fanfare_grpc_request_duration_seconds",
         r#"fanfare_grpc_requests_total{service="grpc.health.v1.Health",method="Check",caller="none",code="OK"} 1"#,

@@ -61,6 +61,8 @@ pub const PAGE_FAILURES_TOTAL: &str = "fanfare_fanout_job_page_failures_total";
 /// Describes the service's metrics (help text and units); called once when the service
 /// starts ([`crate::serve`]), after the process installed its recorder.
 pub fn describe() {
+    // Its Postgres pool's, recorded only when it runs on Postgres.
+    fanfare_postgres::metrics::describe();
     describe_live();
     describe_jobs();
 }

@@ -17,6 +17,8 @@ pub const FOLLOW_CHECKS_TOTAL: &str = "fanfare_groups_follow_checks_total";
 /// Describes the service's metrics (help text and units); called once when the service
 /// starts ([`crate::serve`]), after the process installed its recorder.
 pub fn describe() {
+    // Its Postgres pool's, recorded only when it runs on Postgres.
+    fanfare_postgres::metrics::describe();
     describe_counter!(OUTBOX_RELAYED_TOTAL, Unit::Count, "Groups outbox rows appended to the messages update log.");
     describe_counter!(
         OUTBOX_CORRUPT_TOTAL,

@@ -22,6 +22,8 @@ pub const OUTBOX_ORPHANED_LANES: &str = "fanfare_messages_outbox_orphaned_lanes"
 /// Describes the service's metrics; call once the recorder is installed (later calls only
 /// repeat the same text).
 pub fn describe() {
+    // Its Postgres pool's, recorded only when it runs on Postgres.
+    fanfare_postgres::metrics::describe();
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Time of one group-commit transaction.");
     describe_histogram!(
         COMMIT_BATCH_SIZE,

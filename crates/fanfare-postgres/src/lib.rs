@@ -1,11 +1,12 @@
 //! Postgres plumbing every store shares: opening a pool that fails fast while its database
-//! is known to be down ([`Pool`]), applying a service's migrations in its own schema, and
-//! telling retryable sqlx failures from the rest ([`is_unavailable`], and [`During`] to
-//! classify a result as every store's error does).
+//! is known to be down and reports its size ([`Pool`], [`metrics`]), applying a service's
+//! migrations in its own schema, and telling retryable sqlx failures from the rest
+//! ([`is_unavailable`], and [`During`] to classify a result as every store's error does).
 //!
 //! Each service keeps its own `sqlx::migrate!("./migrations")` (the macro embeds paths
 //! relative to the crate that expands it) and passes the resulting migrator to [`migrate`].
 
+pub mod metrics;
 mod pool;
 
 pub use pool::{ACQUIRE_WHILE_DOWN, PING_TIMEOUT, Pool};

@@ -8,6 +8,9 @@
 //! connection had (a call's or the probe's) marks it up again. While it is down a call
 //! waits at most [`ACQUIRE_WHILE_DOWN`] for a connection, which is enough to connect to a
 //! database that has come back, and otherwise fails at once as unreachable.
+//!
+//! Each health ping also records how many connections the pool holds and how many of them
+//! are idle ([`crate::metrics`]), labelled with the pool's application name.
 
 use std::future::Future;
 use std::io;
@@ -15,8 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use metrics::gauge;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::metrics::{POOL_CONNECTIONS, POOL_IDLE_CONNECTIONS, POOL_MAX_CONNECTIONS};
 
 /// How long a call waits for a connection while the database is known to be down: a
 /// database that came back connects in milliseconds; a caller's deadline is not spent.
@@ -27,18 +33,25 @@ pub const ACQUIRE_WHILE_DOWN: Duration = Duration::from_millis(250);
 /// loop gives up on it.
 pub const PING_TIMEOUT: Duration = Duration::from_millis(900);
 
+/// The `pool` label of a pool that connects without an application name.
+const UNNAMED_POOL: &str = "unnamed";
+
 /// A [`PgPool`] with what is known of its database's reachability, shared by its clones
 /// (a store's calls and its health probe).
 #[derive(Debug, Clone)]
 pub struct Pool {
     pool: PgPool,
     down: Arc<AtomicBool>,
+    /// The `pool` label of its metrics: the application name it connects with
+    /// ([`crate::connect`] sets `fanfare-<service>`).
+    label: Arc<str>,
 }
 
 impl Pool {
     /// Wraps `pool`; the database counts as up until something says otherwise.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, down: Arc::new(AtomicBool::new(false)) }
+        let label = pool.connect_options().get_application_name().unwrap_or(UNNAMED_POOL).into();
+        Self { pool, down: Arc::new(AtomicBool::new(false)), label }
     }
 
     /// The sqlx pool itself (migrations, tests). Calls through it neither fail fast nor
@@ -71,6 +84,8 @@ impl Pool {
     /// the answer: the health probe, which notices an outage (and its end) even when no
     /// call comes.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        // Before the ping takes a connection of its own.
+        self.record_sizes();
         let answer = async {
             let mut connection = self.pool.acquire().await?;
             sqlx::query("SELECT 1").execute(&mut *connection).await.map(|_| ())
@@ -83,6 +98,13 @@ impl Pool {
         });
         self.record(&pinged);
         pinged
+    }
+
+    /// Sets the pool's gauges: connections open, idle, and the most it may open.
+    fn record_sizes(&self) {
+        gauge!(POOL_CONNECTIONS, "pool" => Arc::clone(&self.label)).set(self.pool.size());
+        gauge!(POOL_IDLE_CONNECTIONS, "pool" => Arc::clone(&self.label)).set(self.pool.num_idle() as f64);
+        gauge!(POOL_MAX_CONNECTIONS, "pool" => Arc::clone(&self.label)).set(self.pool.options().get_max_connections());
     }
 
     /// Runs `attempt` in full while the database counts as up; while it is known to be
