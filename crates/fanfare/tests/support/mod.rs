@@ -25,17 +25,28 @@ pub(crate) fn free_port() -> u16 {
 
 impl DevServer {
     /// Starts `fanfare dev` in memory (DATABASE_URL and REDIS_URL removed) on ports it binds
-    /// itself.
+    /// itself, without metrics.
     pub(crate) async fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fanfare"))
-            .args(["dev", "--groups-port", "0", "--messages-port", "0", "--fanout-port", "0", "--metrics-port", "0"])
-            .env_remove("DATABASE_URL")
+        Self::start_with(None, 0).await
+    }
+
+    /// Starts `fanfare dev` on ports it binds itself, on PostgreSQL at `database_url` (in
+    /// memory when `None`; REDIS_URL removed either way), serving metrics on
+    /// `127.0.0.1:<metrics_port>` (0: none).
+    pub(crate) async fn start_with(database_url: Option<&str>, metrics_port: u16) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fanfare"));
+        command
+            .args(["dev", "--groups-port", "0", "--messages-port", "0", "--fanout-port", "0"])
+            .args(["--metrics-port", &metrics_port.to_string()])
             .env_remove("REDIS_URL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning fanfare dev");
+            .stderr(Stdio::inherit());
+        match database_url {
+            Some(url) => command.env("DATABASE_URL", url),
+            None => command.env_remove("DATABASE_URL"),
+        };
+        let mut child = command.spawn().expect("spawning fanfare dev");
         let stdout = child.stdout.take().expect("a piped stdout");
         // The bound ports, from the lines `fanfare dev` prints ("  groups    127.0.0.1:PORT  …");
         // the thread then drains the rest until the process ends, so its prints never fail.
