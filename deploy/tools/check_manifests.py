@@ -30,7 +30,17 @@ Prometheus data source variable, and queries only metrics, and labels of them, t
 exports (read from the `counter!` / `gauge!` / `histogram!` calls in crates/*/src), so a
 renamed or removed metric cannot leave a panel silently empty.
 
-`--self-test` breaks a rendered output in known ways and asserts each break is reported.
+It also checks the Prometheus Operator objects (PodMonitor, PrometheusRule) of a rendering
+that has them (deploy/k8s/components/prometheus-operator), which kubernetes-validate has no
+schemas for: their fields against a strict subset of the operator's CRDs; that the
+PodMonitors scrape a port every selected pod has, and every Fanfare server's metrics port;
+that every alert queries only metrics and labels the code exports (as for the dashboards),
+has a `for`, a severity, a summary and a description, and a runbook_url into
+docs/operations.md whose section names it (and names no alert the rules lack).
+
+`--self-test` breaks a rendered output in known ways and asserts each break is reported
+(the container checks on a rendering without monitoring objects, the monitoring checks on
+one with them).
 """
 
 from __future__ import annotations
@@ -834,7 +844,11 @@ LABEL_KEY = re.compile(r"\"([A-Za-z_][A-Za-z0-9_]*)\"\s*=>")
 # Where the exporter is told which histograms get buckets (crates/fanfare-core/src/metrics.rs).
 BUCKETS_BY_SUFFIX = re.compile(r"Matcher::Suffix\(\s*\"([a-z_]+)\"")
 # Labels Prometheus adds from the scrape target, whatever the code records.
-TARGET_LABELS = {"job", "instance", "pod", "namespace", "container", "node"}
+TARGET_LABELS = {"job", "instance", "pod", "namespace", "container", "node", "endpoint"}
+# Prefixes of the metrics the code exports: its own, and the process metrics it records
+# under the names Prometheus' client libraries use (crates/fanfare-core/src/metrics/process.rs).
+METRIC_PREFIXES = ("fanfare_", "process_")
+USED_METRIC = re.compile(r"(?<![A-Za-z0-9_:])((?:fanfare|process)_[A-Za-z0-9_:]*)")
 
 
 def macro_arguments(text: str, start: int) -> str:
@@ -866,7 +880,7 @@ def exported_metrics(crates: Path) -> tuple[dict[str, set[str]], list[str]]:
             else:
                 names = constants.get(first.split("::")[-1].strip(), set())
             kind = match.group(1).removeprefix("describe_")
-            for name in (name for name in names if name.startswith("fanfare_")):
+            for name in (name for name in names if name.startswith(METRIC_PREFIXES)):
                 metric = metrics.setdefault(name, Metric(name, kind))
                 if not match.group(1).startswith("describe_"):
                     metric.labels.update(LABEL_KEY.findall(arguments))
@@ -910,9 +924,9 @@ def dashboard_queries(dashboard: dict) -> Iterable[tuple[str, str]]:
 
 def check_expression(report: Report, where: str, expression: str, series: dict[str, set[str]]) -> None:
     plain = without_strings(expression)
-    used = re.findall(r"(?<![A-Za-z0-9_:])(fanfare_[A-Za-z0-9_:]*)", plain)
+    used = USED_METRIC.findall(plain)
     if not used:
-        report.fail(where, f"queries no fanfare_ metric: {expression}")
+        report.fail(where, f"queries no fanfare_ (or process_) metric: {expression}")
     known_labels = set(TARGET_LABELS)
     for name in used:
         if name not in series:
@@ -1019,6 +1033,340 @@ def self_test_dashboards(paths: list[Path], crates: Path) -> list[str]:
     return failures
 
 
+# ---------------------------------------------------------------------------------------
+# Prometheus Operator objects (deploy/k8s/components/prometheus-operator): kubernetes-validate
+# has no schemas for monitoring.coreos.com, so their shape is checked here against the
+# fields Fanfare uses, and their meaning against the pods and the code.
+
+MONITORING_GROUP = "monitoring.coreos.com/"
+# The runbook the alerts point to, and its section that lists them.
+RUNBOOK = REPO_ROOT / "docs" / "operations.md"
+SEVERITIES = {"critical", "warning", "info"}
+# A Prometheus duration: 30s, 5m, 1h30m, 0m.
+DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+
+# Shapes, a strict subset of the operator's CRD schemas (v1): a dict lists the fields
+# allowed (any other is reported, as kubernetes-validate --strict reports unknown fields),
+# a one-element list is a list of that shape, a type is a scalar, STRING_MAP a map of
+# strings, ANY anything (relabelings).
+STRING_MAP = "string map"
+ANY = "any"
+LABEL_SELECTOR = {
+    "matchLabels": STRING_MAP,
+    "matchExpressions": [{"key": str, "operator": str, "values": [str]}],
+}
+METADATA = {"name": str, "namespace": str, "labels": STRING_MAP, "annotations": STRING_MAP}
+MONITORING_SHAPES: dict[str, dict] = {
+    "PodMonitor": {
+        "apiVersion": str,
+        "kind": str,
+        "metadata": METADATA,
+        "spec": {
+            "jobLabel": str,
+            "podTargetLabels": [str],
+            "selector": LABEL_SELECTOR,
+            "namespaceSelector": {"any": bool, "matchNames": [str]},
+            "sampleLimit": int,
+            "podMetricsEndpoints": [
+                {
+                    "port": str,
+                    "path": str,
+                    "scheme": str,
+                    "interval": str,
+                    "scrapeTimeout": str,
+                    "honorLabels": bool,
+                    "relabelings": ANY,
+                    "metricRelabelings": ANY,
+                }
+            ],
+        },
+    },
+    "PrometheusRule": {
+        "apiVersion": str,
+        "kind": str,
+        "metadata": METADATA,
+        "spec": {
+            "groups": [
+                {
+                    "name": str,
+                    "interval": str,
+                    "limit": int,
+                    "rules": [
+                        {
+                            "alert": str,
+                            "record": str,
+                            "expr": str,
+                            "for": str,
+                            "keep_firing_for": str,
+                            "labels": STRING_MAP,
+                            "annotations": STRING_MAP,
+                        }
+                    ],
+                }
+            ]
+        },
+    },
+}
+# Fields each kind must have (the operator's required ones, and what Fanfare relies on).
+REQUIRED = {
+    "PodMonitor": [("spec", "selector"), ("spec", "podMetricsEndpoints")],
+    "PrometheusRule": [("spec", "groups")],
+}
+
+
+def check_shape(report: Report, where: str, value: Any, shape: Any, path: str) -> None:
+    if shape == ANY:
+        return
+    if shape == STRING_MAP:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            report.fail(where, f"{path} must map names to strings")
+        return
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            report.fail(where, f"{path} must be an object")
+            return
+        for key, item in value.items():
+            if key not in shape:
+                close = difflib.get_close_matches(key, shape, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                report.fail(where, f"unknown field {path}.{key}{hint}")
+            else:
+                check_shape(report, where, item, shape[key], f"{path}.{key}")
+        return
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            report.fail(where, f"{path} must be a list")
+            return
+        for index, item in enumerate(value):
+            check_shape(report, where, item, shape[0], f"{path}[{index}]")
+        return
+    # A bool is an int to Python: tell them apart.
+    if not isinstance(value, shape) or (shape is int and isinstance(value, bool)):
+        report.fail(where, f"{path} must be a {shape.__name__}, not {value!r}")
+
+
+def markdown_anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def runbook_sections(text: str) -> dict[str, str]:
+    """Each heading's anchor with the text under it (up to the next heading); a `#` line in
+    a fenced code block is a comment, not a heading."""
+    sections: dict[str, str] = {}
+    current = None
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        match = None if fenced else re.match(r"^#{1,6}\s+(.*)$", line)
+        if match:
+            current = markdown_anchor(match.group(1))
+            sections.setdefault(current, "")
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def balanced(expression: str) -> bool:
+    pairs, stack = {")": "(", "]": "[", "}": "{"}, []
+    for char in without_strings(expression):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
+    return not stack
+
+
+def check_monitoring(manifests: Manifests, series: dict[str, set[str]], runbook: str) -> Report:
+    """Shapes of the monitoring.coreos.com objects; the PodMonitors against the pods, the
+    alerts against the metrics the code exports and against the runbook."""
+    report = Report(manifests.source)
+    sections = runbook_sections(runbook)
+    alerts: dict[str, str] = {}  # name → where
+    runbook_anchors: set[str] = set()
+    for obj in manifests.objects:
+        if not str(obj.get("apiVersion", "")).startswith(MONITORING_GROUP):
+            continue
+        where, kind = describe(obj), obj.get("kind")
+        if kind not in MONITORING_SHAPES:
+            report.fail(where, f"no structural check for {kind} here; add its shape to MONITORING_SHAPES")
+            continue
+        if obj.get("apiVersion") != "monitoring.coreos.com/v1":
+            report.fail(where, f"apiVersion {obj.get('apiVersion')!r}; the operator serves monitoring.coreos.com/v1")
+        check_shape(report, where, obj, MONITORING_SHAPES[kind], kind)
+        for path in REQUIRED[kind]:
+            value: Any = obj
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if not value:
+                report.fail(where, f"{kind}.{'.'.join(path)} is required")
+        if kind == "PodMonitor":
+            check_pod_monitor(manifests, report, obj)
+        else:
+            check_rules(report, obj, series, sections, alerts, runbook_anchors)
+    # Every alert the runbook's section names must be one the rules define.
+    if alerts:
+        for anchor in runbook_anchors:
+            for name in sorted(set(re.findall(r"`(Fanfare[A-Z][A-Za-z]+)`", sections.get(anchor, "")))):
+                if name not in alerts:
+                    report.fail(f"{RUNBOOK.name}#{anchor}", f"names alert {name}, which no PrometheusRule defines")
+    # Every Fanfare server's metrics port is scraped.
+    monitors = list(manifests.of_kind("PodMonitor"))
+    if monitors:
+        for obj, template in workloads(manifests):
+            ports = {p.get("name") for c in template.get("spec", {}).get("containers") or [] for p in c.get("ports") or []}
+            if obj.get("kind") != "Deployment" or not is_fanfare_pod(template) or "metrics" not in ports:
+                continue
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            namespace = obj.get("metadata", {}).get("namespace")
+            if not any(monitor_selects(monitor, namespace, labels) for monitor in monitors):
+                report.fail(describe(obj), "has a metrics port that no PodMonitor scrapes")
+    return report
+
+
+def monitor_selects(monitor: dict, namespace: str | None, labels: dict) -> bool:
+    spec = monitor.get("spec") or {}
+    namespaces = spec.get("namespaceSelector") or {}
+    if not namespaces.get("any"):
+        allowed = namespaces.get("matchNames") or [monitor.get("metadata", {}).get("namespace")]
+        if namespace not in allowed:
+            return False
+    return selects(spec.get("selector") or {}, labels)
+
+
+def check_pod_monitor(manifests: Manifests, report: Report, monitor: dict) -> None:
+    where = describe(monitor)
+    selected = [
+        (obj, template)
+        for obj, template in workloads(manifests)
+        if monitor_selects(monitor, obj.get("metadata", {}).get("namespace"), (template.get("metadata") or {}).get("labels") or {})
+    ]
+    if not selected:
+        report.fail(where, "selector matches no pod template")
+    for endpoint in (monitor.get("spec") or {}).get("podMetricsEndpoints") or []:
+        port = endpoint.get("port")
+        if not port:
+            report.fail(where, "a podMetricsEndpoint names no port; name the container port (metrics)")
+            continue
+        for obj, template in selected:
+            names = {p.get("name") for c in template.get("spec", {}).get("containers") or [] for p in c.get("ports") or []}
+            if port not in names:
+                report.fail(where, f"scrapes port {port!r}, which {describe(obj)} does not expose")
+        for key in ("interval", "scrapeTimeout"):
+            if key in endpoint and not DURATION.match(str(endpoint[key])):
+                report.fail(where, f"{key} {endpoint[key]!r} is not a Prometheus duration")
+
+
+def check_rules(
+    report: Report,
+    rule_object: dict,
+    series: dict[str, set[str]],
+    sections: dict[str, str],
+    alerts: dict[str, str],
+    runbook_anchors: set[str],
+) -> None:
+    for group in (rule_object.get("spec") or {}).get("groups") or []:
+        for index, rule in enumerate(group.get("rules") or []):
+            name = rule.get("alert") or rule.get("record")
+            where = f"{describe(rule_object)} group {group.get('name')!r} rule {name or index}"
+            expression = rule.get("expr")
+            if not isinstance(expression, str) or not expression.strip():
+                report.fail(where, "has no expr")
+                continue
+            if not balanced(expression):
+                report.fail(where, f"unbalanced brackets in expr: {expression.strip()}")
+            check_expression(report, where, expression, series)
+            if "alert" not in rule:
+                continue
+            if name in alerts:
+                report.fail(where, f"alert {name} is defined twice (also at {alerts[name]})")
+            alerts[name] = where
+            if not DURATION.match(str(rule.get("for", ""))):
+                report.fail(where, f"for {rule.get('for')!r}: give a Prometheus duration (0m for at once)")
+            severity = (rule.get("labels") or {}).get("severity")
+            if severity not in SEVERITIES:
+                report.fail(where, f"label severity {severity!r}; use one of {sorted(SEVERITIES)}")
+            annotations = rule.get("annotations") or {}
+            for key in ("summary", "description"):
+                if not str(annotations.get(key, "")).strip():
+                    report.fail(where, f"no {key} annotation")
+            runbook = str(annotations.get("runbook_url", ""))
+            match = re.search(r"docs/operations\.md#([\w-]+)$", runbook)
+            if not match:
+                report.fail(where, f"runbook_url {runbook!r} must point to a section of docs/operations.md")
+                continue
+            anchor = match.group(1)
+            if anchor not in sections:
+                report.fail(where, f"runbook_url {runbook!r}: docs/operations.md has no heading #{anchor}")
+                continue
+            runbook_anchors.add(anchor)
+            if f"`{name}`" not in sections[anchor]:
+                report.fail(where, f"alert {name} is not explained in docs/operations.md#{anchor} (name it there in backticks)")
+
+
+def check_monitoring_renderings(paths: list[str], crates: Path) -> list[str]:
+    """check_monitoring on every rendering that has monitoring.coreos.com objects."""
+    series, problems = exported_metrics(crates)
+    runbook = RUNBOOK.read_text()
+    for argument in paths:
+        manifests = load(argument)
+        objects = [o for o in manifests.objects if str(o.get("apiVersion", "")).startswith(MONITORING_GROUP)]
+        if not objects:
+            continue
+        report = check_monitoring(manifests, series, runbook)
+        problems.extend(report.problems)
+        if not report.problems:
+            rules = sum(len(g.get("rules") or []) for o in objects for g in (o.get("spec") or {}).get("groups") or [])
+            print(f"check_manifests: {manifests.source}: ok ({len(objects)} Prometheus Operator objects, {rules} rules on metrics the code exports)")
+    return problems
+
+
+def self_test_monitoring(manifests: Manifests, crates: Path) -> list[str]:
+    """Each break of a good rendering's PodMonitor or PrometheusRule must be reported."""
+    series, problems = exported_metrics(crates)
+    if problems:
+        return problems
+    runbook = RUNBOOK.read_text()
+    baseline = check_monitoring(manifests, series, runbook)
+    failures = [f"the unbroken monitoring objects have problems: {baseline.problems}"] if baseline.problems else []
+
+    def of_kind(objects: list[dict], kind: str) -> dict:
+        return next(o for o in objects if o.get("kind") == kind)
+
+    def first_alert(objects: list[dict]) -> dict:
+        return of_kind(objects, "PrometheusRule")["spec"]["groups"][0]["rules"][0]
+
+    def set_expr(expression: str) -> Callable[[list[dict]], None]:
+        return lambda objects: first_alert(objects).__setitem__("expr", expression)
+
+    breaks: list[tuple[str, Callable[[list[dict]], None], str]] = [
+        ("an alert on a metric the code does not export", set_expr("sum(rate(fanfare_grpc_request_totl[5m])) > 0"), "did you mean fanfare_grpc_requests_total"),
+        ("an alert on a label the metric lacks", set_expr('sum(rate(fanfare_grpc_requests_total{reason="x"}[5m])) > 0'), "has no label 'reason'"),
+        ("an alert grouping by a label no metric has", set_expr("sum by (svc) (rate(fanfare_grpc_requests_total[5m])) > 0"), "groups by 'svc'"),
+        ("an alert with unbalanced brackets", set_expr("sum(rate(fanfare_grpc_requests_total[5m]) > 0"), "unbalanced brackets"),
+        ("an alert without severity", lambda o: first_alert(o)["labels"].pop("severity"), "label severity None"),
+        ("an alert without summary", lambda o: first_alert(o)["annotations"].pop("summary"), "no summary annotation"),
+        ("a for that is no duration", lambda o: first_alert(o).__setitem__("for", "5 minutes"), "for '5 minutes'"),
+        ("a runbook section that does not exist", lambda o: first_alert(o)["annotations"].__setitem__("runbook_url", "docs/operations.md#alerts"), "has no heading #alerts"),
+        ("an alert the runbook does not explain", lambda o: first_alert(o).__setitem__("alert", "FanfareUndocumented"), "FanfareUndocumented is not explained"),
+        ("a misspelt rule field", lambda o: first_alert(o).__setitem__("expression", first_alert(o)["expr"]), "unknown field PrometheusRule.spec.groups[0].rules[0].expression"),
+        ("a PodMonitor on a port the pods lack", lambda o: of_kind(o, "PodMonitor")["spec"]["podMetricsEndpoints"][0].__setitem__("port", "prometheus"), "scrapes port 'prometheus'"),
+        ("a PodMonitor that misses a service", lambda o: of_kind(o, "PodMonitor")["spec"]["selector"]["matchExpressions"][0].__setitem__("values", ["groups", "messages"]), "no PodMonitor scrapes"),
+        ("a monitoring kind with no check", lambda o: o.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"}}), "no structural check for ServiceMonitor"),
+    ]
+    for title, breaker, expected in breaks:
+        objects = copy.deepcopy(manifests.objects)
+        breaker(objects)
+        report = check_monitoring(Manifests(f"{manifests.source} [{title}]", objects), series, runbook)
+        if not any(expected in problem for problem in report.problems):
+            failures.append(f"monitoring, {title}: expected a problem containing {expected!r}, got {report.problems or 'none'}")
+    reported = len(breaks) - len([f for f in failures if f.startswith("monitoring, ")])
+    print(f"check_manifests: self-test: {reported} of {len(breaks)} monitoring breaks reported")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", required=True, help="the fanfare binary to ask")
@@ -1038,7 +1386,13 @@ def main() -> int:
     binary = Binary(args.binary)
     user = dockerfile_user(args.dockerfile)
     if args.self_test:
-        failures = [f for path in args.rendered for f in self_test(load(path), binary, user)]
+        failures = []
+        for path in args.rendered:
+            manifests = load(path)
+            if any(str(o.get("apiVersion", "")).startswith(MONITORING_GROUP) for o in manifests.objects):
+                failures += self_test_monitoring(manifests, args.sources)
+            else:
+                failures += self_test(manifests, binary, user)
         failures += self_test_dashboards(args.dashboards, args.sources)
         for failure in failures:
             print(f"check_manifests: SELF-TEST FAILED: {failure}", file=sys.stderr)
@@ -1052,6 +1406,7 @@ def main() -> int:
         if not report.problems:
             print(f"check_manifests: {manifests.source}: ok")
     problems.extend(check_dashboards(args.dashboards, args.sources))
+    problems.extend(check_monitoring_renderings(args.rendered, args.sources))
     for problem in problems:
         print(f"check_manifests: FAIL {problem}", file=sys.stderr)
     return 1 if problems else 0
