@@ -50,7 +50,7 @@ pub struct Pool {
 impl Pool {
     /// Wraps `pool`; the database counts as up until something says otherwise.
     pub fn new(pool: PgPool) -> Self {
-        let label = pool.connect_options().get_application_name().unwrap_or(UNNAMED_POOL).into();
+        let label: Arc<str> = pool.connect_options().get_application_name().unwrap_or(UNNAMED_POOL).into();
         Self { pool, down: Arc::new(AtomicBool::new(false)), label }
     }
 

@@ -112,9 +112,9 @@ pub fn sample() -> ProcessSample {
     sample_from(Path::new("/proc"))
 }
 
-/// [`sample`] from a `/proc` mounted at `proc` (tests pass a made-up one).
-fn sample_from(proc: &Path) -> ProcessSample {
-    let read = |name: &str| std::fs::read_to_string(proc.join(name)).ok();
+/// [`sample`] from a `/proc` mounted at `proc_root` (tests pass a made-up one).
+fn sample_from(proc_root: &Path) -> ProcessSample {
+    let read = |name: &str| std::fs::read_to_string(proc_root.join(name)).ok();
     let stat = read("self/stat").as_deref().and_then(parse_stat);
     let boot_time = read("stat").as_deref().and_then(parse_boot_time);
     let status = read("self/status");
@@ -123,7 +123,7 @@ fn sample_from(proc: &Path) -> ProcessSample {
         cpu_seconds: stat.as_ref().map(|stat| (stat.user_ticks + stat.system_ticks) as f64 / TICKS_PER_SECOND),
         resident_memory_bytes: kib("VmRSS"),
         virtual_memory_bytes: kib("VmSize"),
-        open_fds: std::fs::read_dir(proc.join("self/fd")).ok().map(|entries| entries.count() as u64),
+        open_fds: std::fs::read_dir(proc_root.join("self/fd")).ok().map(|entries| entries.count() as u64),
         max_fds: read("self/limits").as_deref().and_then(max_open_files),
         threads: stat.as_ref().map(|stat| stat.threads),
         start_time_seconds: stat
