@@ -54,8 +54,9 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     fail "rendering $dir with '${kustomize_cmd[*]}':"$'\n'"$(cat "$file.err")"
   rendered+=("$dir=$file")
 done
-# Each component as an overlay would include it: prod plus the component (paths relative
-# to the temporary overlay, as kustomize wants them).
+# Each component as an overlay would include it: prod plus the component, in prod's
+# namespace (paths relative to the temporary overlay, as kustomize wants them).
+prod_namespace=$(sed -n 's/^namespace: *//p' deploy/k8s/overlays/prod/kustomization.yaml)
 components=() # LABEL=FILE of the component renderings
 for dir in deploy/k8s/components/*/; do
   dir=${dir%/}
@@ -65,6 +66,7 @@ for dir in deploy/k8s/components/*/; do
   printf '%s\n' \
     "apiVersion: kustomize.config.k8s.io/v1beta1" \
     "kind: Kustomization" \
+    "namespace: $prod_namespace" \
     "resources: [$(realpath --relative-to="$overlay" deploy/k8s/overlays/prod)]" \
     "components: [$(realpath --relative-to="$overlay" "$dir")]" >"$overlay/kustomization.yaml"
   file=$out/prod+$name.yaml
