@@ -62,11 +62,7 @@ pub fn describe() {
     describe_gauge!(OPEN_FDS, Unit::Count, "Number of open file descriptors.");
     describe_gauge!(MAX_FDS, Unit::Count, "Maximum number of open file descriptors.");
     describe_gauge!(THREADS, Unit::Count, "Number of OS threads in the process.");
-    describe_gauge!(
-        START_TIME_SECONDS,
-        Unit::Seconds,
-        "Start time of the process since unix epoch in seconds."
-    );
+    describe_gauge!(START_TIME_SECONDS, Unit::Seconds, "Start time of the process since unix epoch in seconds.");
 }
 
 /// Records a fresh [`sample`] every [`REFRESH_INTERVAL`], the first at once. Never returns;
