@@ -26,6 +26,46 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::tls::ClientTls;
 
+/// Whether a call failed without the server having processed it, so that it may be sent again
+/// on another connection whatever the method. Two causes, both seen when a server recycles its
+/// connections under load (`FANFARE_MAX_CONNECTION_AGE_MS`, or its shutdown):
+/// - its HTTP/2 stream was refused because the connection was going away (a GOAWAY with no
+///   error for a stream the server had not accepted, or a reset with `REFUSED_STREAM`):
+///   HTTP/2 promises the application never saw it (RFC 9113, 6.8); tonic reports it as
+///   `INTERNAL` ("h2 protocol error"), so the code alone does not tell it from a real
+///   internal error;
+/// - it was still queued in the client when that connection closed, never written (hyper's
+///   "canceled: connection closed"); tonic reports it as `CANCELLED`.
+pub fn unprocessed(status: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            let going_away = h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return going_away || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Runs `call`, and once more if it failed [`unprocessed`] (its connection was going away):
+/// what every caller of a Fanfare service should do, since a server recycles its connections
+/// (`FANFARE_MAX_CONNECTION_AGE_MS`) and a call sent in the moment the GOAWAY crosses it on
+/// the wire fails that way.
+pub async fn once_more_if_unprocessed<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    match call().await {
+        Err(status) if unprocessed(&status) => call().await,
+        answered => answered,
+    }
+}
+
 /// How long connecting to another service may take before a call fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a service's host name is resolved again, to notice pods coming and going.

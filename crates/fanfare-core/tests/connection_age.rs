@@ -1,6 +1,7 @@
 //! The server's maximum connection age over real TCP: a unary caller moves to a new
 //! connection once its connection has aged, without a failed call, and a stream open on an
-//! aged connection runs on until shutdown ends it.
+//! aged connection runs on until shutdown ends it; a call refused because its connection was
+//! going away is recognised as unprocessed and answered when sent once more.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,5 +128,43 @@ async fn a_stream_outlives_its_connections_age_until_shutdown() {
     let last = tokio::time::timeout(PATIENCE, watch.message()).await.expect("shutdown ends the stream");
     let last = last.expect("a last status, not an error").expect("a last status before the end");
     assert_eq!(last.status(), ServingStatus::NotServing);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_in_flight_as_connections_age_are_answered_or_refused_unprocessed_and_answered_once_more() {
+    let server = AgingServer::start().await;
+    check(&server.channel).await.expect("the first call succeeds");
+
+    // Many callers at once across several connection ages, so calls are sent in the instant a
+    // GOAWAY crosses them: any call that fails must be one the server never saw, and sent once
+    // more it must be answered.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let channel = server.channel.clone();
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                let until = Instant::now() + AGE * 4;
+                while Instant::now() < until {
+                    if let Err(status) = check(&channel).await {
+                        assert!(
+                            fanfare_core::client::unprocessed(&status),
+                            "a call failed other than unprocessed: {status:?}"
+                        );
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        check(&channel).await.expect("an unprocessed call sent once more is answered");
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        tokio::time::timeout(PATIENCE, caller).await.expect("callers finish").expect("no caller panicked");
+    }
+    let answered = fanfare_core::client::once_more_if_unprocessed(|| check(&server.channel)).await;
+    answered.expect("once_more_if_unprocessed answers on a healthy connection");
+    assert!(server.accepted() >= 3, "the connections aged: {} accepted", server.accepted());
+    println!("{} calls refused unprocessed across {} connections", refused.load(Ordering::SeqCst), server.accepted());
     server.stop().await;
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound as _, Utc};
+use fanfare_core::client::once_more_if_unprocessed;
 use fanfare_core::config::DependencyConfig;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::domain::Role;
@@ -107,12 +108,14 @@ impl Target {
     /// `user` joins the audience group with `JoinGroup`; anything but JOINED fails.
     pub(super) async fn join(&self, user: i64) -> anyhow::Result<()> {
         let request = pb::JoinGroupRequest { group_id: self.audience };
-        let response = self
-            .client(user.unsigned_abs())
-            .join_group(as_user(user, request))
-            .await
-            .with_context(|| format!("JoinGroup as user {user}"))?
-            .into_inner();
+        let client = self.client(user.unsigned_abs());
+        let response = once_more_if_unprocessed(|| {
+            let mut client = client.clone();
+            async move { client.join_group(as_user(user, request)).await }
+        })
+        .await
+        .with_context(|| format!("JoinGroup as user {user}"))?
+        .into_inner();
         anyhow::ensure!(
             response.outcome == pb::JoinOutcome::Joined as i32,
             "JoinGroup as user {user} answered outcome {} instead of JOINED",
@@ -124,12 +127,14 @@ impl Target {
     /// `user` reads their own membership of the audience group with `GetMembership`.
     pub(super) async fn lookup(&self, call: u64, user: i64) -> anyhow::Result<()> {
         let request = pb::GetMembershipRequest { group_id: self.audience, user_id: 0 };
-        let response = self
-            .client(call)
-            .get_membership(as_user(user, request))
-            .await
-            .with_context(|| format!("GetMembership as user {user}"))?
-            .into_inner();
+        let client = self.client(call);
+        let response = once_more_if_unprocessed(|| {
+            let mut client = client.clone();
+            async move { client.get_membership(as_user(user, request)).await }
+        })
+        .await
+        .with_context(|| format!("GetMembership as user {user}"))?
+        .into_inner();
         let found = response.membership.map(|membership| membership.user_id);
         anyhow::ensure!(found == Some(user), "GetMembership as user {user} answered {found:?}");
         Ok(())

@@ -649,14 +649,14 @@ where
             Ok(value) => return Ok(value),
             Err(FanoutError::Upstream(status))
                 if attempt < UPSTREAM_ATTEMPTS
-                    && matches!(
+                    && (matches!(
                         status.code(),
                         Code::Unavailable
                             | Code::DeadlineExceeded
                             | Code::ResourceExhausted
                             | Code::Aborted
                             | Code::Unknown
-                    ) =>
+                    ) || fanfare_core::client::unprocessed(&status)) =>
             {
                 tokio::time::sleep(delay).await;
                 delay *= 2;

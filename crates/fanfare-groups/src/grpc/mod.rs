@@ -96,7 +96,7 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::UpdateGroupSettingsRequest>,
     ) -> GrpcResult<pb::UpdateGroupSettingsResponse> {
         let actor = actor(&request)?;
-        let (group_id, update) = parse::update_settings(request.get_ref()).map_err(invalid)?;
+        let parse::UpdateSettings { group_id, update } = parse::update_settings(request.get_ref()).map_err(invalid)?;
         let group = self.service.update_settings(actor, group_id, update).await?;
         Ok(Response::new(pb::UpdateGroupSettingsResponse { group: Some(self.group(&group)) }))
     }
@@ -128,7 +128,7 @@ impl GroupService for GroupsGrpc {
 
     async fn add_members(&self, request: Request<pb::AddMembersRequest>) -> GrpcResult<pb::AddMembersResponse> {
         let actor = actor(&request)?;
-        let (group_id, users) =
+        let parse::AddMembers { group_id, users } =
             parse::add_members(request.get_ref(), self.service.max_batch_size()).map_err(invalid)?;
         let outcome = self.service.add_members(actor, group_id, &users).await?;
         Ok(Response::new(pb::AddMembersResponse {
@@ -139,8 +139,8 @@ impl GroupService for GroupsGrpc {
 
     async fn remove_member(&self, request: Request<pb::RemoveMemberRequest>) -> GrpcResult<pb::RemoveMemberResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) =
-            parse::group_and_user(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
+        let parse::MemberRef { group_id, user } =
+            parse::member_ref(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
         self.service.remove_member(actor, group_id, user).await?;
         Ok(Response::new(pb::RemoveMemberResponse {}))
     }
@@ -161,7 +161,7 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::GetMembershipRequest>,
     ) -> GrpcResult<pb::GetMembershipResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) = parse::get_membership(request.get_ref()).map_err(invalid)?;
+        let parse::GetMembership { group_id, user } = parse::get_membership(request.get_ref()).map_err(invalid)?;
         let found = self.service.get_membership(actor, group_id, user).await?;
         Ok(Response::new(pb::GetMembershipResponse { membership: Some(membership(&found)) }))
     }
@@ -171,7 +171,7 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::ListUserGroupsRequest>,
     ) -> GrpcResult<pb::ListUserGroupsResponse> {
         let actor = actor(&request)?;
-        let (size, before) = parse::list_user_groups(request.get_ref()).map_err(invalid)?;
+        let parse::ListUserGroups { size, before } = parse::list_user_groups(request.get_ref()).map_err(invalid)?;
         let page = self.service.list_user_groups(actor, size, before).await?;
         Ok(Response::new(pb::ListUserGroupsResponse {
             groups: page
@@ -202,7 +202,8 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::TransferOwnershipRequest>,
     ) -> GrpcResult<pb::TransferOwnershipResponse> {
         let actor = actor(&request)?;
-        let (group_id, new_owner) = parse::transfer_ownership(request.get_ref()).map_err(invalid)?;
+        let parse::TransferOwnership { group_id, new_owner } =
+            parse::transfer_ownership(request.get_ref()).map_err(invalid)?;
         let group = self.service.transfer_ownership(actor, group_id, new_owner).await?;
         Ok(Response::new(pb::TransferOwnershipResponse { group: Some(self.group(&group)) }))
     }
@@ -217,8 +218,8 @@ impl GroupService for GroupsGrpc {
 
     async fn unban_member(&self, request: Request<pb::UnbanMemberRequest>) -> GrpcResult<pb::UnbanMemberResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) =
-            parse::group_and_user(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
+        let parse::MemberRef { group_id, user } =
+            parse::member_ref(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
         self.service.unban_member(actor, group_id, user).await?;
         Ok(Response::new(pb::UnbanMemberResponse {}))
     }
@@ -245,8 +246,8 @@ impl GroupService for GroupsGrpc {
 
     async fn unmute_member(&self, request: Request<pb::UnmuteMemberRequest>) -> GrpcResult<pb::UnmuteMemberResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) =
-            parse::group_and_user(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
+        let parse::MemberRef { group_id, user } =
+            parse::member_ref(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
         let unmuted = self.service.unmute_member(actor, group_id, user).await?;
         Ok(Response::new(pb::UnmuteMemberResponse { membership: Some(membership(&unmuted)) }))
     }
@@ -270,8 +271,8 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::ApproveJoinRequestRequest>,
     ) -> GrpcResult<pb::ApproveJoinRequestResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) =
-            parse::group_and_user(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
+        let parse::MemberRef { group_id, user } =
+            parse::member_ref(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
         let approved = self.service.approve_join_request(actor, group_id, user).await?;
         Ok(Response::new(pb::ApproveJoinRequestResponse { membership: Some(membership(&approved)) }))
     }
@@ -281,8 +282,8 @@ impl GroupService for GroupsGrpc {
         request: Request<pb::RejectJoinRequestRequest>,
     ) -> GrpcResult<pb::RejectJoinRequestResponse> {
         let actor = actor(&request)?;
-        let (group_id, user) =
-            parse::group_and_user(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
+        let parse::MemberRef { group_id, user } =
+            parse::member_ref(request.get_ref().group_id, request.get_ref().user_id).map_err(invalid)?;
         self.service.reject_join_request(actor, group_id, user).await?;
         Ok(Response::new(pb::RejectJoinRequestResponse {}))
     }

@@ -17,6 +17,61 @@ use crate::domain::{
 };
 use crate::service::{BanTerms, CreateGroup, JoinRequestKey, UserGroupsKey};
 
+/// A request naming one member (or user) of one group: RemoveMember, UnbanMember,
+/// UnmuteMember, ApproveJoinRequest, RejectJoinRequest.
+#[derive(Debug)]
+pub(super) struct MemberRef {
+    /// The group.
+    pub group_id: GroupId,
+    /// The user acted on.
+    pub user: UserId,
+}
+
+/// A validated GetMembership request.
+#[derive(Debug)]
+pub(super) struct GetMembership {
+    /// The group.
+    pub group_id: GroupId,
+    /// Whose membership; `None` for the caller's own.
+    pub user: Option<UserId>,
+}
+
+/// A validated ListUserGroups request.
+#[derive(Debug)]
+pub(super) struct ListUserGroups {
+    /// How many groups at most.
+    pub size: PageSize,
+    /// The last group of the previous page; `None` for the first page.
+    pub before: Option<UserGroupsKey>,
+}
+
+/// A validated AddMembers request.
+#[derive(Debug)]
+pub(super) struct AddMembers {
+    /// The group.
+    pub group_id: GroupId,
+    /// The users to add, distinct, in the order asked.
+    pub users: Vec<UserId>,
+}
+
+/// A validated UpdateGroupSettings request.
+#[derive(Debug)]
+pub(super) struct UpdateSettings {
+    /// The group.
+    pub group_id: GroupId,
+    /// The fields to change (the others stay).
+    pub update: SettingsUpdate,
+}
+
+/// A validated TransferOwnership request.
+#[derive(Debug)]
+pub(super) struct TransferOwnership {
+    /// The group.
+    pub group_id: GroupId,
+    /// The member who becomes its owner.
+    pub new_owner: UserId,
+}
+
 /// A page of a listing keyed by user id (members, bans).
 #[derive(Debug)]
 pub(super) struct UserKeyedPage {
@@ -98,11 +153,11 @@ pub(super) fn group_id(raw: i64) -> Result<GroupId, InvalidRequest> {
 }
 
 /// `group_id` and `user_id`, both required.
-pub(super) fn group_and_user(group_raw: i64, user_raw: i64) -> Result<(GroupId, UserId), InvalidRequest> {
+pub(super) fn member_ref(group_raw: i64, user_raw: i64) -> Result<MemberRef, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", group_raw));
     let user = violations.check(UserId::parse("user_id", user_raw));
-    violations.finish_with(|| Some((group?, user?)))
+    violations.finish_with(|| Some(MemberRef { group_id: group?, user: user? }))
 }
 
 /// A page size and a token holding a cursor of `parts` keys.
@@ -145,9 +200,7 @@ pub(super) fn list_members(request: &pb::ListMembersRequest) -> Result<ListMembe
 }
 
 /// ListUserGroups: keyed by (joined_at, group id), newest first.
-pub(super) fn list_user_groups(
-    request: &pb::ListUserGroupsRequest,
-) -> Result<(PageSize, Option<UserGroupsKey>), InvalidRequest> {
+pub(super) fn list_user_groups(request: &pb::ListUserGroupsRequest) -> Result<ListUserGroups, InvalidRequest> {
     let mut violations = Violations::new();
     let (size, cursor) = page(request.page_size, &request.page_token, 2, &mut violations);
     let before = match cursor.flatten() {
@@ -158,7 +211,7 @@ pub(super) fn list_user_groups(
         }
         None => Some(None),
     };
-    violations.finish_with(|| Some((size?, before?)))
+    violations.finish_with(|| Some(ListUserGroups { size: size?, before: before? }))
 }
 
 /// ListJoinRequests: keyed by (requested_at, user id), oldest first.
@@ -200,14 +253,11 @@ pub(super) fn batch_get_groups(
 }
 
 /// AddMembers.
-pub(super) fn add_members(
-    request: &pb::AddMembersRequest,
-    max: usize,
-) -> Result<(GroupId, Vec<UserId>), InvalidRequest> {
+pub(super) fn add_members(request: &pb::AddMembersRequest, max: usize) -> Result<AddMembers, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let users = id_batch("user_ids", &request.user_ids, max, UserId::parse, &mut violations);
-    violations.finish_with(|| Some((group?, users?)))
+    violations.finish_with(|| Some(AddMembers { group_id: group?, users: users? }))
 }
 
 fn parse_settings(settings: &pb::GroupSettings, violations: &mut Violations) -> Option<Settings> {
@@ -248,9 +298,7 @@ pub(super) fn create_group(request: &pb::CreateGroupRequest) -> Result<CreateGro
 }
 
 /// UpdateGroupSettings: only the fields present are parsed and changed.
-pub(super) fn update_settings(
-    request: &pb::UpdateGroupSettingsRequest,
-) -> Result<(GroupId, SettingsUpdate), InvalidRequest> {
+pub(super) fn update_settings(request: &pb::UpdateGroupSettingsRequest) -> Result<UpdateSettings, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let update = SettingsUpdate {
@@ -273,7 +321,7 @@ pub(super) fn update_settings(
             .min_follow_age_seconds
             .and_then(|raw| violations.check(parse_min_follow_age("min_follow_age_seconds", raw))),
     };
-    violations.finish_with(|| group.map(|group| (group, update)))
+    violations.finish_with(|| Some(UpdateSettings { group_id: group?, update }))
 }
 
 /// SetMemberRole.
@@ -310,7 +358,7 @@ pub(super) fn mute_member(request: &pb::MuteMemberRequest, now: DateTime<Utc>) -
 }
 
 /// GetMembership: `user_id` 0 means the caller.
-pub(super) fn get_membership(request: &pb::GetMembershipRequest) -> Result<(GroupId, Option<UserId>), InvalidRequest> {
+pub(super) fn get_membership(request: &pb::GetMembershipRequest) -> Result<GetMembership, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
     let user = if request.user_id == 0 {
@@ -318,7 +366,7 @@ pub(super) fn get_membership(request: &pb::GetMembershipRequest) -> Result<(Grou
     } else {
         violations.check(UserId::parse("user_id", request.user_id)).map(Some)
     };
-    violations.finish_with(|| Some((group?, user?)))
+    violations.finish_with(|| Some(GetMembership { group_id: group?, user: user? }))
 }
 
 /// CreateInvite: ttl 0 means the default; max_uses 0 means unlimited.
@@ -359,9 +407,9 @@ pub(super) fn invite_code(raw: &str) -> Result<InviteCode, InvalidRequest> {
 }
 
 /// TransferOwnership.
-pub(super) fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<(GroupId, UserId), InvalidRequest> {
+pub(super) fn transfer_ownership(request: &pb::TransferOwnershipRequest) -> Result<TransferOwnership, InvalidRequest> {
     let mut violations = Violations::new();
     let group = violations.check(GroupId::parse("group_id", request.group_id));
-    let user = violations.check(UserId::parse("new_owner_user_id", request.new_owner_user_id));
-    violations.finish_with(|| Some((group?, user?)))
+    let new_owner = violations.check(UserId::parse("new_owner_user_id", request.new_owner_user_id));
+    violations.finish_with(|| Some(TransferOwnership { group_id: group?, new_owner: new_owner? }))
 }

@@ -73,7 +73,7 @@ proptest! {
             post_policy,
             min_follow_age_seconds: min_follow_age,
         };
-        assert_parsed(&parse::update_settings(&request), |(group, update)| {
+        assert_parsed(&parse::update_settings(&request), |parse::UpdateSettings { group_id: group, update }| {
             assert!(group.get() > 0);
             assert!(update.title.as_ref().is_none_or(|title| chars_within(title.as_str(), MAX_TITLE_CHARS)));
         });
@@ -87,7 +87,7 @@ proptest! {
             assert!(!groups.is_empty() && groups.len() <= max && groups.iter().all(|group| group.get() > 0));
         });
         let add = pb::AddMembersRequest { group_id, user_ids };
-        assert_parsed(&parse::add_members(&add, max), |(group, users)| {
+        assert_parsed(&parse::add_members(&add, max), |parse::AddMembers { group_id: group, users }| {
             assert!(group.get() > 0 && !users.is_empty() && users.len() <= max);
             assert!(users.iter().all(|user| user.get() > 0));
         });
@@ -101,7 +101,7 @@ proptest! {
             assert!(listing.page.after.is_none_or(|user| user.get() > 0));
         });
         let groups = pb::ListUserGroupsRequest { page_size, page_token: page_token.clone() };
-        assert_parsed(&parse::list_user_groups(&groups), |(size, _)| assert!(page_within(size.get())));
+        assert_parsed(&parse::list_user_groups(&groups), |listing| assert!(page_within(listing.size.get())));
         let requests = pb::ListJoinRequestsRequest { group_id, page_size, page_token };
         assert_parsed(&parse::list_join_requests(&requests), |listing| {
             assert!(listing.group_id.get() > 0 && page_within(listing.size.get()));
@@ -111,8 +111,8 @@ proptest! {
     #[test]
     fn member_actions(group_id in int64(), user_id in int64(), role in int32(), reason in text(), until in timestamp()) {
         let now = Utc::now();
-        assert_parsed(&parse::group_and_user(group_id, user_id), |(group, user)| {
-            assert!(group.get() > 0 && user.get() > 0);
+        assert_parsed(&parse::member_ref(group_id, user_id), |member| {
+            assert!(member.group_id.get() > 0 && member.user.get() > 0);
         });
         let set_role = pb::SetMemberRoleRequest { group_id, user_id, role };
         assert_parsed(&parse::set_member_role(&set_role), |change| {
@@ -126,11 +126,11 @@ proptest! {
         let mute = pb::MuteMemberRequest { group_id, user_id, until };
         assert_parsed(&parse::mute_member(&mute, now), |mute| assert!(mute.until > now));
         let membership = pb::GetMembershipRequest { group_id, user_id };
-        assert_parsed(&parse::get_membership(&membership), |(group, user)| {
+        assert_parsed(&parse::get_membership(&membership), |parse::GetMembership { group_id: group, user }| {
             assert!(group.get() > 0 && user.is_none_or(|user| user.get() > 0));
         });
         let transfer = pb::TransferOwnershipRequest { group_id, new_owner_user_id: user_id };
-        assert_parsed(&parse::transfer_ownership(&transfer), |(_, user)| assert!(user.get() > 0));
+        assert_parsed(&parse::transfer_ownership(&transfer), |transfer| assert!(transfer.new_owner.get() > 0));
     }
 
     #[test]
