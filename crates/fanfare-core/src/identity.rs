@@ -3,6 +3,7 @@
 use tonic::metadata::MetadataMap;
 
 use crate::ids::UserId;
+use crate::status::{self, ErrorReason, Reason};
 
 /// Metadata key carrying the acting user (a positive int64, in decimal).
 pub const USER_ID_HEADER: &str = "x-fanfare-user-id";
@@ -20,10 +21,11 @@ pub enum IdentityError {
 
 impl From<IdentityError> for tonic::Status {
     fn from(error: IdentityError) -> Self {
-        match error {
-            IdentityError::Missing => tonic::Status::unauthenticated(error.to_string()),
-            IdentityError::Malformed(_) => tonic::Status::invalid_argument(error.to_string()),
-        }
+        let (code, reason) = match error {
+            IdentityError::Missing => (tonic::Code::Unauthenticated, ErrorReason::Unauthenticated),
+            IdentityError::Malformed(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidArgument),
+        };
+        status::new(code, Reason::new(reason).with("header", USER_ID_HEADER), error.to_string())
     }
 }
 
@@ -62,9 +64,11 @@ mod tests {
     fn missing_is_unauthenticated_and_malformed_is_invalid() {
         let missing = tonic::Status::from(acting_user(&MetadataMap::new()).unwrap_err());
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status::reason_of(&missing), Some(ErrorReason::Unauthenticated));
         for bad in ["", "abc", "0", "-3", "99999999999999999999"] {
             let status = tonic::Status::from(acting_user(&metadata_with(bad)).unwrap_err());
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert_eq!(status::reason_of(&status), Some(ErrorReason::InvalidArgument), "{bad:?}");
         }
     }
 
