@@ -19,7 +19,8 @@
 //! recognised.
 //!
 //! tonic's other answers of its own carry no `ErrorInfo` reason: UNIMPLEMENTED for a method
-//! no service here has (or an encoding it does not support) and INTERNAL for a request stream
+//! no service here has (its router answers that in the headers alone, without a [`Status`] in
+//! the extensions) or an encoding it does not support, and INTERNAL for a request stream
 //! without a message. This layer adds reason `UNIMPLEMENTED` or `INTERNAL` to them, keeping
 //! code and message. Every other response passes untouched: the handlers' statuses carry
 //! their reasons already, and health and reflection answer in their own terms.
@@ -41,6 +42,12 @@ const PROST_DECODE_ERROR: &str = "failed to decode Protobuf message: ";
 /// Longest reason of a malformed request kept in the answer (prost's reasons are short:
 /// a description and the message and field names it was in).
 const MAX_DECODE_REASON_BYTES: usize = 256;
+
+/// The header of a trailers-only answer's code.
+const GRPC_STATUS_HEADER: &str = "grpc-status";
+
+/// The header of a trailers-only answer's details (a `google.rpc.Status`).
+const GRPC_STATUS_DETAILS_HEADER: &str = "grpc-status-details-bin";
 
 /// The quota subject of the refusal.
 pub const MESSAGE_SIZE_SUBJECT: &str = "max_decoding_message_size";
@@ -82,9 +89,11 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            let status = response.extensions().get::<Status>();
-            let refusal = status
-                .and_then(|status| too_large(status).or_else(|| malformed(status)).or_else(|| unreasoned(status)));
+            let refusal = match response.extensions().get::<Status>() {
+                Some(status) => too_large(status).or_else(|| malformed(status)).or_else(|| unreasoned(status)),
+                // tonic's router answers a path it has no route for in headers alone.
+                None => unrouted(response.headers()),
+            };
             Ok(match refusal {
                 Some(refusal) => refusal.into_http(),
                 None => response,
@@ -143,6 +152,18 @@ fn unreasoned(status: &Status) -> Option<Status> {
     Some(crate::status::with_reason_if_missing(status.clone(), reason))
 }
 
+/// The UNIMPLEMENTED answer of tonic's router for a path no service has, with an `ErrorInfo`
+/// reason added, if `headers` are that answer: it carries its status in the headers only, not
+/// in the extensions.
+fn unrouted(headers: &http::HeaderMap) -> Option<Status> {
+    let code = Code::from_bytes(headers.get(GRPC_STATUS_HEADER)?.as_bytes());
+    if code != Code::Unimplemented || headers.contains_key(GRPC_STATUS_DETAILS_HEADER) {
+        return None;
+    }
+    let status = Status::from_header_map(headers)?;
+    Some(crate::status::new(Code::Unimplemented, ErrorReason::Unimplemented, status.message()))
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, reason = "tonic's own refusals, as tonic builds them")]
 mod tests {
@@ -191,5 +212,20 @@ mod tests {
 
         assert!(unreasoned(&crate::status::internal()).is_none(), "a reason is kept");
         assert!(unreasoned(&Status::not_found("service not registered")).is_none(), "health's own answer");
+    }
+
+    #[test]
+    fn the_routers_answer_in_headers_gets_a_reason() {
+        let mut unrouted_headers = http::HeaderMap::new();
+        Status::unimplemented("").add_header(&mut unrouted_headers).expect("encodable");
+        let answered = unrouted(&unrouted_headers).expect("a reason added");
+        assert_eq!((answered.code(), answered.message()), (Code::Unimplemented, ""));
+        assert_eq!(crate::status::reason_of(&answered), Some(ErrorReason::Unimplemented));
+
+        let mut ours = http::HeaderMap::new();
+        let with_reason = crate::status::new(Code::Unimplemented, ErrorReason::Unimplemented, "");
+        with_reason.add_header(&mut ours).expect("encodable");
+        assert!(unrouted(&ours).is_none(), "a status with details is left as it is");
+        assert!(unrouted(&http::HeaderMap::new()).is_none(), "a response without a status");
     }
 }
