@@ -7,6 +7,7 @@ const PROTO_FILES: &[&str] = &[
     "fanfare/common/v1/group.proto",
     "fanfare/common/v1/events.proto",
     "fanfare/common/v1/update.proto",
+    "fanfare/common/v1/errors.proto",
     "fanfare/groups/v1/groups.proto",
     "fanfare/messages/v1/messages.proto",
     FANOUT_PROTO,

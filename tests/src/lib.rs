@@ -1,25 +1,68 @@
 //! Helpers for the black-box tests: status assertions and a macro that runs one test body
 //! against every storage.
 
+use fanfare_core::status::{ERROR_DOMAIN, ErrorReason, reason_of};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-/// Asserts a call failed with `code`, returning the status for further checks.
+/// Codes only a server makes (a client's own failures are UNAVAILABLE, DEADLINE_EXCEEDED,
+/// CANCELLED, UNKNOWN, and RESOURCE_EXHAUSTED or INTERNAL for messages it will not send or
+/// read): a status of one of them must carry a Fanfare `ErrorInfo`.
+const SERVER_ONLY_CODES: [Code; 6] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::PermissionDenied,
+    Code::FailedPrecondition,
+    Code::Unauthenticated,
+];
+
+/// Asserts a call failed with `code`, returning the status for further checks. A status of a
+/// code only servers make must carry an `ErrorInfo` reason of ours.
 #[track_caller]
 pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
     match result {
         Ok(value) => panic!("expected {code:?}, got Ok({value:?})"),
         Err(status) => {
             assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            if SERVER_ONLY_CODES.contains(&code) {
+                expect_some_reason(&status);
+            }
             status
         }
     }
 }
 
+/// Asserts a call failed with `code` and an `ErrorInfo` of `reason` (domain `fanfare.io`),
+/// returning the status for further checks.
+#[track_caller]
+pub fn expect_reason<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: ErrorReason) -> Status {
+    let status = expect_code(result, code);
+    assert_eq!(reason_of(&status), Some(reason), "unexpected reason: {status:?}");
+    status
+}
+
+/// Asserts `status` carries an `ErrorInfo` of ours, whatever its reason.
+#[track_caller]
+pub fn expect_some_reason(status: &Status) -> ErrorReason {
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("an ErrorInfo detail: {status:?}"));
+    assert_eq!(info.domain, ERROR_DOMAIN, "{status:?}");
+    reason_of(status).unwrap_or_else(|| panic!("a known reason: {status:?}"))
+}
+
+/// The `ErrorInfo` metadata entry `key` of `status`.
+#[track_caller]
+pub fn error_metadata(status: &Status, key: &str) -> String {
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("an ErrorInfo detail: {status:?}"));
+    info.metadata.get(key).cloned().unwrap_or_else(|| panic!("`{key}` in the ErrorInfo metadata: {status:?}"))
+}
+
 /// Asserts a call failed with `INVALID_ARGUMENT` naming `field` among its field violations.
 #[track_caller]
 pub fn expect_field_violation<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) -> Status {
-    let status = expect_code(result, Code::InvalidArgument);
+    let status = expect_reason(result, Code::InvalidArgument, ErrorReason::InvalidArgument);
     let details = status.get_error_details();
     let fields: Vec<String> = details
         .bad_request()
@@ -68,6 +111,7 @@ pub mod proxy;
 pub mod groups {
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    use fanfare_core::status::ErrorReason;
     use fanfare_groups::GroupsConfig;
     use fanfare_proto::common::v1 as common;
     use fanfare_proto::common::v1::group_event::Change;
@@ -236,10 +280,30 @@ pub mod groups {
         Timestamp { seconds: now_seconds + seconds, nanos: 0 }
     }
 
-    /// Asserts `FAILED_PRECONDITION` whose precondition failure is of `kind`.
+    /// The `ErrorInfo` reason of precondition failures of `kind` (the groups service's, and
+    /// the messages service's, which share the `ARCHIVED` kind).
+    fn precondition_reason(kind: &str) -> ErrorReason {
+        match kind {
+            "ARCHIVED" => ErrorReason::GroupArchived,
+            "OWNER" => ErrorReason::OwnerImmovable,
+            "INVITE_EXPIRED" => ErrorReason::InviteExpired,
+            "INVITE_REVOKED" => ErrorReason::InviteRevoked,
+            "INVITE_EXHAUSTED" => ErrorReason::InviteExhausted,
+            "NOT_A_FOLLOWER" => ErrorReason::NotAFollower,
+            "FOLLOW_TOO_RECENT" => ErrorReason::FollowTooRecent,
+            "FOLLOWERS_ONLY_UNAVAILABLE" => ErrorReason::FollowersOnlyUnsupported,
+            // The messages service's.
+            "EDIT_WINDOW" => ErrorReason::EditWindowClosed,
+            "DELETED" => ErrorReason::MessageDeleted,
+            other => panic!("no groups precondition is of kind {other:?}"),
+        }
+    }
+
+    /// Asserts `FAILED_PRECONDITION` whose precondition failure is of `kind`, with the
+    /// `ErrorInfo` reason of that kind.
     #[track_caller]
     pub fn expect_precondition<T: std::fmt::Debug>(result: Result<T, Status>, kind: &str) -> Status {
-        let status = expect_code(result, Code::FailedPrecondition);
+        let status = crate::expect_reason(result, Code::FailedPrecondition, precondition_reason(kind));
         let details = status.get_error_details();
         let kinds: Vec<String> = details
             .precondition_failure()
@@ -257,6 +321,7 @@ pub mod groups {
     #[track_caller]
     pub fn expect_quota_failure<T: std::fmt::Debug>(result: Result<T, Status>) -> Status {
         let status = expect_code(result, Code::ResourceExhausted);
+        crate::expect_some_reason(&status);
         let details = status.get_error_details();
         assert!(details.quota_failure().is_some(), "a QuotaFailure detail: {status:?}");
         assert!(details.retry_info().is_none(), "waiting does not help a limit: {status:?}");
@@ -266,7 +331,7 @@ pub mod groups {
     /// Asserts `INVALID_ARGUMENT` naming exactly `fields` (in any order).
     #[track_caller]
     pub fn expect_exact_violations<T: std::fmt::Debug>(result: Result<T, Status>, fields: &[&str]) -> Status {
-        let status = expect_code(result, Code::InvalidArgument);
+        let status = crate::expect_reason(result, Code::InvalidArgument, ErrorReason::InvalidArgument);
         let details = status.get_error_details();
         let mut found: Vec<String> = details
             .bad_request()

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use fanfare_core::status::{ErrorReason, RETRY_AFTER_MS_KEY};
 use fanfare_groups::store::GroupStore;
 use fanfare_messages::MessagesConfig;
 use fanfare_proto::common::v1 as common;
@@ -371,10 +372,21 @@ pub fn totals(reactions: &[common::ReactionCount]) -> Vec<(String, i64)> {
 #[track_caller]
 pub fn expect_retry_after<T: std::fmt::Debug>(result: Result<T, Status>) -> Duration {
     let status = expect_code(result, Code::ResourceExhausted);
+    crate::expect_some_reason(&status);
     let details = status.get_error_details();
     let retry = details.retry_info().unwrap_or_else(|| panic!("a RetryInfo detail: {status:?}"));
     let delay = retry.retry_delay.unwrap_or_else(|| panic!("a retry delay: {status:?}"));
     assert!(delay > Duration::ZERO, "a positive delay: {status:?}");
+    delay
+}
+
+/// Asserts `RESOURCE_EXHAUSTED` for `reason` with a positive retry delay, which the
+/// `ErrorInfo` metadata repeats as `retry_after_ms`; returns the delay.
+#[track_caller]
+pub fn expect_retry_reason<T: std::fmt::Debug>(result: Result<T, Status>, reason: ErrorReason) -> Duration {
+    let status = crate::expect_reason(result, Code::ResourceExhausted, reason);
+    let delay = expect_retry_after::<()>(Err(status.clone()));
+    assert_eq!(crate::error_metadata(&status, RETRY_AFTER_MS_KEY), delay.as_millis().to_string());
     delay
 }
 

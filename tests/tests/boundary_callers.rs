@@ -5,6 +5,7 @@
 
 use fanfare_core::callers::token_sha256_hex;
 use fanfare_core::client::ServiceTokenInterceptor;
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::update::Change;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
@@ -12,7 +13,7 @@ use fanfare_proto::messages::v1 as pb;
 use fanfare_proto::messages::v1::message_service_client::MessageServiceClient;
 use fanfare_testkit::{Storage, TestStack, as_user};
 use fanfare_tests::messages::settle;
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_reason, on_every_storage};
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -138,8 +139,10 @@ async fn only_the_groups_identity_appends_to_logs_and_callers_keep_to_their_meth
     // Only the groups identity may append to a log: the gateway may call every other method
     // of the service, but `Service/*` does not reach an internal one.
     let forged = pb::AppendSystemUpdatesRequest { events: vec![left(9_000_001, group_id, 2)] };
-    let refused = expect_code(gateway.append_system_updates(forged.clone()).await, Code::PermissionDenied);
+    let refused = gateway.append_system_updates(forged.clone()).await;
+    let refused = expect_reason(refused, Code::PermissionDenied, ErrorReason::CallerNotAllowed);
     assert!(refused.message().contains("`gateway`"), "{refused:?}");
+    assert_eq!(error_metadata(&refused, "caller"), "gateway");
     expect_code(anonymous.append_system_updates(forged.clone()).await, Code::Unauthenticated);
     // The relaying identity may not act for a user, nor call what it was not given.
     expect_code(relay.append_system_updates(as_user(1, forged.clone())).await, Code::PermissionDenied);
@@ -155,7 +158,8 @@ async fn only_the_groups_identity_appends_to_logs_and_callers_keep_to_their_meth
     let again = relay.append_system_updates(forged).await.expect("a repeat").into_inner();
     assert_eq!(again.appended, appended.appended, "a true repeat answers the original");
     let other_content = pb::AppendSystemUpdatesRequest { events: vec![left(9_000_001, group_id, 1)] };
-    let conflict = expect_code(relay.append_system_updates(other_content).await, Code::AlreadyExists);
+    let conflict = relay.append_system_updates(other_content).await;
+    let conflict = expect_reason(conflict, Code::AlreadyExists, ErrorReason::IdempotencyConflict);
     assert!(conflict.message().contains("9000001"), "{conflict:?}");
     let after = updates_of(&mut gateway, group_id).await;
     assert_eq!(after.len(), 5);

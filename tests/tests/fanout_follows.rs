@@ -4,10 +4,11 @@
 
 use std::collections::HashSet;
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::fanout::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::fanout::{Listing, counts, follow, page, start, start_unthrottled, start_with, unfollow, walk};
-use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
+use fanfare_tests::{expect_field_violation, expect_reason, on_every_storage};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -187,7 +188,7 @@ async fn the_following_limit_is_resource_exhausted_until_an_unfollow(storage: St
         follow(&mut client, 1, creator).await;
     }
     let refused = client.follow(as_user(1, pb::FollowRequest { creator_user_id: 13 })).await;
-    let status = expect_code(refused, Code::ResourceExhausted);
+    let status = expect_reason(refused, Code::ResourceExhausted, ErrorReason::FollowingLimit);
     assert!(status.message().contains('3'), "the limit is named: {}", status.message());
     let details = status.get_error_details();
     assert!(details.quota_failure().is_some(), "a QuotaFailure detail: {status:?}");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use fanfare_bus::BusEvent;
 use fanfare_core::ids::UserId;
+use fanfare_core::status::ErrorReason;
 use fanfare_fanout::config::{DEFAULT_JOB_MAX_RATE, DEFAULT_JOB_RATE, JobsConfig};
 use fanfare_fanout::jobs::domain::{FanoutJob, IdempotencyKey, JobKind, JobState, NewJob, PayloadRef, Rate, StartJob};
 use fanfare_fanout::jobs::{JobStore, JobWorkers};
@@ -22,7 +23,7 @@ use fanfare_tests::fanout_jobs::{
     CheckpointFailsOnce, JobBackends, assert_each_follower_once, get_job, start_job, start_request, wait_for_job,
     wait_in_store,
 };
-use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_field_violation, expect_reason, on_every_storage};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -61,7 +62,9 @@ async fn starting_is_idempotent_per_key_and_a_key_reused_for_something_else_is_a
 
     // The same key for another payload or kind: refused, naming the key.
     let other_payload = start_request(pb::FanoutJobKind::BroadcastNotification, "post-2", "launch", 0);
-    let refused = expect_code(client.start_fanout_job(as_user(CREATOR, other_payload)).await, Code::AlreadyExists);
+    let refused = client.start_fanout_job(as_user(CREATOR, other_payload)).await;
+    let refused = expect_reason(refused, Code::AlreadyExists, ErrorReason::IdempotencyConflict);
+    assert_eq!(error_metadata(&refused, "job_id"), job.job_id.to_string());
     assert!(refused.message().contains("launch"), "{}", refused.message());
     let other_kind = start_request(pb::FanoutJobKind::NewGroupInvitation, "post-1", "launch", 0);
     expect_code(client.start_fanout_job(as_user(CREATOR, other_kind)).await, Code::AlreadyExists);
@@ -86,7 +89,7 @@ async fn jobs_are_read_listed_and_cancelled_by_their_creator_only(storage: Stora
     assert_eq!(get_job(&mut client, CREATOR, mine[1]).await.idempotency_key, "b");
     for (actor, job_id) in [(2, mine[0]), (CREATOR, theirs), (CREATOR, 999_999)] {
         let request = pb::GetFanoutJobRequest { job_id };
-        expect_code(client.get_fanout_job(as_user(actor, request)).await, Code::NotFound);
+        expect_reason(client.get_fanout_job(as_user(actor, request)).await, Code::NotFound, ErrorReason::JobNotFound);
         let request = pb::CancelFanoutJobRequest { job_id };
         expect_code(client.cancel_fanout_job(as_user(actor, request)).await, Code::NotFound);
     }
@@ -157,7 +160,9 @@ async fn bad_requests_name_every_bad_field(storage: Storage) {
     let foreign = pb::ListFanoutJobsRequest { page_size: 0, page_token: "junk".to_owned() };
     expect_field_violation(client.list_fanout_jobs(as_user(CREATOR, foreign)).await, "page_token");
     let anonymous = tonic::Request::new(pb::GetFanoutJobRequest { job_id: 1 });
-    expect_code(client.get_fanout_job(anonymous).await, Code::Unauthenticated);
+    let anonymous =
+        expect_reason(client.get_fanout_job(anonymous).await, Code::Unauthenticated, ErrorReason::Unauthenticated);
+    assert_eq!(error_metadata(&anonymous, "header"), "x-fanfare-user-id");
 }
 
 async fn a_creator_without_followers_succeeds_at_once_and_cancelling_then_changes_nothing(storage: Storage) {
@@ -361,7 +366,7 @@ async fn a_creator_starting_jobs_too_often_is_told_when_to_retry(storage: Storag
             start_request(pb::FanoutJobKind::BroadcastNotification, "post-1", "three", 0),
         ))
         .await;
-    let status = expect_code(refused, Code::ResourceExhausted);
+    let status = expect_reason(refused, Code::ResourceExhausted, ErrorReason::RateLimited);
     assert!(status.message().contains("too often"), "{status:?}");
     let listed = client
         .list_fanout_jobs(as_user(CREATOR, pb::ListFanoutJobsRequest::default()))

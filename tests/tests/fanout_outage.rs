@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fanfare_core::status::{ErrorReason, reason_of};
 use fanfare_fanout::FanoutBackends;
 use fanfare_fanout::follows::store::PostgresFollowStore;
 use fanfare_proto::common::v1 as common;
 use fanfare_testkit::as_user;
-use fanfare_tests::expect_code;
 use fanfare_tests::fanout::{TestFanout, dev_config};
 use fanfare_tests::live::subscribe_fresh;
 use fanfare_tests::messages::{eventually, settle, text};
 use fanfare_tests::outage::{RedisServer, Services, postgres_stores};
+use fanfare_tests::{expect_code, expect_reason};
 use tonic::Code;
 
 /// A message committed while Redis is down waits in the outbox for its lease (10 s) before
@@ -78,7 +79,7 @@ async fn a_pod_started_without_redis_serves_streams_once_redis_is_up() {
         let mut client = client.clone();
         async move { client.subscribe(as_user(2, Default::default())).await.map(|_| ()) }
     };
-    let refused = fanfare_tests::expect_code(subscribe(&mut client).await, tonic::Code::Unavailable);
+    let refused = expect_reason(subscribe(&mut client).await, Code::Unavailable, ErrorReason::DependencyUnavailable);
     assert!(refused.message().contains("not connected to the update bus"), "{}", refused.message());
 
     redis.start_again().await;
@@ -88,6 +89,8 @@ async fn a_pod_started_without_redis_serves_streams_once_redis_is_up() {
         if !status.message().contains("update bus") {
             // Past the bus: the stream now fails on the next step, listing the user's groups.
             assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            // tonic's client made this one; passed on, it gets a reason.
+            assert_eq!(reason_of(&status), Some(ErrorReason::DependencyUnavailable), "{status:?}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the pod never connected to Redis: {status:?}");

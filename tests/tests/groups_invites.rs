@@ -4,6 +4,7 @@
 
 use chrono::{Duration, SubsecRound, Utc};
 use fanfare_core::ids::{GroupId, UserId};
+use fanfare_core::status::ErrorReason;
 use fanfare_groups::domain::{BanReason, Invite, InviteCode};
 use fanfare_proto::common::v1::group_event::Change;
 use fanfare_proto::common::v1::{GroupKind, JoinMethod, JoinPolicy, Role};
@@ -13,7 +14,7 @@ use fanfare_tests::groups::{
     Client, add, create, create_with_policy, events, expect_precondition, invite, membership, outbox_len, set_role,
     start,
 };
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{expect_code, expect_reason, on_every_storage};
 use tonic::{Code, Status};
 
 on_every_storage!(
@@ -121,8 +122,8 @@ async fn revoked_unknown_and_malformed_codes_are_refused(storage: Storage) {
     assert_eq!(membership(&mut client, group_id, 2).await, None);
     revoke(&mut client, 1, &code).await.expect("revoking twice is harmless");
 
-    expect_code(redeem(&mut client, 2, UNKNOWN_CODE).await, Code::NotFound);
-    expect_code(revoke(&mut client, 1, UNKNOWN_CODE).await, Code::NotFound);
+    expect_reason(redeem(&mut client, 2, UNKNOWN_CODE).await, Code::NotFound, ErrorReason::InviteNotFound);
+    expect_reason(revoke(&mut client, 1, UNKNOWN_CODE).await, Code::NotFound, ErrorReason::InviteNotFound);
     for malformed in ["", "not-a-code", "0OIl0OIl0OIl0OIl", &code[..15]] {
         fanfare_tests::expect_field_violation(redeem(&mut client, 2, malformed).await, "code");
         fanfare_tests::expect_field_violation(revoke(&mut client, 1, malformed).await, "code");
@@ -168,7 +169,7 @@ async fn invites_do_not_pass_a_ban_and_write_no_events(storage: Storage) {
     let rows = outbox_len(&service).await;
 
     let code = invite(&mut client, 1, group_id, 1).await.code;
-    expect_code(redeem(&mut client, 5, &code).await, Code::PermissionDenied);
+    expect_reason(redeem(&mut client, 5, &code).await, Code::PermissionDenied, ErrorReason::Banned);
     assert_eq!(membership(&mut client, group_id, 5).await, None);
     revoke(&mut client, 1, &code).await.expect("revoked");
     assert_eq!(outbox_len(&service).await, rows, "invites are not part of the timeline");
@@ -231,7 +232,8 @@ async fn join_requests_are_approved_or_rejected_by_moderators(storage: Storage) 
     let users: Vec<i64> = pending(&mut client, 1, group_id, 2).await.iter().map(|request| request.user_id).collect();
     assert_eq!(users, vec![13, 11]);
 
-    expect_code(client.approve_join_request(as_user(1, approve)).await, Code::NotFound);
+    let approved_again = client.approve_join_request(as_user(1, approve)).await;
+    expect_reason(approved_again, Code::NotFound, ErrorReason::JoinRequestNotFound);
     expect_code(client.reject_join_request(as_user(1, reject)).await, Code::NotFound);
     let rejected_again = client.join_group(as_user(12, pb::JoinGroupRequest { group_id })).await;
     assert_eq!(rejected_again.expect("may ask again").into_inner().outcome, pb::JoinOutcome::PendingApproval as i32);

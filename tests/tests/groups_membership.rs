@@ -1,6 +1,7 @@
 //! Joining, leaving, adding and removing members, the member and user-group limits, and
 //! who may read whose membership (docs/groups.md, "Joining", "Visibility", "Limits").
 
+use fanfare_core::status::{ErrorReason, reason_of};
 use fanfare_proto::common::v1::{GroupKind, JoinPolicy, Role};
 use fanfare_proto::groups::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
@@ -8,7 +9,7 @@ use fanfare_tests::groups::{
     Client, add, change_names, create, create_with_policy, events, expect_precondition, expect_quota_failure, get,
     invite, membership, outbox_len, role_of, set_role, start, start_with,
 };
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_reason, on_every_storage};
 use tonic::Code;
 
 on_every_storage!(
@@ -57,7 +58,7 @@ async fn join_outcomes_follow_the_join_policy(storage: Storage) {
 
     let community = GroupKind::Community;
     let invite_only = create_with_policy(&mut client, 1, community, JoinPolicy::InviteOnly).await.group_id;
-    expect_code(join(&mut client, 2, invite_only).await, Code::PermissionDenied);
+    expect_reason(join(&mut client, 2, invite_only).await, Code::PermissionDenied, ErrorReason::InviteRequired);
     assert_eq!(membership(&mut client, invite_only, 2).await, None);
 
     let approval = create_with_policy(&mut client, 1, community, JoinPolicy::Approval).await.group_id;
@@ -87,9 +88,9 @@ async fn join_outcomes_follow_the_join_policy(storage: Storage) {
 
     let chat = create(&mut client, 1, GroupKind::Chat).await.group_id;
     let hidden = join(&mut client, 2, chat).await;
-    expect_code(hidden, Code::NotFound);
+    expect_reason(hidden, Code::NotFound, ErrorReason::GroupNotFound);
     let unknown = join(&mut client, 2, chat + 1_000).await;
-    expect_code(unknown, Code::NotFound);
+    expect_reason(unknown, Code::NotFound, ErrorReason::GroupNotFound);
 }
 
 async fn banned_users_cannot_join(storage: Storage) {
@@ -105,8 +106,9 @@ async fn banned_users_cannot_join(storage: Storage) {
     };
     client.ban_member(as_user(1, for_an_hour)).await.expect("banned");
 
-    expect_code(join(&mut client, 2, open).await, Code::PermissionDenied);
-    expect_code(join(&mut client, 3, open).await, Code::PermissionDenied);
+    let banned = expect_reason(join(&mut client, 2, open).await, Code::PermissionDenied, ErrorReason::Banned);
+    assert_eq!(error_metadata(&banned, "group_id"), open.to_string());
+    expect_reason(join(&mut client, 3, open).await, Code::PermissionDenied, ErrorReason::Banned);
     assert_eq!(get(&mut client, 1, open).await.member_count, 1);
 
     let unban = pb::UnbanMemberRequest { group_id: open, user_id: 2 };
@@ -147,7 +149,7 @@ async fn the_owner_leaves_only_after_transferring(storage: Storage) {
     add(&mut client, 1, group_id, &[2]).await;
 
     let refused = client.leave_group(as_user(1, pb::LeaveGroupRequest { group_id })).await;
-    expect_code(refused, Code::FailedPrecondition);
+    expect_reason(refused, Code::FailedPrecondition, ErrorReason::OwnerImmovable);
     assert_eq!(role_of(&mut client, group_id, 1).await, Some(Role::Owner));
 
     let transfer = pb::TransferOwnershipRequest { group_id, new_owner_user_id: 2 };
@@ -245,7 +247,8 @@ async fn the_member_limit_is_resource_exhausted_and_all_or_none(storage: Storage
 
     add(&mut client, 1, chat, &[2, 3]).await;
     let full = pb::AddMembersRequest { group_id: chat, user_ids: vec![4] };
-    expect_quota_failure(client.add_members(as_user(1, full)).await);
+    let no_room = expect_quota_failure(client.add_members(as_user(1, full)).await);
+    assert_eq!(reason_of(&no_room), Some(ErrorReason::GroupFull));
     let existing = add(&mut client, 1, chat, &[2]).await;
     assert_eq!(existing.already_member_user_ids, vec![2], "existing members need no room");
     let redeem = pb::JoinWithInviteRequest { code };
@@ -279,7 +282,8 @@ async fn the_user_group_limit_is_resource_exhausted(storage: Storage) {
         title: "one too many".to_owned(),
         ..Default::default()
     };
-    expect_quota_failure(client.create_group(as_user(1, third)).await);
+    let limited = expect_quota_failure(client.create_group(as_user(1, third)).await);
+    assert_eq!(reason_of(&limited), Some(ErrorReason::UserGroupLimit));
     let listed = client.list_user_groups(as_user(1, pb::ListUserGroupsRequest::default())).await;
     assert_eq!(listed.expect("listed").into_inner().groups.len(), 2);
 
@@ -339,7 +343,8 @@ async fn who_may_read_members_and_memberships(storage: Storage) {
         assert_eq!(list_members_as(&mut client, 2, group_id).await.expect("members list"), vec![1, 2]);
         assert_eq!(membership_as(&mut client, 2, group_id, 1).await.expect("members read others"), 1);
     }
-    expect_code(list_members_as(&mut client, 2, broadcast).await, Code::PermissionDenied);
+    let role_too_low = list_members_as(&mut client, 2, broadcast).await;
+    expect_reason(role_too_low, Code::PermissionDenied, ErrorReason::PermissionDenied);
     expect_code(membership_as(&mut client, 2, broadcast, 3).await, Code::PermissionDenied);
     for moderator in [1, 3] {
         let listed = list_members_as(&mut client, moderator, broadcast).await;
@@ -350,16 +355,23 @@ async fn who_may_read_members_and_memberships(storage: Storage) {
         assert_eq!(membership_as(&mut client, 2, broadcast, own).await.expect("one's own"), 2);
     }
 
-    expect_code(list_members_as(&mut client, 9, community).await, Code::PermissionDenied);
+    // The same codes, told apart by their reasons: not a member of a group one may see, and
+    // a group one may not see (or that does not exist).
+    let outsider = expect_reason(
+        list_members_as(&mut client, 9, community).await,
+        Code::PermissionDenied,
+        ErrorReason::NotAMember,
+    );
+    assert_eq!(error_metadata(&outsider, "user_id"), "9");
     expect_code(membership_as(&mut client, 9, community, 1).await, Code::PermissionDenied);
-    expect_code(list_members_as(&mut client, 9, chat).await, Code::NotFound);
+    expect_reason(list_members_as(&mut client, 9, chat).await, Code::NotFound, ErrorReason::GroupNotFound);
     expect_code(membership_as(&mut client, 9, chat, 1).await, Code::NotFound);
     let chat_bans = pb::ListBansRequest { group_id: chat, ..Default::default() };
     expect_code(client.list_bans(as_user(9, chat_bans)).await, Code::NotFound);
     let chat_requests = pb::ListJoinRequestsRequest { group_id: chat, ..Default::default() };
     expect_code(client.list_join_requests(as_user(9, chat_requests)).await, Code::NotFound);
     expect_code(membership_as(&mut client, 9, community, 0).await, Code::NotFound);
-    expect_code(membership_as(&mut client, 1, community, 9).await, Code::NotFound);
+    expect_reason(membership_as(&mut client, 1, community, 9).await, Code::NotFound, ErrorReason::MemberNotFound);
 }
 
 async fn member_counts_stay_exact_for_every_kind(storage: Storage) {

@@ -1,6 +1,7 @@
 //! Roles and moderation, row by row of docs/groups.md "Who may do what": setting roles,
 //! transferring ownership, removing, banning, muting, and who outranks whom.
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1::group_event::Change;
 use fanfare_proto::common::v1::{GroupKind, JoinPolicy, Role};
 use fanfare_proto::groups::v1 as pb;
@@ -9,7 +10,7 @@ use fanfare_tests::groups::{
     Client, add, change_names, create, create_with_policy, events, get, membership, outbox_len, role_of,
     seconds_from_now, set_role, start,
 };
-use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
+use fanfare_tests::{expect_code, expect_field_violation, expect_reason, on_every_storage};
 use tonic::{Code, Status};
 
 on_every_storage!(
@@ -72,15 +73,15 @@ async fn only_the_owner_sets_roles(storage: Storage) {
     assert_eq!((promoted.user_id, promoted.role), (2, Role::Admin as i32));
 
     let by_admin = client.set_member_role(as_user(2, request(3, Role::Admin))).await;
-    expect_code(by_admin, Code::PermissionDenied);
+    expect_reason(by_admin, Code::PermissionDenied, ErrorReason::PermissionDenied);
     let by_member = client.set_member_role(as_user(3, request(2, Role::Member))).await;
     expect_code(by_member, Code::PermissionDenied);
     let to_owner = client.set_member_role(as_user(1, request(2, Role::Owner))).await;
     expect_field_violation(to_owner, "role");
     let stranger = client.set_member_role(as_user(1, request(9, Role::Admin))).await;
-    expect_code(stranger, Code::NotFound);
+    expect_reason(stranger, Code::NotFound, ErrorReason::MemberNotFound);
     let own_role = client.set_member_role(as_user(1, request(1, Role::Admin))).await;
-    expect_code(own_role, Code::FailedPrecondition);
+    expect_reason(own_role, Code::FailedPrecondition, ErrorReason::OwnerImmovable);
     assert_eq!(role_of(&mut client, group_id, 1).await, Some(Role::Owner));
     assert_eq!(role_of(&mut client, group_id, 2).await, Some(Role::Admin));
     assert_eq!(role_of(&mut client, group_id, 3).await, Some(Role::Member));
@@ -185,7 +186,7 @@ async fn nobody_removes_bans_or_mutes_the_owner(storage: Storage) {
     for actor in [2, 1] {
         for action in [Action::Remove, Action::Ban, Action::Mute] {
             let refused = act(&mut client, action, actor, group_id, 1).await;
-            expect_code(refused, Code::FailedPrecondition);
+            expect_reason(refused, Code::FailedPrecondition, ErrorReason::OwnerImmovable);
         }
     }
     let owner = membership(&mut client, group_id, 1).await.expect("still the owner");
@@ -203,14 +204,15 @@ async fn members_and_outsiders_cannot_moderate(storage: Storage) {
     client.join_group(as_user(7, pb::JoinGroupRequest { group_id })).await.expect("pending");
     let rows = outbox_len(&service).await;
 
-    for actor in [2, 9] {
+    // A member's role is too low; an outsider is no member at all.
+    for (actor, reason) in [(2, ErrorReason::PermissionDenied), (9, ErrorReason::NotAMember)] {
         for action in ACTIONS {
-            expect_code(act(&mut client, action, actor, group_id, 3).await, Code::PermissionDenied);
+            expect_reason(act(&mut client, action, actor, group_id, 3).await, Code::PermissionDenied, reason);
         }
         let unban = pb::UnbanMemberRequest { group_id, user_id: 8 };
-        expect_code(client.unban_member(as_user(actor, unban)).await, Code::PermissionDenied);
+        expect_reason(client.unban_member(as_user(actor, unban)).await, Code::PermissionDenied, reason);
         let list_bans = pb::ListBansRequest { group_id, ..Default::default() };
-        expect_code(client.list_bans(as_user(actor, list_bans)).await, Code::PermissionDenied);
+        expect_reason(client.list_bans(as_user(actor, list_bans)).await, Code::PermissionDenied, reason);
         let list_requests = pb::ListJoinRequestsRequest { group_id, ..Default::default() };
         let listed = client.list_join_requests(as_user(actor, list_requests)).await;
         expect_code(listed, Code::PermissionDenied);
@@ -264,7 +266,7 @@ async fn bans_remove_members_and_are_listed_until_lifted(storage: Storage) {
     assert_eq!(listed, vec![9]);
     assert_eq!(change_names(&events(&service).await).last(), Some(&"unbanned"));
     let again = client.unban_member(as_user(1, pb::UnbanMemberRequest { group_id, user_id: 2 })).await;
-    expect_code(again, Code::NotFound);
+    expect_reason(again, Code::NotFound, ErrorReason::BanNotFound);
     let joined = client.join_group(as_user(2, pb::JoinGroupRequest { group_id })).await.expect("joins");
     assert_eq!(joined.into_inner().outcome, pb::JoinOutcome::Joined as i32);
 

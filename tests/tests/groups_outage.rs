@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_core::config::DependencyConfig;
+use fanfare_core::status::ErrorReason;
 use fanfare_groups::GroupsConfig;
 use fanfare_groups::store::PostgresGroupStore;
 use fanfare_proto::groups::v1 as pb;
 use fanfare_proto::groups::v1::group_service_client::GroupServiceClient;
 use fanfare_testkit::TestDatabase;
 use fanfare_testkit::as_user;
-use fanfare_tests::expect_code;
 use fanfare_tests::messages::eventually;
 use fanfare_tests::outage::{CuttableProxy, database_address, wait_until_not_serving};
+use fanfare_tests::{expect_code, expect_reason};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -49,7 +50,8 @@ async fn a_dead_database_answers_unavailable_and_health_not_serving() {
         title: "Friends".into(),
         ..Default::default()
     };
-    let status = expect_code(groups.create_group(as_user(1, create)).await, Code::Unavailable);
+    let status = groups.create_group(as_user(1, create)).await;
+    let status = expect_reason(status, Code::Unavailable, ErrorReason::DependencyUnavailable);
     assert!(status.message().contains("retry"), "{}", status.message());
     assert!(status.get_error_details().retry_info().is_some(), "UNAVAILABLE carries a retry delay");
     expect_code(groups.get_group(as_user(1, pb::GetGroupRequest { group_id: 1 })).await, Code::Unavailable);

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use fanfare_core::identity::USER_ID_HEADER;
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1::group_event::Change;
 use fanfare_proto::common::v1::{GroupKind, JoinMethod, JoinPolicy, PostPolicy, Role};
 use fanfare_proto::groups::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::groups::{add, change_names, create, events, get, invite, seconds_from_now, start, start_with};
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_reason, on_every_storage};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -43,7 +44,8 @@ async fn the_service_token_is_required_on_every_call_but_health(storage: Storage
 
     for authorization in [None, Some("Bearer wrong"), Some("Bearer s3cre"), Some("Basic s3cret"), Some("s3cret")] {
         let refused = client.create_group(create_request(authorization)).await;
-        expect_code(refused, Code::Unauthenticated);
+        let refused = expect_reason(refused, Code::Unauthenticated, ErrorReason::Unauthenticated);
+        assert_eq!(error_metadata(&refused, "header"), "authorization");
     }
     let mut no_user = tonic::Request::new(pb::GetGroupRequest { group_id: 1 });
     no_user.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("valid metadata"));

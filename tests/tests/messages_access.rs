@@ -3,6 +3,7 @@
 //! next call is refused or allowed accordingly), strangers and unknown groups are refused,
 //! and history hidden from new members stays hidden.
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1::group_event::Change as GroupChange;
 use fanfare_proto::common::v1::{GroupKind, Role};
 use fanfare_proto::groups::v1 as groups_pb;
@@ -12,7 +13,7 @@ use fanfare_tests::groups::{add, seconds_from_now, set_role};
 use fanfare_tests::messages::{
     Client, get_by_seq, history, is_group_event, send, send_ok, start, unread, wait_for_update,
 };
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_reason, on_every_storage};
 use tonic::Code;
 
 on_every_storage!(
@@ -58,7 +59,8 @@ async fn a_banned_member_is_refused_from_the_ban_on(storage: Storage) {
     )
     .await;
 
-    let refused = expect_code(send(client, 2, group_id, "k-2", "still here?").await, Code::PermissionDenied);
+    let refused = send(client, 2, group_id, "k-2", "still here?").await;
+    let refused = expect_reason(refused, Code::PermissionDenied, ErrorReason::NotAMember);
     assert!(refused.message().contains("not a member"), "{}", refused.message());
     let list = pb::ListMessagesRequest { group_id, direction: pb::Direction::Forward as i32, ..Default::default() };
     expect_code(client.list_messages(as_user(2, list)).await, Code::PermissionDenied);
@@ -113,12 +115,15 @@ async fn a_muted_member_is_refused_until_unmuted(storage: Storage) {
         |change| matches!(change, GroupChange::MemberMuted(muted) if muted.user_id == 2),
     )
     .await;
-    let refused = expect_code(send(client, 2, group_id, "k-2", "can you hear me").await, Code::PermissionDenied);
+    let refused = send(client, 2, group_id, "k-2", "can you hear me").await;
+    let refused = expect_reason(refused, Code::PermissionDenied, ErrorReason::Muted);
     assert!(refused.message().contains("muted"), "{}", refused.message());
+    assert!(!error_metadata(&refused, "muted_until").is_empty());
     // Nor may they edit or react: each would reach every member's screen.
     let seq = history(client, 2, group_id).await[0].message_seq;
     let edit = pb::EditMessageRequest { group_id, message_seq: seq, text: "edited while muted".into() };
-    let refused = expect_code(client.edit_message(as_user(2, edit)).await, Code::PermissionDenied);
+    let refused =
+        expect_reason(client.edit_message(as_user(2, edit)).await, Code::PermissionDenied, ErrorReason::Muted);
     assert!(refused.message().contains("muted"), "{}", refused.message());
     let react = pb::AddReactionRequest { group_id, message_seq: seq, emoji: "🔥".into() };
     expect_code(client.add_reaction(as_user(2, react)).await, Code::PermissionDenied);
@@ -181,7 +186,8 @@ async fn moderators_act_only_on_the_messages_of_those_they_outrank(storage: Stor
     let own = send_ok(client, 2, group_id, "s", "the admin's own").await.message_seq;
     let delete = |message_seq| pb::DeleteMessageRequest { group_id, message_seq };
 
-    let refused = expect_code(client.delete_message(as_user(2, delete(owners))).await, Code::PermissionDenied);
+    let refused = client.delete_message(as_user(2, delete(owners))).await;
+    let refused = expect_reason(refused, Code::PermissionDenied, ErrorReason::PermissionDenied);
     assert!(refused.message().contains("outrank"), "{}", refused.message());
     expect_code(client.delete_message(as_user(2, delete(other_admins))).await, Code::PermissionDenied);
     client.delete_message(as_user(2, delete(members))).await.expect("an admin deletes a member's message");
@@ -213,13 +219,15 @@ async fn strangers_are_refused_and_private_chats_stay_hidden(storage: Storage) {
     send_ok(client, 1, community, "k", "public").await;
     send_ok(client, 2, chat, "k", "private").await;
 
-    expect_code(send(client, 9, community, "k", "let me in").await, Code::PermissionDenied);
+    // The same two codes as for groups, told apart by their reasons.
+    expect_reason(send(client, 9, community, "k", "let me in").await, Code::PermissionDenied, ErrorReason::NotAMember);
     let list = |group_id| pb::ListMessagesRequest {
         group_id,
         direction: pb::Direction::Backward as i32,
         ..Default::default()
     };
-    expect_code(client.list_messages(as_user(9, list(community))).await, Code::PermissionDenied);
+    let listed = client.list_messages(as_user(9, list(community))).await;
+    expect_reason(listed, Code::PermissionDenied, ErrorReason::NotAMember);
     let updates = pb::GetUpdatesRequest { group_id: community, ..Default::default() };
     expect_code(client.get_updates(as_user(9, updates)).await, Code::PermissionDenied);
     let mark = pb::MarkReadRequest { group_id: community, message_seq: 1 };
@@ -233,8 +241,11 @@ async fn strangers_are_refused_and_private_chats_stay_hidden(storage: Storage) {
 
     // A private chat answers a stranger as if it did not exist, like an unknown id.
     for group_id in [chat, 999_999] {
-        expect_code(send(client, 9, group_id, "k", "probe").await, Code::NotFound);
-        expect_code(client.list_messages(as_user(9, list(group_id))).await, Code::NotFound);
+        let probe =
+            expect_reason(send(client, 9, group_id, "k", "probe").await, Code::NotFound, ErrorReason::GroupNotFound);
+        assert_eq!(error_metadata(&probe, "group_id"), group_id.to_string());
+        let listed = client.list_messages(as_user(9, list(group_id))).await;
+        expect_reason(listed, Code::NotFound, ErrorReason::GroupNotFound);
         let updates = pb::GetUpdatesRequest { group_id, ..Default::default() };
         expect_code(client.get_updates(as_user(9, updates)).await, Code::NotFound);
         let get = pb::GetMessagesRequest { group_id, message_seqs: vec![1], ..Default::default() };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanfare_bus::UpdateBus;
+use fanfare_core::status::ErrorReason;
 use fanfare_groups::store::{GroupStore, MemoryGroupStore};
 use fanfare_messages::MessagesConfig;
 use fanfare_messages::store::{MemoryMessageStore, MessageStore};
@@ -16,7 +17,8 @@ use fanfare_proto::groups::v1 as groups_pb;
 use fanfare_proto::messages::v1 as pb;
 use fanfare_testkit::{Storage, TestDatabase, as_user};
 use fanfare_tests::messages::{
-    Client, all_updates, eventually, expect_retry_after, history, is_group_event, send, settle, wait_for_update,
+    Client, all_updates, eventually, expect_retry_after, expect_retry_reason, history, is_group_event, send, settle,
+    wait_for_update,
 };
 use fanfare_tests::outage::{CommitGate, GatedStore, Services, postgres_stores};
 use fanfare_tests::{expect_code, on_every_storage};
@@ -99,7 +101,7 @@ async fn a_full_commit_queue_answers_resource_exhausted_with_a_delay(storage: St
         spawn_send(&mut sends, &client, user, group_id);
     }
     let (_, first_answer) = sends.join_next().await.expect("a send task").expect("a send completes");
-    let delay = expect_retry_after(first_answer);
+    let delay = expect_retry_reason(first_answer, ErrorReason::Overloaded);
     assert!(delay <= Duration::from_secs(1), "a short retry delay: {delay:?}");
 
     gate.hook().open();
@@ -265,7 +267,7 @@ async fn per_user_limits_on_every_action_hold_across_pods(storage: Storage) {
     assert_eq!(allowed, if shared { 3 } else { 6 }, "the burst of 3, once for both pods when shared: {refused:?}");
     for status in refused {
         assert!(status.message().contains("reactions"), "{status:?}");
-        expect_retry_after::<()>(Err(status));
+        expect_retry_reason::<()>(Err(status), ErrorReason::RateLimited);
     }
 
     // Edits count as changes: a burst of 2 on one pod, then none left on the other (shared) or

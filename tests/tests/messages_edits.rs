@@ -2,6 +2,7 @@
 //! appears in the update log as its own kind of change, edits are the sender's within the
 //! edit window, deletes the sender's or a moderator's, purges a moderator's.
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1::update::Change;
 use fanfare_proto::common::v1::{Attachment, GroupKind, Message, Role};
 use fanfare_proto::messages::v1 as pb;
@@ -10,7 +11,7 @@ use fanfare_tests::groups::{expect_precondition, set_role};
 use fanfare_tests::messages::{
     Client, all_updates, get_one, history, posted, send_ok, snapshot, start, start_with, text, timeline,
 };
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{expect_code, expect_reason, on_every_storage};
 use tonic::{Code, Status};
 
 on_every_storage!(
@@ -117,9 +118,9 @@ async fn only_the_sender_edits_and_only_what_is_there(storage: Storage) {
     send_ok(client, 2, group_id, "k", "mine").await;
     let before = snapshot(client, 1, group_id).await;
 
-    expect_code(edit(client, 3, group_id, 1, "yours?").await, Code::PermissionDenied);
-    expect_code(edit(client, 1, group_id, 1, "owners neither").await, Code::PermissionDenied);
-    expect_code(edit(client, 2, group_id, 9, "nothing here").await, Code::NotFound);
+    expect_reason(edit(client, 3, group_id, 1, "yours?").await, Code::PermissionDenied, ErrorReason::NotSender);
+    expect_reason(edit(client, 1, group_id, 1, "owners neither").await, Code::PermissionDenied, ErrorReason::NotSender);
+    expect_reason(edit(client, 2, group_id, 9, "nothing here").await, Code::NotFound, ErrorReason::MessageNotFound);
     assert_eq!(snapshot(client, 1, group_id).await, before, "refused edits change nothing");
 
     delete(client, 2, group_id, 1).await.expect("deleted");

@@ -2,13 +2,14 @@
 //! `messages_input_send.rs`), and extreme values that must be answered, never panic. Each
 //! refusal names its field and writes nothing.
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1 as common;
 use fanfare_proto::common::v1::GroupKind;
 use fanfare_proto::messages::v1 as pb;
 use fanfare_proto::prost_types::Timestamp;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::messages::{Client, Fixture, history, send_ok, snapshot, start_with, updates_page};
-use fanfare_tests::{expect_code, expect_field_violation, on_every_storage};
+use fanfare_tests::{error_metadata, expect_code, expect_field_violation, expect_reason, on_every_storage};
 use tonic::{Code, Request, Status};
 
 on_every_storage!(
@@ -210,7 +211,9 @@ async fn extreme_values_are_answered_not_panicked_on(storage: Storage) {
     let max = i64::MAX;
 
     let edit = pb::EditMessageRequest { group_id, message_seq: max, text: "x".into() };
-    expect_code(client.edit_message(as_user(2, edit)).await, Code::NotFound);
+    let missing =
+        expect_reason(client.edit_message(as_user(2, edit)).await, Code::NotFound, ErrorReason::MessageNotFound);
+    assert_eq!(error_metadata(&missing, "message_seq"), max.to_string());
     let delete = pb::DeleteMessageRequest { group_id, message_seq: max };
     expect_code(client.delete_message(as_user(2, delete)).await, Code::NotFound);
     let react = pb::AddReactionRequest { group_id, message_seq: max, emoji: "👍".into() };
@@ -219,10 +222,11 @@ async fn extreme_values_are_answered_not_panicked_on(storage: Storage) {
     expect_code(client.pin_message(as_user(1, pin)).await, Code::NotFound);
     let reply =
         pb::SendMessageRequest { reply_to_message_seq: max, ..fanfare_tests::messages::text(group_id, "r", "re") };
-    expect_code(client.send_message(as_user(2, reply)).await, Code::NotFound);
-    expect_code(
+    expect_reason(client.send_message(as_user(2, reply)).await, Code::NotFound, ErrorReason::ReplyTargetNotFound);
+    expect_reason(
         client.get_updates(as_user(2, pb::GetUpdatesRequest { group_id: max, ..Default::default() })).await,
         Code::NotFound,
+        ErrorReason::GroupNotFound,
     );
 
     let mark = pb::MarkReadRequest { group_id, message_seq: max };

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use fanfare_core::status::ErrorReason;
 use fanfare_proto::common::v1::update::Change;
 use fanfare_proto::common::v1::{Attachment, GroupKind, PostPolicy, Role};
 use fanfare_proto::groups::v1 as groups_pb;
@@ -12,9 +13,9 @@ use fanfare_proto::messages::v1 as pb;
 use fanfare_testkit::{Storage, as_user};
 use fanfare_tests::groups::{expect_precondition, set_role};
 use fanfare_tests::messages::{
-    all_updates, expect_retry_after, history, history_paged, posted, send, send_ok, start, start_with, text, timeline,
+    all_updates, expect_retry_reason, history, history_paged, posted, send, send_ok, start, start_with, text, timeline,
 };
-use fanfare_tests::{expect_code, on_every_storage};
+use fanfare_tests::{expect_code, expect_reason, on_every_storage};
 use tokio::task::JoinSet;
 use tonic::Code;
 
@@ -90,7 +91,8 @@ async fn a_retry_with_the_same_key_answers_the_original(storage: Storage) {
     assert!(retry.duplicate, "the retry is recognised");
     assert_eq!(retry.message.as_ref(), Some(&original), "the retry answers the original message");
 
-    let conflict = expect_code(send(client, 2, group_id, "key-1", "something else").await, Code::AlreadyExists);
+    let conflict = send(client, 2, group_id, "key-1", "something else").await;
+    let conflict = expect_reason(conflict, Code::AlreadyExists, ErrorReason::IdempotencyConflict);
     assert!(conflict.message().contains("key-1"), "the conflict names the key: {}", conflict.message());
     assert!(conflict.message().contains("message 1"), "and the original message: {}", conflict.message());
 
@@ -178,7 +180,7 @@ async fn each_user_may_send_only_so_fast(storage: Storage) {
     let group_id = fixture.group(GroupKind::Community, 1, &[2]).await;
     let client = &mut fixture.messages;
     send_ok(client, 2, group_id, "a", "one").await;
-    let delay = expect_retry_after(send(client, 2, group_id, "b", "two").await);
+    let delay = expect_retry_reason(send(client, 2, group_id, "b", "two").await, ErrorReason::RateLimited);
     assert!(delay <= Duration::from_secs(1), "the wait is at most one interval: {delay:?}");
     send_ok(client, 1, group_id, "a", "others are not slowed").await;
     assert_eq!(history(client, 1, group_id).await.len(), 2, "the refused send wrote nothing");
@@ -192,7 +194,7 @@ async fn slow_mode_spaces_a_members_posts_but_not_a_moderators(storage: Storage)
     let client = &mut fixture.messages;
 
     let first = send_ok(client, 2, group_id, "m-1", "first").await;
-    let delay = expect_retry_after(send(client, 2, group_id, "m-2", "too soon").await);
+    let delay = expect_retry_reason(send(client, 2, group_id, "m-2", "too soon").await, ErrorReason::SlowMode);
     assert!(delay > Duration::from_secs(50) && delay <= Duration::from_secs(60), "the exact wait: {delay:?}");
     let retry = send(client, 2, group_id, "m-1", "first").await.expect("a retry is not slowed down");
     assert!(retry.duplicate);
@@ -212,7 +214,8 @@ async fn broadcast_groups_take_posts_from_the_owner_and_admins_only(storage: Sto
 
     let by_owner = send_ok(client, 1, group_id, "o", "new drop tomorrow").await;
     send_ok(client, 2, group_id, "a", "admins post too").await;
-    let by_member = expect_code(send(client, 3, group_id, "m", "me too").await, Code::PermissionDenied);
+    let by_member = send(client, 3, group_id, "m", "me too").await;
+    let by_member = expect_reason(by_member, Code::PermissionDenied, ErrorReason::PermissionDenied);
     assert!(by_member.message().contains("admins"), "{}", by_member.message());
 
     let reaction = pb::AddReactionRequest { group_id, message_seq: by_owner.message_seq, emoji: "🔥".into() };

@@ -3,6 +3,7 @@
 use tonic::metadata::MetadataMap;
 
 use crate::ids::UserId;
+use crate::status::{self, ErrorReason, Reason};
 
 /// Metadata key carrying the acting user (a positive int64, in decimal).
 pub const USER_ID_HEADER: &str = "x-fanfare-user-id";
@@ -20,10 +21,11 @@ pub enum IdentityError {
 
 impl From<IdentityError> for tonic::Status {
     fn from(error: IdentityError) -> Self {
-        match error {
-            IdentityError::Missing => tonic::Status::unauthenticated(error.to_string()),
-            IdentityError::Malformed(_) => tonic::Status::invalid_argument(error.to_string()),
-        }
+        let (code, reason) = match error {
+            IdentityError::Missing => (tonic::Code::Unauthenticated, ErrorReason::Unauthenticated),
+            IdentityError::Malformed(_) => (tonic::Code::InvalidArgument, ErrorReason::InvalidArgument),
+        };
+        status::new(code, Reason::new(reason).with("header", USER_ID_HEADER), error.to_string())
     }
 }
 
@@ -33,8 +35,25 @@ pub fn acting_user(metadata: &MetadataMap) -> Result<UserId, IdentityError> {
         return Err(IdentityError::Missing);
     };
     let text = value.to_str().map_err(|_| IdentityError::Malformed("<non-ASCII>".to_owned()))?;
-    let raw: i64 = text.trim().parse().map_err(|_| IdentityError::Malformed(text.to_owned()))?;
-    UserId::parse(USER_ID_HEADER, raw).map_err(|_| IdentityError::Malformed(text.to_owned()))
+    let raw: i64 = text.trim().parse().map_err(|_| IdentityError::Malformed(shown(text)))?;
+    UserId::parse(USER_ID_HEADER, raw).map_err(|_| IdentityError::Malformed(shown(text)))
+}
+
+/// Longest part of a malformed user id repeated in the error (an int64 has at most 20
+/// characters): the message is sent twice, in `grpc-message` and in the details, so it must
+/// not grow with the header.
+const MAX_SHOWN_BYTES: usize = 32;
+
+/// `text`, cut to [`MAX_SHOWN_BYTES`] with `…` when longer.
+fn shown(text: &str) -> String {
+    if text.len() <= MAX_SHOWN_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_SHOWN_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Puts the acting user into outgoing metadata, for calls from one service to another.
@@ -62,10 +81,21 @@ mod tests {
     fn missing_is_unauthenticated_and_malformed_is_invalid() {
         let missing = tonic::Status::from(acting_user(&MetadataMap::new()).unwrap_err());
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status::reason_of(&missing), Some(ErrorReason::Unauthenticated));
         for bad in ["", "abc", "0", "-3", "99999999999999999999"] {
             let status = tonic::Status::from(acting_user(&metadata_with(bad)).unwrap_err());
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert_eq!(status::reason_of(&status), Some(ErrorReason::InvalidArgument), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_long_bad_id_is_cut_in_the_error() {
+        let long = "9".repeat(4_000);
+        let status = tonic::Status::from(acting_user(&metadata_with(&long)).unwrap_err());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() < 200, "{}", status.message());
+        assert!(status.message().contains(&"9".repeat(MAX_SHOWN_BYTES)), "{}", status.message());
     }
 
     #[test]

@@ -7,7 +7,11 @@ use tokio_util::sync::CancellationToken;
 /// The status a server-streaming handler ends its stream with once the shutdown token is
 /// cancelled, so the client reconnects to another instance.
 pub fn shutdown_status() -> tonic::Status {
-    tonic::Status::unavailable("server is shutting down; reconnect to another instance")
+    crate::status::new(
+        tonic::Code::Unavailable,
+        crate::status::ErrorReason::ShuttingDown,
+        "server is shutting down; reconnect to another instance",
+    )
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT (Ctrl-C), logging which arrived.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fanfare_core::config::ServerConfig;
 use fanfare_core::server::GrpcServer;
+use fanfare_core::status::{ErrorReason, reason_of};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -153,6 +154,7 @@ async fn calls_over_the_concurrency_limit_are_shed() {
 
     let shed = list_services_v1(channel.clone(), None).await.expect_err("a second call is shed");
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    assert_eq!(reason_of(&shed), Some(ErrorReason::Overloaded), "{shed:?}");
     let details = tonic_types::StatusExt::get_error_details(&shed);
     assert!(details.retry_info().is_some(), "shed calls carry a retry hint");
 
@@ -172,6 +174,7 @@ async fn slow_unary_calls_time_out_but_streaming_methods_do_not() {
     let timed = start(GrpcServer::new(SERVICE, config.clone()).add_service(SlowService::default())).await;
     let status = call_wait(timed.channel().await, None).await.expect_err("the call times out");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(reason_of(&status), Some(ErrorReason::Timeout), "{status:?}");
 
     // Registered as streaming: not timed out. Released well after the timeout would fire.
     let slow = SlowService::default();
@@ -339,6 +342,7 @@ async fn an_over_size_request_is_resource_exhausted_and_the_server_carries_on() 
     let over_size = "x".repeat(fanfare_core::server::MAX_DECODING_MESSAGE_SIZE);
     let refused = health_status(channel.clone(), &over_size).await.expect_err("too large to read");
     assert_eq!(refused.code(), Code::ResourceExhausted, "not tonic's OUT_OF_RANGE: {refused:?}");
+    assert_eq!(reason_of(&refused), Some(ErrorReason::RequestTooLarge), "{refused:?}");
     let just_fits = "x".repeat(fanfare_core::server::MAX_DECODING_MESSAGE_SIZE - 16);
     let unknown = health_status(channel.clone(), &just_fits).await.expect_err("no such service");
     assert_eq!(unknown.code(), Code::NotFound, "read, and answered as any unknown service: {unknown:?}");

@@ -4,6 +4,8 @@
 //! certificate's identity reaches the request extensions; and a certificate replaced on disk
 //! is served to the next connection without a restart.
 
+#![allow(clippy::disallowed_methods, reason = "a client-side failure of the test")]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use fanfare_core::identity::IdentityError;
 use fanfare_core::ids::UserId;
-use fanfare_core::status;
+use fanfare_core::status::{self, ErrorReason, Reason};
 use fanfare_core::validation::InvalidRequest;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::follows::store::StoreError;
 use crate::jobs::domain::JobId;
@@ -84,7 +84,8 @@ pub enum FanoutError {
     #[error("the messages service answered GetUpdates with nothing")]
     EmptyUpdates,
     /// The groups or messages service answered a call of live delivery with this status;
-    /// it is passed on as it came.
+    /// it is passed on as it came (with a reason added if it carries none: tonic's client
+    /// makes statuses of its own when a connection breaks or a deadline passes).
     #[error("{}", .0.message())]
     Upstream(Status),
 }
@@ -130,30 +131,67 @@ impl From<FanoutError> for Status {
         match error {
             FanoutError::Identity(identity) => identity.into(),
             FanoutError::InvalidRequest(invalid) => status::invalid_argument(&invalid),
-            FanoutError::RateLimited { user, action, retry_after } => {
-                status::resource_exhausted(message, format!("user:{user}:{}", action.quota()), Some(retry_after))
-            }
+            FanoutError::RateLimited { user, action, retry_after } => status::resource_exhausted(
+                Reason::new(ErrorReason::RateLimited).with("user_id", user),
+                message,
+                format!("user:{user}:{}", action.quota()),
+                Some(retry_after),
+            ),
             FanoutError::Store(store) => store_status(store, message),
-            FanoutError::JobNotFound(_) => Status::not_found(message),
+            FanoutError::JobNotFound(job) => {
+                status::new(Code::NotFound, Reason::new(ErrorReason::JobNotFound).with("job_id", job), message)
+            }
             // As the messages service answers a reused client_message_id with other content.
-            FanoutError::IdempotencyConflict { .. } => Status::already_exists(message),
+            FanoutError::IdempotencyConflict { job, .. } => {
+                let reason = Reason::new(ErrorReason::IdempotencyConflict).with("job_id", job);
+                status::new(Code::AlreadyExists, reason, message)
+            }
             FanoutError::ShuttingDown => fanfare_core::shutdown::shutdown_status(),
-            FanoutError::TooManyStreams { .. } | FanoutError::FallingBehind => Status::resource_exhausted(message),
-            FanoutError::TooManyGroups { .. } => Status::failed_precondition(message),
-            FanoutError::BusUnavailable(_) => Status::unavailable(message),
+            FanoutError::TooManyStreams { user, max } => {
+                let reason = Reason::new(ErrorReason::TooManyStreams).with("user_id", user).with("limit", max);
+                status::new(Code::ResourceExhausted, reason, message)
+            }
+            FanoutError::FallingBehind => {
+                status::new(Code::ResourceExhausted, ErrorReason::StreamFallingBehind, message)
+            }
+            FanoutError::TooManyGroups { user, max } => {
+                let reason = Reason::new(ErrorReason::TooManyGroups).with("user_id", user).with("limit", max);
+                status::new(Code::FailedPrecondition, reason, message)
+            }
+            FanoutError::BusUnavailable(_) => {
+                let reason = Reason::new(ErrorReason::DependencyUnavailable).with("dependency", "update-bus");
+                status::new(Code::Unavailable, reason, message)
+            }
             // Another service broke its contract; nothing of ours is in the message.
-            FanoutError::EmptyUpdates => Status::internal(message),
-            FanoutError::Upstream(upstream) => upstream,
+            FanoutError::EmptyUpdates => status::new(Code::Internal, ErrorReason::Internal, message),
+            FanoutError::Upstream(upstream) => {
+                let fallback = upstream_fallback(upstream.code());
+                status::with_reason_if_missing(upstream, fallback)
+            }
         }
+    }
+}
+
+/// The reason of another service's status that carries none, which only tonic's client
+/// makes: a connection that broke or a deadline that passed, or else a broken contract.
+fn upstream_fallback(code: Code) -> ErrorReason {
+    match code {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            ErrorReason::DependencyUnavailable
+        }
+        _ => ErrorReason::Internal,
     }
 }
 
 fn store_status(error: StoreError, message: String) -> Status {
     match error {
         // Waiting does not help a limit: no retry delay.
-        StoreError::FollowingLimit { user, .. } => {
-            status::resource_exhausted(message, format!("user:{user}:following"), None)
-        }
+        StoreError::FollowingLimit { user, limit } => status::resource_exhausted(
+            Reason::new(ErrorReason::FollowingLimit).with("user_id", user).with("limit", limit),
+            message,
+            format!("user:{user}:following"),
+            None,
+        ),
         StoreError::Unavailable(cause) => {
             tracing::warn!(error = ?cause, "postgres unavailable");
             status::unavailable("the fanout database")
@@ -167,7 +205,6 @@ fn store_status(error: StoreError, message: String) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use tonic::Code;
     use tonic_types::StatusExt;
 
     use super::*;
@@ -180,6 +217,7 @@ mod tests {
     fn internal_causes_are_not_sent() {
         let status = Status::from(FanoutError::Store(StoreError::Internal(anyhow::anyhow!("secret table name"))));
         assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status::reason_of(&status), Some(ErrorReason::Internal));
         assert!(!status.message().contains("secret"));
     }
 
@@ -188,6 +226,7 @@ mod tests {
         let user = UserId::from_trusted(3);
         let status = Status::from(FanoutError::Store(StoreError::FollowingLimit { user, limit: 10_000 }));
         assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status::reason_of(&status), Some(ErrorReason::FollowingLimit));
         assert!(status.message().contains("10000"), "{}", status.message());
         assert!(!has_retry_delay(&status));
     }
@@ -199,12 +238,14 @@ mod tests {
         let limited =
             Status::from(FanoutError::RateLimited { user, action: LimitedAction::FollowChanges, retry_after });
         assert_eq!(limited.code(), Code::ResourceExhausted);
+        assert_eq!(status::reason_of(&limited), Some(ErrorReason::RateLimited));
         assert!(has_retry_delay(&limited));
         assert!(limited.message().starts_with("user 3 is following and unfollowing too fast; retry in"));
         let quota = limited.get_error_details().quota_failure().expect("a quota failure").violations[0].clone();
         assert_eq!(quota.subject, "user:3:follow-changes");
         let down = Status::from(FanoutError::Store(StoreError::Unavailable(anyhow::anyhow!("connection refused"))));
         assert_eq!(down.code(), Code::Unavailable);
+        assert_eq!(status::reason_of(&down), Some(ErrorReason::DependencyUnavailable));
         assert!(!down.message().contains("refused"));
     }
 
@@ -212,23 +253,40 @@ mod tests {
     fn conflicts_are_already_exists_naming_key_and_job() {
         let status = Status::from(FanoutError::IdempotencyConflict { key: "k1".into(), job: JobId::from_trusted(4) });
         assert_eq!(status.code(), Code::AlreadyExists);
+        assert_eq!(status::reason_of(&status), Some(ErrorReason::IdempotencyConflict));
         assert!(status.message().contains("\"k1\"") && status.message().contains(" 4,"), "{}", status.message());
     }
 
     #[test]
     fn missing_jobs_are_not_found() {
-        assert_eq!(Status::from(FanoutError::JobNotFound(JobId::from_trusted(9))).code(), Code::NotFound);
+        let status = Status::from(FanoutError::JobNotFound(JobId::from_trusted(9)));
+        assert_eq!((status.code(), status::reason_of(&status)), (Code::NotFound, Some(ErrorReason::JobNotFound)));
     }
 
     #[test]
     fn upstream_statuses_pass_through_and_stream_refusals_keep_their_codes() {
-        let upstream = Status::permission_denied("not a member");
+        let upstream = status::new(Code::PermissionDenied, ErrorReason::NotAMember, "not a member");
         let passed = Status::from(FanoutError::Upstream(upstream));
         assert_eq!((passed.code(), passed.message()), (Code::PermissionDenied, "not a member"));
+        assert_eq!(status::reason_of(&passed), Some(ErrorReason::NotAMember));
+        #[allow(clippy::disallowed_methods, reason = "tonic's client makes this one")]
+        let broken = Status::unknown("transport error");
+        let passed = Status::from(FanoutError::Upstream(broken));
+        assert_eq!((passed.code(), passed.message()), (Code::Unknown, "transport error"));
+        assert_eq!(status::reason_of(&passed), Some(ErrorReason::DependencyUnavailable));
+
         let user = UserId::from_trusted(5);
-        assert_eq!(Status::from(FanoutError::TooManyStreams { user, max: 8 }).code(), Code::ResourceExhausted);
-        assert_eq!(Status::from(FanoutError::TooManyGroups { user, max: 8 }).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(FanoutError::BusUnavailable("down".into())).code(), Code::Unavailable);
-        assert_eq!(Status::from(FanoutError::ShuttingDown).code(), Code::Unavailable);
+        let cases = [
+            (FanoutError::TooManyStreams { user, max: 8 }, Code::ResourceExhausted, ErrorReason::TooManyStreams),
+            (FanoutError::FallingBehind, Code::ResourceExhausted, ErrorReason::StreamFallingBehind),
+            (FanoutError::TooManyGroups { user, max: 8 }, Code::FailedPrecondition, ErrorReason::TooManyGroups),
+            (FanoutError::BusUnavailable("down".into()), Code::Unavailable, ErrorReason::DependencyUnavailable),
+            (FanoutError::ShuttingDown, Code::Unavailable, ErrorReason::ShuttingDown),
+            (FanoutError::EmptyUpdates, Code::Internal, ErrorReason::Internal),
+        ];
+        for (error, code, reason) in cases {
+            let status = Status::from(error);
+            assert_eq!((status.code(), status::reason_of(&status)), (code, Some(reason)), "{status:?}");
+        }
     }
 }

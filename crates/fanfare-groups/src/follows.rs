@@ -152,6 +152,7 @@ impl FollowGraph for FanoutFollowGraph {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "statuses as the fanout service's client sees them")]
 mod tests {
     use super::*;
 

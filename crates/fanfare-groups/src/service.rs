@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use fanfare_core::ids::{GroupId, UserId};
 use fanfare_core::paging::{Cursor, Page, PageSize};
 use fanfare_core::rate_limit::{SharedLimits, UserLimit};
+use fanfare_core::status::ErrorReason;
 use fanfare_core::time::now;
 use fanfare_core::validation::FieldViolation;
 
@@ -143,12 +144,12 @@ impl GroupsService {
         Ok(group)
     }
 
-    /// The actor's membership, or `PermissionDenied` saying they must be a member.
+    /// The actor's membership, or `NotAMember`.
     async fn actor_membership(&self, group: &Group, actor: UserId) -> GroupsResult<Membership> {
         self.store
             .get_membership(group.id, actor)
             .await?
-            .ok_or_else(|| GroupsError::PermissionDenied(format!("user {actor} is not a member of group {}", group.id)))
+            .ok_or(GroupsError::NotAMember { group: group.id, user: actor })
     }
 
     /// The actor's membership, which must be an owner's or admin's.
@@ -312,9 +313,7 @@ impl GroupsService {
                 self.require_follower(&group, actor).await?;
                 self.add_joining_user(&group, actor, JoinMethod::Direct).await
             }
-            JoinPolicy::InviteOnly => Err(GroupsError::PermissionDenied(format!(
-                "group {group_id} is invite-only: join with an invite code or ask a member to add you"
-            ))),
+            JoinPolicy::InviteOnly => Err(GroupsError::InviteOnly(group_id)),
             JoinPolicy::Approval => {
                 let request = self.store.create_join_request(group_id, actor, now()).await?;
                 Ok(JoinResult::PendingApproval(request))
@@ -329,6 +328,7 @@ impl GroupsService {
     async fn require_follower(&self, group: &Group, user: UserId) -> GroupsResult<()> {
         let Some(follow_graph) = &self.follow_graph else {
             return Err(GroupsError::FailedPrecondition {
+                reason: ErrorReason::FollowersOnlyUnsupported,
                 kind: "FOLLOWERS_ONLY_UNAVAILABLE",
                 message: format!(
                     "group {} is JOIN_POLICY_FOLLOWERS_ONLY, which needs the fanout service's follow graph; this \
@@ -362,6 +362,7 @@ impl GroupsService {
         let membership = self.actor_membership(&group, actor).await?;
         if membership.role == Role::Owner {
             return Err(GroupsError::FailedPrecondition {
+                reason: ErrorReason::OwnerImmovable,
                 kind: "OWNER",
                 message: format!(
                     "the owner cannot leave group {}: transfer ownership to another member first",
@@ -476,6 +477,7 @@ impl GroupsService {
         self.owner(&group, actor).await?;
         if new_owner == actor {
             return Err(GroupsError::FailedPrecondition {
+                reason: ErrorReason::OwnerImmovable,
                 kind: "OWNER",
                 message: format!("user {actor} already owns group {group_id}"),
             });

@@ -4,6 +4,8 @@
 //! store (in memory and on a fresh PostgreSQL database) and relayed by explicit passes, so
 //! every test drains deterministically; times are fixed (`at`), never read from the clock.
 
+#![allow(clippy::disallowed_methods, reason = "a test double of the messages service answers as it likes")]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

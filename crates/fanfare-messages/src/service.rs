@@ -146,7 +146,7 @@ impl MessagesService {
             // A private chat is answered as if it did not exist, even when its settings are
             // cached from a member's call (the groups service itself hides it from strangers).
             None if access.group.kind == common::GroupKind::Chat => Err(MessagesError::GroupNotFound(group)),
-            None => Err(MessagesError::PermissionDenied(format!("user {user} is not a member of group {group}"))),
+            None => Err(MessagesError::NotAMember { group, user }),
         }
     }
 
@@ -154,10 +154,7 @@ impl MessagesService {
     async fn writer(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
         let (access, member) = self.member(group, user).await?;
         if access.group.archived {
-            return Err(MessagesError::FailedPrecondition {
-                kind: "ARCHIVED",
-                message: format!("group {group} is archived and accepts no changes"),
-            });
+            return Err(MessagesError::Archived(group));
         }
         Ok((access, member))
     }
@@ -167,10 +164,7 @@ impl MessagesService {
     async fn unmuted_writer(&self, group: GroupId, user: UserId) -> MessagesResult<(Access, MemberInfo)> {
         let (access, member) = self.writer(group, user).await?;
         if let Some(until) = member.muted_until.filter(|until| *until > now()) {
-            return Err(MessagesError::PermissionDenied(format!(
-                "user {user} is muted in group {group} until {}",
-                until.to_rfc3339()
-            )));
+            return Err(MessagesError::Muted { group, user, until });
         }
         Ok((access, member))
     }

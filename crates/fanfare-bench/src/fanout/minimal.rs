@@ -6,6 +6,8 @@
 //! than the channel's capacity behind skips what it missed (counted by the receivers as
 //! holes), as the obvious implementation would.
 
+#![allow(clippy::disallowed_methods, reason = "the benchmark's minimal baseline server is not a Fanfare service")]
+
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 

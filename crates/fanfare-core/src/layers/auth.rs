@@ -14,13 +14,14 @@ use std::task::{Context, Poll};
 
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
-use tonic::Status;
+use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use super::{ResponseFuture, is_health_check};
 use crate::callers::{ANONYMOUS_CALLER, Caller, Callers, SHARED_TOKEN_CALLER};
 use crate::config::ServerConfig;
 use crate::identity::USER_ID_HEADER;
+use crate::status::{self, ErrorReason, Reason};
 use crate::tls::PeerIdentity;
 
 /// The metadata key that carries the caller's token.
@@ -116,12 +117,10 @@ impl AuthLayer {
     /// Who is calling: the caller a verified client certificate names, else the one the
     /// `authorization` header's token names.
     fn identify(&self, headers: &HeaderMap, peer: Option<&PeerIdentity>) -> Result<Arc<Caller>, Status> {
-        let missing = || Status::unauthenticated("missing service token: send `authorization: Bearer <token>`");
+        let missing = || unauthenticated("missing service token: send `authorization: Bearer <token>`");
         match &self.policy {
             Policy::AllowAll(anonymous) => Ok(Arc::clone(anonymous)),
-            Policy::RejectAll => {
-                Err(Status::unauthenticated("this server accepts no service token; it is misconfigured"))
-            }
+            Policy::RejectAll => Err(unauthenticated("this server accepts no service token; it is misconfigured")),
             Policy::SharedToken(expected, shared) => {
                 let presented = bearer_token(headers).ok_or_else(missing)?;
                 // `ct_eq` on slices of unequal length returns false at once: the length of
@@ -129,7 +128,7 @@ impl AuthLayer {
                 if bool::from(presented.as_bytes().ct_eq(expected)) {
                     Ok(Arc::clone(shared))
                 } else {
-                    Err(Status::unauthenticated("invalid service token"))
+                    Err(unauthenticated("invalid service token"))
                 }
             }
             Policy::Callers(callers) => {
@@ -139,7 +138,7 @@ impl AuthLayer {
                 // Looked up by the token's SHA-256 digest: timing reveals nothing usable about
                 // the token itself.
                 let presented = bearer_token(headers).ok_or_else(missing)?;
-                callers.by_token(presented).cloned().ok_or_else(|| Status::unauthenticated("invalid service token"))
+                callers.by_token(presented).cloned().ok_or_else(|| unauthenticated("invalid service token"))
             }
         }
     }
@@ -148,18 +147,33 @@ impl AuthLayer {
 /// Whether `caller` may make a call to `path` with these headers.
 fn permit(caller: &Caller, path: &str, headers: &HeaderMap) -> Result<(), Status> {
     if !caller.may_call(path) {
-        return Err(Status::permission_denied(format!(
-            "caller `{}` may not call {path}; ask the operators to allow it in the callers file",
-            caller.name()
-        )));
+        return Err(caller_not_allowed(
+            caller,
+            format!(
+                "caller `{}` may not call {path}; ask the operators to allow it in the callers file",
+                caller.name()
+            ),
+        ));
     }
     if headers.contains_key(USER_ID_HEADER) && !caller.acts_for_users() {
-        return Err(Status::permission_denied(format!(
-            "caller `{}` may not act for end users: drop the `{USER_ID_HEADER}` metadata",
-            caller.name()
-        )));
+        return Err(caller_not_allowed(
+            caller,
+            format!("caller `{}` may not act for end users: drop the `{USER_ID_HEADER}` metadata", caller.name()),
+        ));
     }
     Ok(())
+}
+
+/// `UNAUTHENTICATED`: no service token the server accepts.
+fn unauthenticated(message: &str) -> Status {
+    let reason = Reason::new(ErrorReason::Unauthenticated).with("header", AUTHORIZATION_HEADER);
+    status::new(Code::Unauthenticated, reason, message)
+}
+
+/// `PERMISSION_DENIED` for a caller the callers file does not allow this.
+fn caller_not_allowed(caller: &Caller, message: String) -> Status {
+    let reason = Reason::new(ErrorReason::CallerNotAllowed).with("caller", caller.name());
+    status::new(Code::PermissionDenied, reason, message)
 }
 
 /// The token of an `authorization: Bearer <token>` header, if there is one.
@@ -302,6 +316,10 @@ mod tests {
         result.map(|caller| caller.name().to_owned()).map_err(|status| status.code())
     }
 
+    fn reason(result: Result<Arc<Caller>, Status>) -> Option<ErrorReason> {
+        result.err().and_then(|status| status::reason_of(&status))
+    }
+
     #[test]
     fn accepts_only_the_configured_bearer_token() {
         let layer = AuthLayer::require_token("secret");
@@ -310,7 +328,8 @@ mod tests {
         for refused in ["Bearer secre", "Bearer secret2", "Basic secret", "Bearer"] {
             assert_eq!(name(layer.authorize(PATH, &headers(refused))), Err(tonic::Code::Unauthenticated), "{refused}");
         }
-        assert!(layer.authorize(PATH, &HeaderMap::new()).is_err());
+        assert_eq!(reason(layer.authorize(PATH, &HeaderMap::new())), Some(ErrorReason::Unauthenticated));
+        assert_eq!(reason(layer.authorize(PATH, &headers("Bearer secre"))), Some(ErrorReason::Unauthenticated));
     }
 
     #[test]
@@ -327,6 +346,7 @@ mod tests {
         let append = "/fanfare.messages.v1.MessageService/AppendSystemUpdates";
         assert_eq!(name(layer.authorize(append, &headers("Bearer groups-token"))), Ok("groups".to_owned()));
         assert_eq!(name(layer.authorize(PATH, &headers("Bearer groups-token"))), Err(tonic::Code::PermissionDenied));
+        assert_eq!(reason(layer.authorize(PATH, &headers("Bearer groups-token"))), Some(ErrorReason::CallerNotAllowed));
         assert_eq!(name(layer.authorize(PATH, &headers("Bearer gateway-token"))), Ok("gateway".to_owned()));
         assert_eq!(name(layer.authorize(PATH, &headers("Bearer other"))), Err(tonic::Code::Unauthenticated));
 
@@ -336,6 +356,7 @@ mod tests {
         let mut groups_as_user = headers("Bearer groups-token");
         groups_as_user.insert(USER_ID_HEADER, "7".parse().expect("valid"));
         assert_eq!(name(layer.authorize(append, &groups_as_user)), Err(tonic::Code::PermissionDenied));
+        assert_eq!(reason(layer.authorize(append, &groups_as_user)), Some(ErrorReason::CallerNotAllowed));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::{ResponseFuture, is_health_check};
+use crate::status::ErrorReason;
 
 /// How long a shed caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -70,6 +71,7 @@ where
         let Ok(slot) = Arc::clone(&self.layer.slots).try_acquire_owned() else {
             tracing::debug!(limit = self.layer.max_concurrent_requests, "shed a call over the concurrency limit");
             let status = crate::status::resource_exhausted(
+                ErrorReason::Overloaded,
                 format!(
                     "server is at its limit of {} concurrent requests; retry shortly",
                     self.layer.max_concurrent_requests

@@ -178,7 +178,8 @@ mod tests {
         let ok = http::Response::new(());
         assert_eq!(response_code(&ok), Code::Ok);
 
-        let denied: http::Response<()> = tonic::Status::permission_denied("no").into_http();
+        let denied: http::Response<()> =
+            crate::status::new(Code::PermissionDenied, crate::status::ErrorReason::PermissionDenied, "no").into_http();
         assert_eq!(response_code(&denied), Code::PermissionDenied);
 
         let mut unavailable = http::Response::new(());

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tonic::Status;
+use tonic::Code;
 use tower::{Layer, Service};
 
 use super::ResponseFuture;
+use crate::status::{ErrorReason, Reason};
 
 /// Streaming methods of the services every server runs.
 pub const BUILT_IN_STREAMING_METHODS: &[&str] = &[
@@ -85,8 +86,11 @@ where
                 Err(_elapsed) => {
                     let timeout_ms = timeout.as_millis();
                     tracing::warn!(timeout_ms, "call timed out");
-                    let status =
-                        Status::deadline_exceeded(format!("the server did not finish the call within {timeout_ms} ms"));
+                    let status = crate::status::new(
+                        Code::DeadlineExceeded,
+                        Reason::new(ErrorReason::Timeout).with("timeout_ms", timeout_ms),
+                        format!("the server did not finish the call within {timeout_ms} ms"),
+                    );
                     Ok(status.into_http())
                 }
             }

@@ -1,6 +1,8 @@
 //! Shared harness of the server tests: a test-only slow service, a switchable probe, a
 //! server on port 0, and health and reflection client helpers.
 
+#![allow(clippy::disallowed_methods, reason = "a test service and client, not a Fanfare service")]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
